@@ -1,0 +1,76 @@
+"""Find, load and fingerprint QA models and their tokenizers.
+
+A model is named by a Hub id or a local directory. Local directories are checked before
+any work starts; a Hub id is checked against the local Hugging Face cache first and the
+Hub only when needed, so a missing network is reported in one line, not after retries.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from pathlib import Path
+
+from transformers import AutoModelForQuestionAnswering, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from qa_compress.data import hub_reachable
+from qa_compress.errors import UserError
+
+
+def looks_like_path(name_or_path: str) -> bool:
+    """A Hub id has at most one '/', and never starts like a file system path."""
+    return name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1 or Path(name_or_path).exists()
+
+
+def check_available(name_or_path: str, key: str = "model.name_or_path") -> None:
+    """Fail with one clear line if the model can be neither found on disk nor fetched."""
+    if looks_like_path(name_or_path):
+        path = Path(name_or_path).expanduser()
+        if not path.is_dir():
+            raise UserError(f"{key}={name_or_path}: no such directory")
+        if not (path / "config.json").is_file():
+            raise UserError(f"{key}={name_or_path}: not a Hugging Face model directory (no config.json)")
+        return
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
+        return  # in the local Hugging Face cache; transformers falls back to it offline
+    if not hub_reachable():
+        raise UserError(
+            f"{key}={name_or_path}: not a local directory, not in the Hugging Face cache, and the Hugging Face Hub "
+            "cannot be reached; use model=minilm_l6 or model.name_or_path=<local model directory>"
+        )
+
+
+def load(name_or_path: str, trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a model for extractive QA (a fresh QA head if the checkpoint has none) and its fast tokenizer."""
+    path = str(Path(name_or_path).expanduser()) if looks_like_path(name_or_path) else name_or_path
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForQuestionAnswering.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise UserError(f"model.name_or_path={name_or_path}: could not be loaded ({err})") from None
+    if not tokenizer.is_fast:
+        raise UserError(f"model.name_or_path={name_or_path}: needs a fast tokenizer (offset mapping)")
+    return model, tokenizer
+
+
+def fingerprint(name_or_path: str) -> str:
+    """Content digest of a local model directory (config and weights), or the Hub id itself."""
+    if not looks_like_path(name_or_path):
+        return f"hub:{name_or_path}"
+    digest = hashlib.sha256()
+    path = Path(name_or_path).expanduser()
+    for file in sorted(path.iterdir()):
+        if file.suffix in {".json", ".safetensors", ".txt", ".model"} and file.is_file():
+            digest.update(file.name.encode())
+            with file.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def input_names(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> list[str]:
+    """Inputs both the tokenizer produces and the model accepts (DistilBERT takes no token_type_ids)."""
+    accepted = set(inspect.signature(model.forward).parameters)
+    return [name for name in tokenizer.model_input_names if name in accepted]

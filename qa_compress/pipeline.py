@@ -1,0 +1,279 @@
+"""One job: check inputs, then load -> (fine-tune or reuse) -> prune -> quantize -> predict -> score -> benchmark.
+
+Every check that can fail on a user's input runs before the MLflow run starts and before
+any model or data is loaded; heavy stages run inside the job's MLflow run, which ends
+FINISHED, FAILED or KILLED.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import re
+import time
+from pathlib import Path
+
+import datasets
+import hydra
+import mlflow
+import omegaconf
+import torch
+import transformers
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from qa_compress import benchmark, data, features, models, predict, prune, quantize, score, synthetic, tracking, train
+from qa_compress.config import JobConfig, from_hydra, job_section
+from qa_compress.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=64)
+def _checked_squad_json(path: str, mtime_ns: int, key: str) -> None:
+    data.validate_squad_json(Path(path), key)
+
+
+def _check_file(path: str | None, key: str) -> None:
+    if path is None:
+        return
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"{key}={path}: no such file")
+    _checked_squad_json(str(file.resolve()), file.stat().st_mtime_ns, key)
+
+
+def check_inputs(job: JobConfig) -> None:
+    """Everything about a job's inputs that can be checked without loading a model or training."""
+    models.check_available(job.model.name_or_path)
+    if job.dataset.source == "json":
+        _check_file(job.dataset.validation_file, "dataset.validation_file")
+        if job.training.name != "none":
+            _check_file(job.dataset.train_file, "dataset.train_file")
+    elif job.dataset.source == "hub":
+        data.check_hub_dataset(job.dataset.hub_name)
+    for pattern in job.pruning.layer_patterns:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise UserError(f"pruning.layer_patterns: {pattern!r} is not a regular expression ({err})") from None
+    reason = quantize.supported(job.quantization.name)
+    if reason:
+        raise UserError(f"quantization={job.quantization.name}: {reason}")
+
+
+def validate(cfg: DictConfig) -> JobConfig:
+    """Typed config with every input checked; raises UserError on the first problem."""
+    job = from_hydra(cfg)
+    check_inputs(job)
+    return job
+
+
+def _examples(job: JobConfig, split: str) -> data.Examples:
+    """Examples of one split ("train" or "validation"), limited to the configured number."""
+    ds = job.dataset
+    cache_dir = Path(job.paths.cache_dir)
+    if ds.source == "hub":
+        examples = data.load_hub(ds.hub_name, split)
+    else:
+        if ds.source == "synthetic":
+            paragraphs = ds.train_paragraphs if split == "train" else ds.eval_paragraphs
+            seed = ds.generator_seed + (0 if split == "train" else 1)  # disjoint draws for train and eval
+            path = synthetic.write(
+                cache_dir / "synthetic" / f"{ds.name}-{split}-{paragraphs}-{seed}.json", paragraphs, seed
+            )
+        else:
+            path = Path(ds.train_file if split == "train" else ds.validation_file)
+        examples = data.load_squad_json(path, f"dataset.{split}_file", cache_dir)
+    return data.limit(examples, ds.max_train_samples if split == "train" else ds.max_eval_samples)
+
+
+def _load(job: JobConfig, name_or_path: str):
+    transformers.set_seed(job.seed)  # a fresh QA head is drawn from the seeded generator
+    return models.load(name_or_path, job.model.trust_remote_code)
+
+
+def _baseline(job: JobConfig) -> tuple[torch.nn.Module, transformers.PreTrainedTokenizerBase, dict[str, str]]:
+    """The model to compress: fine-tuned (or reused from the cache), or as given with training=none."""
+    if job.training.name == "none":
+        model, tokenizer = _load(job, job.model.name_or_path)
+        return model, tokenizer, {"baseline_cache": "none"}
+    train_examples = _examples(job, "train")
+    key = train.baseline_key(
+        models.fingerprint(job.model.name_or_path),
+        train_examples.digest,
+        job.dataset.max_seq_length,
+        job.dataset.doc_stride,
+        job.training.key_fields(),
+        job.seed,
+    )
+    entry = Path(job.paths.cache_dir) / "baselines" / key
+    hit = train.is_cached(entry)
+    tags = {"baseline_key": key, "baseline_cache": "hit" if hit else "miss"}
+    tracking.set_tags(tags)
+    if hit:
+        log.info("Baseline %s from cache %s", key, entry)
+        model, tokenizer = _load(job, str(entry))
+        return model, tokenizer, tags
+    model, tokenizer = _load(job, job.model.name_or_path)
+    train_features, _ = features.prepare(
+        train_examples.dataset,
+        train_examples.digest,
+        tokenizer,
+        job.dataset.max_seq_length,
+        job.dataset.doc_stride,
+        "train",
+        Path(job.paths.cache_dir),
+    )
+    log.info(
+        "Fine-tuning %s on %d questions (%d windows)", job.model.name, len(train_examples.dataset), len(train_features)
+    )
+    metrics = train.fine_tune(
+        model, tokenizer, train_features, job.training.model_dump(), job.seed, [tracking.TrainingCurves()]
+    )
+    tracking.log_metrics(metrics)
+    record = {
+        "key": key,
+        "model": job.model.name_or_path,
+        "train_data": train_examples.source,
+        "training": job.training.model_dump(),
+        "seed": job.seed,
+    }
+    train.save_baseline(model, tokenizer, entry, record)
+    return model, tokenizer, tags
+
+
+def execute(job: JobConfig, output_dir: Path) -> dict[str, float]:
+    """The heavy part of a job, inside its MLflow run; returns the metrics it logged."""
+    eval_examples = _examples(job, "validation")
+    model, tokenizer, cache_tags = _baseline(job)
+    eval_features, _ = features.prepare(
+        eval_examples.dataset,
+        eval_examples.digest,
+        tokenizer,
+        job.dataset.max_seq_length,
+        job.dataset.doc_stride,
+        "eval",
+        Path(job.paths.cache_dir),
+    )
+
+    p = job.pruning
+    layers = prune.apply(model, p.name, p.amount, p.layer_patterns, p.include_qa_head, p.include_embeddings)
+    metrics: dict[str, float] = {"sparsity": prune.sparsity(layers), "prunable_layers": len(layers)}
+
+    model = quantize.apply(model, job.quantization.name)
+    device = torch.device(
+        "cuda" if torch.cuda.is_available() and not quantize.runs_on_cpu_only(job.quantization.name) else "cpu"
+    )
+    model.to(device)
+    tracking.set_tags({"device": str(device)})
+
+    inputs = predict.forward_inputs(eval_features, models.input_names(tokenizer, model))
+    started = time.perf_counter()
+    start_logits, end_logits = predict.logits(model, inputs, job.predict.batch_size, device)
+    predictions = predict.decode(
+        eval_examples.dataset,
+        eval_features,
+        start_logits,
+        end_logits,
+        job.predict.n_best_size,
+        job.predict.max_answer_length,
+        job.predict.null_score_diff_threshold,
+    )
+    metrics["predict_s"] = time.perf_counter() - started
+
+    gold = data.gold_answers(eval_examples.dataset)
+    scores, _ = score.evaluate(gold, predictions.answers, predictions.na_probs)
+    metrics.update(scores)
+    floor = score.always_no_answer(gold)
+    metrics["always_no_answer_exact"], metrics["always_no_answer_f1"] = floor["exact"], floor["f1"]
+    metrics["eval_features"] = len(eval_features)
+
+    metrics["size_mb"] = benchmark.size_mb(model)
+    if job.benchmark.enabled:
+        b = job.benchmark
+        metrics.update(
+            benchmark.run(
+                model,
+                inputs,
+                b.batch_size,
+                b.warmup,
+                b.repeats,
+                device,
+                questions_per_feature=len(eval_examples.dataset) / len(eval_features),
+            )
+        )
+    tracking.log_metrics(metrics)
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "predictions.json": predictions.answers,
+        "na_probs.json": predictions.na_probs,
+        "metrics.json": metrics,
+    }
+    for name, content in files.items():
+        (output_dir / name).write_text(json.dumps(content, indent=2))
+    tracking.log_artifacts([output_dir / name for name in files])
+    log.info(
+        "%s: f1 %.2f (HasAns %.2f, NoAns %.2f; always-no-answer %.2f) | %.1f MB | %s | baseline %s",
+        tracking.run_name(job.model.name, p.name, p.amount, job.quantization.name),
+        metrics["f1"],
+        metrics.get("HasAns_f1", float("nan")),
+        metrics.get("NoAns_f1", float("nan")),
+        metrics["always_no_answer_f1"],
+        metrics["size_mb"],
+        f"{metrics['latency_ms']:.1f} ms/batch of {job.benchmark.batch_size}"
+        if "latency_ms" in metrics
+        else "not benchmarked",
+        cache_tags["baseline_cache"],
+    )
+    return metrics
+
+
+def _hydra_context() -> tuple[str | None, Path]:
+    """The sweep parent run id (multirun only) and the job's output directory."""
+    if not HydraConfig.initialized():
+        return None, Path.cwd()
+    hc = HydraConfig.get()
+    parent = tracking.sweep_parent(Path(hc.sweep.dir)) if hc.mode == RunMode.MULTIRUN else None
+    return parent, Path(hc.runtime.output_dir)
+
+
+def run(cfg: DictConfig) -> float:
+    """Validate, then run one job as one MLflow run; returns its F1 (what a sweeper would optimise)."""
+    job = validate(cfg)
+    torch.set_num_threads(job.benchmark.num_threads or torch.get_num_threads())
+    parent, output_dir = _hydra_context()
+    uri = tracking.tracking_uri(job.tracking.uri, job.paths.mlruns_dir)
+    experiment = tracking.experiment_id(uri, job.tracking.experiment_name, job.paths.mlruns_dir)
+    tags = {
+        "git_commit": tracking.git_commit(job.paths.root_dir),
+        "model": job.model.name,
+        "dataset": job.dataset.name,
+        "training": job.training.name,
+        "pruning": job.pruning.name,
+        "quantization": job.quantization.name,
+        "num_threads": str(torch.get_num_threads()),
+        "versions": json.dumps(
+            {
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "datasets": datasets.__version__,
+                "mlflow": mlflow.__version__,
+                "hydra": hydra.__version__,
+                "omegaconf": omegaconf.__version__,
+            }
+        ),
+    }
+    if job.model.trust_remote_code:
+        tags["trust_remote_code"] = "true"
+    name = tracking.run_name(job.model.name, job.pruning.name, job.pruning.amount, job.quantization.name)
+    resolved = OmegaConf.to_container(job_section(cfg), resolve=True)
+    with tracking.job_run(experiment, name, parent, tags):
+        tracking.log_params(tracking.flatten(resolved))
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+        tracking.log_artifacts([output_dir / "config.yaml"])
+        return execute(job, output_dir)["f1"]

@@ -1,0 +1,98 @@
+"""Hydra callback that turns a multirun into one MLflow parent run with a child run per job.
+
+Before any job starts, every job of the sweep is composed and checked, so a bad value in the
+fifth job stops the sweep before the first one trains. The parent run ends with a status
+that reflects its children, also when the sweep stops early.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra import compose
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from qa_compress import pipeline, tracking
+from qa_compress.config import from_hydra
+from qa_compress.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
+    """Override lists of every job the basic sweeper will launch; None for other sweepers."""
+    if not config.hydra.sweeper._target_.endswith("BasicSweeper"):
+        return None
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    arguments = params + list(config.hydra.overrides.task)
+    parsed = OverridesParser.create().parse_overrides(arguments)
+    return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def check_jobs(config: DictConfig, config_name: str, jobs: list[list[str]]) -> None:
+    """Compose and check each job's config; raises UserError naming the first bad value.
+
+    Values are checked for every job first (cheap), then each job's inputs (files, models).
+    """
+    checked = []
+    for overrides in jobs:
+        job_cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+        with open_dict(job_cfg):
+            job_cfg.hydra.runtime.output_dir = config.hydra.sweep.dir  # not known before launch
+        HydraConfig.instance().set_config(job_cfg)
+        try:
+            checked.append(from_hydra(job_cfg))
+        finally:
+            HydraConfig.instance().set_config(config)
+    for job in checked:
+        pipeline.check_inputs(job)
+
+
+class MlflowSweep(Callback):
+    """Check all jobs, then open the sweep's parent run; close it when the sweep ends."""
+
+    def __init__(self) -> None:
+        self.uri: str | None = None
+        self.parent_run_id: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra turns a callback's exceptions into warnings; a bad config must stop the sweep instead.
+        try:
+            self._start(config, kwargs["config_name"])
+        except UserError as err:
+            sys.stderr.write(f"{err}\n")
+            sys.exit(1)
+
+    def _start(self, config: DictConfig, config_name: str) -> None:
+        HydraConfig.instance().set_config(config)  # lets ${hydra:...} resolve before the first job
+        jobs = sweep_jobs(config)
+        if jobs is not None:
+            check_jobs(config, config_name, jobs)
+            log.info("Checked the configs of %d jobs", len(jobs))
+        self.uri = tracking.tracking_uri(OmegaConf.select(config, "tracking.uri"), config.paths.mlruns_dir)
+        experiment = tracking.experiment_id(self.uri, config.tracking.experiment_name, config.paths.mlruns_dir)
+        overrides = " ".join(OmegaConf.to_container(config.hydra.overrides.task)) or "(defaults)"
+        self.parent_run_id = tracking.start_sweep(
+            self.uri,
+            experiment,
+            Path(config.hydra.sweep.dir),
+            f"sweep | {config.model.name} | {overrides}",
+            {
+                "git_commit": tracking.git_commit(config.paths.root_dir),
+                "sweep_overrides": overrides,
+                "jobs": str(len(jobs)) if jobs is not None else "unknown",
+            },
+        )
+        tracking.end_sweep_at_exit(self.uri, self.parent_run_id)
+        log.info("MLflow sweep run %s in %s", self.parent_run_id, self.uri)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        if self.parent_run_id:
+            tracking.end_sweep(self.uri, self.parent_run_id)

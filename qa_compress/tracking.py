@@ -1,0 +1,186 @@
+"""Everything that talks to MLflow: the store, sweep parent runs, job runs and their end states.
+
+Store: `MLFLOW_TRACKING_URI` when set, else a SQLite database under `paths.mlruns_dir`
+with artifacts beside it, whatever Hydra's working directory is. A multirun gets one
+parent run, created before its first job; each job is a child run that ends FINISHED,
+FAILED (an exception) or KILLED (Ctrl-C or SIGTERM).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+from transformers import TrainerCallback
+
+log = logging.getLogger(__name__)
+
+PARENT_RUN_FILE = "mlflow_parent_run_id"
+MAX_PARAM_LENGTH = 6000
+
+
+def tracking_uri(configured: str | None, mlruns_dir: str) -> str:
+    """The store to use: the config's, then MLFLOW_TRACKING_URI, then SQLite under `mlruns_dir`."""
+    if configured:
+        return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path(mlruns_dir).resolve() / 'mlflow.db'}"
+
+
+def experiment_id(uri: str, name: str, mlruns_dir: str) -> str:
+    """Select (creating if needed) the experiment; local stores keep artifacts under `mlruns_dir`."""
+    mlflow.set_tracking_uri(uri)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    artifacts = None
+    if uri.startswith("sqlite:///"):
+        artifacts = (Path(mlruns_dir).resolve() / "artifacts").as_uri()
+    try:
+        return mlflow.create_experiment(name, artifact_location=artifacts)
+    except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel job
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config -> {"dotted.key": "value"} strings, as MLflow params."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = str(value)[:MAX_PARAM_LENGTH]
+    return flat
+
+
+def git_commit(directory: str) -> str:
+    """The checked-out commit of `directory` (with "-dirty" for uncommitted changes), or "unknown"."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def run_name(model: str, pruning: str, amount: float, quantization: str) -> str:
+    pruned = pruning if pruning == "none" else f"{pruning} {amount:g}"
+    return f"{model} | {pruned} | {quantization}"
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
+@contextlib.contextmanager
+def job_run(experiment: str, name: str, parent_run_id: str | None, tags: dict[str, str]) -> Iterator[str]:
+    """An MLflow run for one job; yields its id and ends it FINISHED, FAILED or KILLED.
+
+    SIGTERM (what a cluster sends at a time limit) is treated like Ctrl-C while the run is open.
+    """
+    run = mlflow.start_run(experiment_id=experiment, run_name=name, parent_run_id=parent_run_id, tags=tags)
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        yield run.info.run_id
+    except KeyboardInterrupt:
+        mlflow.end_run("KILLED")
+        raise
+    except BaseException:
+        mlflow.end_run("FAILED")
+        raise
+    else:
+        mlflow.end_run("FINISHED")
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def log_params(params: Mapping[str, str]) -> None:
+    mlflow.log_params(dict(params))
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def set_tags(tags: Mapping[str, str]) -> None:
+    mlflow.set_tags(dict(tags))
+
+
+def log_artifacts(paths: list[Path]) -> None:
+    for path in paths:
+        mlflow.log_artifact(str(path))
+
+
+class TrainingCurves(TrainerCallback):
+    """Sends the Trainer's periodic logs (loss, learning rate, ...) to the active run as `train/...` curves."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        numbers = {f"train/{k}": v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+        if numbers:
+            log_metrics(numbers, step=state.global_step)
+
+
+# --- Sweeps -----------------------------------------------------------------------------------
+
+
+def start_sweep(uri: str, experiment: str, sweep_dir: Path, name: str, tags: dict[str, str]) -> str:
+    """Create the parent run of a multirun and leave its id in the sweep directory for the jobs."""
+    client = MlflowClient(uri)
+    run = client.create_run(experiment, run_name=name, tags={**tags, "sweep_dir": str(sweep_dir)})
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / PARENT_RUN_FILE).write_text(run.info.run_id)
+    return run.info.run_id
+
+
+def sweep_parent(sweep_dir: Path) -> str | None:
+    """The parent run id that the sweep's launcher left for its jobs, if any."""
+    path = sweep_dir / PARENT_RUN_FILE
+    return path.read_text().strip() if path.is_file() else None
+
+
+def end_sweep(uri: str, parent_run_id: str, interrupted: bool = False) -> str:
+    """End the parent run with a status that reflects its children; returns that status."""
+    client = MlflowClient(uri)
+    if client.get_run(parent_run_id).info.status != "RUNNING":
+        return client.get_run(parent_run_id).info.status
+    children = client.search_runs(
+        [client.get_run(parent_run_id).info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
+    )
+    statuses = {child.info.status for child in children}
+    if interrupted or "KILLED" in statuses:
+        status = "KILLED"
+    elif "FAILED" in statuses or "RUNNING" in statuses or not children:
+        status = "FAILED"
+    else:
+        status = "FINISHED"
+    client.set_terminated(parent_run_id, status)
+    log.info("Sweep run %s ended %s (%d jobs)", parent_run_id, status, len(children))
+    return status
+
+
+def end_sweep_at_exit(uri: str, parent_run_id: str) -> None:
+    """Make sure the parent run is ended even when the sweep stops early (a failed job, Ctrl-C)."""
+    atexit.register(lambda: end_sweep(uri, parent_run_id))

@@ -1,0 +1,21 @@
+"""Entry point: compose the Hydra config and run one qa-compress job (or a sweep with -m).
+
+python run.py                                   # DistilBERT on SQuAD 2.0, no compression
+python run.py -m experiment=quickstart          # offline demo sweep
+python run.py -m pruning=l1_unstructured pruning.amount=0.1,0.3,0.5
+"""
+
+import hydra
+from omegaconf import DictConfig
+
+import qa_compress.resolvers  # noqa: F401  (registers ${package_path:...} before composition)
+from qa_compress import pipeline
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> float:
+    return pipeline.run(cfg)
+
+
+if __name__ == "__main__":
+    main()

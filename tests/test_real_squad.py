@@ -1,0 +1,64 @@
+"""Real models on a slice of the real SQuAD 2.0 files that sit beside the project (skipped where absent)."""
+
+import pytest
+
+from .conftest import QA_CHECKPOINT, SQUAD_DIR, needs_qa_checkpoint, needs_shared_squad, run_cli
+from .test_run import METRICS, _runs
+
+
+@needs_shared_squad
+@needs_qa_checkpoint
+def test_fine_tuned_minilm_answers_real_questions_and_pruning_costs_accuracy(tmp_path):
+    result = run_cli(
+        [
+            "-m",
+            "training=none",
+            "model=minilm_l6",
+            f"model.name_or_path={QA_CHECKPOINT}",
+            "dataset=squad_json",
+            f"dataset.validation_file={SQUAD_DIR / 'validation.json'}",
+            "dataset.max_eval_samples=150",
+            "dataset.max_seq_length=256",
+            "benchmark.repeats=2",
+            "benchmark.warmup=1",
+            "pruning=l1_unstructured",
+            "pruning.amount=0.0,0.9",
+        ],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    children = [r for r in _runs(tmp_path)[1] if "mlflow.parentRunId" in r.data.tags]
+    by_amount = {r.data.params["pruning.amount"]: r.data.metrics for r in children}
+    dense, pruned = by_amount["0.0"], by_amount["0.9"]
+    assert set(METRICS) <= set(dense)
+    assert dense["total"] == 150
+    assert dense["HasAns_f1"] > 25  # the checkpoint really finds answers (37.5 on the whole file)
+    assert dense["f1"] - pruned["f1"] > 20  # 90% of its weights gone, most of its accuracy goes with them
+    assert pruned["sparsity"] == pytest.approx(0.9, abs=0.01)
+
+
+@needs_shared_squad
+def test_minilm_l6_from_its_package_fine_tunes_on_real_squad(tmp_path):
+    result = run_cli(
+        [
+            "model=minilm_l6",
+            "dataset=squad_json",
+            f"dataset.train_file={SQUAD_DIR / 'train.json'}",
+            f"dataset.validation_file={SQUAD_DIR / 'validation.json'}",
+            "dataset.max_train_samples=16",
+            "dataset.max_eval_samples=16",
+            "dataset.max_seq_length=128",
+            "dataset.doc_stride=32",
+            "training.max_steps=2",
+            "training.batch_size=8",
+            "benchmark.enabled=false",
+        ],
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = _runs(tmp_path)[1]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["baseline_cache"] == "miss"
+    assert run.data.metrics["total"] == 16
+    assert run.data.metrics["train_steps"] == 2
+    assert run.data.metrics["train_loss"] > 0

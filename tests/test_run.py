@@ -1,0 +1,324 @@
+"""The real entry point, run as a user runs it: config composition, refusals, sweeps read back from MLflow."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import mlflow
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+
+from qa_compress import tracking
+from qa_compress.config import from_hydra
+from qa_compress.errors import UserError
+from qa_compress.sweep import sweep_jobs
+
+from .conftest import MINILM_DIR, ROOT, run_cli, store_uri, write_json
+
+METRICS = [
+    "exact",
+    "f1",
+    "total",
+    "HasAns_exact",
+    "HasAns_f1",
+    "HasAns_total",
+    "NoAns_exact",
+    "NoAns_f1",
+    "NoAns_total",
+    "best_exact",
+    "best_exact_thresh",
+    "best_f1",
+    "best_f1_thresh",
+    "always_no_answer_f1",
+    "size_mb",
+    "sparsity",
+    "latency_ms",
+    "latency_p90_ms",
+    "latency_bs1_ms",
+    "latency_bs1_p90_ms",
+    "samples_per_s",
+]
+
+
+def _compose(overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(
+            config_name="config",
+            overrides=["paths.root_dir=/tmp", "paths.output_dir=/tmp/out", *overrides],
+            return_hydra_config=False,
+        )
+
+
+def test_default_config_is_distilbert_on_squad_v2_without_compression():
+    job = from_hydra(_compose([]))
+    assert job.model.name_or_path == "distilbert-base-uncased"
+    assert (job.dataset.hub_name, job.dataset.max_seq_length, job.dataset.doc_stride) == (
+        "rajpurkar/squad_v2",
+        384,
+        128,
+    )
+    assert (job.training.learning_rate, job.training.num_train_epochs, job.training.batch_size) == (3e-5, 2, 16)
+    assert (job.pruning.name, job.quantization.name) == ("none", "none")
+
+
+def test_minilm_l6_resolves_to_the_installed_package():
+    job = from_hydra(_compose(["model=minilm_l6"]))
+    assert job.model.name_or_path == str(MINILM_DIR)
+    assert (MINILM_DIR / "config.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["pruning=l1_unstructured", "pruning.amount=1.5"],
+            "pruning.amount=1.5: Input should be less than or equal to 1",
+        ),
+        (["pruning=l1_unstructured", "pruning.amount=-0.1"], "pruning.amount=-0.1"),
+        (["dataset.doc_stride=400"], "dataset.doc_stride=400 must be smaller than dataset.max_seq_length=384"),
+        (["training.learning_rate=0"], "training.learning_rate=0: Input should be greater than 0"),
+        (["benchmark.repeats=0"], "benchmark.repeats=0"),
+        (["dataset=squad_json"], "dataset.validation_file=null"),
+    ],
+)
+def test_out_of_range_values_are_refused_by_name(overrides, message):
+    with pytest.raises(UserError) as err:
+        from_hydra(_compose(overrides))
+    assert message in str(err.value)
+
+
+def test_quickstart_sweeps_at_least_three_jobs():
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=["experiment=quickstart"], return_hydra_config=True)
+    jobs = sweep_jobs(cfg)
+    assert len(jobs) == 6
+    assert ["pruning.amount=0.0", "quantization=none", "experiment=quickstart"] in jobs
+
+
+def _runs(tmp_path):
+    client = MlflowClient(store_uri(tmp_path))
+    experiment = client.get_experiment_by_name("qa-compress")
+    return client, ([] if experiment is None else client.search_runs([experiment.experiment_id]))
+
+
+def _assert_refused(result, tmp_path, *expected):
+    assert result.returncode != 0
+    for text in expected:
+        assert text in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    if (tmp_path / "mlruns" / "mlflow.db").exists():
+        assert all(run.info.status != "RUNNING" for run in _runs(tmp_path)[1])
+        assert _runs(tmp_path)[1] == []
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["pruning=magnitude_of_doom"], ["Could not find 'pruning/magnitude_of_doom'", "l1_unstructured"]),
+        (["-m", "pruning=l1_unstructured", "pruning.amount=0.2,1.5"], ["pruning.amount=1.5"]),
+        (
+            ["model=minilm_l6", "training=none", "dataset=squad_json", "dataset.validation_file=/no/such/file.json"],
+            ["dataset.validation_file=/no/such/file.json: no such file"],
+        ),
+        (
+            ["model=minilm_l6", "training=none", "dataset=squad_json", "dataset.validation_file=pyproject.toml"],
+            ["not a JSON file"],
+        ),
+        (
+            [
+                "training=none",
+                "model.name_or_path=./no/such/model",
+                "dataset=squad_json",
+                "dataset.validation_file=conf/config.yaml",
+            ],
+            ["model.name_or_path=./no/such/model: no such directory"],
+        ),
+    ],
+)
+def test_bad_input_is_refused_before_any_work(args, expected, tmp_path):
+    result = run_cli(args, tmp_path, timeout=120)
+    _assert_refused(result, tmp_path, *expected)
+
+
+def test_not_squad_json_is_refused(tmp_path, tiny_distilbert_dir):
+    bad = write_json(tmp_path / "records.json", [{"question": "q", "answer": "a"}])
+    result = run_cli(
+        [
+            "training=none",
+            f"model.name_or_path={tiny_distilbert_dir}",
+            "dataset=squad_json",
+            f"dataset.validation_file={bad}",
+        ],
+        tmp_path,
+        timeout=120,
+    )
+    _assert_refused(result, tmp_path, f"dataset.validation_file={bad}: not SQuAD 2.0 JSON")
+
+
+def test_hub_model_without_hub_names_it_and_the_offline_options(tmp_path, squad_files):
+    env_offline = {"HF_HUB_OFFLINE": "1"}
+    os.environ.update(env_offline)
+    try:
+        result = run_cli(
+            [
+                "training=none",
+                "model.name_or_path=some-org/model-not-cached",
+                "dataset=squad_json",
+                f"dataset.validation_file={squad_files[1]}",
+            ],
+            tmp_path,
+            timeout=120,
+        )
+        _assert_refused(
+            result,
+            tmp_path,
+            "model.name_or_path=some-org/model-not-cached",
+            "Hugging Face Hub cannot be reached",
+            "model=minilm_l6",
+        )
+        result = run_cli(["model=minilm_l6", "dataset.hub_name=some-org/data-not-cached"], tmp_path, timeout=120)
+        _assert_refused(
+            result,
+            tmp_path,
+            "dataset.hub_name=some-org/data-not-cached",
+            "Hugging Face Hub cannot be reached",
+            "dataset=squad_json",
+        )
+    finally:
+        os.environ.pop("HF_HUB_OFFLINE")
+
+
+def _tiny_sweep_args(model_dir, squad_files, *extra):
+    train, validation = squad_files
+    return [
+        "-m",
+        f"model.name_or_path={model_dir}",
+        "model.name=tiny_distilbert",
+        "dataset=squad_json",
+        f"dataset.train_file={train}",
+        f"dataset.validation_file={validation}",
+        "dataset.max_seq_length=64",
+        "dataset.doc_stride=16",
+        "training.max_steps=2",
+        "training.batch_size=4",
+        "training.logging_steps=1",
+        "benchmark.repeats=2",
+        "benchmark.warmup=1",
+        "benchmark.batch_size=4",
+        "pruning=l1_unstructured",
+        *extra,
+    ]
+
+
+def test_sweep_trains_once_and_logs_every_job_under_one_parent(tmp_path, tiny_distilbert_dir, squad_files):
+    args = _tiny_sweep_args(
+        tiny_distilbert_dir, squad_files, "pruning.amount=0.0,0.5", "quantization=none,dynamic_int8"
+    )
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    client, runs = _runs(tmp_path)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert all(c.info.status == "FINISHED" for c in children)
+
+    caches = sorted(c.data.tags["baseline_cache"] for c in children)
+    assert caches == ["hit", "hit", "hit", "miss"]  # one fine-tune for the whole sweep
+    assert len({c.data.tags["baseline_key"] for c in children}) == 1
+    assert len(list((tmp_path / "cache" / "baselines").iterdir())) == 1
+
+    names = {c.info.run_name for c in children}
+    assert "tiny_distilbert | l1_unstructured 0.5 | dynamic_int8" in names
+    for child in children:
+        assert set(METRICS) <= set(child.data.metrics), set(METRICS) - set(child.data.metrics)
+        assert child.data.params["pruning.amount"] in {"0.0", "0.5"}
+        assert child.data.params["dataset.max_seq_length"] == "64"
+        for tag in ("git_commit", "model", "pruning", "quantization", "versions", "num_threads"):
+            assert tag in child.data.tags
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"config.yaml", "predictions.json", "na_probs.json", "metrics.json"} <= artifacts
+    by_choice = {
+        (c.data.params["pruning.amount"], c.data.params["quantization.name"]): c.data.metrics for c in children
+    }
+    assert by_choice[("0.5", "none")]["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert by_choice[("0.0", "none")]["sparsity"] == 0.0
+    assert by_choice[("0.0", "dynamic_int8")]["size_mb"] < by_choice[("0.0", "none")]["size_mb"]
+    trainer = next(c for c in children if c.data.tags["baseline_cache"] == "miss")
+    assert len(client.get_metric_history(trainer.info.run_id, "train/loss")) == 2  # a training curve
+
+    # The logged predictions re-score to the logged metrics with the official-format tool.
+    child = next(c for c in children if c.info.run_name == "tiny_distilbert | l1_unstructured 0 | none")
+    local = mlflow.artifacts.download_artifacts(
+        run_id=child.info.run_id, tracking_uri=store_uri(tmp_path), dst_path=str(tmp_path / "dl")
+    )
+    rescored = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "qa_compress.eval_squad_v2",
+            str(squad_files[1]),
+            f"{local}/predictions.json",
+            "--na-prob-file",
+            f"{local}/na_probs.json",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+    )
+    official = json.loads(rescored.stdout)
+    assert official["f1"] == pytest.approx(child.data.metrics["f1"])
+    assert official["best_f1"] == pytest.approx(child.data.metrics["best_f1"])
+
+
+def test_a_job_that_raises_is_marked_failed(tmp_path):
+    uri = store_uri(tmp_path)
+    (tmp_path / "mlruns").mkdir()
+    experiment = tracking.experiment_id(uri, "qa-compress", str(tmp_path / "mlruns"))
+    with pytest.raises(RuntimeError), tracking.job_run(experiment, "boom", None, {}):
+        raise RuntimeError("stage failed")
+    with pytest.raises(KeyboardInterrupt), tracking.job_run(experiment, "stop", None, {}):
+        raise KeyboardInterrupt
+    statuses = {r.info.run_name: r.info.status for r in _runs(tmp_path)[1]}
+    assert statuses == {"boom": "FAILED", "stop": "KILLED"}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_job_is_marked_killed(tmp_path, tiny_distilbert_dir, squad_files, sig):
+    args = _tiny_sweep_args(tiny_distilbert_dir, squad_files, "pruning.amount=0.3", "training.max_steps=100000")
+    command = [
+        sys.executable,
+        str(ROOT / "run.py"),
+        *args,
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"paths.mlruns_dir={tmp_path / 'mlruns'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    tracking.experiment_id(store_uri(tmp_path), "qa-compress", str(tmp_path / "mlruns"))  # schema before polling
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:  # wait until the job's run exists and training is under way
+            runs = [r for r in _runs(tmp_path)[1] if "mlflow.parentRunId" in r.data.tags]
+            if runs and "baseline_cache" in runs[0].data.tags:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail("the job never started")
+        time.sleep(2)
+        process.send_signal(sig)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode != 0
+    runs = _runs(tmp_path)[1]
+    assert {r.info.status for r in runs} == {"KILLED"}  # the job and its sweep's parent

@@ -1,0 +1,32 @@
+"""The quick start exactly as the README runs it: offline, one fine-tune, a sweep that shows a trade-off."""
+
+import pytest
+
+from .conftest import run_cli
+from .test_run import METRICS, _runs
+
+
+@pytest.mark.slow
+def test_quickstart_learns_the_task_and_shows_what_compression_costs(tmp_path):
+    result = run_cli(["-m", "experiment=quickstart"], tmp_path, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    client, runs = _runs(tmp_path)
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert parent.info.status == "FINISHED" and len(children) == 6
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert sorted(c.data.tags["baseline_cache"] for c in children) == ["hit"] * 5 + ["miss"]
+    for child in children:
+        assert set(METRICS) <= set(child.data.metrics)
+        artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
+        assert {"config.yaml", "predictions.json", "na_probs.json", "metrics.json"} <= artifacts
+
+    by_choice = {
+        (c.data.params["pruning.amount"], c.data.params["quantization.name"]): c.data.metrics for c in children
+    }
+    baseline = by_choice[("0.0", "none")]
+    assert baseline["HasAns_f1"] > 50  # it really learned to find answers...
+    assert baseline["f1"] > baseline["always_no_answer_f1"] + 20  # ...and is far above the trivial floor
+    assert by_choice[("0.0", "dynamic_int8")]["size_mb"] < 0.7 * baseline["size_mb"]
+    assert by_choice[("0.6", "none")]["sparsity"] == pytest.approx(0.6, abs=0.01)

@@ -1,6 +1,7 @@
 """Command-line SQuAD 2.0 evaluation with the official script's interface and output.
 
-    python -m qa_compress.eval_squad_v2 DATA_JSON PRED_JSON [--na-prob-file F] [--na-prob-thresh T] [--out-file F]
+    python -m qa_compress.eval_squad_v2 DATA_JSON PRED_JSON [--na-prob-file F] [--na-prob-thresh T]
+        [--out-file F] [--out-image-dir D]
 
 Prints (or writes) the same JSON as `evaluate-v2.0.py`, so a run's `predictions.json` and
 `na_probs.json` artifacts can be re-scored by anyone, with either tool.
@@ -12,7 +13,7 @@ import argparse
 import json
 import sys
 
-from qa_compress.score import evaluate, gold_from_squad_json
+from qa_compress.score import evaluate, gold_from_squad_json, precision_recall_analysis
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -31,6 +32,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=float,
         default=1.0,
         help='Predict "" if no-answer probability exceeds this (default = 1.0).',
+    )
+    parser.add_argument(
+        "--out-image-dir", "-p", metavar="out_images", default=None, help="Save precision-recall curves to directory."
     )
     parser.add_argument("--verbose", "-v", action="store_true")
     argv = sys.argv[1:] if argv is None else argv
@@ -53,6 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
     out_eval, missing = evaluate(gold, preds, na_probs, opts.na_prob_thresh)
     for qid in missing:
         print(f"Missing prediction for {qid}")
+    if na_probs is not None and opts.out_image_dir:
+        precision_recall_analysis(out_eval, gold, preds, na_probs, opts.out_image_dir)
     if opts.out_file:
         with open(opts.out_file, "w") as f:
             json.dump(out_eval, f)

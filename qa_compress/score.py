@@ -8,6 +8,7 @@ summation order, so figures match the official script to the last digit. Works o
 from __future__ import annotations
 
 import collections
+import os
 import re
 import string
 from collections.abc import Iterable, Mapping
@@ -141,6 +142,90 @@ def find_all_best_thresh(main_eval, preds, exact_raw, f1_raw, na_probs, qid_to_h
     main_eval["best_exact_thresh"] = exact_thresh
     main_eval["best_f1"] = best_f1
     main_eval["best_f1_thresh"] = f1_thresh
+
+
+def make_precision_recall_eval(scores, na_probs, num_true_pos, qid_to_has_ans, out_image=None, title=None):
+    """Average precision of answering, ranking questions by no-answer probability (official script)."""
+    qid_list = sorted(na_probs, key=lambda k: na_probs[k])
+    true_pos = 0.0
+    precisions = [1.0]
+    recalls = [0.0]
+    avg_prec = 0.0
+    for i, qid in enumerate(qid_list):
+        if qid_to_has_ans[qid]:
+            true_pos += scores[qid]
+        cur_p = true_pos / float(i + 1)
+        cur_r = true_pos / float(num_true_pos)
+        if i == len(qid_list) - 1 or na_probs[qid] != na_probs[qid_list[i + 1]]:
+            # i.e., if we can put a threshold after this point
+            avg_prec += cur_p * (cur_r - recalls[-1])
+            precisions.append(cur_p)
+            recalls.append(cur_r)
+    if out_image:
+        _plot_pr_curve(precisions, recalls, out_image, title)
+    return {"ap": 100.0 * avg_prec}
+
+
+def _plot_pr_curve(precisions, recalls, out_image, title) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plt.step(recalls, precisions, color="b", alpha=0.2, where="post")
+    plt.fill_between(recalls, precisions, step="post", alpha=0.2, color="b")
+    plt.xlabel("Recall")
+    plt.ylabel("Precision")
+    plt.xlim([0.0, 1.05])
+    plt.ylim([0.0, 1.05])
+    plt.title(title)
+    plt.savefig(out_image)
+    plt.clf()
+
+
+def _histogram_na_prob(na_probs, qid_list, image_dir, name) -> None:
+    if not qid_list:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    x = [na_probs[k] for k in qid_list]
+    weights = np.ones_like(x) / float(len(x))
+    plt.hist(x, weights=weights, bins=20, range=(0.0, 1.0))
+    plt.xlabel("Model probability of no-answer")
+    plt.ylabel("Proportion of dataset")
+    plt.title(f"Histogram of no-answer probability: {name}")
+    plt.savefig(os.path.join(image_dir, f"na_prob_hist_{name}.png"))
+    plt.clf()
+
+
+def precision_recall_analysis(main_eval, gold: Gold, preds, na_probs, out_image_dir: str) -> None:
+    """The official script's --out-image-dir: PR curves, their average precision, no-answer histograms."""
+    qid_to_has_ans = {qid: bool(answers) for qid, answers in gold.items()}
+    exact_raw, f1_raw, _ = get_raw_scores(gold, preds)
+    os.makedirs(out_image_dir, exist_ok=True)
+    num_true_pos = sum(1 for v in qid_to_has_ans.values() if v)
+    if num_true_pos:
+        curves = [
+            ("pr_exact", exact_raw, "pr_exact.png", "Precision-Recall curve for Exact Match score"),
+            ("pr_f1", f1_raw, "pr_f1.png", "Precision-Recall curve for F1 score"),
+            (
+                "pr_oracle",
+                {k: float(v) for k, v in qid_to_has_ans.items()},
+                "pr_oracle.png",
+                "Oracle Precision-Recall curve (binary task of HasAns vs. NoAns)",
+            ),
+        ]
+        for prefix, scores, image, title in curves:
+            result = make_precision_recall_eval(
+                scores, na_probs, num_true_pos, qid_to_has_ans, os.path.join(out_image_dir, image), title
+            )
+            merge_eval(main_eval, result, prefix)
+    _histogram_na_prob(na_probs, [k for k, v in qid_to_has_ans.items() if v], out_image_dir, "hasAns")
+    _histogram_na_prob(na_probs, [k for k, v in qid_to_has_ans.items() if not v], out_image_dir, "noAns")
 
 
 def evaluate(

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -101,7 +102,8 @@ def job_run(experiment: str, name: str, parent_run_id: str | None, tags: dict[st
     SIGTERM (what a cluster sends at a time limit) is treated like Ctrl-C while the run is open.
     """
     run = mlflow.start_run(experiment_id=experiment, run_name=name, parent_run_id=parent_run_id, tags=tags)
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    in_main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if in_main_thread else None
     try:
         yield run.info.run_id
     except KeyboardInterrupt:
@@ -113,7 +115,8 @@ def job_run(experiment: str, name: str, parent_run_id: str | None, tags: dict[st
     else:
         mlflow.end_run("FINISHED")
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def log_params(params: Mapping[str, str]) -> None:

@@ -106,3 +106,21 @@ def test_cli_prints_the_official_json(tmp_path, capsys):
     out_file = tmp_path / "eval.json"
     eval_squad_v2.main([str(data_file), str(pred_file), "-t", "0.05", "-n", str(na_file), "-o", str(out_file)])
     assert json.loads(out_file.read_text())["exact"] == 50.0  # both abstain: q1 wrong, q2 right
+
+
+def test_cli_out_image_dir_adds_average_precision_and_plots(tmp_path, capsys):
+    data = {"data": [{"title": "t", "paragraphs": [{"context": "red barn", "qas": [
+        {"id": "q1", "question": "?", "answers": [{"text": "red barn", "answer_start": 0}], "is_impossible": False},
+        {"id": "q2", "question": "?", "answers": [], "is_impossible": True},
+    ]}]}]}  # fmt: skip
+    data_file = write_json(tmp_path / "d.json", data)
+    pred_file = write_json(tmp_path / "p.json", {"q1": "barn", "q2": ""})
+    na_file = write_json(tmp_path / "n.json", {"q1": 0.1, "q2": 0.7})
+    eval_squad_v2.main([str(data_file), str(pred_file), "-n", str(na_file), "-p", str(tmp_path / "images")])
+    result = json.loads(capsys.readouterr().out)
+    # Ranked by no-answer probability, q1 comes first: exact 0, F1 2/3 at recall 2/3, oracle 1 at recall 1.
+    assert result["pr_exact_ap"] == 0.0
+    assert result["pr_f1_ap"] == pytest.approx(100 * 4 / 9)
+    assert result["pr_oracle_ap"] == 100.0
+    images = {p.name for p in (tmp_path / "images").iterdir()}
+    assert images == {"pr_exact.png", "pr_f1.png", "pr_oracle.png", "na_prob_hist_hasAns.png", "na_prob_hist_noAns.png"}

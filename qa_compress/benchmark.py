@@ -60,7 +60,7 @@ def time_forward(
         model(**batch)
     sync()
     times = []
-    for _ in tqdm(range(repeats), desc=f"Timing batch {len(next(iter(batch.values())))}", leave=False):
+    for _ in tqdm(range(repeats), desc=f"Timing batch {len(next(iter(batch.values())))}", leave=False, disable=None):
         start = time.perf_counter()
         model(**batch)
         sync()

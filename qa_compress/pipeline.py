@@ -10,7 +10,9 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -22,9 +24,23 @@ import torch
 import transformers
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from qa_compress import benchmark, data, features, models, predict, prune, quantize, score, synthetic, tracking, train
+from qa_compress import (
+    benchmark,
+    data,
+    features,
+    models,
+    predict,
+    prune,
+    quantize,
+    report,
+    score,
+    synthetic,
+    tracking,
+    train,
+)
 from qa_compress.config import JobConfig, from_hydra, job_section
 from qa_compress.errors import UserError
 
@@ -101,6 +117,9 @@ def _baseline(job: JobConfig) -> tuple[torch.nn.Module, transformers.PreTrainedT
         model, tokenizer = _load(job, job.model.name_or_path)
         return model, tokenizer, {"baseline_cache": "none"}
     train_examples = _examples(job, "train")
+    tracking.log_dataset(
+        train_examples.dataset, f"{job.dataset.name}/train", train_examples.source, train_examples.digest, "training"
+    )
     key = train.baseline_key(
         models.fingerprint(job.model.name_or_path),
         train_examples.digest,
@@ -145,9 +164,16 @@ def _baseline(job: JobConfig) -> tuple[torch.nn.Module, transformers.PreTrainedT
     return model, tokenizer, tags
 
 
-def execute(job: JobConfig, output_dir: Path) -> dict[str, float]:
-    """The heavy part of a job, inside its MLflow run; returns the metrics it logged."""
+def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
+    """The heavy part of a job, inside its MLflow run; returns the metrics it logged and the baseline's origin."""
     eval_examples = _examples(job, "validation")
+    tracking.log_dataset(
+        eval_examples.dataset,
+        f"{job.dataset.name}/validation",
+        eval_examples.source,
+        eval_examples.digest,
+        "evaluation",
+    )
     model, tokenizer, cache_tags = _baseline(job)
     eval_features, _ = features.prepare(
         eval_examples.dataset,
@@ -216,20 +242,30 @@ def execute(job: JobConfig, output_dir: Path) -> dict[str, float]:
     for name, content in files.items():
         (output_dir / name).write_text(json.dumps(content, indent=2))
     tracking.log_artifacts([output_dir / name for name in files])
-    log.info(
-        "%s: f1 %.2f (HasAns %.2f, NoAns %.2f; always-no-answer %.2f) | %.1f MB | %s | baseline %s",
-        tracking.run_name(job.model.name, p.name, p.amount, job.quantization.name),
-        metrics["f1"],
-        metrics.get("HasAns_f1", float("nan")),
-        metrics.get("NoAns_f1", float("nan")),
-        metrics["always_no_answer_f1"],
-        metrics["size_mb"],
-        f"{metrics['latency_ms']:.1f} ms/batch of {job.benchmark.batch_size}"
-        if "latency_ms" in metrics
-        else "not benchmarked",
-        cache_tags["baseline_cache"],
+    return metrics, cache_tags["baseline_cache"]
+
+
+def summary(
+    name: str, metrics: dict[str, float], baseline_cache: str, baseline_f1: float | None, batch_size: int
+) -> str:
+    """The one line a user reads at the end of a job."""
+    change = f" ({metrics['f1'] - baseline_f1:+.2f} vs uncompressed)" if baseline_f1 is not None else ""
+    speed = (
+        f"{metrics['latency_ms']:.1f} ms per batch of {batch_size}" if "latency_ms" in metrics else "not benchmarked"
     )
-    return metrics
+    return (
+        f"{name}: F1 {metrics['f1']:.2f}{change}, HasAns {metrics.get('HasAns_f1', math.nan):.2f}, "
+        f"NoAns {metrics.get('NoAns_f1', math.nan):.2f}, always-no-answer {metrics['always_no_answer_f1']:.2f} | "
+        f"{metrics['size_mb']:.1f} MB | {speed} | baseline {baseline_cache}"
+    )
+
+
+def _sweep_baseline_f1(parent_run_id: str | None, uri: str) -> float | None:
+    """F1 of the sweep's uncompressed job, if it has finished already."""
+    if parent_run_id is None:
+        return None
+    baseline = report.baseline_of(report.sweep_jobs(MlflowClient(uri), parent_run_id))
+    return baseline.metrics["f1"] if baseline else None
 
 
 def _hydra_context() -> tuple[str | None, Path]:
@@ -241,8 +277,15 @@ def _hydra_context() -> tuple[str | None, Path]:
     return parent, Path(hc.runtime.output_dir)
 
 
+def _progress_bars_only_on_a_terminal() -> None:
+    if not sys.stderr.isatty():
+        datasets.disable_progress_bars()
+        transformers.utils.logging.disable_progress_bar()
+
+
 def run(cfg: DictConfig) -> float:
     """Validate, then run one job as one MLflow run; returns its F1 (what a sweeper would optimise)."""
+    _progress_bars_only_on_a_terminal()
     job = validate(cfg)
     torch.set_num_threads(job.benchmark.num_threads or torch.get_num_threads())
     parent, output_dir = _hydra_context()
@@ -276,4 +319,6 @@ def run(cfg: DictConfig) -> float:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
         tracking.log_artifacts([output_dir / "config.yaml"])
-        return execute(job, output_dir)["f1"]
+        metrics, baseline_cache = execute(job, output_dir)
+    log.info(summary(name, metrics, baseline_cache, _sweep_baseline_f1(parent, uri), job.benchmark.batch_size))
+    return metrics["f1"]

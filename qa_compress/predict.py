@@ -40,7 +40,7 @@ def logits(
     """Start and end logits for every feature, as float32 arrays of shape (features, seq_len)."""
     model.eval()
     starts, ends = [], []
-    for begin in tqdm(range(0, len(inputs), batch_size), desc="Predicting", unit="batch", leave=False):
+    for begin in tqdm(range(0, len(inputs), batch_size), desc="Predicting", unit="batch", leave=False, disable=None):
         batch = {k: v.to(device) for k, v in inputs[begin : begin + batch_size].items()}
         out = model(**batch)
         starts.append(out.start_logits.float().cpu().numpy())

@@ -1,8 +1,9 @@
 """Hydra callback that turns a multirun into one MLflow parent run with a child run per job.
 
 Before any job starts, every job of the sweep is composed and checked, so a bad value in the
-fifth job stops the sweep before the first one trains. The parent run ends with a status
-that reflects its children, also when the sweep stops early.
+fifth job stops the sweep before the first one trains. When the sweep ends, its report (table
+and trade-off plots) goes to the sweep directory and the parent run. The parent run ends with
+a status that reflects its children, also when the sweep stops early.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from qa_compress import pipeline, tracking
+from qa_compress import pipeline, report, tracking
 from qa_compress.config import from_hydra
 from qa_compress.errors import UserError
 
@@ -94,5 +96,19 @@ class MlflowSweep(Callback):
         log.info("MLflow sweep run %s in %s", self.parent_run_id, self.uri)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.parent_run_id:
-            tracking.end_sweep(self.uri, self.parent_run_id)
+        if not self.parent_run_id:
+            return
+        try:
+            files, table = report.build(MlflowClient(self.uri), self.parent_run_id, Path(config.hydra.sweep.dir))
+        except Exception as err:  # a report that fails must not cost the sweep its results
+            log.warning(
+                "Sweep report failed: %s (retry with python -m qa_compress.report --parent-run-id %s)",
+                err,
+                self.parent_run_id,
+            )
+        else:
+            print(
+                f"\n{table}\nSweep report: {', '.join(str(f) for f in files)}\n"
+                f"(also in MLflow run {self.parent_run_id}, under report/)"
+            )
+        tracking.end_sweep(self.uri, self.parent_run_id)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.data
 from mlflow.tracking import MlflowClient
 from transformers import TrainerCallback
 
@@ -134,6 +135,12 @@ def set_tags(tags: Mapping[str, str]) -> None:
 def log_artifacts(paths: list[Path]) -> None:
     for path in paths:
         mlflow.log_artifact(str(path))
+
+
+def log_dataset(examples: Any, name: str, source: str, digest: str, context: str) -> None:
+    """Record a data set as an input of the active run, with a digest of its content."""
+    dataset = mlflow.data.from_huggingface(examples, name=name, digest=digest[:16], source=source)
+    mlflow.log_input(dataset, context=context)
 
 
 class TrainingCurves(TrainerCallback):

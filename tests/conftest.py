@@ -93,6 +93,28 @@ def run_cli(args: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.C
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def tiny_sweep_args(model_dir: Path, squad_files: tuple[Path, Path], *extra: str) -> list[str]:
+    """A `run.py -m` sweep on the tiny model that fine-tunes for 2 steps and times 2 batches."""
+    train, validation = squad_files
+    return [
+        "-m", f"model.name_or_path={model_dir}", "model.name=tiny_distilbert", "dataset=squad_json",
+        f"dataset.train_file={train}", f"dataset.validation_file={validation}", "dataset.max_seq_length=64",
+        "dataset.doc_stride=16", "training.max_steps=2", "training.batch_size=4", "training.logging_steps=1",
+        "benchmark.repeats=2", "benchmark.warmup=1", "benchmark.batch_size=4", "pruning=l1_unstructured", *extra,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory, tiny_distilbert_dir, squad_files) -> Path:
+    """One real 4-job sweep (pruning 0 / 0.5 x quantization none / int8); returns its directory."""
+    tmp_path = tmp_path_factory.mktemp("tiny_sweep")
+    args = tiny_sweep_args(tiny_distilbert_dir, squad_files, "pruning.amount=0.0,0.5", "quantization=none,dynamic_int8")
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (tmp_path / "stdout.txt").write_text(result.stdout)
+    return tmp_path
+
+
 def store_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
 

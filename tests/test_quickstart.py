@@ -2,6 +2,8 @@
 
 import pytest
 
+from qa_compress.report import PLOTS
+
 from .conftest import run_cli
 from .test_run import METRICS, _runs
 
@@ -30,3 +32,8 @@ def test_quickstart_learns_the_task_and_shows_what_compression_costs(tmp_path):
     assert baseline["f1"] > baseline["always_no_answer_f1"] + 20  # ...and is far above the trivial floor
     assert by_choice[("0.0", "dynamic_int8")]["size_mb"] < 0.7 * baseline["size_mb"]
     assert by_choice[("0.6", "none")]["sparsity"] == pytest.approx(0.6, abs=0.01)
+
+    # The sweep's report is in its directory and in the parent run.
+    files = {"report.md", "report.csv", *PLOTS}
+    assert files <= {p.name for p in (tmp_path / "sweep").iterdir()}
+    assert {f"report/{name}" for name in files} <= {a.path for a in client.list_artifacts(parent.info.run_id, "report")}

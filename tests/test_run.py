@@ -17,7 +17,7 @@ from qa_compress.config import from_hydra
 from qa_compress.errors import UserError
 from qa_compress.sweep import sweep_jobs
 
-from .conftest import MINILM_DIR, ROOT, run_cli, store_uri, write_json
+from .conftest import MINILM_DIR, ROOT, run_cli, store_uri, tiny_sweep_args, write_json
 
 METRICS = [
     "exact",
@@ -192,32 +192,8 @@ def test_hub_model_without_hub_names_it_and_the_offline_options(tmp_path, squad_
         os.environ.pop("HF_HUB_OFFLINE")
 
 
-def _tiny_sweep_args(model_dir, squad_files, *extra):
-    train, validation = squad_files
-    return [
-        "-m",
-        f"model.name_or_path={model_dir}",
-        "model.name=tiny_distilbert",
-        "dataset=squad_json",
-        f"dataset.train_file={train}",
-        f"dataset.validation_file={validation}",
-        "dataset.max_seq_length=64",
-        "dataset.doc_stride=16",
-        "training.max_steps=2",
-        "training.batch_size=4",
-        "training.logging_steps=1",
-        "benchmark.repeats=2",
-        "benchmark.warmup=1",
-        "benchmark.batch_size=4",
-        "pruning=l1_unstructured",
-        *extra,
-    ]
-
-
 def test_sweep_trains_once_and_logs_every_job_under_one_parent(tmp_path, tiny_distilbert_dir, squad_files):
-    args = _tiny_sweep_args(
-        tiny_distilbert_dir, squad_files, "pruning.amount=0.0,0.5", "quantization=none,dynamic_int8"
-    )
+    args = tiny_sweep_args(tiny_distilbert_dir, squad_files, "pruning.amount=0.0,0.5", "quantization=none,dynamic_int8")
     result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -245,6 +221,9 @@ def test_sweep_trains_once_and_logs_every_job_under_one_parent(tmp_path, tiny_di
             assert tag in child.data.tags
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id)}
         assert {"config.yaml", "predictions.json", "na_probs.json", "metrics.json"} <= artifacts
+        inputs = {i.dataset.name: i.dataset.digest for i in client.get_run(child.info.run_id).inputs.dataset_inputs}
+        assert set(inputs) == {"squad_json/train", "squad_json/validation"}
+        assert all(len(digest) == 16 for digest in inputs.values())
     by_choice = {
         (c.data.params["pruning.amount"], c.data.params["quantization.name"]): c.data.metrics for c in children
     }
@@ -293,7 +272,7 @@ def test_a_job_that_raises_is_marked_failed(tmp_path):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupted_job_is_marked_killed(tmp_path, tiny_distilbert_dir, squad_files, sig):
-    args = _tiny_sweep_args(tiny_distilbert_dir, squad_files, "pruning.amount=0.3", "training.max_steps=100000")
+    args = tiny_sweep_args(tiny_distilbert_dir, squad_files, "pruning.amount=0.3", "training.max_steps=100000")
     command = [
         sys.executable,
         str(ROOT / "run.py"),
@@ -322,3 +301,14 @@ def test_interrupted_job_is_marked_killed(tmp_path, tiny_distilbert_dir, squad_f
     assert process.returncode != 0
     runs = _runs(tmp_path)[1]
     assert {r.info.status for r in runs} == {"KILLED"}  # the job and its sweep's parent
+
+
+def test_help_lists_every_group_option_with_its_description():
+    result = subprocess.run([sys.executable, "run.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    for option in sorted((ROOT / "conf").glob("*/*.yaml")):
+        if option.parent.name == "hydra":
+            continue
+        comments = [line[2:] for line in option.read_text().splitlines() if line.startswith("# ")]
+        description = next(c for c in comments if not c.startswith("@package"))
+        assert f"{option.stem:<16}{description}" in result.stdout, f"{option} is missing from --help"

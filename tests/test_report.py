@@ -1,0 +1,80 @@
+"""The sweep report: Pareto fronts, and the table and plots of a real sweep, from MLflow alone."""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+from matplotlib.image import imread
+
+from qa_compress.report import PLOTS, pareto_front
+
+from .conftest import ROOT, store_uri
+from .test_run import _runs
+
+
+def test_pareto_front_drops_dominated_points_and_keeps_ties():
+    points = [
+        (10.0, 80.0),  # 0: fastest of the accurate ones
+        (12.0, 80.0),  # 1: same F1, slower -> dominated by 0
+        (5.0, 60.0),  # 2: fastest overall
+        (8.0, 55.0),  # 3: slower and worse than 2 -> dominated
+        (20.0, 90.0),  # 4: most accurate
+        (10.0, 80.0),  # 5: identical to 0 -> a tie, both stay
+        (20.0, 85.0),  # 6: as slow as 4, less accurate -> dominated
+    ]
+    assert pareto_front(points) == [0, 2, 4, 5]
+    assert pareto_front([]) == []
+    assert pareto_front([(1.0, 1.0)]) == [0]
+
+
+def _report_command(*args):
+    command = [sys.executable, "-m", "qa_compress.report", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+
+def _read_csv(path):
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_sweep_ends_with_a_report_in_its_directory_and_parent_run(tiny_sweep):
+    sweep_dir = tiny_sweep / "sweep"
+    for name in PLOTS:
+        image = imread(sweep_dir / name)  # decodes as a PNG
+        assert image.shape[0] > 200 and image.shape[1] > 300
+    table = _read_csv(sweep_dir / "report.csv")
+    client, runs = _runs(tiny_sweep)
+    children = {(r.data.params["pruning.amount"], r.data.params["quantization.name"]): r for r in runs
+                if "mlflow.parentRunId" in r.data.tags}  # fmt: skip
+    assert len(table) == len(children) == 4
+    baseline = children[("0.0", "none")].data.metrics
+    for row in table:
+        run = children[(row["amount"], row["quantization"])]
+        for metric in ("f1", "HasAns_f1", "NoAns_f1", "exact", "size_mb", "latency_ms", "samples_per_s", "sparsity"):
+            assert float(row[metric]) == pytest.approx(run.data.metrics[metric])
+            assert float(row[f"Δ{metric}"]) == pytest.approx(run.data.metrics[metric] - baseline[metric])
+    markdown = (sweep_dir / "report.md").read_text()
+    assert markdown.count("\n") == 2 + 4  # header, rule, one line per job
+    stdout = (tiny_sweep / "stdout.txt").read_text()
+    assert markdown.splitlines()[0] in stdout and "Sweep report:" in stdout
+
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    expected = {f"report/{name}" for name in (*PLOTS, "report.md", "report.csv", "table.json")}
+    assert expected <= logged
+
+
+def test_report_command_regenerates_the_report_from_mlflow_alone(tiny_sweep, tmp_path):
+    out_dir = tmp_path / "again"
+    result = _report_command("--tracking-uri", store_uri(tiny_sweep), "--out-dir", str(out_dir))
+    assert result.returncode == 0, result.stderr
+    assert f"written to {out_dir}" in result.stdout
+    assert _read_csv(out_dir / "report.csv") == _read_csv(tiny_sweep / "sweep" / "report.csv")
+    assert {p.name for p in out_dir.iterdir()} == {*PLOTS, "report.md", "report.csv"}
+
+
+def test_report_command_names_a_bad_run_id(tiny_sweep):
+    result = _report_command("--tracking-uri", store_uri(tiny_sweep), "--parent-run-id", "nope")
+    assert result.returncode == 1
+    assert "--parent-run-id=nope: no such run" in result.stderr

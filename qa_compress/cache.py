@@ -1,7 +1,10 @@
-"""Content-keyed cache directories that readers never see half written.
+"""Content-keyed cache directories, safe to share between concurrent jobs.
 
-An entry is a directory named by a hash of everything that determines its content. It is
-built in a temporary sibling directory and renamed into place in one step.
+An entry is a directory named by a hash of everything that determines its content. One job
+builds it while the others wait on a file lock (released by the OS if its holder dies, so a
+killed job leaves no stale lock). It is built in a temporary sibling directory, sealed with a
+checksum manifest and renamed into place in one step; an entry whose files are missing or do
+not match their checksums is reported, discarded and rebuilt, never loaded.
 """
 
 from __future__ import annotations
@@ -9,11 +12,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
+
+from qa_compress.errors import UserError
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "checksums.json"
 
 
 def key(parts: dict[str, Any]) -> str:
@@ -21,13 +34,77 @@ def key(parts: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def seal(directory: Path) -> None:
+    """Write the checksum manifest of every file in `directory`."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
+    manifest = {str(p.relative_to(directory)): file_sha256(p) for p in files}
+    (directory / MANIFEST).write_text(json.dumps(manifest, indent=1))
+
+
+def damage(entry: Path) -> str | None:
+    """None if every file of the entry matches its manifest, else what is wrong."""
+    try:
+        manifest = json.loads((entry / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError):
+        return f"no readable {MANIFEST}"
+    for name, expected in manifest.items():
+        path = entry / name
+        if not path.is_file():
+            return f"missing file {name}"
+        if file_sha256(path) != expected:
+            return f"checksum mismatch in {name}"
+    return None
+
+
+def usable(entry: Path) -> bool:
+    """Whether `entry` holds a complete, intact entry; a damaged one is reported and discarded."""
+    if not entry.exists():
+        return False
+    problem = damage(entry)
+    if problem is None:
+        return True
+    log.warning("Cache entry %s is damaged (%s): discarding and rebuilding it", entry, problem)
+    trash = entry.with_name(f".{entry.name}-damaged-{os.getpid()}")
+    entry.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
+    return False
+
+
+@contextlib.contextmanager
+def locked(entry: Path, timeout_s: float) -> Iterator[None]:
+    """Hold the entry's lock: the first job builds the entry, the others wait, then find it built."""
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(entry.with_name(f"{entry.name}.lock")))
+    try:
+        lock.acquire(timeout=timeout_s)
+    except Timeout:
+        raise UserError(
+            f"waited {timeout_s:g} s for {lock.lock_file}: another job is still building this cache entry "
+            "(raise cache_lock_timeout_s to wait longer)"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 @contextlib.contextmanager
 def building(entry: Path) -> Iterator[Path]:
-    """Yield a temporary directory to fill; on success it becomes `entry`, on failure it is removed."""
+    """Yield a temporary directory to fill; on success it is sealed and becomes `entry`, on failure removed."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}-"))
     try:
         yield tmp
+        seal(tmp)
         try:
             tmp.rename(entry)
         except OSError:

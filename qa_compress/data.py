@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 import datasets
 from datasets import Dataset
 
+from qa_compress import cache
 from qa_compress.errors import UserError
 
 DATASET_HELP = "use dataset=squad_json dataset.validation_file=<SQuAD 2.0 JSON file> (and dataset.train_file=...)"
@@ -94,8 +95,7 @@ def load_squad_json(path: Path, key: str, cache_dir: Path) -> Examples:
         "json", data_files=str(path), field="data", split="train", cache_dir=str(cache_dir / "datasets")
     )
     flat = raw.map(_flatten, batched=True, remove_columns=raw.column_names, desc=f"Reading {path.name}")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return Examples(flat, digest, str(path))
+    return Examples(flat, cache.file_sha256(path), str(path))
 
 
 def hub_reachable(timeout_s: float = 5.0) -> bool:

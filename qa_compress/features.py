@@ -114,27 +114,28 @@ def prepare(
     doc_stride: int,
     split: str,
     cache_dir: Path,
+    lock_timeout_s: float = 86400,
 ) -> tuple[Dataset, bool]:
     """Return the features of `examples` for `split` ("train" or "eval"), and whether they came from the cache.
 
-    Entries are written to a temporary directory and renamed into place, so a reader never
-    sees half of one.
+    Concurrent jobs that need the same features wait for the one that prepares them.
     """
     prepare_fn = {"train": prepare_train_features, "eval": prepare_eval_features}[split]
     key = features_key(examples_digest, tokenizer, max_seq_length, doc_stride, split)
     entry = cache_dir / "features" / key
-    if entry.exists():
-        log.info("Features for %s from cache %s", split, entry)
-        return load_from_disk(str(entry)), True
-    features = examples.map(
-        prepare_fn,
-        batched=True,
-        remove_columns=examples.column_names,
-        fn_kwargs={"tokenizer": tokenizer, "max_seq_length": max_seq_length, "doc_stride": doc_stride},
-        desc=f"Preparing {split} features",
-        load_from_cache_file=False,
-        keep_in_memory=True,
-    )
-    with cache.building(entry) as tmp:
-        features.save_to_disk(str(tmp))
+    with cache.locked(entry, lock_timeout_s):
+        if cache.usable(entry):
+            log.info("Features for %s from cache %s", split, entry)
+            return load_from_disk(str(entry)), True
+        features = examples.map(
+            prepare_fn,
+            batched=True,
+            remove_columns=examples.column_names,
+            fn_kwargs={"tokenizer": tokenizer, "max_seq_length": max_seq_length, "doc_stride": doc_stride},
+            desc=f"Preparing {split} features",
+            load_from_cache_file=False,
+            keep_in_memory=True,
+        )
+        with cache.building(entry) as tmp:
+            features.save_to_disk(str(tmp))
     return load_from_disk(str(entry)), False

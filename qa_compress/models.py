@@ -7,12 +7,12 @@ Hub only when needed, so a missing network is reported in one line, not after re
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 from pathlib import Path
 
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from qa_compress import cache
 from qa_compress.data import hub_reachable
 from qa_compress.errors import UserError
 
@@ -42,12 +42,19 @@ def check_available(name_or_path: str, key: str = "model.name_or_path") -> None:
         )
 
 
-def load(name_or_path: str, trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a model for extractive QA (a fresh QA head if the checkpoint has none) and its fast tokenizer."""
+def load(
+    name_or_path: str, trust_remote_code: bool = False, safetensors_only: bool = False
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a model for extractive QA (a fresh QA head if the checkpoint has none) and its fast tokenizer.
+
+    `safetensors_only` refuses pickle-based weight files outright (for the project's own cache).
+    """
     path = str(Path(name_or_path).expanduser()) if looks_like_path(name_or_path) else name_or_path
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model = AutoModelForQuestionAnswering.from_pretrained(path, trust_remote_code=trust_remote_code)
+        model = AutoModelForQuestionAnswering.from_pretrained(
+            path, trust_remote_code=trust_remote_code, use_safetensors=True if safetensors_only else None
+        )
     except (OSError, ValueError) as err:
         raise UserError(f"model.name_or_path={name_or_path}: could not be loaded ({err})") from None
     if not tokenizer.is_fast:
@@ -59,15 +66,13 @@ def fingerprint(name_or_path: str) -> str:
     """Content digest of a local model directory (config and weights), or the Hub id itself."""
     if not looks_like_path(name_or_path):
         return f"hub:{name_or_path}"
-    digest = hashlib.sha256()
     path = Path(name_or_path).expanduser()
-    for file in sorted(path.iterdir()):
-        if file.suffix in {".json", ".safetensors", ".txt", ".model"} and file.is_file():
-            digest.update(file.name.encode())
-            with file.open("rb") as handle:
-                for block in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(block)
-    return digest.hexdigest()
+    files = {
+        file.name: cache.file_sha256(file)
+        for file in sorted(path.iterdir())
+        if file.suffix in {".json", ".safetensors", ".txt", ".model"} and file.is_file()
+    }
+    return cache.key(files)
 
 
 def input_names(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> list[str]:

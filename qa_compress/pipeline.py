@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from qa_compress import (
     benchmark,
+    cache,
     data,
     features,
     models,
@@ -45,6 +46,8 @@ from qa_compress.config import JobConfig, from_hydra, job_section
 from qa_compress.errors import UserError
 
 log = logging.getLogger(__name__)
+
+SKIPPED_FILE = "skipped.json"  # left in a job's output directory when it reused a finished run
 
 
 @functools.lru_cache(maxsize=64)
@@ -129,38 +132,43 @@ def _baseline(job: JobConfig) -> tuple[torch.nn.Module, transformers.PreTrainedT
         job.seed,
     )
     entry = Path(job.paths.cache_dir) / "baselines" / key
-    hit = train.is_cached(entry)
-    tags = {"baseline_key": key, "baseline_cache": "hit" if hit else "miss"}
-    tracking.set_tags(tags)
-    if hit:
-        log.info("Baseline %s from cache %s", key, entry)
-        model, tokenizer = _load(job, str(entry))
-        return model, tokenizer, tags
-    model, tokenizer = _load(job, job.model.name_or_path)
-    train_features, _ = features.prepare(
-        train_examples.dataset,
-        train_examples.digest,
-        tokenizer,
-        job.dataset.max_seq_length,
-        job.dataset.doc_stride,
-        "train",
-        Path(job.paths.cache_dir),
-    )
-    log.info(
-        "Fine-tuning %s on %d questions (%d windows)", job.model.name, len(train_examples.dataset), len(train_features)
-    )
-    metrics = train.fine_tune(
-        model, tokenizer, train_features, job.training.model_dump(), job.seed, [tracking.TrainingCurves()]
-    )
-    tracking.log_metrics(metrics)
-    record = {
-        "key": key,
-        "model": job.model.name_or_path,
-        "train_data": train_examples.source,
-        "training": job.training.model_dump(),
-        "seed": job.seed,
-    }
-    train.save_baseline(model, tokenizer, entry, record)
+    with cache.locked(entry, job.cache_lock_timeout_s):  # parallel jobs: one trains, the others wait
+        hit = cache.usable(entry)
+        tags = {"baseline_key": key, "baseline_cache": "hit" if hit else "miss"}
+        tracking.set_tags(tags)
+        if hit:
+            log.info("Baseline %s from cache %s", key, entry)
+            model, tokenizer = models.load(str(entry), job.model.trust_remote_code, safetensors_only=True)
+            return model, tokenizer, tags
+        model, tokenizer = _load(job, job.model.name_or_path)
+        train_features, _ = features.prepare(
+            train_examples.dataset,
+            train_examples.digest,
+            tokenizer,
+            job.dataset.max_seq_length,
+            job.dataset.doc_stride,
+            "train",
+            Path(job.paths.cache_dir),
+            job.cache_lock_timeout_s,
+        )
+        log.info(
+            "Fine-tuning %s on %d questions (%d windows)",
+            job.model.name,
+            len(train_examples.dataset),
+            len(train_features),
+        )
+        metrics = train.fine_tune(
+            model, tokenizer, train_features, job.training.model_dump(), job.seed, [tracking.TrainingCurves()]
+        )
+        tracking.log_metrics(metrics)
+        record = {
+            "key": key,
+            "model": job.model.name_or_path,
+            "train_data": train_examples.source,
+            "training": job.training.model_dump(),
+            "seed": job.seed,
+        }
+        train.save_baseline(model, tokenizer, entry, record)
     return model, tokenizer, tags
 
 
@@ -183,6 +191,7 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
         job.dataset.doc_stride,
         "eval",
         Path(job.paths.cache_dir),
+        job.cache_lock_timeout_s,
     )
 
     p = job.pruning
@@ -277,6 +286,20 @@ def _hydra_context() -> tuple[str | None, Path]:
     return parent, Path(hc.runtime.output_dir)
 
 
+def job_hash(job: JobConfig) -> str:
+    """Identity of a job's result: its settings and the content of its inputs, not where it writes.
+
+    Two jobs with the same hash produce the same metrics (up to timing noise), so a rerun may reuse one.
+    """
+    settings = job.model_dump(exclude={"paths", "tracking", "force", "cache_lock_timeout_s"})
+    inputs = {"model": models.fingerprint(job.model.name_or_path)}
+    for key in ("train_file", "validation_file"):
+        path = getattr(job.dataset, key)
+        if path is not None and Path(path).is_file():
+            inputs[key] = cache.file_sha256(Path(path))
+    return cache.key({"settings": settings, "inputs": inputs})
+
+
 def _progress_bars_only_on_a_terminal() -> None:
     if not sys.stderr.isatty():
         datasets.disable_progress_bars()
@@ -314,6 +337,14 @@ def run(cfg: DictConfig) -> float:
         tags["trust_remote_code"] = "true"
     name = tracking.run_name(job.model.name, job.pruning.name, job.pruning.amount, job.quantization.name)
     resolved = OmegaConf.to_container(job_section(cfg), resolve=True)
+    tags["config_hash"] = job_hash(job)
+    previous = None if job.force else tracking.finished_run(experiment, tags["config_hash"])
+    if previous is not None:
+        log.info("Skipping %s: finished already as run %s (force=true reruns it)", name, previous.info.run_id)
+        tracking.mark_reused(previous.info.run_id, parent)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / SKIPPED_FILE).write_text(json.dumps({"run_id": previous.info.run_id, "name": name}))
+        return previous.data.metrics.get("f1", math.nan)
     with tracking.job_run(experiment, name, parent, tags):
         tracking.log_params(tracking.flatten(resolved))
         output_dir.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,7 @@ class Job:
     quantization: str
     status: str
     batch_size: str
+    error: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -79,19 +80,21 @@ def _job(run: Run) -> Job:
         quantization=params.get("quantization.name", "none"),
         status=run.info.status,
         batch_size=params.get("benchmark.batch_size", "?"),
+        error=tags.get("error", ""),
         metrics=dict(run.data.metrics),
     )
 
 
 def sweep_jobs(client: MlflowClient, parent_run_id: str) -> list[Job]:
-    """The child runs of a sweep, in launch order."""
-    parent = client.get_run(parent_run_id)
-    runs = client.search_runs(
-        [parent.info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
-        order_by=["attribute.start_time ASC"],
-        max_results=10_000,
-    )
+    """The jobs of a sweep: its child runs and the finished runs it reused, in start order."""
+    experiment = client.get_run(parent_run_id).info.experiment_id
+    runs = []
+    for condition in (
+        f"tags.mlflow.parentRunId = '{parent_run_id}'",
+        f"tags.`{tracking.reuse_tag(parent_run_id)}` = 'true'",
+    ):
+        runs += client.search_runs([experiment], filter_string=condition, max_results=10_000)
+    runs.sort(key=lambda run: run.info.start_time)
     return [_job(run) for run in runs]
 
 

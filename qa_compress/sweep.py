@@ -8,6 +8,7 @@ a status that reflects its children, also when the sweep stops early.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
 from pathlib import Path
@@ -24,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from qa_compress import pipeline, report, tracking
 from qa_compress.config import from_hydra
 from qa_compress.errors import UserError
+from qa_compress.pipeline import SKIPPED_FILE
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +65,7 @@ class MlflowSweep(Callback):
     def __init__(self) -> None:
         self.uri: str | None = None
         self.parent_run_id: str | None = None
+        self._finished = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exceptions into warnings; a bad config must stop the sweep instead.
@@ -92,17 +95,23 @@ class MlflowSweep(Callback):
                 "jobs": str(len(jobs)) if jobs is not None else "unknown",
             },
         )
-        tracking.end_sweep_at_exit(self.uri, self.parent_run_id)
+        atexit.register(self._finish, Path(config.hydra.sweep.dir))
         log.info("MLflow sweep run %s in %s", self.parent_run_id, self.uri)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if not self.parent_run_id:
+        self._finish(Path(config.hydra.sweep.dir))
+
+    def _finish(self, sweep_dir: Path) -> None:
+        """Report, list failed and skipped jobs, end the parent run; once, also when the sweep stops early."""
+        if self.parent_run_id is None or self._finished:
             return
+        self._finished = True
+        client = MlflowClient(self.uri)
         try:
-            files, table = report.build(MlflowClient(self.uri), self.parent_run_id, Path(config.hydra.sweep.dir))
+            files, table = report.build(client, self.parent_run_id, sweep_dir)
         except Exception as err:  # a report that fails must not cost the sweep its results
             log.warning(
-                "Sweep report failed: %s (retry with python -m qa_compress.report --parent-run-id %s)",
+                "Sweep report failed: %s (retry: python -m qa_compress.report --parent-run-id %s)",
                 err,
                 self.parent_run_id,
             )
@@ -111,4 +120,13 @@ class MlflowSweep(Callback):
                 f"\n{table}\nSweep report: {', '.join(str(f) for f in files)}\n"
                 f"(also in MLflow run {self.parent_run_id}, under report/)"
             )
-        tracking.end_sweep(self.uri, self.parent_run_id)
+        skipped = len(list(sweep_dir.glob(f"*/{SKIPPED_FILE}")))
+        if skipped:
+            print(f"{skipped} job(s) skipped: already finished with the same configuration (force=true reruns them)")
+        jobs = report.sweep_jobs(client, self.parent_run_id)
+        failed = [job for job in jobs if job.status in {"FAILED", "KILLED"}]
+        if failed:
+            print(f"{len(failed)} of {len(jobs)} job(s) did not finish:", file=sys.stderr)
+            for job in failed:
+                print(f"  {job.name}: {job.status} {job.error}".rstrip(), file=sys.stderr)
+        tracking.end_sweep(self.uri, self.parent_run_id, [job.status for job in jobs])

@@ -8,7 +8,6 @@ FAILED (an exception) or KILLED (Ctrl-C or SIGTERM).
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
 import os
@@ -21,6 +20,7 @@ from typing import Any
 
 import mlflow
 import mlflow.data
+from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from transformers import TrainerCallback
 
@@ -107,10 +107,12 @@ def job_run(experiment: str, name: str, parent_run_id: str | None, tags: dict[st
     previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if in_main_thread else None
     try:
         yield run.info.run_id
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        mlflow.set_tag("error", f"interrupted ({err})" if str(err) else "interrupted")
         mlflow.end_run("KILLED")
         raise
-    except BaseException:
+    except BaseException as err:
+        mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
         mlflow.end_run("FAILED")
         raise
     else:
@@ -118,6 +120,26 @@ def job_run(experiment: str, name: str, parent_run_id: str | None, tags: dict[st
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+def finished_run(experiment: str, config_hash: str) -> Run | None:
+    """A FINISHED run of the experiment with this configuration hash, if any."""
+    runs = MlflowClient().search_runs(
+        [experiment],
+        filter_string=f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'",
+        max_results=1,
+    )
+    return runs[0] if runs else None
+
+
+def reuse_tag(parent_run_id: str) -> str:
+    return f"reused_by_sweep.{parent_run_id}"
+
+
+def mark_reused(run_id: str, parent_run_id: str | None) -> None:
+    """Record that a sweep counts an earlier run as one of its jobs (runs have one parent only)."""
+    if parent_run_id is not None:
+        MlflowClient().set_tag(run_id, reuse_tag(parent_run_id), "true")
 
 
 def log_params(params: Mapping[str, str]) -> None:
@@ -170,27 +192,21 @@ def sweep_parent(sweep_dir: Path) -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
-def end_sweep(uri: str, parent_run_id: str, interrupted: bool = False) -> str:
-    """End the parent run with a status that reflects its children; returns that status."""
+def sweep_status(job_statuses: list[str]) -> str:
+    """The parent run's end state from its jobs': KILLED if any was, else FAILED if any did not finish."""
+    if "KILLED" in job_statuses:
+        return "KILLED"
+    if not job_statuses or any(status != "FINISHED" for status in job_statuses):
+        return "FAILED"
+    return "FINISHED"
+
+
+def end_sweep(uri: str, parent_run_id: str, job_statuses: list[str]) -> str:
+    """End the parent run with a status that reflects its jobs; returns that status."""
     client = MlflowClient(uri)
     if client.get_run(parent_run_id).info.status != "RUNNING":
         return client.get_run(parent_run_id).info.status
-    children = client.search_runs(
-        [client.get_run(parent_run_id).info.experiment_id],
-        filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'",
-    )
-    statuses = {child.info.status for child in children}
-    if interrupted or "KILLED" in statuses:
-        status = "KILLED"
-    elif "FAILED" in statuses or "RUNNING" in statuses or not children:
-        status = "FAILED"
-    else:
-        status = "FINISHED"
+    status = sweep_status(job_statuses)
     client.set_terminated(parent_run_id, status)
-    log.info("Sweep run %s ended %s (%d jobs)", parent_run_id, status, len(children))
+    log.info("Sweep run %s ended %s (%d jobs)", parent_run_id, status, len(job_statuses))
     return status
-
-
-def end_sweep_at_exit(uri: str, parent_run_id: str) -> None:
-    """Make sure the parent run is ended even when the sweep stops early (a failed job, Ctrl-C)."""
-    atexit.register(lambda: end_sweep(uri, parent_run_id))

@@ -107,11 +107,6 @@ def fine_tune(
     return {**summary, "train_steps": result.global_step, "train_epochs": result.metrics.get("epoch", 0.0)}
 
 
-def is_cached(entry: Path) -> bool:
-    """Whether a complete baseline is stored at `entry` (entries appear whole, by rename)."""
-    return (entry / "baseline.json").is_file()
-
-
 def save_baseline(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, entry: Path, record: dict[str, Any]
 ) -> None:

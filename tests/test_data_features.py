@@ -133,7 +133,8 @@ def test_prepared_features_are_cached_on_disk(squad_files, tokenizer, tmp_path):
     assert (hit1, hit2, hit3) == (False, True, False)
     assert first["input_ids"] == second["input_ids"]
     assert len(other[0]["input_ids"]) == 48
-    assert len(list((tmp_path / "features").iterdir())) == 2  # no temporary directories left behind
+    entries = [p.name for p in (tmp_path / "features").iterdir() if p.is_dir()]
+    assert len(entries) == 2 and not any(name.startswith(".") for name in entries)  # no temporary directories left
 
 
 def test_generator_is_seeded_and_consistent():

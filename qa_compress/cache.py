@@ -50,12 +50,18 @@ def seal(directory: Path) -> None:
     (directory / MANIFEST).write_text(json.dumps(manifest, indent=1))
 
 
-def damage(entry: Path) -> str | None:
-    """None if every file of the entry matches its manifest, else what is wrong."""
+def damage(entry: Path, required: tuple[str, ...] = ()) -> str | None:
+    """None if every file of the entry matches its manifest and the `required` files are in it, else what is wrong."""
     try:
         manifest = json.loads((entry / MANIFEST).read_text())
     except (OSError, json.JSONDecodeError):
         return f"no readable {MANIFEST}"
+    unexpected = sorted({p.name for p in entry.iterdir() if p.is_file()} - set(manifest) - {MANIFEST})
+    if unexpected:
+        return f"unexpected file {unexpected[0]}"
+    for name in required:
+        if name not in manifest:
+            return f"missing file {name}"
     for name, expected in manifest.items():
         path = entry / name
         if not path.is_file():
@@ -65,11 +71,11 @@ def damage(entry: Path) -> str | None:
     return None
 
 
-def usable(entry: Path) -> bool:
+def usable(entry: Path, required: tuple[str, ...] = ()) -> bool:
     """Whether `entry` holds a complete, intact entry; a damaged one is reported and discarded."""
     if not entry.exists():
         return False
-    problem = damage(entry)
+    problem = damage(entry, required)
     if problem is None:
         return True
     log.warning("Cache entry %s is damaged (%s): discarding and rebuilding it", entry, problem)

@@ -118,6 +118,7 @@ class TrackingConfig(Section):
 class JobConfig(Section):
     seed: int = Field(ge=0)
     force: bool = False
+    save_model: bool = False
     cache_lock_timeout_s: float = Field(default=86400, gt=0)
     model: ModelConfig
     dataset: DatasetConfig

@@ -120,9 +120,7 @@ def _baseline(job: JobConfig) -> tuple[torch.nn.Module, transformers.PreTrainedT
         model, tokenizer = _load(job, job.model.name_or_path)
         return model, tokenizer, {"baseline_cache": "none"}
     train_examples = _examples(job, "train")
-    tracking.log_dataset(
-        train_examples.dataset, f"{job.dataset.name}/train", train_examples.source, train_examples.digest, "training"
-    )
+    tracking.log_dataset(f"{job.dataset.name}/train", train_examples.source, "train", train_examples.digest, "training")
     key = train.baseline_key(
         models.fingerprint(job.model.name_or_path),
         train_examples.digest,
@@ -133,7 +131,7 @@ def _baseline(job: JobConfig) -> tuple[torch.nn.Module, transformers.PreTrainedT
     )
     entry = Path(job.paths.cache_dir) / "baselines" / key
     with cache.locked(entry, job.cache_lock_timeout_s):  # parallel jobs: one trains, the others wait
-        hit = cache.usable(entry)
+        hit = cache.usable(entry, required=train.BASELINE_FILES)
         tags = {"baseline_key": key, "baseline_cache": "hit" if hit else "miss"}
         tracking.set_tags(tags)
         if hit:
@@ -176,11 +174,7 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
     """The heavy part of a job, inside its MLflow run; returns the metrics it logged and the baseline's origin."""
     eval_examples = _examples(job, "validation")
     tracking.log_dataset(
-        eval_examples.dataset,
-        f"{job.dataset.name}/validation",
-        eval_examples.source,
-        eval_examples.digest,
-        "evaluation",
+        f"{job.dataset.name}/validation", eval_examples.source, "validation", eval_examples.digest, "evaluation"
     )
     model, tokenizer, cache_tags = _baseline(job)
     eval_features, _ = features.prepare(
@@ -251,7 +245,19 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
     for name, content in files.items():
         (output_dir / name).write_text(json.dumps(content, indent=2))
     tracking.log_artifacts([output_dir / name for name in files])
+    if job.save_model:
+        _save_model(model, tokenizer, job.quantization.name, output_dir / "model")
     return metrics, cache_tags["baseline_cache"]
+
+
+def _save_model(model, tokenizer, quantization: str, directory: Path) -> None:
+    """Keep the compressed model (safetensors only) in the job's directory and its MLflow run."""
+    if quantization == "dynamic_int8":
+        quantize.save(model, directory)
+    else:
+        model.save_pretrained(str(directory), safe_serialization=True)
+    tokenizer.save_pretrained(str(directory))
+    tracking.log_artifact_dir(directory, "model")
 
 
 def summary(

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.data
+from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
+from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from transformers import TrainerCallback
@@ -159,10 +160,21 @@ def log_artifacts(paths: list[Path]) -> None:
         mlflow.log_artifact(str(path))
 
 
-def log_dataset(examples: Any, name: str, source: str, digest: str, context: str) -> None:
-    """Record a data set as an input of the active run, with a digest of its content."""
-    dataset = mlflow.data.from_huggingface(examples, name=name, digest=digest[:16], source=source)
-    mlflow.log_input(dataset, context=context)
+def log_dataset(name: str, source: str, split: str, digest: str, context: str) -> None:
+    """Record a data set as an input of the active run, with a digest of its content.
+
+    `source` is a local file (read with the `json` builder) or `hub:<name>/<split>`. Only metadata
+    is sent: MLflow does not read the data again.
+    """
+    if source.startswith("hub:"):
+        origin = HuggingFaceDatasetSource(path=source.removeprefix("hub:").rsplit("/", 1)[0], split=split)
+    else:
+        origin = HuggingFaceDatasetSource(path="json", data_files=source)
+    mlflow.log_input(MetaDataset(origin, name=name, digest=digest[:16]), context=context)
+
+
+def log_artifact_dir(directory: Path, artifact_path: str) -> None:
+    mlflow.log_artifacts(str(directory), artifact_path)
 
 
 class TrainingCurves(TrainerCallback):

@@ -33,6 +33,7 @@ from qa_compress import cache
 log = logging.getLogger(__name__)
 
 BASELINE_FORMAT = 1
+BASELINE_FILES = ("config.json", "model.safetensors", "baseline.json")  # weights as safetensors, never pickles
 
 
 def baseline_key(

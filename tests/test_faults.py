@@ -1,0 +1,209 @@
+"""Scaling out and surviving faults: launchers, the shared cache under concurrency, resume, no pickles."""
+
+import json
+import multiprocessing
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+from qa_compress import cache, quantize
+
+from .conftest import ROOT, run_cli, tiny_sweep_args
+from .test_run import _runs
+
+
+def _children(tmp_path):
+    return [r for r in _runs(tmp_path)[1] if "mlflow.parentRunId" in r.data.tags]
+
+
+@pytest.mark.parametrize(
+    ("launcher", "jobs"),
+    [
+        (["hydra/launcher=joblib", "hydra.launcher.n_jobs=4"], ["pruning.amount=0.0,0.5", "quantization=none,dynamic_int8"]),  # noqa: E501
+        (["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"], ["pruning.amount=0.0,0.5"]),
+    ],
+    ids=["joblib", "submitit_local"],
+)  # fmt: skip
+def test_parallel_launchers_fine_tune_once_and_group_runs_under_the_sweep(
+    launcher, jobs, tmp_path, tiny_distilbert_dir, squad_files
+):
+    args = tiny_sweep_args(tiny_distilbert_dir, squad_files, *jobs, *launcher, "benchmark.enabled=false")
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = _runs(tmp_path)[1]
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = _children(tmp_path)
+    assert len(children) == (4 if "joblib" in launcher[0] else 2)
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    assert all(c.info.status == "FINISHED" for c in children) and parent.info.status == "FINISHED"
+    # All jobs started on an empty cache at once: exactly one fine-tuned, the others waited and loaded it.
+    assert Counter(c.data.tags["baseline_cache"] for c in children)["miss"] == 1
+
+
+def test_rerun_skips_finished_jobs_and_force_reruns_them(tmp_path, tiny_distilbert_dir, squad_files):
+    args = tiny_sweep_args(tiny_distilbert_dir, squad_files, "pruning.amount=0.0", "benchmark.enabled=false")
+    assert run_cli(args, tmp_path).returncode == 0
+    again = run_cli(args, tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "1 job(s) skipped" in again.stdout
+    finished = [c for c in _children(tmp_path) if c.info.status == "FINISHED"]
+    assert len(finished) == 1  # no duplicate
+    assert len((tmp_path / "sweep" / "report.csv").read_text().splitlines()) == 1 + 1  # the rerun's report has it
+
+    forced = run_cli([*args, "force=true"], tmp_path)
+    assert forced.returncode == 0
+    assert len([c for c in _children(tmp_path) if c.info.status == "FINISHED"]) == 2
+
+
+def test_a_failing_job_does_not_lose_the_others(tmp_path, tiny_distilbert_dir, squad_files):
+    # The tiny model has 256 positions: windows of 300 tokens fail inside the model, at run time.
+    args = tiny_sweep_args(tiny_distilbert_dir, squad_files, "pruning.amount=0.0", "dataset.max_seq_length=64,300")
+    result = run_cli(args, tmp_path)
+    assert result.returncode != 0
+    statuses = {c.data.params["dataset.max_seq_length"]: c.info.status for c in _children(tmp_path)}
+    assert statuses == {"64": "FINISHED", "300": "FAILED"}
+    assert "1 of 2 job(s) did not finish" in result.stderr
+    failed = next(c for c in _children(tmp_path) if c.info.status == "FAILED")
+    assert failed.data.tags["error"] and f"{failed.info.run_name}: FAILED" in result.stderr
+    (parent,) = [r for r in _runs(tmp_path)[1] if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "FAILED"
+    assert (tmp_path / "sweep" / "report.csv").is_file()  # the report is written all the same
+
+
+def test_interrupted_sweep_resumes_without_retraining_or_duplicates(tmp_path, tiny_distilbert_dir, squad_files):
+    args = tiny_sweep_args(tiny_distilbert_dir, squad_files, "pruning.amount=0.0,0.3,0.6", "benchmark.repeats=200")
+    command = [sys.executable, str(ROOT / "run.py"), *args, f"paths.cache_dir={tmp_path / 'cache'}",
+               f"paths.mlruns_dir={tmp_path / 'mlruns'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and not any(c.info.status == "FINISHED" for c in _children(tmp_path)):
+            time.sleep(0.5)
+        process.send_signal(signal.SIGINT)  # Ctrl-C while the second job is benchmarking
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    statuses = Counter(c.info.status for c in _children(tmp_path))
+    assert statuses["FINISHED"] >= 1 and statuses["KILLED"] == 1
+
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    children = _children(tmp_path)
+    finished = Counter(c.data.params["pruning.amount"] for c in children if c.info.status == "FINISHED")
+    assert finished == {"0.0": 1, "0.3": 1, "0.6": 1}  # every job once, none twice
+    assert Counter(c.data.tags["baseline_cache"] for c in children)["miss"] == 1  # trained once, before the kill
+
+
+def _build_once(entry: str, log: str) -> None:
+    with cache.locked(Path(entry), timeout_s=120):
+        if not cache.usable(Path(entry)):
+            with open(log, "a") as handle:
+                handle.write(f"{os.getpid()}\n")
+            time.sleep(0.5)
+            with cache.building(Path(entry)) as tmp:
+                (tmp / "data.txt").write_text("built")
+
+
+def test_four_processes_build_a_cache_entry_exactly_once(tmp_path):
+    entry, log = tmp_path / "entry", tmp_path / "builds.log"
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_build_once, args=(str(entry), str(log))) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    assert len(log.read_text().splitlines()) == 1
+    assert (entry / "data.txt").read_text() == "built" and cache.damage(entry) is None
+
+
+def _hold_lock(entry: str) -> None:
+    with cache.locked(Path(entry), timeout_s=10):
+        time.sleep(600)
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    entry = tmp_path / "entry"
+    holder = multiprocessing.get_context("spawn").Process(target=_hold_lock, args=(str(entry),))
+    holder.start()
+    deadline = time.time() + 60
+    while not entry.with_name("entry.lock").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1)
+    with pytest.raises(Exception, match="another job is still building"), cache.locked(entry, timeout_s=0.5):
+        pass
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.join()
+    with cache.locked(entry, timeout_s=5):  # taken at once: the OS released the dead holder's lock
+        pass
+
+
+def test_a_damaged_entry_is_reported_and_rebuilt(tmp_path, caplog):
+    entry = tmp_path / "entry"
+    with cache.building(entry) as tmp:
+        (tmp / "weights.bin").write_bytes(b"1234")
+    assert cache.usable(entry)
+    (entry / "weights.bin").write_bytes(b"1235")
+    assert not cache.usable(entry)
+    assert "checksum mismatch in weights.bin" in caplog.text and not entry.exists()
+
+
+class _Exploit:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "pwned"))
+
+
+def test_a_planted_pickle_is_never_executed_and_runs_are_reproducible(tmp_path, tiny_distilbert_dir, squad_files):
+    args = tiny_sweep_args(tiny_distilbert_dir, squad_files, "pruning.amount=0.3", "benchmark.enabled=false")
+    assert run_cli(args, tmp_path).returncode == 0
+    first = (tmp_path / "sweep" / "0" / "predictions.json").read_bytes()
+    first_na = (tmp_path / "sweep" / "0" / "na_probs.json").read_bytes()
+
+    # An attacker swaps the cached baseline's weights for a pickle and fixes up the manifest.
+    (entry,) = [p for p in (tmp_path / "cache" / "baselines").iterdir() if p.is_dir()]
+    marker = tmp_path / "pwned.txt"
+    (entry / "model.safetensors").unlink()
+    (entry / "pytorch_model.bin").write_bytes(pickle.dumps(_Exploit(marker)))
+    manifest = json.loads((entry / cache.MANIFEST).read_text())
+    manifest.pop("model.safetensors")
+    manifest["pytorch_model.bin"] = cache.file_sha256(entry / "pytorch_model.bin")
+    (entry / cache.MANIFEST).write_text(json.dumps(manifest))
+
+    result = run_cli([*args, "force=true"], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert not marker.exists()  # the pickle never ran
+    assert "is damaged (missing file model.safetensors)" in result.stdout + result.stderr
+    newest = max(_children(tmp_path), key=lambda r: r.info.start_time)
+    assert newest.data.tags["baseline_cache"] == "miss"  # rebuilt from scratch
+    # Same config, same seed, same CPU: the retrained model predicts the same, byte for byte.
+    assert (tmp_path / "sweep" / "0" / "predictions.json").read_bytes() == first
+    assert (tmp_path / "sweep" / "0" / "na_probs.json").read_bytes() == first_na
+    for key in ("seed",):
+        assert newest.data.params[key] == "42"
+    for tag in ("versions", "device", "num_threads", "git_commit"):
+        assert newest.data.tags[tag]
+
+
+def test_quantized_model_round_trips_through_safetensors(tmp_path, tiny_bert_dir):
+    model = AutoModelForQuestionAnswering.from_pretrained(str(tiny_bert_dir)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert_dir))
+    inputs = tokenizer(["Who?"], ["Nobody is there."], return_tensors="pt")
+    quantized = quantize.apply(model, "dynamic_int8")
+    quantize.save(quantized, tmp_path / "int8")
+    assert {p.name for p in (tmp_path / "int8").iterdir()} == {"config.json", quantize.QUANTIZED_WEIGHTS}
+    restored = quantize.load(tmp_path / "int8")
+    with torch.no_grad():
+        assert torch.equal(quantized(**inputs).start_logits, restored(**inputs).start_logits)

@@ -9,6 +9,7 @@ fact of the same person that the paragraph does not state.
 from __future__ import annotations
 
 import json
+import os
 import random
 from pathlib import Path
 from typing import Any
@@ -226,7 +227,7 @@ def write(path: Path, num_paragraphs: int, seed: int, facts_per_paragraph: int =
     text = json.dumps(generate(num_paragraphs, seed, facts_per_paragraph), indent=1)
     if not path.exists() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # parallel jobs may write it at once
         tmp.write_text(text)
         tmp.replace(path)
     return path

@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,9 @@ def job_run(experiment: str, name: str, parent_run_id: str | None, tags: dict[st
     """
     run = mlflow.start_run(experiment_id=experiment, run_name=name, parent_run_id=parent_run_id, tags=tags)
     in_main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if in_main_thread else None
+    # Pool workers (joblib) ignore SIGINT by default; a job must stop on Ctrl-C wherever it runs.
+    signals = (signal.SIGTERM, signal.SIGINT) if in_main_thread else ()
+    previous = {sig: signal.signal(sig, _raise_keyboard_interrupt) for sig in signals}
     try:
         yield run.info.run_id
     except KeyboardInterrupt as err:
@@ -119,8 +122,8 @@ def job_run(experiment: str, name: str, parent_run_id: str | None, tags: dict[st
     else:
         mlflow.end_run("FINISHED")
     finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def finished_run(experiment: str, config_hash: str) -> Run | None:
@@ -170,7 +173,13 @@ def log_dataset(name: str, source: str, split: str, digest: str, context: str) -
         origin = HuggingFaceDatasetSource(path=source.removeprefix("hub:").rsplit("/", 1)[0], split=split)
     else:
         origin = HuggingFaceDatasetSource(path="json", data_files=source)
-    mlflow.log_input(MetaDataset(origin, name=name, digest=digest[:16]), context=context)
+    dataset = MetaDataset(origin, name=name, digest=digest[:16])
+    try:
+        mlflow.log_input(dataset, context=context)
+    except mlflow.exceptions.MlflowException:
+        # Parallel jobs may register the same data set at the same moment; the loser retries and finds it.
+        time.sleep(1.0)
+        mlflow.log_input(dataset, context=context)
 
 
 def log_artifact_dir(directory: Path, artifact_path: str) -> None:

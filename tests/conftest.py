@@ -108,7 +108,9 @@ def tiny_sweep_args(model_dir: Path, squad_files: tuple[Path, Path], *extra: str
 def tiny_sweep(tmp_path_factory, tiny_distilbert_dir, squad_files) -> Path:
     """One real 4-job sweep (pruning 0 / 0.5 x quantization none / int8); returns its directory."""
     tmp_path = tmp_path_factory.mktemp("tiny_sweep")
-    args = tiny_sweep_args(tiny_distilbert_dir, squad_files, "pruning.amount=0.0,0.5", "quantization=none,dynamic_int8")
+    args = tiny_sweep_args(
+        tiny_distilbert_dir, squad_files, "pruning.amount=0.0,0.5", "quantization=none,dynamic_int8", "save_model=true"
+    )
     result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (tmp_path / "stdout.txt").write_text(result.stdout)

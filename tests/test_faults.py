@@ -79,22 +79,38 @@ def test_a_failing_job_does_not_lose_the_others(tmp_path, tiny_distilbert_dir, s
     assert (tmp_path / "sweep" / "report.csv").is_file()  # the report is written all the same
 
 
-def test_interrupted_sweep_resumes_without_retraining_or_duplicates(tmp_path, tiny_distilbert_dir, squad_files):
-    args = tiny_sweep_args(tiny_distilbert_dir, squad_files, "pruning.amount=0.0,0.3,0.6", "benchmark.repeats=200")
-    command = [sys.executable, str(ROOT / "run.py"), *args, f"paths.cache_dir={tmp_path / 'cache'}",
-               f"paths.mlruns_dir={tmp_path / 'mlruns'}", f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+def test_interrupted_parallel_sweep_resumes_without_retraining_or_duplicates(
+    tmp_path, tiny_distilbert_dir, squad_files
+):
+    parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    # Long enough benchmarks that the signal finds a job under way.
+    args = tiny_sweep_args(
+        tiny_distilbert_dir, squad_files, "pruning.amount=0.0,0.3,0.6", *parallel, "benchmark.repeats=1000"
+    )
+    command = [sys.executable, str(ROOT / "run.py"), *args,
+               f"paths.cache_dir={tmp_path / 'cache'}", f"paths.mlruns_dir={tmp_path / 'mlruns'}",
+               f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     try:
         deadline = time.time() + 180
-        while time.time() < deadline and not any(c.info.status == "FINISHED" for c in _children(tmp_path)):
+        while time.time() < deadline:  # until a job has finished and another is under way
+            statuses = {c.info.status for c in _children(tmp_path)}
+            if {"FINISHED", "RUNNING"} <= statuses:
+                break
             time.sleep(0.5)
-        process.send_signal(signal.SIGINT)  # Ctrl-C while the second job is benchmarking
-        process.wait(timeout=60)
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the launcher and its workers
+        process.wait(timeout=120)
     finally:
-        process.kill()
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode != 0
     statuses = Counter(c.info.status for c in _children(tmp_path))
-    assert statuses["FINISHED"] >= 1 and statuses["KILLED"] == 1
+    assert statuses["FINISHED"] >= 1 and statuses["KILLED"] >= 1 and statuses["RUNNING"] == 0
+    (parent,) = [r for r in _runs(tmp_path)[1] if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "KILLED"
 
     result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]

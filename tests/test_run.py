@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 
-from qa_compress import tracking
+from qa_compress import data, models, pipeline, quantize, tracking
 from qa_compress.config import from_hydra
 from qa_compress.errors import UserError
 from qa_compress.sweep import sweep_jobs
@@ -124,19 +124,6 @@ def _assert_refused(result, tmp_path, *expected):
             ["model=minilm_l6", "training=none", "dataset=squad_json", "dataset.validation_file=/no/such/file.json"],
             ["dataset.validation_file=/no/such/file.json: no such file"],
         ),
-        (
-            ["model=minilm_l6", "training=none", "dataset=squad_json", "dataset.validation_file=pyproject.toml"],
-            ["not a JSON file"],
-        ),
-        (
-            [
-                "training=none",
-                "model.name_or_path=./no/such/model",
-                "dataset=squad_json",
-                "dataset.validation_file=conf/config.yaml",
-            ],
-            ["model.name_or_path=./no/such/model: no such directory"],
-        ),
     ],
 )
 def test_bad_input_is_refused_before_any_work(args, expected, tmp_path):
@@ -144,52 +131,37 @@ def test_bad_input_is_refused_before_any_work(args, expected, tmp_path):
     _assert_refused(result, tmp_path, *expected)
 
 
-def test_not_squad_json_is_refused(tmp_path, tiny_distilbert_dir):
-    bad = write_json(tmp_path / "records.json", [{"question": "q", "answer": "a"}])
-    result = run_cli(
-        [
-            "training=none",
-            f"model.name_or_path={tiny_distilbert_dir}",
-            "dataset=squad_json",
-            f"dataset.validation_file={bad}",
-        ],
-        tmp_path,
-        timeout=120,
-    )
-    _assert_refused(result, tmp_path, f"dataset.validation_file={bad}: not SQuAD 2.0 JSON")
+def test_not_squad_json_and_missing_model_are_refused(tmp_path, tiny_distilbert_dir):
+    records = write_json(tmp_path / "records.json", [{"question": "q", "answer": "a"}])
+    base = ["training=none", "dataset=squad_json"]
+    cases = [
+        ([f"model.name_or_path={tiny_distilbert_dir}", f"dataset.validation_file={records}"],
+         f"dataset.validation_file={records}: not SQuAD 2.0 JSON"),
+        ([f"model.name_or_path={tiny_distilbert_dir}", f"dataset.validation_file={ROOT / 'pyproject.toml'}"],
+         "not a JSON file"),
+        (["model.name_or_path=./no/such/model", f"dataset.validation_file={records}"],
+         "model.name_or_path=./no/such/model: no such directory"),
+    ]  # fmt: skip
+    for overrides, message in cases:
+        with pytest.raises(UserError) as err:
+            pipeline.validate(_compose([*base, *overrides]))
+        assert message in str(err.value)
 
 
-def test_hub_model_without_hub_names_it_and_the_offline_options(tmp_path, squad_files):
-    env_offline = {"HF_HUB_OFFLINE": "1"}
-    os.environ.update(env_offline)
-    try:
-        result = run_cli(
-            [
-                "training=none",
-                "model.name_or_path=some-org/model-not-cached",
-                "dataset=squad_json",
-                f"dataset.validation_file={squad_files[1]}",
-            ],
-            tmp_path,
-            timeout=120,
-        )
-        _assert_refused(
-            result,
-            tmp_path,
-            "model.name_or_path=some-org/model-not-cached",
-            "Hugging Face Hub cannot be reached",
-            "model=minilm_l6",
-        )
-        result = run_cli(["model=minilm_l6", "dataset.hub_name=some-org/data-not-cached"], tmp_path, timeout=120)
-        _assert_refused(
-            result,
-            tmp_path,
-            "dataset.hub_name=some-org/data-not-cached",
-            "Hugging Face Hub cannot be reached",
-            "dataset=squad_json",
-        )
-    finally:
-        os.environ.pop("HF_HUB_OFFLINE")
+def test_hub_model_or_dataset_without_hub_names_it_and_the_offline_options(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(UserError) as err:
+        models.check_available("some-org/model-not-cached")
+    message = str(err.value)
+    assert "model.name_or_path=some-org/model-not-cached" in message
+    assert "Hugging Face Hub cannot be reached" in message and "model=minilm_l6" in message
+    with pytest.raises(UserError) as err:
+        data.check_hub_dataset("some-org/data-not-cached")
+    message = str(err.value)
+    assert "dataset.hub_name=some-org/data-not-cached" in message
+    assert "Hugging Face Hub cannot be reached" in message and "dataset=squad_json" in message
 
 
 def test_sweep_trains_once_and_logs_every_job_under_one_parent(tiny_sweep, squad_files):
@@ -228,6 +200,17 @@ def test_sweep_trains_once_and_logs_every_job_under_one_parent(tiny_sweep, squad
     assert by_choice[("0.5", "none")]["sparsity"] == pytest.approx(0.5, abs=0.01)
     assert by_choice[("0.0", "none")]["sparsity"] == 0.0
     assert by_choice[("0.0", "dynamic_int8")]["size_mb"] < by_choice[("0.0", "none")]["size_mb"]
+    # save_model=true kept each compressed model, as safetensors only; the int8 one loads back.
+    for child in children:
+        saved = {a.path for a in client.list_artifacts(child.info.run_id, "model")}
+        weights = (
+            "model/model.int8.safetensors"
+            if child.data.params["quantization.name"] == "dynamic_int8"
+            else ("model/model.safetensors")
+        )
+        assert weights in saved and not any(p.endswith((".bin", ".pt", ".pkl")) for p in saved)
+    int8_dir = next((tmp_path / "sweep").glob("*/model/model.int8.safetensors")).parent
+    assert quantize.load(int8_dir).qa_outputs is not None
     trainer = next(c for c in children if c.data.tags["baseline_cache"] == "miss")
     assert len(client.get_metric_history(trainer.info.run_id, "train/loss")) == 2  # a training curve
 

@@ -36,6 +36,7 @@ PLOTS = ("f1_vs_sparsity.png", "f1_vs_latency.png", "f1_vs_size.png")
 class Job:
     """One child run of a sweep, reduced to what the report shows."""
 
+    run_id: str
     name: str
     model: str
     dataset: str
@@ -72,6 +73,7 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 def _job(run: Run) -> Job:
     params, tags = run.data.params, run.data.tags
     return Job(
+        run_id=run.info.run_id,
         name=run.info.run_name,
         model=tags.get("model", params.get("model.name", "?")),
         dataset=tags.get("dataset", params.get("dataset.name", "?")),

@@ -107,6 +107,10 @@ class MlflowSweep(Callback):
             return
         self._finished = True
         client = MlflowClient(self.uri)
+        for job in report.sweep_jobs(client, self.parent_run_id):  # the sweep is over: nothing of it still runs
+            if job.status == "RUNNING":
+                client.set_tag(job.run_id, "error", "killed with its worker before it could record an end state")
+                client.set_terminated(job.run_id, "KILLED")
         try:
             files, table = report.build(client, self.parent_run_id, sweep_dir)
         except Exception as err:  # a report that fails must not cost the sweep its results

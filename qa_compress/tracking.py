@@ -104,23 +104,24 @@ def job_run(experiment: str, name: str, parent_run_id: str | None, tags: dict[st
 
     SIGTERM (what a cluster sends at a time limit) is treated like Ctrl-C while the run is open.
     """
-    run = mlflow.start_run(experiment_id=experiment, run_name=name, parent_run_id=parent_run_id, tags=tags)
     in_main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
     # Pool workers (joblib) ignore SIGINT by default; a job must stop on Ctrl-C wherever it runs.
     signals = (signal.SIGTERM, signal.SIGINT) if in_main_thread else ()
     previous = {sig: signal.signal(sig, _raise_keyboard_interrupt) for sig in signals}
     try:
-        yield run.info.run_id
-    except KeyboardInterrupt as err:
-        mlflow.set_tag("error", f"interrupted ({err})" if str(err) else "interrupted")
-        mlflow.end_run("KILLED")
-        raise
-    except BaseException as err:
-        mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
-        mlflow.end_run("FAILED")
-        raise
-    else:
-        mlflow.end_run("FINISHED")
+        run = mlflow.start_run(experiment_id=experiment, run_name=name, parent_run_id=parent_run_id, tags=tags)
+        try:
+            yield run.info.run_id
+        except KeyboardInterrupt as err:
+            mlflow.set_tag("error", f"interrupted ({err})" if str(err) else "interrupted")
+            mlflow.end_run("KILLED")
+            raise
+        except BaseException as err:
+            mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
+            mlflow.end_run("FAILED")
+            raise
+        else:
+            mlflow.end_run("FINISHED")
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

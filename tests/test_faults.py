@@ -85,7 +85,7 @@ def test_interrupted_parallel_sweep_resumes_without_retraining_or_duplicates(
     parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     # Long enough benchmarks that the signal finds a job under way.
     args = tiny_sweep_args(
-        tiny_distilbert_dir, squad_files, "pruning.amount=0.0,0.3,0.6", *parallel, "benchmark.repeats=1000"
+        tiny_distilbert_dir, squad_files, "pruning.amount=0.0,0.3,0.6", *parallel, "benchmark.repeats=500"
     )
     command = [sys.executable, str(ROOT / "run.py"), *args,
                f"paths.cache_dir={tmp_path / 'cache'}", f"paths.mlruns_dir={tmp_path / 'mlruns'}",
@@ -108,7 +108,8 @@ def test_interrupted_parallel_sweep_resumes_without_retraining_or_duplicates(
             os.killpg(process.pid, signal.SIGKILL)
     assert process.returncode != 0
     statuses = Counter(c.info.status for c in _children(tmp_path))
-    assert statuses["FINISHED"] >= 1 and statuses["KILLED"] >= 1 and statuses["RUNNING"] == 0
+    errors = [c.data.tags.get("error") for c in _children(tmp_path)]
+    assert statuses["FINISHED"] >= 1 and statuses["KILLED"] >= 1 and statuses["RUNNING"] == 0, (statuses, errors)
     (parent,) = [r for r in _runs(tmp_path)[1] if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.status == "KILLED"
 
@@ -117,7 +118,7 @@ def test_interrupted_parallel_sweep_resumes_without_retraining_or_duplicates(
     children = _children(tmp_path)
     finished = Counter(c.data.params["pruning.amount"] for c in children if c.info.status == "FINISHED")
     assert finished == {"0.0": 1, "0.3": 1, "0.6": 1}  # every job once, none twice
-    assert Counter(c.data.tags["baseline_cache"] for c in children)["miss"] == 1  # trained once, before the kill
+    assert Counter(c.data.tags.get("baseline_cache") for c in children)["miss"] == 1  # trained once, before the kill
 
 
 def _build_once(entry: str, log: str) -> None:

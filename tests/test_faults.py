@@ -17,6 +17,7 @@ from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
 from qa_compress import cache, quantize
 
+from . import lock_workers
 from .conftest import ROOT, run_cli, tiny_sweep_args
 from .test_run import _runs
 
@@ -121,20 +122,10 @@ def test_interrupted_parallel_sweep_resumes_without_retraining_or_duplicates(
     assert Counter(c.data.tags.get("baseline_cache") for c in children)["miss"] == 1  # trained once, before the kill
 
 
-def _build_once(entry: str, log: str) -> None:
-    with cache.locked(Path(entry), timeout_s=120):
-        if not cache.usable(Path(entry)):
-            with open(log, "a") as handle:
-                handle.write(f"{os.getpid()}\n")
-            time.sleep(0.5)
-            with cache.building(Path(entry)) as tmp:
-                (tmp / "data.txt").write_text("built")
-
-
 def test_four_processes_build_a_cache_entry_exactly_once(tmp_path):
     entry, log = tmp_path / "entry", tmp_path / "builds.log"
     context = multiprocessing.get_context("spawn")
-    workers = [context.Process(target=_build_once, args=(str(entry), str(log))) for _ in range(4)]
+    workers = [context.Process(target=lock_workers.build_once, args=(str(entry), str(log))) for _ in range(4)]
     for worker in workers:
         worker.start()
     for worker in workers:
@@ -144,14 +135,9 @@ def test_four_processes_build_a_cache_entry_exactly_once(tmp_path):
     assert (entry / "data.txt").read_text() == "built" and cache.damage(entry) is None
 
 
-def _hold_lock(entry: str) -> None:
-    with cache.locked(Path(entry), timeout_s=10):
-        time.sleep(600)
-
-
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     entry = tmp_path / "entry"
-    holder = multiprocessing.get_context("spawn").Process(target=_hold_lock, args=(str(entry),))
+    holder = multiprocessing.get_context("spawn").Process(target=lock_workers.hold_lock, args=(str(entry),))
     holder.start()
     deadline = time.time() + 60
     while not entry.with_name("entry.lock").exists() and time.time() < deadline:

@@ -8,19 +8,17 @@ several windows costs several forward passes.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import gzip
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from datasets import Dataset
-from safetensors.torch import save_file
+from safetensors.torch import save
 from tqdm.auto import tqdm
 
-from qa_compress import quantize
+from qa_compress import onnxrt, quantize
 
 
 @dataclass(frozen=True)
@@ -29,23 +27,57 @@ class Timing:
     p90_ms: float
 
 
-def size_mb(model: torch.nn.Module) -> float:
-    """Size in MB (10^6 bytes) of the model's weights written as safetensors.
-
-    Quantized layers are written as int8 values with their scales, so the figure is what
-    the compressed model really takes on disk.
-    """
+def serialized(model: torch.nn.Module | onnxrt.OrtModel) -> bytes:
+    """The model's weights as they would be stored: safetensors for PyTorch (quantized layers as
+    int8 values with their scales, tied weights once), the graph file for ONNX Runtime."""
+    if isinstance(model, onnxrt.OrtModel):
+        return model.path.read_bytes()
     unique, storages = {}, set()
     for name, tensor in quantize.weight_tensors(model).items():
         storage = tensor.untyped_storage().data_ptr()
-        if tensor.numel() and storage in storages:  # tied weights are stored once
+        if tensor.numel() and storage in storages:
             continue
         storages.add(storage)
         unique[name] = tensor
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.safetensors"
-        save_file(unique, str(path))
-        return os.path.getsize(path) / 1e6
+    return save(unique)
+
+
+def _is_parameter(name: str, values: np.ndarray | torch.Tensor) -> bool:
+    """Weights and biases, not quantization scales, zero points or graph constants (shapes, axes)."""
+    if name.endswith(("scale", "zero_point")) or values.ndim == 0 or values.shape == (1,):
+        return False
+    return not isinstance(values, np.ndarray) or values.dtype in (np.float32, np.float16, np.int8, np.uint8)
+
+
+def parameter_counts(model: torch.nn.Module | onnxrt.OrtModel) -> tuple[int, int]:
+    """Total and non-zero stored parameter values (int8 values count as parameters)."""
+    if isinstance(model, onnxrt.OrtModel):
+        arrays = {k: v for k, v in onnxrt.initializers(model.path).items() if _is_parameter(k, v)}
+        return sum(v.size for v in arrays.values()), sum(int(np.count_nonzero(v)) for v in arrays.values())
+    tensors = {k: v for k, v in quantize.weight_tensors(model).items() if _is_parameter(k, v)}
+    seen, total, nonzero = set(), 0, 0
+    for tensor in tensors.values():
+        if tensor.untyped_storage().data_ptr() in seen:
+            continue
+        seen.add(tensor.untyped_storage().data_ptr())
+        total += tensor.numel()
+        nonzero += int(torch.count_nonzero(tensor))
+    return total, nonzero
+
+
+def sizes(model: torch.nn.Module | onnxrt.OrtModel) -> dict[str, float]:
+    """size_mb (dense, on disk), size_gzip_mb (what zeros buy once compressed), and parameter counts.
+
+    Sizes are in MB (10^6 bytes); gzip runs at its default level 6.
+    """
+    data = serialized(model)
+    total, nonzero = parameter_counts(model)
+    return {
+        "size_mb": len(data) / 1e6,
+        "size_gzip_mb": len(gzip.compress(data, compresslevel=6, mtime=0)) / 1e6,
+        "params_total": total,
+        "params_nonzero": nonzero,
+    }
 
 
 @torch.inference_mode()

@@ -77,15 +77,49 @@ class TrainingConfig(Section):
 
 
 class PruningConfig(Section):
-    name: Literal["none", "l1_unstructured"]
+    name: Literal["none", "l1_unstructured", "global_magnitude", "random", "structured"]
     amount: float = Field(default=0.0, ge=0, le=1)
     layer_patterns: list[str] = Field(min_length=1)
     include_qa_head: bool = False
     include_embeddings: bool = False
+    heads_amount: float = Field(default=0.0, ge=0, lt=1)
+    ffn_amount: float = Field(default=0.0, ge=0, lt=1)
+    importance: Literal["weight_norm", "gradient"] = "weight_norm"
+    importance_batches: int = Field(default=8, gt=0)
+    finetune_steps: int = Field(default=0, ge=0)
+    finetune_learning_rate: float = Field(default=5e-5, gt=0, le=1)
+    finetune_batch_size: int = Field(default=16, gt=0)
+
+    @model_validator(mode="after")
+    def _amounts_fit_method(self) -> PruningConfig:
+        if self.name == "structured" and self.amount:
+            raise ValueError(
+                f"pruning.amount={self.amount} does not apply to pruning=structured; "
+                "set pruning.heads_amount and pruning.ffn_amount"
+            )
+        if self.name != "structured" and (self.heads_amount or self.ffn_amount):
+            raise ValueError(
+                f"pruning.heads_amount / pruning.ffn_amount apply to pruning=structured only (pruning={self.name}); "
+                "unstructured methods take pruning.amount"
+            )
+        if self.name == "none" and self.finetune_steps:
+            raise ValueError(f"pruning.finetune_steps={self.finetune_steps} needs a pruning method (pruning=none)")
+        return self
+
+    def needs_training_data(self) -> bool:
+        """Recovery fine-tuning and gradient importance both read training features."""
+        return self.finetune_steps > 0 or (self.name == "structured" and self.importance == "gradient")
 
 
 class QuantizationConfig(Section):
-    name: Literal["none", "dynamic_int8"]
+    name: Literal["none", "dynamic_int8", "onnx_int8", "fp16", "bf16"]
+    per_channel: bool = False
+
+    @model_validator(mode="after")
+    def _per_channel_is_for_int8(self) -> QuantizationConfig:
+        if self.per_channel and self.name not in {"dynamic_int8", "onnx_int8"}:
+            raise ValueError(f"quantization.per_channel=true applies to dynamic_int8 and onnx_int8, not {self.name}")
+        return self
 
 
 class PredictConfig(Section):
@@ -132,11 +166,17 @@ class JobConfig(Section):
 
     @model_validator(mode="after")
     def _training_data(self) -> JobConfig:
-        if self.training.name != "none" and self.dataset.source == "json" and not self.dataset.train_file:
-            raise ValueError(
-                "dataset.train_file=null: fine-tuning needs dataset.train_file=<path> (or training=none to evaluate "
-                "model.name_or_path as it is)"
-            )
+        if self.dataset.source == "json" and not self.dataset.train_file:
+            if self.training.name != "none":
+                raise ValueError(
+                    "dataset.train_file=null: fine-tuning needs dataset.train_file=<path> (or training=none to "
+                    "evaluate model.name_or_path as it is)"
+                )
+            if self.pruning.needs_training_data():
+                raise ValueError(
+                    "dataset.train_file=null: pruning.finetune_steps > 0 and pruning.importance=gradient need "
+                    "dataset.train_file=<path>"
+                )
         return self
 
 

@@ -10,9 +10,15 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from transformers import AutoModelForQuestionAnswering, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    AutoModelForQuestionAnswering,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
-from qa_compress import cache
+from qa_compress import cache, prune
 from qa_compress.data import hub_reachable
 from qa_compress.errors import UserError
 
@@ -52,9 +58,13 @@ def load(
     path = str(Path(name_or_path).expanduser()) if looks_like_path(name_or_path) else name_or_path
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model = AutoModelForQuestionAnswering.from_pretrained(
-            path, trust_remote_code=trust_remote_code, use_safetensors=True if safetensors_only else None
-        )
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        if prune.is_structurally_pruned(config):  # shapes the stock classes cannot build from the config alone
+            model = prune.load_pruned(Path(path))
+        else:
+            model = AutoModelForQuestionAnswering.from_pretrained(
+                path, trust_remote_code=trust_remote_code, use_safetensors=True if safetensors_only else None
+            )
     except (OSError, ValueError) as err:
         raise UserError(f"model.name_or_path={name_or_path}: could not be loaded ({err})") from None
     if not tokenizer.is_fast:
@@ -77,5 +87,5 @@ def fingerprint(name_or_path: str) -> str:
 
 def input_names(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> list[str]:
     """Inputs both the tokenizer produces and the model accepts (DistilBERT takes no token_type_ids)."""
-    accepted = set(inspect.signature(model.forward).parameters)
+    accepted = getattr(model, "input_names", None) or inspect.signature(model.forward).parameters
     return [name for name in tokenizer.model_input_names if name in accepted]

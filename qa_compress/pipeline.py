@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,7 @@ from qa_compress import (
     data,
     features,
     models,
+    onnxrt,
     predict,
     prune,
     quantize,
@@ -64,6 +66,16 @@ def _check_file(path: str | None, key: str) -> None:
     _checked_squad_json(str(file.resolve()), file.stat().st_mtime_ns, key)
 
 
+def _check_structured(name_or_path: str, trust_remote_code: bool) -> None:
+    try:
+        config = transformers.AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise UserError(f"model.name_or_path={name_or_path}: its config could not be read ({err})") from None
+    reason = prune.unsupported_model(config.model_type)
+    if reason:
+        raise UserError(f"pruning=structured: {reason} (model.name_or_path={name_or_path})")
+
+
 def check_inputs(job: JobConfig) -> None:
     """Everything about a job's inputs that can be checked without loading a model or training."""
     models.check_available(job.model.name_or_path)
@@ -78,6 +90,8 @@ def check_inputs(job: JobConfig) -> None:
             re.compile(pattern)
         except re.error as err:
             raise UserError(f"pruning.layer_patterns: {pattern!r} is not a regular expression ({err})") from None
+    if job.pruning.name == "structured":
+        _check_structured(job.model.name_or_path, job.model.trust_remote_code)
     reason = quantize.supported(job.quantization.name)
     if reason:
         raise UserError(f"quantization={job.quantization.name}: {reason}")
@@ -170,35 +184,29 @@ def _baseline(job: JobConfig) -> tuple[torch.nn.Module, transformers.PreTrainedT
     return model, tokenizer, tags
 
 
-def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
-    """The heavy part of a job, inside its MLflow run; returns the metrics it logged and the baseline's origin."""
-    eval_examples = _examples(job, "validation")
-    tracking.log_dataset(
-        f"{job.dataset.name}/validation", eval_examples.source, "validation", eval_examples.digest, "evaluation"
-    )
-    model, tokenizer, cache_tags = _baseline(job)
-    eval_features, _ = features.prepare(
-        eval_examples.dataset,
-        eval_examples.digest,
+def _features(job: JobConfig, examples: data.Examples, tokenizer, split: str):
+    features_, _ = features.prepare(
+        examples.dataset,
+        examples.digest,
         tokenizer,
         job.dataset.max_seq_length,
         job.dataset.doc_stride,
-        "eval",
+        split,
         Path(job.paths.cache_dir),
         job.cache_lock_timeout_s,
     )
+    return features_
 
-    p = job.pruning
-    layers = prune.apply(model, p.name, p.amount, p.layer_patterns, p.include_qa_head, p.include_embeddings)
-    metrics: dict[str, float] = {"sparsity": prune.sparsity(layers), "prunable_layers": len(layers)}
 
-    model = quantize.apply(model, job.quantization.name)
-    device = torch.device(
-        "cuda" if torch.cuda.is_available() and not quantize.runs_on_cpu_only(job.quantization.name) else "cpu"
-    )
-    model.to(device)
-    tracking.set_tags({"device": str(device)})
+def _train_features(job: JobConfig, tokenizer):
+    """Training windows with answer labels (for gradient importance and recovery fine-tuning)."""
+    examples = _examples(job, "train")
+    tracking.log_dataset(f"{job.dataset.name}/train", examples.source, "train", examples.digest, "training")
+    return _features(job, examples, tokenizer, "train")
 
+
+def _evaluate(job: JobConfig, model, tokenizer, eval_examples: data.Examples, eval_features, device) -> tuple:
+    """Predictions and SQuAD 2.0 scores of `model` on the evaluation set, and the seconds it took."""
     inputs = predict.forward_inputs(eval_features, models.input_names(tokenizer, model))
     started = time.perf_counter()
     start_logits, end_logits = predict.logits(model, inputs, job.predict.batch_size, device)
@@ -211,16 +219,107 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
         job.predict.max_answer_length,
         job.predict.null_score_diff_threshold,
     )
-    metrics["predict_s"] = time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    scores, _ = score.evaluate(data.gold_answers(eval_examples.dataset), predictions.answers, predictions.na_probs)
+    return predictions, scores, elapsed, inputs
 
-    gold = data.gold_answers(eval_examples.dataset)
-    scores, _ = score.evaluate(gold, predictions.answers, predictions.na_probs)
+
+def _prune(job: JobConfig, model, tokenizer, device) -> tuple[dict, dict[str, int], dict[str, float]]:
+    """Apply the pruning method; returns the prunable layers, their original sizes and pruning metrics.
+
+    Unstructured methods leave their masks on (folded in by `prune.make_permanent` after recovery).
+    """
+    p = job.pruning
+    layers = prune.prunable_layers(model, p.layer_patterns, p.include_qa_head, p.include_embeddings)
+    if not layers:
+        raise UserError(f"pruning.layer_patterns={list(p.layer_patterns)}: no Linear layer of the model matches")
+    original = {name: module.weight.numel() for name, module in layers.items()}
+    metrics: dict[str, float] = {"prunable_layers": len(layers)}
+    if p.name in prune.UNSTRUCTURED:
+        prune.mask(layers, p.name, p.amount, job.seed)
+    elif p.name == "structured":
+        if p.importance == "gradient":
+            batches = train.batches(
+                _train_features(job, tokenizer), p.finetune_batch_size, p.importance_batches, job.seed
+            )
+            importance = prune.gradient_importance(model.to(device), batches)
+        else:
+            importance = prune.weight_norm_importance(model)
+        metrics.update(prune.structured(model, p.heads_amount, p.ffn_amount, importance))
+    return layers, original, metrics
+
+
+def _recover(job: JobConfig, model, tokenizer) -> dict[str, float]:
+    """Recovery fine-tuning of the pruned model; masked weights stay zero (the masks sit in the forward pass)."""
+    p = job.pruning
+    settings = {
+        **job.training.model_dump(),
+        "learning_rate": p.finetune_learning_rate,
+        "max_steps": p.finetune_steps,
+        "batch_size": p.finetune_batch_size,
+        "gradient_accumulation_steps": 1,
+        "warmup_ratio": 0.1,
+        "logging_steps": max(1, min(job.training.logging_steps, p.finetune_steps // 5 or 1)),
+    }
+    log.info("Recovery fine-tuning for %d steps", p.finetune_steps)
+    result = train.fine_tune(model, tokenizer, _train_features(job, tokenizer), settings, job.seed, [])
+    return {f"recovery_{k}": v for k, v in result.items()}
+
+
+def _log_layer_table(rows: list[dict], output_dir: Path) -> Path:
+    """Per-layer sparsity as an MLflow table and a CSV next to the job's other outputs."""
+    columns = {key: [row[key] for row in rows] for key in rows[0]} if rows else {}
+    tracking.log_table(columns, "pruning/layer_sparsity.json")
+    path = output_dir / "layer_sparsity.csv"
+    lines = [",".join(columns)] + [",".join(str(row[k]) for k in columns) for row in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
+    """The heavy part of a job, inside its MLflow run; returns the metrics it logged and the baseline's origin."""
+    eval_examples = _examples(job, "validation")
+    tracking.log_dataset(
+        f"{job.dataset.name}/validation", eval_examples.source, "validation", eval_examples.digest, "evaluation"
+    )
+    model, tokenizer, cache_tags = _baseline(job)
+    eval_features = _features(job, eval_examples, tokenizer, "eval")
+    output_dir.mkdir(parents=True, exist_ok=True)
+    device = quantize.device_for(job.quantization.name)
+    train_device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tracking.set_tags({"device": str(device)})
+
+    layers, original_sizes, metrics = _prune(job, model, tokenizer, train_device)
+    if job.pruning.finetune_steps:
+        metrics["sparsity_before_recovery"] = prune.sparsity(prune.layer_sparsity(layers, original_sizes))
+        _, before, _, _ = _evaluate(job, model.to(train_device), tokenizer, eval_examples, eval_features, train_device)
+        metrics.update(
+            {f"{k}_before_recovery": before[k] for k in ("f1", "exact", "HasAns_f1", "NoAns_f1") if k in before}
+        )
+        metrics.update(_recover(job, model, tokenizer))
+    prune.make_permanent(layers)
+    rows = prune.layer_sparsity(layers, original_sizes)
+    metrics["sparsity"] = prune.sparsity(rows)
+
+    model = quantize.apply(
+        model.to("cpu") if quantize.runs_on_cpu_only(job.quantization.name) else model,
+        job.quantization.name,
+        models.input_names(tokenizer, model),
+        output_dir / "onnx",
+        torch.get_num_threads(),
+        job.quantization.per_channel,
+    )
+    model.to(device)
+
+    predictions, scores, metrics["predict_s"], inputs = _evaluate(
+        job, model, tokenizer, eval_examples, eval_features, device
+    )
     metrics.update(scores)
-    floor = score.always_no_answer(gold)
+    floor = score.always_no_answer(data.gold_answers(eval_examples.dataset))
     metrics["always_no_answer_exact"], metrics["always_no_answer_f1"] = floor["exact"], floor["f1"]
     metrics["eval_features"] = len(eval_features)
 
-    metrics["size_mb"] = benchmark.size_mb(model)
+    metrics.update(benchmark.sizes(model))
     if job.benchmark.enabled:
         b = job.benchmark
         metrics.update(
@@ -236,7 +335,6 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
         )
     tracking.log_metrics(metrics)
 
-    output_dir.mkdir(parents=True, exist_ok=True)
     files = {
         "predictions.json": predictions.answers,
         "na_probs.json": predictions.na_probs,
@@ -244,16 +342,19 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
     }
     for name, content in files.items():
         (output_dir / name).write_text(json.dumps(content, indent=2))
-    tracking.log_artifacts([output_dir / name for name in files])
+    tracking.log_artifacts([output_dir / name for name in files] + [_log_layer_table(rows, output_dir)])
     if job.save_model:
         _save_model(model, tokenizer, job.quantization.name, output_dir / "model")
     return metrics, cache_tags["baseline_cache"]
 
 
 def _save_model(model, tokenizer, quantization: str, directory: Path) -> None:
-    """Keep the compressed model (safetensors only) in the job's directory and its MLflow run."""
+    """Keep the compressed model (safetensors or ONNX, never pickles) in the job's directory and its MLflow run."""
+    directory.mkdir(parents=True, exist_ok=True)
     if quantization == "dynamic_int8":
         quantize.save(model, directory)
+    elif quantization == "onnx_int8":
+        shutil.copyfile(model.path, directory / onnxrt.QUANTIZED_FILE)
     else:
         model.save_pretrained(str(directory), safe_serialization=True)
     tokenizer.save_pretrained(str(directory))
@@ -341,7 +442,15 @@ def run(cfg: DictConfig) -> float:
     }
     if job.model.trust_remote_code:
         tags["trust_remote_code"] = "true"
-    name = tracking.run_name(job.model.name, job.pruning.name, job.pruning.amount, job.quantization.name)
+    p = job.pruning
+    amount = f"heads {p.heads_amount:g} ffn {p.ffn_amount:g}" if p.name == "structured" else p.amount
+    if p.finetune_steps:
+        amount = (
+            f"{amount:g} +{p.finetune_steps} steps"
+            if isinstance(amount, float)
+            else f"{amount} +{p.finetune_steps} steps"
+        )
+    name = tracking.run_name(job.model.name, p.name, amount, job.quantization.name)
     resolved = OmegaConf.to_container(job_section(cfg), resolve=True)
     tags["config_hash"] = job_hash(job)
     previous = None if job.force else tracking.finished_run(experiment, tags["config_hash"])

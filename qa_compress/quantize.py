@@ -1,8 +1,13 @@
-"""Post-training dynamic INT8 quantization, behind one small interface.
+"""Post-training quantization and reduced precision, behind one small interface.
 
-`torch.ao.quantization` is deprecated, and its torchao successor ran slower than FP32 on
-small CPUs; this module is the one place to change when the backend does. Quantized models
-run on the CPU only.
+- dynamic_int8: PyTorch dynamic quantization of Linear layers (int8 weights, activations
+  quantized on the fly); CPU only. `torch.ao.quantization` is deprecated, and its torchao
+  successor ran slower than FP32 on small CPUs; this module is the one place to change when
+  the backend does.
+- onnx_int8: ONNX Runtime's dynamic quantization of a fused ONNX graph (see `onnxrt`).
+- fp16 / bf16: weights and activations in half precision; fp16 on a CUDA GPU, bf16 on a GPU
+  or a CPU with native bf16 instructions (AVX512-BF16 or AMX), refused elsewhere rather than
+  run in slow emulation.
 """
 
 from __future__ import annotations
@@ -15,7 +20,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModelForQuestionAnswering, PreTrainedModel
 
-METHODS = ("none", "dynamic_int8")
+from qa_compress import onnxrt
+
+METHODS = ("none", "dynamic_int8", "onnx_int8", "fp16", "bf16")
+HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 natively (AVX512-BF16 or AMX tiles)."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def supported(method: str) -> str | None:
@@ -24,25 +37,64 @@ def supported(method: str) -> str | None:
         return f"unknown quantization method {method!r} (choose from {', '.join(METHODS)})"
     if method == "dynamic_int8" and not torch.backends.quantized.supported_engines:
         return "this PyTorch build has no quantized CPU engine"
+    if method == "onnx_int8":
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError as err:
+            return f"needs the onnx and onnxruntime packages ({err})"
+    if method == "fp16" and not torch.cuda.is_available():
+        return "fp16 inference needs a CUDA GPU and none is visible; on a CPU use bf16 (where supported) or int8"
+    if method == "bf16" and not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not cpu_has_bf16():
+        return (
+            "bf16 inference needs a GPU with bf16 or a CPU with AVX512-BF16 or AMX, and this machine has neither; "
+            "use dynamic_int8 or onnx_int8"
+        )
     return None
 
 
-def apply(model: nn.Module, method: str) -> nn.Module:
-    """Return `model` quantized with `method` (the same object for "none")."""
+def runs_on_cpu_only(method: str) -> bool:
+    return method in {"dynamic_int8", "onnx_int8"}
+
+
+def device_for(method: str) -> torch.device:
+    """Where a model compressed with `method` runs: the GPU if there is one and the method can use it."""
+    return torch.device("cuda" if torch.cuda.is_available() and not runs_on_cpu_only(method) else "cpu")
+
+
+def apply(
+    model: nn.Module,
+    method: str,
+    input_names: list[str] | None = None,
+    workdir: Path | None = None,
+    num_threads: int = 1,
+    per_channel: bool = False,
+) -> nn.Module | onnxrt.OrtModel:
+    """Return `model` compressed with `method` (the same object for "none").
+
+    `per_channel` gives int8 weights one scale per output channel instead of one per matrix.
+
+    onnx_int8 writes its graph under `workdir` and returns an ONNX Runtime session wrapper
+    using `num_threads` threads; it needs the model's `input_names`.
+    """
     if method == "none":
         return model
     if method == "dynamic_int8":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             warnings.filterwarnings("ignore", message=".*quantized tensor creation functions", category=UserWarning)
-            from torch.ao.quantization import quantize_dynamic
+            from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-            return quantize_dynamic(model.to("cpu").eval(), {nn.Linear}, dtype=torch.qint8)
+            spec = {nn.Linear: per_channel_dynamic_qconfig} if per_channel else {nn.Linear}
+            return quantize_dynamic(model.to("cpu").eval(), spec, dtype=torch.qint8)
+    if method == "onnx_int8":
+        if input_names is None or workdir is None:
+            raise ValueError("onnx_int8 needs the model's input names and a directory for the graph")
+        path, _ = onnxrt.build_int8(model, input_names, workdir, per_channel)
+        return onnxrt.OrtModel(path, num_threads)
+    if method in HALF:
+        return model.to(HALF[method]).eval()
     raise ValueError(supported(method))
-
-
-def runs_on_cpu_only(method: str) -> bool:
-    return method == "dynamic_int8"
 
 
 def _is_quantized_linear(module: nn.Module) -> bool:

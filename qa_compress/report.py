@@ -28,7 +28,7 @@ from qa_compress import tracking
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["f1", "HasAns_f1", "NoAns_f1", "exact", "size_mb", "latency_ms", "samples_per_s", "sparsity"]
+COLUMNS = ["f1", "HasAns_f1", "NoAns_f1", "exact", "size_mb", "size_gzip_mb", "latency_ms", "samples_per_s", "sparsity"]
 PLOTS = ("f1_vs_sparsity.png", "f1_vs_latency.png", "f1_vs_size.png")
 
 
@@ -47,10 +47,21 @@ class Job:
     batch_size: str
     error: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
+    heads_amount: float = 0.0
+    ffn_amount: float = 0.0
+    finetune_steps: int = 0
 
     @property
     def uncompressed(self) -> bool:
-        return (self.pruning == "none" or self.amount == 0) and self.quantization == "none"
+        pruned = self.amount > 0 or self.heads_amount > 0 or self.ffn_amount > 0
+        return (self.pruning == "none" or not pruned) and self.quantization == "none"
+
+    @property
+    def pruning_label(self) -> str:
+        """How much was pruned, as a user would say it."""
+        if self.pruning == "structured":
+            return f"heads {self.heads_amount:g}, ffn {self.ffn_amount:g}"
+        return f"{self.amount:g}"
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -79,6 +90,9 @@ def _job(run: Run) -> Job:
         dataset=tags.get("dataset", params.get("dataset.name", "?")),
         pruning=params.get("pruning.name", "none"),
         amount=float(params.get("pruning.amount", 0.0)),
+        heads_amount=float(params.get("pruning.heads_amount", 0.0)),
+        ffn_amount=float(params.get("pruning.ffn_amount", 0.0)),
+        finetune_steps=int(params.get("pruning.finetune_steps", 0)),
         quantization=params.get("quantization.name", "none"),
         status=run.info.status,
         batch_size=params.get("benchmark.batch_size", "?"),
@@ -127,7 +141,7 @@ def rows(jobs: Sequence[Job]) -> list[dict[str, object]]:
         row: dict[str, object] = {
             "model": job.model,
             "pruning": job.pruning,
-            "amount": job.amount,
+            "amount": job.pruning_label,
             "quantization": job.quantization,
             "status": job.status,
         }

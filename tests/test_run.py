@@ -83,6 +83,22 @@ def test_minilm_l6_resolves_to_the_installed_package():
         (["training.learning_rate=0"], "training.learning_rate=0: Input should be greater than 0"),
         (["benchmark.repeats=0"], "benchmark.repeats=0"),
         (["dataset=squad_json"], "dataset.validation_file=null"),
+        (["pruning=structured", "pruning.amount=0.3"], "pruning.amount=0.3 does not apply to pruning=structured"),
+        (["pruning=random", "pruning.ffn_amount=0.5"], "apply to pruning=structured only (pruning=random)"),
+        (["pruning=structured", "pruning.heads_amount=1.0"], "pruning.heads_amount=1.0: Input should be less than 1"),
+        (["pruning.finetune_steps=10"], "pruning.finetune_steps=10 needs a pruning method"),
+        (["pruning=structured", "pruning.importance=taylor"], "pruning.importance='taylor'"),
+        (["quantization.name=int3"], "quantization.name='int3'"),
+        (
+            [
+                "training=none",
+                "dataset=squad_json",
+                "dataset.validation_file=v.json",
+                "pruning=l1_unstructured",
+                "pruning.finetune_steps=5",
+            ],
+            "pruning.finetune_steps > 0 and pruning.importance=gradient need dataset.train_file",
+        ),  # fmt: skip
     ],
 )
 def test_out_of_range_values_are_refused_by_name(overrides, message):
@@ -293,4 +309,4 @@ def test_help_lists_every_group_option_with_its_description():
             continue
         comments = [line[2:] for line in option.read_text().splitlines() if line.startswith("# ")]
         description = next(c for c in comments if not c.startswith("@package"))
-        assert f"{option.stem:<16}{description}" in result.stdout, f"{option} is missing from --help"
+        assert f"{option.stem:<18}{description}" in result.stdout, f"{option} is missing from --help"

@@ -300,12 +300,17 @@ def structured(
     return {"heads_removed": removed_heads, "ffn_neurons_removed": removed_neurons}
 
 
+def from_config(config) -> PreTrainedModel:
+    """A QA model with the shapes `config` describes, removed heads (`pruned_heads`) included; weights arbitrary."""
+    model = AutoModelForQuestionAnswering.from_config(config)
+    for index, heads in sorted((int(k), v) for k, v in (getattr(config, "pruned_heads", None) or {}).items()):
+        remove_heads(blocks(model)[index], heads)
+    return model
+
+
 def load_pruned(directory: Path) -> PreTrainedModel:
     """Load a model saved after structured pruning: shapes rebuilt from its config, weights from safetensors."""
-    config = AutoConfig.from_pretrained(str(directory))
-    model = AutoModelForQuestionAnswering.from_config(config)
-    for index, heads in sorted((int(k), v) for k, v in (config.pruned_heads or {}).items()):
-        remove_heads(blocks(model)[index], heads)
+    model = from_config(AutoConfig.from_pretrained(str(directory)))
     try:
         model.load_state_dict(load_file(str(directory / "model.safetensors")), strict=True)
     except RuntimeError as err:

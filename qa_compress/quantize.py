@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
-from transformers import AutoConfig, AutoModelForQuestionAnswering, PreTrainedModel
+from transformers import AutoConfig, PreTrainedModel
 
-from qa_compress import onnxrt
+from qa_compress import onnxrt, prune
 
 METHODS = ("none", "dynamic_int8", "onnx_int8", "fp16", "bf16")
 HALF = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -150,7 +150,7 @@ def load(directory: Path) -> PreTrainedModel:
     Nothing in the files is executed: the modules come from the config, the numbers from safetensors.
     """
     config = AutoConfig.from_pretrained(str(directory))
-    model = apply(AutoModelForQuestionAnswering.from_config(config), "dynamic_int8")
+    model = apply(prune.from_config(config), "dynamic_int8")  # structured pruning's shapes too
     tensors = load_file(str(directory / QUANTIZED_WEIGHTS))
     expected = set(weight_tensors(model))
     if set(tensors) != expected:

@@ -50,21 +50,6 @@ def test_parallel_launchers_fine_tune_once_and_group_runs_under_the_sweep(
     assert Counter(c.data.tags["baseline_cache"] for c in children)["miss"] == 1
 
 
-def test_rerun_skips_finished_jobs_and_force_reruns_them(tmp_path, tiny_distilbert_dir, squad_files):
-    args = tiny_sweep_args(tiny_distilbert_dir, squad_files, "pruning.amount=0.0", "benchmark.enabled=false")
-    assert run_cli(args, tmp_path).returncode == 0
-    again = run_cli(args, tmp_path)
-    assert again.returncode == 0, again.stderr[-2000:]
-    assert "1 job(s) skipped" in again.stdout
-    finished = [c for c in _children(tmp_path) if c.info.status == "FINISHED"]
-    assert len(finished) == 1  # no duplicate
-    assert len((tmp_path / "sweep" / "report.csv").read_text().splitlines()) == 1 + 1  # the rerun's report has it
-
-    forced = run_cli([*args, "force=true"], tmp_path)
-    assert forced.returncode == 0
-    assert len([c for c in _children(tmp_path) if c.info.status == "FINISHED"]) == 2
-
-
 def test_a_failing_job_does_not_lose_the_others(tmp_path, tiny_distilbert_dir, squad_files):
     # The tiny model has 256 positions: windows of 300 tokens fail inside the model, at run time.
     args = tiny_sweep_args(tiny_distilbert_dir, squad_files, "pruning.amount=0.0", "dataset.max_seq_length=64,300")
@@ -169,11 +154,19 @@ class _Exploit:
         return (Path.write_text, (self.marker, "pwned"))
 
 
-def test_a_planted_pickle_is_never_executed_and_runs_are_reproducible(tmp_path, tiny_distilbert_dir, squad_files):
+def test_rerun_skips_finished_jobs_a_planted_pickle_never_runs_and_runs_are_reproducible(
+    tmp_path, tiny_distilbert_dir, squad_files
+):
     args = tiny_sweep_args(tiny_distilbert_dir, squad_files, "pruning.amount=0.3", "benchmark.enabled=false")
     assert run_cli(args, tmp_path).returncode == 0
     first = (tmp_path / "sweep" / "0" / "predictions.json").read_bytes()
     first_na = (tmp_path / "sweep" / "0" / "na_probs.json").read_bytes()
+
+    again = run_cli(args, tmp_path)  # the same sweep again: nothing to do
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "1 job(s) skipped" in again.stdout
+    assert len([c for c in _children(tmp_path) if c.info.status == "FINISHED"]) == 1  # no duplicate
+    assert len((tmp_path / "sweep" / "report.csv").read_text().splitlines()) == 1 + 1  # the rerun's report has it
 
     # An attacker swaps the cached baseline's weights for a pickle and fixes up the manifest.
     (entry,) = [p for p in (tmp_path / "cache" / "baselines").iterdir() if p.is_dir()]
@@ -185,8 +178,9 @@ def test_a_planted_pickle_is_never_executed_and_runs_are_reproducible(tmp_path, 
     manifest["pytorch_model.bin"] = cache.file_sha256(entry / "pytorch_model.bin")
     (entry / cache.MANIFEST).write_text(json.dumps(manifest))
 
-    result = run_cli([*args, "force=true"], tmp_path)
+    result = run_cli([*args, "force=true"], tmp_path)  # force=true reruns a finished job
     assert result.returncode == 0, result.stderr[-2000:]
+    assert len([c for c in _children(tmp_path) if c.info.status == "FINISHED"]) == 2
     assert not marker.exists()  # the pickle never ran
     assert "is damaged (missing file model.safetensors)" in result.stdout + result.stderr
     newest = max(_children(tmp_path), key=lambda r: r.info.start_time)

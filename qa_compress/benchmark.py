@@ -27,11 +27,8 @@ class Timing:
     p90_ms: float
 
 
-def serialized(model: torch.nn.Module | onnxrt.OrtModel) -> bytes:
-    """The model's weights as they would be stored: safetensors for PyTorch (quantized layers as
-    int8 values with their scales, tied weights once), the graph file for ONNX Runtime."""
-    if isinstance(model, onnxrt.OrtModel):
-        return model.path.read_bytes()
+def _stored_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The tensors a PyTorch model stores (quantized layers as int8 values plus scales), tied weights once."""
     unique, storages = {}, set()
     for name, tensor in quantize.weight_tensors(model).items():
         storage = tensor.untyped_storage().data_ptr()
@@ -39,7 +36,14 @@ def serialized(model: torch.nn.Module | onnxrt.OrtModel) -> bytes:
             continue
         storages.add(storage)
         unique[name] = tensor
-    return save(unique)
+    return unique
+
+
+def serialized(model: torch.nn.Module | onnxrt.OrtModel) -> bytes:
+    """The model's weights as they would be stored: safetensors for PyTorch, the graph file for ONNX Runtime."""
+    if isinstance(model, onnxrt.OrtModel):
+        return model.path.read_bytes()
+    return save(_stored_tensors(model))
 
 
 def _is_parameter(name: str, values: np.ndarray | torch.Tensor) -> bool:
@@ -52,17 +56,10 @@ def _is_parameter(name: str, values: np.ndarray | torch.Tensor) -> bool:
 def parameter_counts(model: torch.nn.Module | onnxrt.OrtModel) -> tuple[int, int]:
     """Total and non-zero stored parameter values (int8 values count as parameters)."""
     if isinstance(model, onnxrt.OrtModel):
-        arrays = {k: v for k, v in onnxrt.initializers(model.path).items() if _is_parameter(k, v)}
-        return sum(v.size for v in arrays.values()), sum(int(np.count_nonzero(v)) for v in arrays.values())
-    tensors = {k: v for k, v in quantize.weight_tensors(model).items() if _is_parameter(k, v)}
-    seen, total, nonzero = set(), 0, 0
-    for tensor in tensors.values():
-        if tensor.untyped_storage().data_ptr() in seen:
-            continue
-        seen.add(tensor.untyped_storage().data_ptr())
-        total += tensor.numel()
-        nonzero += int(torch.count_nonzero(tensor))
-    return total, nonzero
+        arrays = [v for k, v in onnxrt.initializers(model.path).items() if _is_parameter(k, v)]
+        return sum(v.size for v in arrays), sum(int(np.count_nonzero(v)) for v in arrays)
+    tensors = [v for k, v in _stored_tensors(model).items() if _is_parameter(k, v)]
+    return sum(t.numel() for t in tensors), sum(int(torch.count_nonzero(t)) for t in tensors)
 
 
 def sizes(model: torch.nn.Module | onnxrt.OrtModel) -> dict[str, float]:

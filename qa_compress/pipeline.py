@@ -224,7 +224,7 @@ def _evaluate(job: JobConfig, model, tokenizer, eval_examples: data.Examples, ev
     return predictions, scores, elapsed, inputs
 
 
-def _prune(job: JobConfig, model, tokenizer, device) -> tuple[dict, dict[str, int], dict[str, float]]:
+def _prune(job: JobConfig, model, train_features, device) -> tuple[dict, dict[str, int], dict[str, float]]:
     """Apply the pruning method; returns the prunable layers, their original sizes and pruning metrics.
 
     Unstructured methods leave their masks on (folded in by `prune.make_permanent` after recovery).
@@ -239,9 +239,7 @@ def _prune(job: JobConfig, model, tokenizer, device) -> tuple[dict, dict[str, in
         prune.mask(layers, p.name, p.amount, job.seed)
     elif p.name == "structured":
         if p.importance == "gradient":
-            batches = train.batches(
-                _train_features(job, tokenizer), p.finetune_batch_size, p.importance_batches, job.seed
-            )
+            batches = train.batches(train_features, p.finetune_batch_size, p.importance_batches, job.seed)
             importance = prune.gradient_importance(model.to(device), batches)
         else:
             importance = prune.weight_norm_importance(model)
@@ -249,7 +247,7 @@ def _prune(job: JobConfig, model, tokenizer, device) -> tuple[dict, dict[str, in
     return layers, original, metrics
 
 
-def _recover(job: JobConfig, model, tokenizer) -> dict[str, float]:
+def _recover(job: JobConfig, model, tokenizer, train_features) -> dict[str, float]:
     """Recovery fine-tuning of the pruned model; masked weights stay zero (the masks sit in the forward pass)."""
     p = job.pruning
     settings = {
@@ -262,7 +260,7 @@ def _recover(job: JobConfig, model, tokenizer) -> dict[str, float]:
         "logging_steps": max(1, min(job.training.logging_steps, p.finetune_steps // 5 or 1)),
     }
     log.info("Recovery fine-tuning for %d steps", p.finetune_steps)
-    result = train.fine_tune(model, tokenizer, _train_features(job, tokenizer), settings, job.seed, [])
+    result = train.fine_tune(model, tokenizer, train_features, settings, job.seed, [])
     return {f"recovery_{k}": v for k, v in result.items()}
 
 
@@ -289,14 +287,15 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
     train_device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     tracking.set_tags({"device": str(device)})
 
-    layers, original_sizes, metrics = _prune(job, model, tokenizer, train_device)
+    train_features = _train_features(job, tokenizer) if job.pruning.needs_training_data() else None
+    layers, original_sizes, metrics = _prune(job, model, train_features, train_device)
     if job.pruning.finetune_steps:
         metrics["sparsity_before_recovery"] = prune.sparsity(prune.layer_sparsity(layers, original_sizes))
         _, before, _, _ = _evaluate(job, model.to(train_device), tokenizer, eval_examples, eval_features, train_device)
         metrics.update(
             {f"{k}_before_recovery": before[k] for k in ("f1", "exact", "HasAns_f1", "NoAns_f1") if k in before}
         )
-        metrics.update(_recover(job, model, tokenizer))
+        metrics.update(_recover(job, model, tokenizer, train_features))
     prune.make_permanent(layers)
     rows = prune.layer_sparsity(layers, original_sizes)
     metrics["sparsity"] = prune.sparsity(rows)

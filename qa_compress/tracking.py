@@ -100,8 +100,69 @@ def run_name(model: str, pruning: str, amount: float | str, quantization: str) -
     return f"{model} | {pruned} | {quantization}"
 
 
-def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+class _Interrupts:
+    """SIGTERM and Ctrl-C as a KeyboardInterrupt in the job, raised where raising is safe.
+
+    An exception raised in the middle of an MLflow write leaves the SQLite store locked, so a
+    signal that arrives during one is held until the write is done. Python drops an exception
+    raised while a finalizer runs (garbage collection), so until the job takes the interrupt the
+    signal is sent again every `RETRY_S` seconds.
+    """
+
+    RETRY_S = 1.0
+
+    def __init__(self) -> None:
+        self.armed = False  # a job run is open in the main thread and has not yet taken an interrupt
+        self.pending: int | None = None
+        self.depth = 0
+
+    def handle(self, signum: int, frame: Any) -> None:
+        if not self.armed:
+            return  # the job is already stopping
+        self.pending = signum
+        knock = threading.Timer(self.RETRY_S, self._knock, (signum,))
+        knock.daemon = True
+        knock.start()
+        if self.depth == 0:
+            self._raise()
+
+    def _knock(self, signum: int) -> None:
+        if self.armed and self.pending == signum:
+            os.kill(os.getpid(), signum)
+
+    def _raise(self) -> None:
+        raise KeyboardInterrupt(f"signal {signal.Signals(self.pending).name}")
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold signals during an MLflow call; one that came meanwhile is raised once the call is done."""
+        self.depth += 1
+        try:
+            yield
+        finally:
+            self.depth -= 1
+        if self.depth == 0 and self.armed and self.pending is not None:
+            self._raise()
+
+    @contextlib.contextmanager
+    def armed_in_main_thread(self) -> Iterator[None]:
+        """Install the handlers for the duration of a job (only the main thread may set them)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        # Pool workers (joblib) ignore SIGINT by default; a job must stop on Ctrl-C wherever it runs.
+        previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        self.armed, self.pending = True, None
+        try:
+            yield
+        finally:
+            self.armed, self.pending = False, None
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+_interrupts = _Interrupts()
+held = _interrupts.held
 
 
 @contextlib.contextmanager
@@ -110,27 +171,28 @@ def job_run(experiment: str, name: str, parent_run_id: str | None, tags: dict[st
 
     SIGTERM (what a cluster sends at a time limit) is treated like Ctrl-C while the run is open.
     """
-    in_main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
-    # Pool workers (joblib) ignore SIGINT by default; a job must stop on Ctrl-C wherever it runs.
-    signals = (signal.SIGTERM, signal.SIGINT) if in_main_thread else ()
-    previous = {sig: signal.signal(sig, _raise_keyboard_interrupt) for sig in signals}
-    try:
-        run = mlflow.start_run(experiment_id=experiment, run_name=name, parent_run_id=parent_run_id, tags=tags)
+    with _interrupts.armed_in_main_thread():
+        with held():
+            run = mlflow.start_run(experiment_id=experiment, run_name=name, parent_run_id=parent_run_id, tags=tags)
         try:
             yield run.info.run_id
         except KeyboardInterrupt as err:
-            mlflow.set_tag("error", f"interrupted ({err})" if str(err) else "interrupted")
-            mlflow.end_run("KILLED")
+            _interrupts.armed = False  # taken: further signals must not break the run's ending
+            _end_run("KILLED", f"interrupted ({err})" if str(err) else "interrupted")
             raise
         except BaseException as err:
-            mlflow.set_tag("error", f"{type(err).__name__}: {err}"[:5000])
-            mlflow.end_run("FAILED")
+            _interrupts.armed = False
+            _end_run("FAILED", f"{type(err).__name__}: {err}"[:5000])
             raise
         else:
-            mlflow.end_run("FINISHED")
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            with held():
+                mlflow.end_run("FINISHED")
+
+
+def _end_run(status: str, error: str) -> None:
+    with held():
+        mlflow.set_tag("error", error)
+        mlflow.end_run(status)
 
 
 def finished_run(experiment: str, config_hash: str) -> Run | None:
@@ -154,26 +216,31 @@ def mark_reused(run_id: str, parent_run_id: str | None) -> None:
 
 
 def log_params(params: Mapping[str, str]) -> None:
-    mlflow.log_params(dict(params))
+    with held():
+        mlflow.log_params(dict(params))
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+    with held():
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
 
 def log_table(columns: Mapping[str, list], artifact_file: str) -> None:
     """A table the MLflow UI shows in its artifact view and can compare across runs."""
     if columns:
-        mlflow.log_table(data=dict(columns), artifact_file=artifact_file)
+        with held():
+            mlflow.log_table(data=dict(columns), artifact_file=artifact_file)
 
 
 def set_tags(tags: Mapping[str, str]) -> None:
-    mlflow.set_tags(dict(tags))
+    with held():
+        mlflow.set_tags(dict(tags))
 
 
 def log_artifacts(paths: list[Path]) -> None:
-    for path in paths:
-        mlflow.log_artifact(str(path))
+    with held():
+        for path in paths:
+            mlflow.log_artifact(str(path))
 
 
 def log_dataset(name: str, source: str, split: str, digest: str, context: str) -> None:
@@ -187,16 +254,18 @@ def log_dataset(name: str, source: str, split: str, digest: str, context: str) -
     else:
         origin = HuggingFaceDatasetSource(path="json", data_files=source)
     dataset = MetaDataset(origin, name=name, digest=digest[:16])
-    try:
-        mlflow.log_input(dataset, context=context)
-    except mlflow.exceptions.MlflowException:
-        # Parallel jobs may register the same data set at the same moment; the loser retries and finds it.
-        time.sleep(1.0)
-        mlflow.log_input(dataset, context=context)
+    with held():
+        try:
+            mlflow.log_input(dataset, context=context)
+        except mlflow.exceptions.MlflowException:
+            # Parallel jobs may register the same data set at the same moment; the loser retries and finds it.
+            time.sleep(1.0)
+            mlflow.log_input(dataset, context=context)
 
 
 def log_artifact_dir(directory: Path, artifact_path: str) -> None:
-    mlflow.log_artifacts(str(directory), artifact_path)
+    with held():
+        mlflow.log_artifacts(str(directory), artifact_path)
 
 
 class TrainingCurves(TrainerCallback):

@@ -204,3 +204,46 @@ def test_quantized_model_round_trips_through_safetensors(tmp_path, tiny_bert_dir
     restored = quantize.load(tmp_path / "int8")
     with torch.no_grad():
         assert torch.equal(quantized(**inputs).start_logits, restored(**inputs).start_logits)
+
+
+def _open_job_run(tmp_path):
+    from qa_compress import tracking
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = tracking.experiment_id(uri, "signals", str(tmp_path))
+    return tracking, uri, tracking.job_run(experiment, "job", None, {})
+
+
+def test_a_signal_during_an_mlflow_write_is_raised_after_it_and_the_run_ends_killed(tmp_path):
+    """Raising inside a write would leave the SQLite store locked and the run RUNNING for good."""
+    from mlflow.tracking import MlflowClient
+
+    tracking, uri, job_run = _open_job_run(tmp_path)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), job_run as run_id:
+        with tracking.held():
+            signal.raise_signal(signal.SIGTERM)
+            tracking.log_metrics({"written_after_the_signal": 1.0})
+        pytest.fail("the held signal was not raised when the write ended")
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.metrics["written_after_the_signal"] == 1.0
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the job's handlers are gone with it
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_signal_swallowed_by_a_finalizer_is_delivered_again(tmp_path):
+    """Python drops exceptions raised in __del__ (garbage collection): the job must still stop."""
+    from mlflow.tracking import MlflowClient
+
+    class SignalledDuringCollection:
+        def __del__(self):
+            signal.raise_signal(signal.SIGTERM)
+
+    _, uri, job_run = _open_job_run(tmp_path)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), job_run as run_id:
+        SignalledDuringCollection()  # collected at once: its exception is reported and ignored
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        pytest.fail("the swallowed signal was never delivered again")
+    assert MlflowClient(uri).get_run(run_id).info.status == "KILLED"

@@ -135,6 +135,7 @@ def prepare(
             desc=f"Preparing {split} features",
             load_from_cache_file=False,
             keep_in_memory=True,
+            new_fingerprint=key,  # our key already names the content; hashing the tokenizer would fail
         )
         with cache.building(entry) as tmp:
             features.save_to_disk(str(tmp))

@@ -9,11 +9,12 @@ import hydra
 from omegaconf import DictConfig
 
 import qa_compress.resolvers  # noqa: F401  (registers ${package_path:...} before composition)
-from qa_compress import pipeline
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
+    from qa_compress import pipeline  # here, so that --help and --cfg answer without loading torch
+
     return pipeline.run(cfg)
 
 

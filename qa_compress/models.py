@@ -28,6 +28,15 @@ def looks_like_path(name_or_path: str) -> bool:
     return name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1 or Path(name_or_path).exists()
 
 
+def is_cached(name_or_path: str) -> bool:
+    """Whether a Hub id's config is in the local Hugging Face cache (which then answers without the network)."""
+    if looks_like_path(name_or_path):
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(name_or_path, "config.json"), str)
+
+
 def check_available(name_or_path: str, key: str = "model.name_or_path") -> None:
     """Fail with one clear line if the model can be neither found on disk nor fetched."""
     if looks_like_path(name_or_path):
@@ -37,10 +46,8 @@ def check_available(name_or_path: str, key: str = "model.name_or_path") -> None:
         if not (path / "config.json").is_file():
             raise UserError(f"{key}={name_or_path}: not a Hugging Face model directory (no config.json)")
         return
-    from huggingface_hub import try_to_load_from_cache
-
-    if isinstance(try_to_load_from_cache(name_or_path, "config.json"), str):
-        return  # in the local Hugging Face cache; transformers falls back to it offline
+    if is_cached(name_or_path):
+        return  # transformers falls back to the cache offline
     if not hub_reachable():
         raise UserError(
             f"{key}={name_or_path}: not a local directory, not in the Hugging Face cache, and the Hugging Face Hub "

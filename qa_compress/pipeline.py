@@ -66,19 +66,31 @@ def _check_file(path: str | None, key: str) -> None:
     _checked_squad_json(str(file.resolve()), file.stat().st_mtime_ns, key)
 
 
-def _check_structured(name_or_path: str, trust_remote_code: bool) -> None:
+def _check_model_config(job: JobConfig) -> None:
+    """What the model's config alone can refuse: windows longer than its positions, an unprunable layout."""
+    name = job.model.name_or_path
     try:
-        config = transformers.AutoConfig.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        config = transformers.AutoConfig.from_pretrained(
+            name, trust_remote_code=job.model.trust_remote_code, local_files_only=models.is_cached(name)
+        )
     except (OSError, ValueError) as err:
-        raise UserError(f"model.name_or_path={name_or_path}: its config could not be read ({err})") from None
-    reason = prune.unsupported_model(config.model_type)
-    if reason:
-        raise UserError(f"pruning=structured: {reason} (model.name_or_path={name_or_path})")
+        raise UserError(f"model.name_or_path={name}: its config could not be read ({err})") from None
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is not None and job.dataset.max_seq_length > positions:
+        raise UserError(
+            f"dataset.max_seq_length={job.dataset.max_seq_length}: longer than the {positions} positions of "
+            f"model.name_or_path={name}; use at most {positions}"
+        )
+    if job.pruning.name == "structured":
+        reason = prune.unsupported_model(config.model_type)
+        if reason:
+            raise UserError(f"pruning=structured: {reason} (model.name_or_path={name})")
 
 
 def check_inputs(job: JobConfig) -> None:
     """Everything about a job's inputs that can be checked without loading a model or training."""
     models.check_available(job.model.name_or_path)
+    _check_model_config(job)
     if job.dataset.source == "json":
         _check_file(job.dataset.validation_file, "dataset.validation_file")
         if job.training.name != "none":
@@ -90,8 +102,6 @@ def check_inputs(job: JobConfig) -> None:
             re.compile(pattern)
         except re.error as err:
             raise UserError(f"pruning.layer_patterns: {pattern!r} is not a regular expression ({err})") from None
-    if job.pruning.name == "structured":
-        _check_structured(job.model.name_or_path, job.model.trust_remote_code)
     reason = quantize.supported(job.quantization.name)
     if reason:
         raise UserError(f"quantization={job.quantization.name}: {reason}")

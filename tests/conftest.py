@@ -44,7 +44,7 @@ def _save_tiny(model, tokenizer, path: Path) -> Path:
 def tiny_distilbert_dir(tmp_path_factory, tokenizer) -> Path:
     """A randomly initialised 2-layer DistilBERT QA model (dim 32) saved like any checkpoint."""
     config = DistilBertConfig(
-        vocab_size=tokenizer.vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=256
+        vocab_size=tokenizer.vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=512
     )
     return _save_tiny(DistilBertForQuestionAnswering(config), tokenizer, tmp_path_factory.mktemp("tiny_distilbert"))
 
@@ -58,7 +58,7 @@ def tiny_bert_dir(tmp_path_factory, tokenizer) -> Path:
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=64,
-        max_position_embeddings=256,
+        max_position_embeddings=512,
     )
     return _save_tiny(BertForQuestionAnswering(config), tokenizer, tmp_path_factory.mktemp("tiny_bert"))
 

@@ -4,6 +4,7 @@ import json
 import multiprocessing
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -45,12 +46,16 @@ def test_submitit_launcher_fine_tunes_once_and_groups_runs_under_the_sweep(tmp_p
 
 
 def test_a_failing_job_does_not_lose_the_others(tmp_path, tiny_distilbert_dir, squad_files):
-    # The tiny model has 256 positions: windows of 300 tokens fail inside the model, at run time.
-    args = tiny_sweep_args(tiny_distilbert_dir, squad_files, "pruning.amount=0.0", "dataset.max_seq_length=64,300")
-    result = run_cli(args, tmp_path)
+    # Damaged weights pass the up-front checks (they read configs only) and fail when the job loads them.
+    broken = shutil.copytree(tiny_distilbert_dir, tmp_path / "damaged_model")
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    args = [
+        a for a in tiny_sweep_args(tiny_distilbert_dir, squad_files, "pruning.amount=0.0") if "name_or_path" not in a
+    ]
+    result = run_cli([*args, f"model.name_or_path={tiny_distilbert_dir},{broken}"], tmp_path)
     assert result.returncode != 0
-    statuses = {c.data.params["dataset.max_seq_length"]: c.info.status for c in _children(tmp_path)}
-    assert statuses == {"64": "FINISHED", "300": "FAILED"}
+    statuses = {c.data.params["model.name_or_path"]: c.info.status for c in _children(tmp_path)}
+    assert statuses == {str(tiny_distilbert_dir): "FINISHED", str(broken): "FAILED"}
     assert "1 of 2 job(s) did not finish" in result.stderr
     failed = next(c for c in _children(tmp_path) if c.info.status == "FAILED")
     assert failed.data.tags["error"] and f"{failed.info.run_name}: FAILED" in result.stderr

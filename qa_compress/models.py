@@ -7,6 +7,7 @@ Hub only when needed, so a missing network is reported in one line, not after re
 
 from __future__ import annotations
 
+import functools
 import inspect
 from pathlib import Path
 
@@ -84,12 +85,18 @@ def fingerprint(name_or_path: str) -> str:
     if not looks_like_path(name_or_path):
         return f"hub:{name_or_path}"
     path = Path(name_or_path).expanduser()
-    files = {
-        file.name: cache.file_sha256(file)
+    files = tuple(
+        (file, file.stat().st_size, file.stat().st_mtime_ns)
         for file in sorted(path.iterdir())
         if file.suffix in {".json", ".safetensors", ".txt", ".model"} and file.is_file()
-    }
-    return cache.key(files)
+    )
+    return _digest(files)
+
+
+@functools.lru_cache(maxsize=16)
+def _digest(files: tuple[tuple[Path, int, int], ...]) -> str:
+    """Hash the files' bytes once per job process; a changed size or modification time hashes again."""
+    return cache.key({file.name: cache.file_sha256(file) for file, _, _ in files})
 
 
 def input_names(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> list[str]:

@@ -171,18 +171,21 @@ def job_run(experiment: str, name: str, parent_run_id: str | None, tags: dict[st
 
     SIGTERM (what a cluster sends at a time limit) is treated like Ctrl-C while the run is open.
     """
+    run = None
     with _interrupts.armed_in_main_thread():
-        with held():
-            run = mlflow.start_run(experiment_id=experiment, run_name=name, parent_run_id=parent_run_id, tags=tags)
         try:
+            with held():  # a signal held during the start is raised here, with the run open
+                run = mlflow.start_run(experiment_id=experiment, run_name=name, parent_run_id=parent_run_id, tags=tags)
             yield run.info.run_id
         except KeyboardInterrupt as err:
             _interrupts.armed = False  # taken: further signals must not break the run's ending
-            _end_run("KILLED", f"interrupted ({err})" if str(err) else "interrupted")
+            if run is not None:
+                _end_run("KILLED", f"interrupted ({err})" if str(err) else "interrupted")
             raise
         except BaseException as err:
             _interrupts.armed = False
-            _end_run("FAILED", f"{type(err).__name__}: {err}"[:5000])
+            if run is not None:
+                _end_run("FAILED", f"{type(err).__name__}: {err}"[:5000])
             raise
         else:
             with held():

@@ -248,3 +248,23 @@ def test_a_signal_swallowed_by_a_finalizer_is_delivered_again(tmp_path):
             time.sleep(0.01)
         pytest.fail("the swallowed signal was never delivered again")
     assert MlflowClient(uri).get_run(run_id).info.status == "KILLED"
+
+
+def test_a_signal_while_the_run_starts_still_ends_it_killed(tmp_path, monkeypatch):
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    _, uri, job_run = _open_job_run(tmp_path)
+    start = mlflow.start_run
+
+    def start_then_signal(*args, **kwargs):
+        run = start(*args, **kwargs)
+        signal.raise_signal(signal.SIGTERM)  # arrives before the run's start has returned
+        return run
+
+    monkeypatch.setattr(mlflow, "start_run", start_then_signal)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), job_run:
+        pytest.fail("the job went on after the signal")
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("signals").experiment_id])
+    assert run.info.status == "KILLED"

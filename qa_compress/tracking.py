@@ -298,21 +298,28 @@ def sweep_parent(sweep_dir: Path) -> str | None:
     return path.read_text().strip() if path.is_file() else None
 
 
-def sweep_status(job_statuses: list[str]) -> str:
-    """The parent run's end state from its jobs': KILLED if any was, else FAILED if any did not finish."""
+def sweep_status(job_statuses: list[str], planned: int | None = None, interrupted: bool = False) -> str:
+    """The parent run's end state from its jobs': KILLED if any was, else FAILED if any did not finish.
+
+    A sweep that stopped before all `planned` jobs ran is KILLED if a signal stopped it, else FAILED.
+    """
     if "KILLED" in job_statuses:
         return "KILLED"
+    if planned is not None and len(job_statuses) < planned:
+        return "KILLED" if interrupted else "FAILED"
     if not job_statuses or any(status != "FINISHED" for status in job_statuses):
         return "FAILED"
     return "FINISHED"
 
 
-def end_sweep(uri: str, parent_run_id: str, job_statuses: list[str]) -> str:
+def end_sweep(
+    uri: str, parent_run_id: str, job_statuses: list[str], planned: int | None = None, interrupted: bool = False
+) -> str:
     """End the parent run with a status that reflects its jobs; returns that status."""
     client = MlflowClient(uri)
     if client.get_run(parent_run_id).info.status != "RUNNING":
         return client.get_run(parent_run_id).info.status
-    status = sweep_status(job_statuses)
+    status = sweep_status(job_statuses, planned, interrupted)
     client.set_terminated(parent_run_id, status)
     log.info("Sweep run %s ended %s (%d jobs)", parent_run_id, status, len(job_statuses))
     return status

@@ -302,6 +302,43 @@ def test_sigterm_marks_the_job_killed(tmp_path, tiny_distilbert_dir, squad_files
     assert {r.info.status for r in runs} == {"KILLED"}  # the job and its sweep's parent
 
 
+def test_sigterm_after_the_jobs_still_ends_the_sweep(tmp_path, tiny_distilbert_dir, squad_files):
+    """A time limit that strikes while the sweep writes its report must not leave the parent run RUNNING."""
+    args = tiny_sweep_args(tiny_distilbert_dir, squad_files, "pruning.amount=0.3", "benchmark.enabled=false")
+    command = [
+        sys.executable,
+        str(ROOT / "run.py"),
+        *args,
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        f"paths.mlruns_dir={tmp_path / 'mlruns'}",
+        f"hydra.sweep.dir={tmp_path / 'sweep'}",
+    ]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    tracking.experiment_id(store_uri(tmp_path), "qa-compress", str(tmp_path / "mlruns"))
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:  # until the only job has finished: the sweep is ending
+            if any(r.info.status == "FINISHED" for r in _runs(tmp_path)[1]):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the job never finished")
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert {r.info.status for r in _runs(tmp_path)[1]} == {"FINISHED"}  # every planned job ran: so did the sweep
+
+
+def test_sweep_status_counts_jobs_that_never_ran():
+    assert tracking.sweep_status(["FINISHED", "FINISHED"], planned=2) == "FINISHED"
+    assert tracking.sweep_status(["FINISHED"], planned=2, interrupted=True) == "KILLED"  # a signal between jobs
+    assert tracking.sweep_status(["FINISHED"], planned=2) == "FAILED"  # stopped by an error outside any job
+    assert tracking.sweep_status(["FINISHED", "KILLED"], planned=3) == "KILLED"
+    assert tracking.sweep_status(["FINISHED", "FAILED"]) == "FAILED"
+
+
 def test_help_lists_every_group_option_with_its_description():
     result = subprocess.run([sys.executable, "run.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0

@@ -268,10 +268,8 @@ def test_a_job_that_raises_is_marked_failed(tmp_path):
     assert statuses == {"boom": "FAILED", "stop": "KILLED"}
 
 
-def test_sigterm_marks_the_job_killed(tmp_path, tiny_distilbert_dir, squad_files):
-    """What a cluster sends at a time limit; Ctrl-C is covered by the resume test."""
-    sig = signal.SIGTERM
-    args = tiny_sweep_args(tiny_distilbert_dir, squad_files, "pruning.amount=0.3", "training.max_steps=100000")
+def _start_in_background(args: list[str], tmp_path) -> subprocess.Popen:
+    """`python run.py ARGS` as a background process writing under `tmp_path`; its MLflow store exists at once."""
     command = [
         sys.executable,
         str(ROOT / "run.py"),
@@ -282,7 +280,14 @@ def test_sigterm_marks_the_job_killed(tmp_path, tiny_distilbert_dir, squad_files
     ]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     tracking.experiment_id(store_uri(tmp_path), "qa-compress", str(tmp_path / "mlruns"))  # schema before polling
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_sigterm_marks_the_job_killed(tmp_path, tiny_distilbert_dir, squad_files):
+    """What a cluster sends at a time limit; Ctrl-C is covered by the resume test."""
+    sig = signal.SIGTERM
+    args = tiny_sweep_args(tiny_distilbert_dir, squad_files, "pruning.amount=0.3", "training.max_steps=100000")
+    process = _start_in_background(args, tmp_path)
     try:
         deadline = time.time() + 120
         while time.time() < deadline:  # wait until the job's run exists and training is under way
@@ -305,17 +310,7 @@ def test_sigterm_marks_the_job_killed(tmp_path, tiny_distilbert_dir, squad_files
 def test_sigterm_after_the_jobs_still_ends_the_sweep(tmp_path, tiny_distilbert_dir, squad_files):
     """A time limit that strikes while the sweep writes its report must not leave the parent run RUNNING."""
     args = tiny_sweep_args(tiny_distilbert_dir, squad_files, "pruning.amount=0.3", "benchmark.enabled=false")
-    command = [
-        sys.executable,
-        str(ROOT / "run.py"),
-        *args,
-        f"paths.cache_dir={tmp_path / 'cache'}",
-        f"paths.mlruns_dir={tmp_path / 'mlruns'}",
-        f"hydra.sweep.dir={tmp_path / 'sweep'}",
-    ]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    tracking.experiment_id(store_uri(tmp_path), "qa-compress", str(tmp_path / "mlruns"))
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = _start_in_background(args, tmp_path)
     try:
         deadline = time.time() + 180
         while time.time() < deadline:  # until the only job has finished: the sweep is ending

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import atexit
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +66,7 @@ class MlflowSweep(Callback):
         self.uri: str | None = None
         self.parent_run_id: str | None = None
         self.planned: int | None = None
-        self.interrupted = False
         self._finished = False
-
-    def _stop(self, signum: int, frame: Any) -> None:
-        """SIGTERM or Ctrl-C between jobs (a job's run handles its own): stop the sweep, then end it."""
-        self.interrupted = True
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exceptions into warnings; a bad config must stop the sweep instead.
@@ -106,10 +98,8 @@ class MlflowSweep(Callback):
         )
         self.planned = len(jobs) if jobs is not None else None
         atexit.register(self._finish, Path(config.hydra.sweep.dir))
-        if threading.current_thread() is threading.main_thread():
-            # Without this, SIGTERM outside a job would end the process with the parent run left RUNNING.
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, self._stop)
+        # SIGTERM between jobs would otherwise end the process at once, the parent run left RUNNING.
+        tracking.stop_sweep_on_signals()
         log.info("MLflow sweep run %s in %s", self.parent_run_id, self.uri)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -120,9 +110,7 @@ class MlflowSweep(Callback):
         if self.parent_run_id is None or self._finished:
             return
         self._finished = True
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):  # a few seconds of bookkeeping must not be cut short
-                signal.signal(sig, signal.SIG_IGN)
+        tracking.take_interrupt()  # a few seconds of bookkeeping must not be cut short
         client = MlflowClient(self.uri)
         for job in report.sweep_jobs(client, self.parent_run_id):  # the sweep is over: nothing of it still runs
             if job.status == "RUNNING":
@@ -150,4 +138,6 @@ class MlflowSweep(Callback):
             print(f"{len(failed)} of {len(jobs)} job(s) did not finish:", file=sys.stderr)
             for job in failed:
                 print(f"  {job.name}: {job.status} {job.error}".rstrip(), file=sys.stderr)
-        tracking.end_sweep(self.uri, self.parent_run_id, [job.status for job in jobs], self.planned, self.interrupted)
+        statuses = [job.status for job in jobs]
+        tracking.end_sweep(self.uri, self.parent_run_id, statuses, self.planned, tracking.interrupted())
+        tracking.end_sweep_signals()

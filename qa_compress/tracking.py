@@ -46,16 +46,17 @@ def experiment_id(uri: str, name: str, mlruns_dir: str) -> str:
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:///"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    artifacts = None
-    if uri.startswith("sqlite:///"):
-        artifacts = (Path(mlruns_dir).resolve() / "artifacts").as_uri()
-    try:
-        return mlflow.create_experiment(name, artifact_location=artifacts)
-    except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel job
-        return mlflow.get_experiment_by_name(name).experiment_id
+    with held():
+        experiment = mlflow.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        artifacts = None
+        if uri.startswith("sqlite:///"):
+            artifacts = (Path(mlruns_dir).resolve() / "artifacts").as_uri()
+        try:
+            return mlflow.create_experiment(name, artifact_location=artifacts)
+        except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel job
+            return mlflow.get_experiment_by_name(name).experiment_id
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -101,24 +102,27 @@ def run_name(model: str, pruning: str, amount: float | str, quantization: str) -
 
 
 class _Interrupts:
-    """SIGTERM and Ctrl-C as a KeyboardInterrupt in the job, raised where raising is safe.
+    """SIGTERM and Ctrl-C as a KeyboardInterrupt, raised where raising is safe, for a sweep and its jobs.
 
     An exception raised in the middle of an MLflow write leaves the SQLite store locked, so a
     signal that arrives during one is held until the write is done. Python drops an exception
-    raised while a finalizer runs (garbage collection), so until the job takes the interrupt the
+    raised while a finalizer runs (garbage collection), so until the interrupt is taken the
     signal is sent again every `RETRY_S` seconds.
     """
 
     RETRY_S = 1.0
 
     def __init__(self) -> None:
-        self.armed = False  # a job run is open in the main thread and has not yet taken an interrupt
+        self.armed = False  # handlers installed and no interrupt taken yet
         self.pending: int | None = None
         self.depth = 0
+        self.received = False  # a signal came since the outermost scope began
+        self._outer: list[tuple[dict, bool, int | None] | None] = []  # what each open scope replaced
 
     def handle(self, signum: int, frame: Any) -> None:
+        self.received = True
         if not self.armed:
-            return  # the job is already stopping
+            return  # the stop is already under way
         self.pending = signum
         knock = threading.Timer(self.RETRY_S, self._knock, (signum,))
         knock.daemon = True
@@ -144,25 +148,48 @@ class _Interrupts:
         if self.depth == 0 and self.armed and self.pending is not None:
             self._raise()
 
-    @contextlib.contextmanager
-    def armed_in_main_thread(self) -> Iterator[None]:
-        """Install the handlers for the duration of a job (only the main thread may set them)."""
+    def take(self) -> None:
+        """The interrupt is being handled: stop resending it and let further signals pass."""
+        self.armed = False
+
+    def enter(self) -> None:
+        """Install the handlers for a sweep or a job (main thread only); `leave` gives back the outer ones."""
         if threading.current_thread() is not threading.main_thread():
-            yield
+            self._outer.append(None)
             return
         # Pool workers (joblib) ignore SIGINT by default; a job must stop on Ctrl-C wherever it runs.
         previous = {sig: signal.signal(sig, self.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+        self._outer.append((previous, self.armed, self.pending))
+        if len(self._outer) == 1:
+            self.received = False
         self.armed, self.pending = True, None
+
+    def leave(self) -> None:
+        outer = self._outer.pop()
+        if outer is not None:
+            previous, self.armed, self.pending = outer
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        self.enter()
         try:
             yield
         finally:
-            self.armed, self.pending = False, None
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            self.leave()
 
 
 _interrupts = _Interrupts()
 held = _interrupts.held
+take_interrupt = _interrupts.take
+stop_sweep_on_signals = _interrupts.enter  # a sweep's scope spans Hydra callbacks, so it is opened and
+end_sweep_signals = _interrupts.leave  # closed by hand; a job's is `job_run`'s
+
+
+def interrupted() -> bool:
+    """Whether SIGTERM or Ctrl-C came while the sweep's (or a job's) handlers were installed."""
+    return _interrupts.received
 
 
 @contextlib.contextmanager
@@ -172,18 +199,18 @@ def job_run(experiment: str, name: str, parent_run_id: str | None, tags: dict[st
     SIGTERM (what a cluster sends at a time limit) is treated like Ctrl-C while the run is open.
     """
     run = None
-    with _interrupts.armed_in_main_thread():
+    with _interrupts.scope():
         try:
             with held():  # a signal held during the start is raised here, with the run open
                 run = mlflow.start_run(experiment_id=experiment, run_name=name, parent_run_id=parent_run_id, tags=tags)
             yield run.info.run_id
         except KeyboardInterrupt as err:
-            _interrupts.armed = False  # taken: further signals must not break the run's ending
+            take_interrupt()  # further signals must not break the run's ending
             if run is not None:
                 _end_run("KILLED", f"interrupted ({err})" if str(err) else "interrupted")
             raise
         except BaseException as err:
-            _interrupts.armed = False
+            take_interrupt()
             if run is not None:
                 _end_run("FAILED", f"{type(err).__name__}: {err}"[:5000])
             raise
@@ -200,11 +227,12 @@ def _end_run(status: str, error: str) -> None:
 
 def finished_run(experiment: str, config_hash: str) -> Run | None:
     """A FINISHED run of the experiment with this configuration hash, if any."""
-    runs = MlflowClient().search_runs(
-        [experiment],
-        filter_string=f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'",
-        max_results=1,
-    )
+    with held():
+        runs = MlflowClient().search_runs(
+            [experiment],
+            filter_string=f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'",
+            max_results=1,
+        )
     return runs[0] if runs else None
 
 
@@ -215,7 +243,8 @@ def reuse_tag(parent_run_id: str) -> str:
 def mark_reused(run_id: str, parent_run_id: str | None) -> None:
     """Record that a sweep counts an earlier run as one of its jobs (runs have one parent only)."""
     if parent_run_id is not None:
-        MlflowClient().set_tag(run_id, reuse_tag(parent_run_id), "true")
+        with held():
+            MlflowClient().set_tag(run_id, reuse_tag(parent_run_id), "true")
 
 
 def log_params(params: Mapping[str, str]) -> None:

@@ -12,11 +12,13 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import mlflow
 import pytest
 import torch
+from mlflow.tracking import MlflowClient
 from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-from qa_compress import cache, quantize
+from qa_compress import cache, quantize, tracking
 
 from . import lock_workers
 from .conftest import ROOT, run_cli, tiny_sweep_args
@@ -208,18 +210,14 @@ def test_quantized_model_round_trips_through_safetensors(tmp_path, tiny_bert_dir
 
 
 def _open_job_run(tmp_path):
-    from qa_compress import tracking
-
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     experiment = tracking.experiment_id(uri, "signals", str(tmp_path))
-    return tracking, uri, tracking.job_run(experiment, "job", None, {})
+    return uri, tracking.job_run(experiment, "job", None, {})
 
 
 def test_a_signal_during_an_mlflow_write_is_raised_after_it_and_the_run_ends_killed(tmp_path):
     """Raising inside a write would leave the SQLite store locked and the run RUNNING for good."""
-    from mlflow.tracking import MlflowClient
-
-    tracking, uri, job_run = _open_job_run(tmp_path)
+    uri, job_run = _open_job_run(tmp_path)
     with pytest.raises(KeyboardInterrupt, match="SIGTERM"), job_run as run_id:
         with tracking.held():
             signal.raise_signal(signal.SIGTERM)
@@ -234,13 +232,12 @@ def test_a_signal_during_an_mlflow_write_is_raised_after_it_and_the_run_ends_kil
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_signal_swallowed_by_a_finalizer_is_delivered_again(tmp_path):
     """Python drops exceptions raised in __del__ (garbage collection): the job must still stop."""
-    from mlflow.tracking import MlflowClient
 
     class SignalledDuringCollection:
         def __del__(self):
             signal.raise_signal(signal.SIGTERM)
 
-    _, uri, job_run = _open_job_run(tmp_path)
+    uri, job_run = _open_job_run(tmp_path)
     with pytest.raises(KeyboardInterrupt, match="SIGTERM"), job_run as run_id:
         SignalledDuringCollection()  # collected at once: its exception is reported and ignored
         deadline = time.monotonic() + 10
@@ -251,10 +248,7 @@ def test_a_signal_swallowed_by_a_finalizer_is_delivered_again(tmp_path):
 
 
 def test_a_signal_while_the_run_starts_still_ends_it_killed(tmp_path, monkeypatch):
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    _, uri, job_run = _open_job_run(tmp_path)
+    uri, job_run = _open_job_run(tmp_path)
     start = mlflow.start_run
 
     def start_then_signal(*args, **kwargs):

@@ -5,13 +5,17 @@ python run.py -m experiment=quickstart          # offline demo sweep
 python run.py -m pruning=l1_unstructured pruning.amount=0.1,0.3,0.5
 """
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
 import qa_compress.resolvers  # noqa: F401  (registers ${package_path:...} before composition)
 
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # absolute, so tests can call main() in-process
 
-@hydra.main(version_base="1.3", config_path="conf", config_name="config")
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     from qa_compress import pipeline  # here, so that --help and --cfg answer without loading torch
 

@@ -11,39 +11,20 @@ from __future__ import annotations
 import gzip
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from datasets import Dataset
-from safetensors.torch import save
 from tqdm.auto import tqdm
 
-from qa_compress import onnxrt, quantize
+from qa_compress.quantize import QuantizationMethod
 
 
 @dataclass(frozen=True)
 class Timing:
     median_ms: float
     p90_ms: float
-
-
-def _stored_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """The tensors a PyTorch model stores (quantized layers as int8 values plus scales), tied weights once."""
-    unique, storages = {}, set()
-    for name, tensor in quantize.weight_tensors(model).items():
-        storage = tensor.untyped_storage().data_ptr()
-        if tensor.numel() and storage in storages:
-            continue
-        storages.add(storage)
-        unique[name] = tensor
-    return unique
-
-
-def serialized(model: torch.nn.Module | onnxrt.OrtModel) -> bytes:
-    """The model's weights as they would be stored: safetensors for PyTorch, the graph file for ONNX Runtime."""
-    if isinstance(model, onnxrt.OrtModel):
-        return model.path.read_bytes()
-    return save(_stored_tensors(model))
 
 
 def _is_parameter(name: str, values: np.ndarray | torch.Tensor) -> bool:
@@ -53,27 +34,24 @@ def _is_parameter(name: str, values: np.ndarray | torch.Tensor) -> bool:
     return not isinstance(values, np.ndarray) or values.dtype in (np.float32, np.float16, np.int8, np.uint8)
 
 
-def parameter_counts(model: torch.nn.Module | onnxrt.OrtModel) -> tuple[int, int]:
-    """Total and non-zero stored parameter values (int8 values count as parameters)."""
-    if isinstance(model, onnxrt.OrtModel):
-        arrays = [v for k, v in onnxrt.initializers(model.path).items() if _is_parameter(k, v)]
-        return sum(v.size for v in arrays), sum(int(np.count_nonzero(v)) for v in arrays)
-    tensors = [v for k, v in _stored_tensors(model).items() if _is_parameter(k, v)]
-    return sum(t.numel() for t in tensors), sum(int(torch.count_nonzero(t)) for t in tensors)
+def _count_nonzero(values: np.ndarray | torch.Tensor) -> int:
+    return int(np.count_nonzero(values)) if isinstance(values, np.ndarray) else int(torch.count_nonzero(values))
 
 
-def sizes(model: torch.nn.Module | onnxrt.OrtModel) -> dict[str, float]:
-    """size_mb (dense, on disk), size_gzip_mb (what zeros buy once compressed), and parameter counts.
+def sizes(model: Any, method: QuantizationMethod) -> dict[str, float]:
+    """size_mb (as stored), size_gzip_mb (what zeros buy once compressed), and parameter counts.
 
-    Sizes are in MB (10^6 bytes); gzip runs at its default level 6.
+    `method` is the quantization method that made `model`: it knows how the model is stored.
+    Sizes are in MB (10^6 bytes); gzip runs at its default level 6. int8 values count as
+    parameters; scales and zero points do not.
     """
-    data = serialized(model)
-    total, nonzero = parameter_counts(model)
+    data = method.serialized(model)
+    arrays = [v for k, v in method.stored_tensors(model).items() if _is_parameter(k, v)]
     return {
         "size_mb": len(data) / 1e6,
         "size_gzip_mb": len(gzip.compress(data, compresslevel=6, mtime=0)) / 1e6,
-        "params_total": total,
-        "params_nonzero": nonzero,
+        "params_total": sum(int(v.size) if isinstance(v, np.ndarray) else v.numel() for v in arrays),
+        "params_nonzero": sum(_count_nonzero(v) for v in arrays),
     }
 
 
@@ -124,3 +102,4 @@ def run(
         "features_per_s": features_per_s,
         "samples_per_s": features_per_s * questions_per_feature,
     }
+

@@ -6,17 +6,18 @@ value with one line that names it, before any data or model is loaded.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, SerializeAsAny, ValidationError, model_validator
 
+from qa_compress import prune, quantize
 from qa_compress.errors import UserError
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from qa_compress.prune import PruningSettings
+from qa_compress.quantize import QuantizationSettings
+from qa_compress.registry import Registry
+from qa_compress.schema import Section
 
 
 class ModelConfig(Section):
@@ -76,52 +77,6 @@ class TrainingConfig(Section):
         return self.model_dump(exclude={"logging_steps"})
 
 
-class PruningConfig(Section):
-    name: Literal["none", "l1_unstructured", "global_magnitude", "random", "structured"]
-    amount: float = Field(default=0.0, ge=0, le=1)
-    layer_patterns: list[str] = Field(min_length=1)
-    include_qa_head: bool = False
-    include_embeddings: bool = False
-    heads_amount: float = Field(default=0.0, ge=0, lt=1)
-    ffn_amount: float = Field(default=0.0, ge=0, lt=1)
-    importance: Literal["weight_norm", "gradient"] = "weight_norm"
-    importance_batches: int = Field(default=8, gt=0)
-    finetune_steps: int = Field(default=0, ge=0)
-    finetune_learning_rate: float = Field(default=5e-5, gt=0, le=1)
-    finetune_batch_size: int = Field(default=16, gt=0)
-
-    @model_validator(mode="after")
-    def _amounts_fit_method(self) -> PruningConfig:
-        if self.name == "structured" and self.amount:
-            raise ValueError(
-                f"pruning.amount={self.amount} does not apply to pruning=structured; "
-                "set pruning.heads_amount and pruning.ffn_amount"
-            )
-        if self.name != "structured" and (self.heads_amount or self.ffn_amount):
-            raise ValueError(
-                f"pruning.heads_amount / pruning.ffn_amount apply to pruning=structured only (pruning={self.name}); "
-                "unstructured methods take pruning.amount"
-            )
-        if self.name == "none" and self.finetune_steps:
-            raise ValueError(f"pruning.finetune_steps={self.finetune_steps} needs a pruning method (pruning=none)")
-        return self
-
-    def needs_training_data(self) -> bool:
-        """Recovery fine-tuning and gradient importance both read training features."""
-        return self.finetune_steps > 0 or (self.name == "structured" and self.importance == "gradient")
-
-
-class QuantizationConfig(Section):
-    name: Literal["none", "dynamic_int8", "onnx_int8", "fp16", "bf16"]
-    per_channel: bool = False
-
-    @model_validator(mode="after")
-    def _per_channel_is_for_int8(self) -> QuantizationConfig:
-        if self.per_channel and self.name not in {"dynamic_int8", "onnx_int8"}:
-            raise ValueError(f"quantization.per_channel=true applies to dynamic_int8 and onnx_int8, not {self.name}")
-        return self
-
-
 class PredictConfig(Section):
     batch_size: int = Field(default=64, gt=0)
     n_best_size: int = Field(default=20, gt=0)
@@ -157,8 +112,8 @@ class JobConfig(Section):
     model: ModelConfig
     dataset: DatasetConfig
     training: TrainingConfig
-    pruning: PruningConfig
-    quantization: QuantizationConfig
+    pruning: SerializeAsAny[PruningSettings]  # the chosen method's own settings class
+    quantization: SerializeAsAny[QuantizationSettings]
     predict: PredictConfig
     benchmark: BenchmarkConfig
     paths: PathsConfig
@@ -172,16 +127,16 @@ class JobConfig(Section):
                     "dataset.train_file=null: fine-tuning needs dataset.train_file=<path> (or training=none to "
                     "evaluate model.name_or_path as it is)"
                 )
-            if self.pruning.needs_training_data():
+            if prune.get(self.pruning.name).needs_training_data(self.pruning):
                 raise ValueError(
-                    "dataset.train_file=null: pruning.finetune_steps > 0 and pruning.importance=gradient need "
-                    "dataset.train_file=<path>"
+                    f"dataset.train_file=null: pruning={self.pruning.name} with these settings reads training "
+                    "data (recovery steps or gradient importance); set dataset.train_file=<path>"
                 )
         return self
 
 
-def _describe(error: dict) -> str:
-    where = ".".join(str(part) for part in error["loc"])
+def _describe(error: dict, prefix: str = "") -> str:
+    where = prefix + ".".join(str(part) for part in error["loc"])
     if error["type"] == "value_error":
         return error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
@@ -194,12 +149,32 @@ def job_section(cfg: DictConfig) -> DictConfig:
     return OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
 
 
+def _method_settings(container: dict[str, Any], key: str, registry: Registry) -> list[str]:
+    """Validate the `key` section with its method's own settings class, in place; returns the problems."""
+    section = container.get(key)
+    if not isinstance(section, dict) or not isinstance(section.get("name"), str):
+        return [f"{key}.name is missing: choose {key}=<{'|'.join(registry.names())}>"]
+    try:
+        method = registry.get(section["name"])
+    except UserError as err:
+        return [str(err)]
+    try:
+        container[key] = method.settings.model_validate(section)
+    except ValidationError as err:
+        return [_describe(e, f"{key}.") for e in err.errors()]
+    return []
+
+
 def from_hydra(cfg: DictConfig) -> JobConfig:
     """Resolve and check a composed config; raises UserError naming the first bad values."""
     try:
         container = OmegaConf.to_container(job_section(cfg), resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as err:
         raise UserError(str(err).splitlines()[0]) from None
+    problems = _method_settings(container, "pruning", prune.registry)
+    problems += _method_settings(container, "quantization", quantize.registry)
+    if problems:
+        raise UserError("; ".join(problems))
     try:
         return JobConfig.model_validate(container)
     except ValidationError as err:

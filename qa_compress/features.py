@@ -115,8 +115,8 @@ def prepare(
     split: str,
     cache_dir: Path,
     lock_timeout_s: float = 86400,
-) -> tuple[Dataset, bool]:
-    """Return the features of `examples` for `split` ("train" or "eval"), and whether they came from the cache.
+) -> Dataset:
+    """Return the features of `examples` for `split` ("train" or "eval"), from the cache when they are there.
 
     Concurrent jobs that need the same features wait for the one that prepares them.
     """
@@ -126,7 +126,7 @@ def prepare(
     with cache.locked(entry, lock_timeout_s):
         if cache.usable(entry):
             log.info("Features for %s from cache %s", split, entry)
-            return load_from_disk(str(entry)), True
+            return load_from_disk(str(entry))
         features = examples.map(
             prepare_fn,
             batched=True,
@@ -139,4 +139,4 @@ def prepare(
         )
         with cache.building(entry) as tmp:
             features.save_to_disk(str(tmp))
-    return load_from_disk(str(entry)), False
+    return load_from_disk(str(entry))

@@ -19,7 +19,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from qa_compress import cache, prune
+from qa_compress import cache, families
 from qa_compress.data import hub_reachable
 from qa_compress.errors import UserError
 
@@ -67,8 +67,8 @@ def load(
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        if prune.is_structurally_pruned(config):  # shapes the stock classes cannot build from the config alone
-            model = prune.load_pruned(Path(path))
+        if families.is_structurally_pruned(config):  # shapes the stock classes cannot build from the config alone
+            model = load_weights(Path(path))
         else:
             model = AutoModelForQuestionAnswering.from_pretrained(
                 path, trust_remote_code=trust_remote_code, use_safetensors=True if safetensors_only else None
@@ -78,6 +78,18 @@ def load(
     if not tokenizer.is_fast:
         raise UserError(f"model.name_or_path={name_or_path}: needs a fast tokenizer (offset mapping)")
     return model, tokenizer
+
+
+def load_weights(directory: Path) -> PreTrainedModel:
+    """A QA model from a directory of config.json and model.safetensors, pruned heads rebuilt; never unpickles."""
+    from safetensors.torch import load_file
+
+    model = families.from_config(AutoConfig.from_pretrained(str(directory)))
+    try:
+        model.load_state_dict(load_file(str(directory / "model.safetensors")), strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{directory}: weights do not fit the config ({str(err).splitlines()[0]})") from None
+    return model.eval()
 
 
 def fingerprint(name_or_path: str) -> str:

@@ -51,19 +51,24 @@ def export(model: PreTrainedModel, input_names: list[str], path: Path) -> Path:
 
 def attention_shape(model: PreTrainedModel) -> tuple[int, int]:
     """Heads per layer and their total width, which attention fusion needs (after head pruning too)."""
-    from qa_compress.prune import blocks
+    from qa_compress import families
 
-    layers = blocks(model)
+    family = families.of_model(model)
+    layers = family.blocks(model) if family is not None else []
     if not layers or len({b.heads for b in layers}) != 1:
         return 0, 0  # let the optimizer infer them
     return layers[0].heads, layers[0].heads * layers[0].head_size
 
 
-def optimize(source: Path, target: Path, num_heads: int = 0, hidden_size: int = 0) -> dict[str, int]:
-    """Fuse the BERT graph with ONNX Runtime's transformer optimizer; returns the fused operator counts."""
+def optimize(
+    source: Path, target: Path, num_heads: int = 0, hidden_size: int = 0, model_type: str = "bert"
+) -> dict[str, int]:
+    """Fuse the transformer graph with ONNX Runtime's optimizer; returns the fused operator counts."""
     from onnxruntime.transformers import optimizer
 
-    optimized = optimizer.optimize_model(str(source), model_type="bert", num_heads=num_heads, hidden_size=hidden_size)
+    optimized = optimizer.optimize_model(
+        str(source), model_type=model_type, num_heads=num_heads, hidden_size=hidden_size
+    )
     optimized.save_model_to_file(str(target))
     return {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
 
@@ -96,8 +101,12 @@ def build_int8(
     model: PreTrainedModel, input_names: list[str], directory: Path, per_channel: bool = True
 ) -> tuple[Path, dict[str, int]]:
     """Export, fuse and quantize `model` into `directory`; returns the INT8 graph and the fused operators."""
+    from qa_compress import families
+
+    family = families.of_model(model)
     exported = export(model, input_names, directory / "model.onnx")
-    fused = optimize(exported, directory / "model.fused.onnx", *attention_shape(model))
+    model_type = family.onnx_model_type if family is not None else "bert"
+    fused = optimize(exported, directory / "model.fused.onnx", *attention_shape(model), model_type=model_type)
     log.info("ONNX Runtime fused operators: %s", fused)
     target = quantize(directory / "model.fused.onnx", directory / QUANTIZED_FILE, per_channel)
     for scratch in ("model.onnx", "model.fused.onnx"):

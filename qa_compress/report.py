@@ -41,27 +41,13 @@ class Job:
     model: str
     dataset: str
     pruning: str
-    amount: float
+    pruning_label: str  # the method's own label of the choice ("l1_unstructured 0.3 +200 steps")
     quantization: str
     status: str
-    batch_size: str
+    uncompressed: bool
     error: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
-    heads_amount: float = 0.0
-    ffn_amount: float = 0.0
-    finetune_steps: int = 0
-
-    @property
-    def uncompressed(self) -> bool:
-        pruned = self.amount > 0 or self.heads_amount > 0 or self.ffn_amount > 0
-        return (self.pruning == "none" or not pruned) and self.quantization == "none"
-
-    @property
-    def pruning_label(self) -> str:
-        """How much was pruned, as a user would say it."""
-        if self.pruning == "structured":
-            return f"heads {self.heads_amount:g}, ffn {self.ffn_amount:g}"
-        return f"{self.amount:g}"
+    params: dict[str, str] = field(default_factory=dict)
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -88,16 +74,14 @@ def _job(run: Run) -> Job:
         name=run.info.run_name,
         model=tags.get("model", params.get("model.name", "?")),
         dataset=tags.get("dataset", params.get("dataset.name", "?")),
-        pruning=params.get("pruning.name", "none"),
-        amount=float(params.get("pruning.amount", 0.0)),
-        heads_amount=float(params.get("pruning.heads_amount", 0.0)),
-        ffn_amount=float(params.get("pruning.ffn_amount", 0.0)),
-        finetune_steps=int(params.get("pruning.finetune_steps", 0)),
-        quantization=params.get("quantization.name", "none"),
+        pruning=tags.get("pruning", "?"),
+        pruning_label=tags.get("pruning_label", "?"),
+        quantization=tags.get("quantization", "?"),
         status=run.info.status,
-        batch_size=params.get("benchmark.batch_size", "?"),
+        uncompressed=tags.get("uncompressed") == "true",
         error=tags.get("error", ""),
         metrics=dict(run.data.metrics),
+        params=dict(params),
     )
 
 
@@ -140,8 +124,7 @@ def rows(jobs: Sequence[Job]) -> list[dict[str, object]]:
     for job in jobs:
         row: dict[str, object] = {
             "model": job.model,
-            "pruning": job.pruning,
-            "amount": job.pruning_label,
+            "pruning": job.pruning_label,
             "quantization": job.quantization,
             "status": job.status,
         }

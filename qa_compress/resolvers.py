@@ -9,6 +9,8 @@ from omegaconf import OmegaConf
 
 from qa_compress.errors import UserError
 
+HELP_GROUPS = ("model", "dataset", "training", "pruning", "quantization", "experiment", "paths")
+
 
 def package_path(package: str, *parts: str) -> str:
     """Directory of an installed Python package (or a path inside it), found at run time."""
@@ -18,4 +20,39 @@ def package_path(package: str, *parts: str) -> str:
     return str(Path(next(iter(spec.submodule_search_locations)), *parts))
 
 
+def _yaml_description(group: str, option: str) -> str:
+    """The first comment line of a group option's YAML file in the project's conf/ (its description)."""
+    path = Path(__file__).resolve().parents[1] / "conf" / group / f"{option}.yaml"
+    if not path.is_file():
+        return ""
+    comments = [line[2:] for line in path.read_text().splitlines() if line.startswith("# ")]
+    return next((c for c in comments if not c.startswith("@package")), "")
+
+
+def group_help() -> str:
+    """Every option of every config group with its description, for `run.py --help`.
+
+    Options come from Hydra's config repository (YAML files and ConfigStore entries alike);
+    the descriptions of compression methods come from their registries.
+    """
+    from hydra.core.global_hydra import GlobalHydra
+
+    from qa_compress import prune, quantize
+
+    registries = {"pruning": prune.registry, "quantization": quantize.registry}
+    loader = GlobalHydra.instance().config_loader()
+    lines = []
+    for group in HELP_GROUPS:
+        lines.append(f"{group}:")
+        for option in loader.get_group_options(group):
+            registry = registries.get(group)
+            if registry is not None:
+                description = registry.get(option).description if option in registry else "(no registered method)"
+            else:
+                description = _yaml_description(group, option)
+            lines.append(f"  {option:<18}{description}".rstrip())
+    return "\n".join(lines)
+
+
 OmegaConf.register_new_resolver("package_path", package_path, replace=True)
+OmegaConf.register_new_resolver("qa_compress_group_help", group_help, replace=True)

@@ -15,19 +15,36 @@ from pathlib import Path
 from typing import Any
 
 from hydra import compose
+
+# Hydra's default sweeper has no public way to list the jobs it will launch; its own
+# `split_arguments` is the one that knows (tests/test_sweep.py fails if Hydra moves it).
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from qa_compress import pipeline, report, tracking
+from qa_compress import checks, report, tracking
+from qa_compress.bookkeeping import SKIPPED_FILE
 from qa_compress.config import from_hydra
 from qa_compress.errors import UserError
-from qa_compress.pipeline import SKIPPED_FILE
 
 log = logging.getLogger(__name__)
+
+_unfinished: list[tuple[MlflowSweep, Path]] = []  # sweeps whose end Hydra may skip (a job raised)
+
+
+def finish_unfinished() -> None:
+    """End every sweep of this process that has not ended yet; runs at exit (Hydra skips `on_multirun_end`
+    when a job raised), and may be called earlier by a caller that runs sweeps in-process."""
+    while _unfinished:
+        callback, sweep_dir = _unfinished.pop()
+        callback._finish(sweep_dir)
+
+
+atexit.register(finish_unfinished)
 
 
 def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
@@ -56,7 +73,7 @@ def check_jobs(config: DictConfig, config_name: str, jobs: list[list[str]]) -> N
         finally:
             HydraConfig.instance().set_config(config)
     for job in checked:
-        pipeline.check_inputs(job)
+        checks.inputs(job)
 
 
 class MlflowSweep(Callback):
@@ -72,8 +89,8 @@ class MlflowSweep(Callback):
         # Hydra turns a callback's exceptions into warnings; a bad config must stop the sweep instead.
         try:
             self._start(config, kwargs["config_name"])
-        except UserError as err:
-            sys.stderr.write(f"{err}\n")
+        except (UserError, HydraException) as err:
+            sys.stderr.write(f"{str(err).strip()}\n")
             sys.exit(1)
 
     def _start(self, config: DictConfig, config_name: str) -> None:
@@ -97,7 +114,7 @@ class MlflowSweep(Callback):
             },
         )
         self.planned = len(jobs) if jobs is not None else None
-        atexit.register(self._finish, Path(config.hydra.sweep.dir))
+        _unfinished.append((self, Path(config.hydra.sweep.dir)))
         # SIGTERM between jobs would otherwise end the process at once, the parent run left RUNNING.
         tracking.stop_sweep_on_signals()
         log.info("MLflow sweep run %s in %s", self.parent_run_id, self.uri)
@@ -110,6 +127,8 @@ class MlflowSweep(Callback):
         if self.parent_run_id is None or self._finished:
             return
         self._finished = True
+        if (self, sweep_dir) in _unfinished:
+            _unfinished.remove((self, sweep_dir))
         tracking.take_interrupt()  # a few seconds of bookkeeping must not be cut short
         client = MlflowClient(self.uri)
         for job in report.sweep_jobs(client, self.parent_run_id):  # the sweep is over: nothing of it still runs

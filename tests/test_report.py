@@ -1,16 +1,14 @@
 """The sweep report: Pareto fronts, and the table and plots of a real sweep, from MLflow alone."""
 
 import csv
-import subprocess
-import sys
 
 import pytest
 from matplotlib.image import imread
 
+from qa_compress import report
 from qa_compress.report import PLOTS, pareto_front
 
-from .conftest import ROOT, store_uri
-from .test_run import _runs
+from .conftest import children, parents, runs, store_uri
 
 
 def test_pareto_front_drops_dominated_points_and_keeps_ties():
@@ -28,9 +26,12 @@ def test_pareto_front_drops_dominated_points_and_keeps_ties():
     assert pareto_front([(1.0, 1.0)]) == [0]
 
 
-def _report_command(*args):
-    command = [sys.executable, "-m", "qa_compress.report", *args]
-    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300)
+def _report_command(capsys, *args) -> tuple[int, str, str]:
+    """`python -m qa_compress.report ARGS`, run through its main() in this process."""
+    capsys.readouterr()
+    code = report.main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
 
 
 def _read_csv(path):
@@ -44,13 +45,13 @@ def test_sweep_ends_with_a_report_in_its_directory_and_parent_run(tiny_sweep):
         image = imread(sweep_dir / name)  # decodes as a PNG
         assert image.shape[0] > 200 and image.shape[1] > 300
     table = _read_csv(sweep_dir / "report.csv")
-    client, runs = _runs(tiny_sweep)
-    children = {(f"{float(r.data.params['pruning.amount']):g}", r.data.params["quantization.name"]): r for r in runs
-                if "mlflow.parentRunId" in r.data.tags}  # fmt: skip
-    assert len(table) == len(children) == 4
-    baseline = children[("0", "none")].data.metrics
+    client, _ = runs(tiny_sweep)
+    jobs = {(r.data.tags["pruning_label"], r.data.params["quantization.name"]): r for r in children(tiny_sweep)}
+    assert len(table) == len(jobs) == 4
+    assert {row["pruning"] for row in table} == {"l1_unstructured 0", "l1_unstructured 0.5"}
+    baseline = jobs[("l1_unstructured 0", "none")].data.metrics
     for row in table:
-        run = children[(row["amount"], row["quantization"])]
+        run = jobs[(row["pruning"], row["quantization"])]
         for metric in ("f1", "HasAns_f1", "NoAns_f1", "exact", "size_mb", "size_gzip_mb", "latency_ms", "sparsity"):
             assert float(row[metric]) == pytest.approx(run.data.metrics[metric])
             assert float(row[f"Δ{metric}"]) == pytest.approx(run.data.metrics[metric] - baseline[metric])
@@ -59,22 +60,22 @@ def test_sweep_ends_with_a_report_in_its_directory_and_parent_run(tiny_sweep):
     stdout = (tiny_sweep / "stdout.txt").read_text()
     assert markdown.splitlines()[0] in stdout and "Sweep report:" in stdout
 
-    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    (parent,) = parents(tiny_sweep)
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     expected = {f"report/{name}" for name in (*PLOTS, "report.md", "report.csv", "table.json")}
     assert expected <= logged
 
 
-def test_report_command_regenerates_the_report_from_mlflow_alone(tiny_sweep, tmp_path):
+def test_report_command_regenerates_the_report_from_mlflow_alone(tiny_sweep, tmp_path, capsys):
     out_dir = tmp_path / "again"
-    result = _report_command("--tracking-uri", store_uri(tiny_sweep), "--out-dir", str(out_dir))
-    assert result.returncode == 0, result.stderr
-    assert f"written to {out_dir}" in result.stdout
+    code, out, err = _report_command(capsys, "--tracking-uri", store_uri(tiny_sweep), "--out-dir", str(out_dir))
+    assert code == 0, err
+    assert f"written to {out_dir}" in out
     assert _read_csv(out_dir / "report.csv") == _read_csv(tiny_sweep / "sweep" / "report.csv")
     assert {p.name for p in out_dir.iterdir()} == {*PLOTS, "report.md", "report.csv"}
 
 
-def test_report_command_names_a_bad_run_id(tiny_sweep):
-    result = _report_command("--tracking-uri", store_uri(tiny_sweep), "--parent-run-id", "nope")
-    assert result.returncode == 1
-    assert "--parent-run-id=nope: no such run" in result.stderr
+def test_report_command_names_a_bad_run_id(tiny_sweep, capsys):
+    code, _, err = _report_command(capsys, "--tracking-uri", store_uri(tiny_sweep), "--parent-run-id", "nope")
+    assert code == 1
+    assert "--parent-run-id=nope: no such run" in err

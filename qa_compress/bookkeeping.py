@@ -1,0 +1,75 @@
+"""A job's identity in MLflow: its run name, tags and configuration hash, and reuse of a finished run.
+
+Kept apart from the stages so `pipeline.execute` reads as the steps of a job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from mlflow.entities import Run
+
+from qa_compress import cache, models, prune, quantize, tracking
+from qa_compress.config import JobConfig
+
+log = logging.getLogger(__name__)
+
+SKIPPED_FILE = "skipped.json"  # left in a job's output directory when it reused a finished run
+
+
+def run_name(job: JobConfig) -> str:
+    """`model | pruning choice | quantization`, as the MLflow UI and the summary line show it."""
+    return f"{job.model.name} | {prune.describe(job.pruning)} | {job.quantization.name}"
+
+
+def is_uncompressed(job: JobConfig) -> bool:
+    """Whether the job leaves the model as trained: the reference its sweep compares against."""
+    return prune.get(job.pruning.name).is_identity(job.pruning) and quantize.get(job.quantization.name).identity
+
+
+def job_hash(job: JobConfig) -> str:
+    """Identity of a job's result: its settings and the content of its inputs, not where it writes.
+
+    Two jobs with the same hash produce the same metrics (up to timing noise), so a rerun may reuse one.
+    """
+    settings = job.model_dump(exclude={"paths", "tracking", "force", "cache_lock_timeout_s"})
+    inputs = {"model": models.fingerprint(job.model.name_or_path)}
+    for key in ("train_file", "validation_file"):
+        path = getattr(job.dataset, key)
+        if path is not None and Path(path).is_file():
+            inputs[key] = cache.file_sha256(Path(path))
+    return cache.key({"settings": settings, "inputs": inputs})
+
+
+def tags(job: JobConfig, num_threads: int, versions: dict[str, str]) -> dict[str, str]:
+    """What a run is tagged with: its choices, its provenance and its configuration hash."""
+    result = {
+        "git_commit": tracking.git_commit(job.paths.root_dir),
+        "model": job.model.name,
+        "dataset": job.dataset.name,
+        "training": job.training.name,
+        "pruning": job.pruning.name,
+        "pruning_label": prune.describe(job.pruning),
+        "quantization": job.quantization.name,
+        "uncompressed": str(is_uncompressed(job)).lower(),
+        "num_threads": str(num_threads),
+        "versions": json.dumps(versions),
+        "config_hash": job_hash(job),
+    }
+    if job.model.trust_remote_code:
+        result["trust_remote_code"] = "true"
+    return result
+
+
+def reuse_finished(experiment: str, config_hash: str, parent: str | None, output_dir: Path, name: str) -> Run | None:
+    """The FINISHED run with this hash, if any, recorded as one of the sweep's jobs (the job is then skipped)."""
+    previous = tracking.finished_run(experiment, config_hash)
+    if previous is None:
+        return None
+    log.info("Skipping %s: finished already as run %s (force=true reruns it)", name, previous.info.run_id)
+    tracking.mark_reused(previous.info.run_id, parent)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / SKIPPED_FILE).write_text(json.dumps({"run_id": previous.info.run_id, "name": name}))
+    return previous

@@ -1,0 +1,99 @@
+"""Everything about a job's inputs that can be refused before a model is loaded or a run is created.
+
+A bad value ends in one `UserError` line that names it. The pipeline runs these checks
+before it opens a job's MLflow run; a sweep runs them for every job before the first starts.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Any
+
+from qa_compress import data, models, prune, quantize
+from qa_compress.config import JobConfig
+from qa_compress.errors import UserError
+
+
+@functools.lru_cache(maxsize=64)
+def _checked_squad_json(path: str, mtime_ns: int, key: str) -> None:
+    data.validate_squad_json(Path(path), key)
+
+
+def squad_file(path: str | None, key: str) -> None:
+    """A SQuAD 2.0 JSON file that exists and has the official layout (each file read once per process)."""
+    if path is None:
+        return
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"{key}={path}: no such file")
+    _checked_squad_json(str(file.resolve()), file.stat().st_mtime_ns, key)
+
+
+def model_config(job: JobConfig) -> Any:
+    """The checkpoint's config (read without its weights)."""
+    import transformers
+
+    name = job.model.name_or_path
+    try:
+        return transformers.AutoConfig.from_pretrained(
+            name, trust_remote_code=job.model.trust_remote_code, local_files_only=models.is_cached(name)
+        )
+    except (OSError, ValueError) as err:
+        raise UserError(f"model.name_or_path={name}: its config could not be read ({err})") from None
+
+
+def _positions(job: JobConfig, config: Any) -> None:
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is not None and job.dataset.max_seq_length > positions:
+        raise UserError(
+            f"dataset.max_seq_length={job.dataset.max_seq_length}: longer than the {positions} positions of "
+            f"model.name_or_path={job.model.name_or_path}; use at most {positions}"
+        )
+
+
+def _layer_patterns(job: JobConfig, config: Any) -> None:
+    patterns = prune.layer_patterns(job.pruning, config.model_type)
+    if patterns is None:
+        if job.pruning.name != "none":
+            raise UserError(
+                f"pruning.layer_patterns=null: model_type={config.model_type!r} belongs to no known model family, "
+                "so name the Linear layers to prune (regular expressions over module names)"
+            )
+        return
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as err:
+            raise UserError(f"pruning.layer_patterns: {pattern!r} is not a regular expression ({err})") from None
+
+
+def _methods(job: JobConfig, config: Any) -> None:
+    for key, method in (
+        ("pruning", prune.get(job.pruning.name)),
+        ("quantization", quantize.get(job.quantization.name)),
+    ):
+        reason = method.check(job, config)
+        if reason:
+            raise UserError(f"{key}={method.name}: {reason}")
+
+
+def _data(job: JobConfig) -> None:
+    dataset = job.dataset
+    if dataset.source == "json":
+        squad_file(dataset.validation_file, "dataset.validation_file")
+        if job.training.name != "none" or prune.get(job.pruning.name).needs_training_data(job.pruning):
+            squad_file(dataset.train_file, "dataset.train_file")
+    elif dataset.source == "hub":
+        data.check_hub_dataset(dataset.hub_name)
+
+
+def inputs(job: JobConfig) -> None:
+    """Every check of a job's inputs that needs no model weights and no training."""
+    models.check_available(job.model.name_or_path)
+    config = model_config(job)
+    _positions(job, config)
+    _methods(job, config)
+    _layer_patterns(job, config)
+    _data(job)

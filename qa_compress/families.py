@@ -1,0 +1,185 @@
+"""What each architecture family looks like: its layer names, attention and feed-forward layout, ONNX type.
+
+Pruning, ONNX export and loading ask the family of a model (by its config's `model_type`)
+instead of matching layer names themselves. A new family is one `Family` registered here.
+Nothing here imports torch at module level, so config checks stay fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from qa_compress.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+    from transformers import PreTrainedModel
+
+
+@dataclass(frozen=True)
+class Block:
+    """The prunable parts of one transformer layer."""
+
+    attention: nn.Module  # holds the head count (`num_attention_heads` or `n_heads`)
+    query: nn.Linear
+    key: nn.Linear
+    value: nn.Linear
+    attention_out: nn.Linear
+    ffn_in: nn.Linear
+    ffn_out: nn.Linear
+    head_size: int
+
+    @property
+    def heads(self) -> int:
+        return self.query.out_features // self.head_size
+
+
+@dataclass(frozen=True)
+class Family:
+    """One architecture family's layout, as pruning, export and loading need it."""
+
+    name: str
+    description: str
+    model_types: tuple[str, ...]  # config.model_type values that belong to the family
+    layer_patterns: tuple[str, ...]  # regular expressions over Linear module names: what unstructured pruning touches
+    ffn_width_key: str  # the config key holding the feed-forward width
+    onnx_model_type: str  # ONNX Runtime transformer optimizer's model_type
+    find_blocks: Callable[[nn.Module], list[Block]]
+
+    def blocks(self, model: nn.Module) -> list[Block]:
+        return self.find_blocks(model)
+
+
+def _bert_blocks(model: nn.Module) -> list[Block]:
+    found = []
+    for module in model.modules():
+        attention = getattr(module, "attention", None)
+        if attention is not None and hasattr(attention, "self") and hasattr(module, "intermediate"):
+            own = attention.self
+            found.append(
+                Block(own, own.query, own.key, own.value, attention.output.dense, module.intermediate.dense,
+                      module.output.dense, own.attention_head_size)
+            )  # fmt: skip
+    return found
+
+
+def _distilbert_blocks(model: nn.Module) -> list[Block]:
+    found = []
+    for module in model.modules():
+        attention = getattr(module, "attention", None)
+        if attention is not None and hasattr(attention, "q_lin") and hasattr(module, "ffn"):
+            found.append(
+                Block(attention, attention.q_lin, attention.k_lin, attention.v_lin, attention.out_lin,
+                      module.ffn.lin1, module.ffn.lin2, attention.attention_head_size)
+            )  # fmt: skip
+    return found
+
+
+registry: Registry[Family] = Registry("model family", "model.name_or_path")
+
+BERT = registry.register(
+    Family(
+        name="bert",
+        description="BERT and its relatives: RoBERTa, XLM-R, CamemBERT, ELECTRA, MiniLM",
+        model_types=("bert", "roberta", "xlm-roberta", "camembert", "electra"),
+        layer_patterns=(r"\.(query|key|value|dense)$",),
+        ffn_width_key="intermediate_size",
+        onnx_model_type="bert",
+        find_blocks=_bert_blocks,
+    )
+)
+DISTILBERT = registry.register(
+    Family(
+        name="distilbert",
+        description="DistilBERT",
+        model_types=("distilbert",),
+        layer_patterns=(r"\.(q_lin|k_lin|v_lin|out_lin)$", r"\.ffn\.lin[12]$"),
+        ffn_width_key="hidden_dim",
+        onnx_model_type="bert",  # the BERT fusions match DistilBERT's graph too
+        find_blocks=_distilbert_blocks,
+    )
+)
+
+
+def of(model_type: str) -> Family | None:
+    """The family a `model_type` belongs to, or None for a layout no family describes."""
+    return next((family for family in registry if model_type in family.model_types), None)
+
+
+def known_model_types() -> list[str]:
+    return [t for family in registry for t in family.model_types]
+
+
+def of_model(model: Any) -> Family | None:
+    config = getattr(model, "config", None)
+    return of(getattr(config, "model_type", "")) if config is not None else None
+
+
+# Shrinking a layer: shared by structured pruning and by loading a structurally pruned model.
+
+
+def _head_rows(heads: Iterable[int], head_size: int) -> torch.Tensor:
+    import torch
+
+    return torch.cat([torch.arange(h * head_size, (h + 1) * head_size) for h in heads])
+
+
+def _keep_rows(layer: nn.Linear, rows: torch.Tensor) -> None:
+    from torch import nn
+
+    layer.weight = nn.Parameter(layer.weight.detach()[rows].clone())
+    if layer.bias is not None:
+        layer.bias = nn.Parameter(layer.bias.detach()[rows].clone())
+    layer.out_features = len(rows)
+
+
+def _keep_columns(layer: nn.Linear, columns: torch.Tensor) -> None:
+    from torch import nn
+
+    layer.weight = nn.Parameter(layer.weight.detach()[:, columns].clone())
+    layer.in_features = len(columns)
+
+
+def remove_heads(block: Block, heads: Sequence[int]) -> None:
+    """Drop attention heads (indices among the block's present heads) by shrinking Q, K, V and the output."""
+    keep = [h for h in range(block.heads) if h not in set(heads)]
+    if not keep:
+        raise ValueError("cannot remove every attention head of a layer")
+    rows = _head_rows(keep, block.head_size)
+    for layer in (block.query, block.key, block.value):
+        _keep_rows(layer, rows)
+    _keep_columns(block.attention_out, rows)
+    for attribute in ("num_attention_heads", "n_heads"):
+        if hasattr(block.attention, attribute):
+            setattr(block.attention, attribute, len(keep))
+    if hasattr(block.attention, "all_head_size"):
+        block.attention.all_head_size = len(keep) * block.head_size
+
+
+def keep_neurons(block: Block, neurons: torch.Tensor) -> None:
+    """Keep only the given feed-forward neurons (rows of the first FFN layer, columns of the second)."""
+    _keep_rows(block.ffn_in, neurons)
+    _keep_columns(block.ffn_out, neurons)
+
+
+def from_config(config: Any) -> PreTrainedModel:
+    """A QA model with the shapes `config` describes, removed heads (`pruned_heads`) included; weights arbitrary."""
+    from transformers import AutoModelForQuestionAnswering
+
+    model = AutoModelForQuestionAnswering.from_config(config)
+    pruned = sorted((int(k), v) for k, v in (getattr(config, "pruned_heads", None) or {}).items())
+    if pruned:
+        family = of(config.model_type)
+        if family is None:
+            raise ValueError(f"model_type={config.model_type!r} has pruned_heads but no known layer layout")
+        layers = family.blocks(model)
+        for index, heads in pruned:
+            remove_heads(layers[index], heads)
+    return model
+
+
+def is_structurally_pruned(config: Any) -> bool:
+    return bool(getattr(config, "pruned_heads", None))

@@ -1,0 +1,19 @@
+"""L1 unstructured pruning: the smallest-magnitude fraction of each selected layer's weights set to zero."""
+
+from __future__ import annotations
+
+from qa_compress.prune.base import UnstructuredMethod, register
+
+
+class L1Unstructured(UnstructuredMethod):
+    name = "l1_unstructured"
+    description = "L1 (magnitude) unstructured pruning of each selected Linear layer, made permanent before evaluation."
+
+    def mask(self, layers, amount, seed) -> None:
+        from torch.nn.utils import prune as torch_prune
+
+        for module in layers.values():
+            torch_prune.l1_unstructured(module, name="weight", amount=amount)
+
+
+METHOD = register(L1Unstructured())

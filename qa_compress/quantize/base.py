@@ -1,0 +1,128 @@
+"""What a quantization (or precision) method is: settings, where it runs, checks, apply, save and load.
+
+One subclass of `QuantizationMethod` per method, in its own module, registered in
+`registry` (the shape of transformers' `HfQuantizer`: the method declares what it needs
+and refuses what it cannot do before any work). A method returns a model object that the
+prediction and benchmark code call like a PyTorch QA model (`model(**batch)` with
+`start_logits`/`end_logits`), so every option is scored and timed the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from qa_compress.registry import Registry
+from qa_compress.schema import Section
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import nn
+
+    from qa_compress.config import JobConfig
+
+SAVED_RECORD = "compression.json"  # beside a saved model: which method wrote it, so loading needs no hint
+
+
+class QuantizationSettings(Section):
+    """Keys every quantization method takes; a method's own settings add to them."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class QuantizeContext:
+    """What a method may use besides the model: its input names, a scratch directory, the thread count."""
+
+    input_names: list[str]
+    workdir: Path
+    num_threads: int
+
+
+class QuantizationMethod:
+    """A quantization or precision method. Subclasses set `name`, `description`, and override `apply`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    settings: ClassVar[type[QuantizationSettings]] = QuantizationSettings
+    runs_on: ClassVar[Literal["cpu", "gpu", "any"]] = "any"  # "cpu": CPU kernels only; "gpu": refused without one
+    needs: ClassVar[frozenset[str]] = frozenset()  # data it reads: "training_windows", "calibration_windows"
+    identity: ClassVar[bool] = False  # leaves the model as it is (the sweep's uncompressed reference)
+
+    def check(self, job: JobConfig, model_config: Any) -> str | None:
+        """Why this job cannot run with this method here (missing hardware or library), or None."""
+        return None
+
+    def apply(self, model: nn.Module, settings: QuantizationSettings, context: QuantizeContext) -> Any:
+        """Return `model` compressed (a PyTorch module, or a runtime session with the same call)."""
+        raise NotImplementedError
+
+    def device(self) -> torch.device:
+        """Where the compressed model runs: the GPU when there is one and the method can use it."""
+        import torch
+
+        use_gpu = torch.cuda.is_available() and self.runs_on != "cpu"
+        return torch.device("cuda" if use_gpu else "cpu")
+
+    def stored_tensors(self, model: Any) -> dict[str, torch.Tensor | np.ndarray]:
+        """The values the model stores, by name, tied weights once: what its size and parameter count are of."""
+        return unique_tensors(
+            {k: v.detach() for k, v in model.state_dict().items() if hasattr(v, "is_quantized") and not v.is_quantized}
+        )
+
+    def serialized(self, model: Any) -> bytes:
+        """The model's weights as they are stored: safetensors bytes unless the method stores another format."""
+        from safetensors.torch import save
+
+        return save({k: v.contiguous() for k, v in self.stored_tensors(model).items()})
+
+    def save(self, model: Any, directory: Path) -> None:
+        """Write the compressed model to `directory` without pickles (safetensors here)."""
+        model.save_pretrained(str(directory), safe_serialization=True)
+
+    def load(self, directory: Path, num_threads: int) -> Any:
+        """Load what `save` wrote; runs no code from the files."""
+        from qa_compress import models
+
+        return models.load_weights(directory)
+
+
+def unique_tensors(tensors: dict[str, Any]) -> dict[str, Any]:
+    """Drop tensors that share storage with an earlier one (tied embeddings are stored once)."""
+    unique, seen = {}, set()
+    for name, tensor in tensors.items():
+        storage = tensor.untyped_storage().data_ptr() if hasattr(tensor, "untyped_storage") else id(tensor)
+        if tensor.numel() and storage in seen:
+            continue
+        seen.add(storage)
+        unique[name] = tensor
+    return unique
+
+
+registry: Registry[QuantizationMethod] = Registry("quantization method", "quantization")
+
+
+def register(method: QuantizationMethod) -> QuantizationMethod:
+    """Make `method` available as `quantization=<method.name>` (with a YAML file or ConfigStore entry)."""
+    return registry.register(method)
+
+
+def get(name: str) -> QuantizationMethod:
+    return registry.get(name)
+
+
+def save(model: Any, settings: QuantizationSettings, directory: Path, extra: dict[str, Any] | None = None) -> None:
+    """Save a compressed model with the record that says how to load it back."""
+    directory.mkdir(parents=True, exist_ok=True)
+    get(settings.name).save(model, directory)
+    record = {"quantization": settings.name, "settings": settings.model_dump(), **(extra or {})}
+    (directory / SAVED_RECORD).write_text(json.dumps(record, indent=2))
+
+
+def load(directory: Path, num_threads: int = 1) -> Any:
+    """Load a model written by `save`, with the method named in its record."""
+    record = json.loads((directory / SAVED_RECORD).read_text())
+    return get(record["quantization"]).load(directory, num_threads)

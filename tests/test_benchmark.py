@@ -1,0 +1,41 @@
+"""Sizes and timings, measured the same way for every variant."""
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoModelForQuestionAnswering
+
+from qa_compress import benchmark, prune, quantize
+from qa_compress.prune import layers as prune_layers
+
+from .conftest import small_bert
+
+
+def test_sizes_count_zeros_and_gzip_rewards_sparsity():
+    dense, sparse = small_bert(), small_bert()
+    layers = prune_layers.prunable_layers(sparse, [r"\.(query|key|value|dense)$"])
+    method = prune.get("l1_unstructured")
+    method.apply(sparse, layers, method.settings(name="l1_unstructured", amount=0.9),
+                 prune.PruneContext(0, None, torch.device("cpu")))  # fmt: skip
+    prune_layers.make_permanent(layers)
+    none = quantize.get("none")
+    a, b = benchmark.sizes(dense, none), benchmark.sizes(sparse, none)
+    assert a["size_mb"] == pytest.approx(b["size_mb"], rel=1e-3)  # zeros are still stored densely
+    assert b["size_gzip_mb"] < 0.8 * a["size_gzip_mb"]
+    pruned = sum(m.weight.numel() for m in layers.values()) * 0.9
+    assert a["params_nonzero"] - b["params_nonzero"] == pytest.approx(pruned, rel=0.01)
+    assert a["params_total"] == b["params_total"] == sum(p.numel() for p in dense.parameters())
+
+
+def test_benchmark_reports_latencies_and_question_throughput(tiny_distilbert_dir, tokenizer):
+    model = AutoModelForQuestionAnswering.from_pretrained(str(tiny_distilbert_dir))
+    encoded = tokenizer(["q"] * 3, ["some context"] * 3, padding="max_length", max_length=32)
+    inputs = Dataset.from_dict({k: encoded[k] for k in ("input_ids", "attention_mask")}).with_format("torch")
+    result = benchmark.run(
+        model, inputs, batch_size=4, warmup=1, repeats=3, device=torch.device("cpu"), questions_per_feature=0.5
+    )
+    assert result["latency_ms"] > 0 and result["latency_bs1_ms"] > 0
+    assert result["latency_p90_ms"] >= result["latency_ms"]
+    assert result["samples_per_s"] == pytest.approx(result["features_per_s"] * 0.5)
+    assert result["features_per_s"] == pytest.approx(4 / (result["latency_ms"] / 1e3))
+

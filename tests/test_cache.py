@@ -1,0 +1,51 @@
+"""The content-keyed cache under concurrency: one builder, no stale locks, damaged entries rebuilt."""
+
+import multiprocessing
+import os
+import signal
+import time
+
+import pytest
+
+from qa_compress import cache
+
+from . import lock_workers
+
+
+def test_four_processes_build_a_cache_entry_exactly_once(tmp_path):
+    entry, log = tmp_path / "entry", tmp_path / "builds.log"
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=lock_workers.build_once, args=(str(entry), str(log))) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=120)
+    assert [w.exitcode for w in workers] == [0, 0, 0, 0]
+    assert len(log.read_text().splitlines()) == 1
+    assert (entry / "data.txt").read_text() == "built" and cache.damage(entry) is None
+
+
+def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
+    entry = tmp_path / "entry"
+    holder = multiprocessing.get_context("spawn").Process(target=lock_workers.hold_lock, args=(str(entry),))
+    holder.start()
+    deadline = time.time() + 60
+    while not entry.with_name("entry.lock").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    time.sleep(1)
+    with pytest.raises(Exception, match="another job is still building"), cache.locked(entry, timeout_s=0.5):
+        pass
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.join()
+    with cache.locked(entry, timeout_s=5):  # taken at once: the OS released the dead holder's lock
+        pass
+
+
+def test_a_damaged_entry_is_reported_and_rebuilt(tmp_path, caplog):
+    entry = tmp_path / "entry"
+    with cache.building(entry) as tmp:
+        (tmp / "weights.bin").write_bytes(b"1234")
+    assert cache.usable(entry)
+    (entry / "weights.bin").write_bytes(b"1235")
+    assert not cache.usable(entry)
+    assert "checksum mismatch in weights.bin" in caplog.text and not entry.exists()

@@ -1,0 +1,86 @@
+"""Input checks that refuse a job before any model is loaded or any run is created."""
+
+import pytest
+import torch
+from transformers import GPT2Config
+
+from qa_compress import checks, data, models
+from qa_compress.config import from_hydra
+from qa_compress.errors import UserError
+from qa_compress.quantize import dynamic_int8
+
+from .conftest import ROOT, compose_config, write_json
+
+
+def _check(overrides: list[str]) -> None:
+    checks.inputs(from_hydra(compose_config(overrides)))
+
+
+def test_bad_files_models_and_windows_are_refused_naming_the_value(tmp_path, tiny_distilbert_dir):
+    records = write_json(tmp_path / "records.json", [{"question": "q", "answer": "a"}])
+    base = ["training=none", "dataset=squad_json"]
+    cases = [
+        ([f"model.name_or_path={tiny_distilbert_dir}", f"dataset.validation_file={records}"],
+         f"dataset.validation_file={records}: not SQuAD 2.0 JSON"),
+        ([f"model.name_or_path={tiny_distilbert_dir}", f"dataset.validation_file={ROOT / 'pyproject.toml'}"],
+         "not a JSON file"),
+        ([f"model.name_or_path={tiny_distilbert_dir}", f"dataset.validation_file={records}",
+          "dataset.max_seq_length=600"],
+         f"dataset.max_seq_length=600: longer than the 512 positions of model.name_or_path={tiny_distilbert_dir}"),
+        (["model.name_or_path=./no/such/model", f"dataset.validation_file={records}"],
+         "model.name_or_path=./no/such/model: no such directory"),
+        (["model=minilm_l6", "dataset.validation_file=/no/such/file.json"],
+         "dataset.validation_file=/no/such/file.json: no such file"),
+        ([f"model.name_or_path={tiny_distilbert_dir}", f"dataset.validation_file={records}",
+          "pruning=l1_unstructured", "pruning.layer_patterns=['(unclosed']"],
+         "pruning.layer_patterns: '(unclosed' is not a regular expression"),
+    ]  # fmt: skip
+    for overrides, message in cases:
+        with pytest.raises(UserError) as err:
+            _check([*base, *overrides])
+        assert message in str(err.value)
+
+
+def test_an_unknown_layout_is_refused_for_structured_pruning_and_default_layers(tmp_path, squad_files):
+    GPT2Config(n_layer=1, n_embd=16, n_head=2).save_pretrained(str(tmp_path))
+    base = ["training=none", "dataset=squad_json", f"dataset.validation_file={squad_files[1]}",
+            f"model.name_or_path={tmp_path}"]  # fmt: skip
+    with pytest.raises(UserError, match="pruning=structured: structured pruning knows the layer layout of bert"):
+        _check([*base, "pruning=structured"])
+    with pytest.raises(UserError, match="pruning.layer_patterns=null: model_type='gpt2' belongs to no known"):
+        _check([*base, "pruning=l1_unstructured"])
+    _check([*base, "pruning=l1_unstructured", "pruning.layer_patterns=[c_attn]"])  # named layers: accepted
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU, so fp16 is not refused here")
+def test_fp16_without_a_gpu_is_refused(tiny_distilbert_dir, squad_files):
+    with pytest.raises(UserError, match="quantization=fp16: fp16 inference needs a CUDA GPU and none is visible"):
+        _check(["training=none", f"model.name_or_path={tiny_distilbert_dir}", "dataset=squad_json",
+                f"dataset.validation_file={squad_files[1]}", "quantization=fp16"])  # fmt: skip
+
+
+def test_dynamic_int8_on_a_torch_without_it_is_refused_naming_the_alternative(
+    monkeypatch, tiny_distilbert_dir, squad_files
+):
+    monkeypatch.setattr(dynamic_int8, "_quantize_dynamic", lambda: None)  # as on a torch that removed it
+    with pytest.raises(UserError) as err:
+        _check(["training=none", f"model.name_or_path={tiny_distilbert_dir}", "dataset=squad_json",
+                f"dataset.validation_file={squad_files[1]}", "quantization=dynamic_int8"])  # fmt: skip
+    assert "quantization=dynamic_int8: this PyTorch has no torch.ao.quantization.quantize_dynamic" in str(err.value)
+    assert "use quantization=onnx_int8" in str(err.value)
+
+
+def test_hub_model_or_dataset_without_hub_names_it_and_the_offline_options(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    with pytest.raises(UserError) as err:
+        models.check_available("some-org/model-not-cached")
+    message = str(err.value)
+    assert "model.name_or_path=some-org/model-not-cached" in message
+    assert "Hugging Face Hub cannot be reached" in message and "model=minilm_l6" in message
+    with pytest.raises(UserError) as err:
+        data.check_hub_dataset("some-org/data-not-cached")
+    message = str(err.value)
+    assert "dataset.hub_name=some-org/data-not-cached" in message
+    assert "Hugging Face Hub cannot be reached" in message and "dataset=squad_json" in message

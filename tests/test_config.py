@@ -1,0 +1,80 @@
+"""The composed config as typed, range-checked settings: defaults, and bad values refused by name."""
+
+import pytest
+
+from qa_compress import prune
+from qa_compress.config import from_hydra
+from qa_compress.errors import UserError
+
+from .conftest import MINILM_DIR, compose_config
+
+
+def test_default_config_is_distilbert_on_squad_v2_without_compression():
+    job = from_hydra(compose_config([]))
+    assert job.model.name_or_path == "distilbert-base-uncased"
+    assert (job.dataset.hub_name, job.dataset.max_seq_length, job.dataset.doc_stride) == (
+        "rajpurkar/squad_v2",
+        384,
+        128,
+    )
+    assert (job.training.learning_rate, job.training.num_train_epochs, job.training.batch_size) == (3e-5, 2, 16)
+    assert (job.pruning.name, job.quantization.name) == ("none", "none")
+
+
+def test_minilm_l6_resolves_to_the_installed_package():
+    job = from_hydra(compose_config(["model=minilm_l6"]))
+    assert job.model.name_or_path == str(MINILM_DIR)
+    assert (MINILM_DIR / "config.json").is_file()
+
+
+def test_each_method_gets_its_own_settings_and_they_reach_the_dump():
+    job = from_hydra(compose_config(["pruning=structured", "pruning.heads_amount=0.5", "quantization=onnx_int8"]))
+    assert isinstance(job.pruning, prune.get("structured").settings)
+    dumped = job.model_dump()
+    assert dumped["pruning"]["heads_amount"] == 0.5 and dumped["pruning"]["importance"] == "weight_norm"
+    assert dumped["quantization"] == {"name": "onnx_int8", "per_channel": True}
+    assert prune.describe(job.pruning) == "structured heads 0.5 ffn 0.5"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (
+            ["pruning=l1_unstructured", "pruning.amount=1.5"],
+            "pruning.amount=1.5: Input should be less than or equal to 1",
+        ),
+        (["pruning=l1_unstructured", "pruning.amount=-0.1"], "pruning.amount=-0.1"),
+        (["dataset.doc_stride=400"], "dataset.doc_stride=400 must be smaller than dataset.max_seq_length=384"),
+        (["training.learning_rate=0"], "training.learning_rate=0: Input should be greater than 0"),
+        (["benchmark.repeats=0"], "benchmark.repeats=0"),
+        (["dataset=squad_json"], "dataset.validation_file=null"),
+        (["pruning=structured", "pruning.heads_amount=1.0"], "pruning.heads_amount=1.0: Input should be less than 1"),
+        (["pruning.finetune_steps=10"], "pruning.finetune_steps=10 needs a pruning method"),
+        (["pruning=structured", "pruning.importance=taylor"], "pruning.importance='taylor'"),
+        (["pruning=random", "pruning.layer_patterns=[]"], "pruning.layer_patterns=[]: give at least one pattern"),
+        (["quantization.name=int3"], "quantization=int3: unknown quantization method (choose from"),
+        (["pruning.name=magnitude"], "pruning=magnitude: unknown pruning method (choose from"),
+        (["quantization=dynamic_int8", "+quantization.bits=4"], "quantization.bits: unknown key"),
+        (
+            [
+                "training=none",
+                "dataset=squad_json",
+                "dataset.validation_file=v.json",
+                "pruning=l1_unstructured",
+                "pruning.finetune_steps=5",
+            ],
+            "dataset.train_file=null: pruning=l1_unstructured with these settings reads training data",
+        ),
+    ],  # fmt: skip
+)
+def test_out_of_range_values_are_refused_by_name(overrides, message):
+    with pytest.raises(UserError) as err:
+        from_hydra(compose_config(overrides))
+    assert message in str(err.value)
+
+
+def test_a_key_of_another_method_is_refused_by_hydra_before_any_work():
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="Could not override 'pruning.amount'"):
+        compose_config(["pruning=structured", "pruning.amount=0.3"])

@@ -1,0 +1,74 @@
+"""Loading SQuAD JSON through `datasets`, one row per question, and refusing files that are not SQuAD 2.0."""
+
+import json
+
+import pytest
+
+from qa_compress import data
+from qa_compress.errors import UserError
+
+
+def test_squad_json_becomes_one_row_per_question(squad_files, tmp_path):
+    _, validation = squad_files
+    document = json.loads(validation.read_text())
+    qas = [qa for paragraph in document["data"][0]["paragraphs"] for qa in paragraph["qas"]]
+    examples = data.load_squad_json(validation, "dataset.validation_file", tmp_path)
+    rows = examples.dataset
+    assert len(rows) == len(qas)
+    assert rows["id"] == [qa["id"] for qa in qas]
+    assert rows[0]["answers"]["text"] == [a["text"] for a in qas[0]["answers"]]
+    gold = data.gold_answers(rows)
+    assert sum(1 for answers in gold.values() if not answers) == len(qas) / 2  # generator: half unanswerable
+
+
+def test_digest_follows_content_and_selection(squad_files, tmp_path):
+    train, validation = squad_files
+    a = data.load_squad_json(train, "k", tmp_path)
+    b = data.load_squad_json(validation, "k", tmp_path)
+    assert a.digest != b.digest
+    assert data.limit(a, 5).digest != a.digest and len(data.limit(a, 5).dataset) == 5
+    assert data.limit(a, 10_000) is a
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not json at all", "not a JSON file"),
+        (json.dumps({"version": "v2.0"}), "expected a non-empty top-level 'data' list"),
+        (
+            json.dumps({"data": [{"paragraphs": [{"context": "abc", "qas": [{"id": "1", "question": "q"}]}]}]}),
+            "data[0].paragraphs[0].qas[0] needs a list field 'answers'",
+        ),
+        (
+            json.dumps(
+                {
+                    "data": [
+                        {
+                            "paragraphs": [
+                                {
+                                    "context": "abc",
+                                    "qas": [
+                                        {"id": "1", "question": "q", "answers": [{"text": "zz", "answer_start": 0}]}
+                                    ],
+                                }
+                            ]
+                        }
+                    ]
+                }
+            ),
+            "does not point at the answer text 'zz'",
+        ),
+    ],
+)
+def test_bad_files_are_refused_naming_the_value(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(UserError) as err:
+        data.validate_squad_json(path, "dataset.validation_file")
+    assert str(err.value).startswith(f"dataset.validation_file={path}: ")
+    assert message in str(err.value)
+
+
+def test_missing_file_is_refused(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        data.validate_squad_json(tmp_path / "absent.json", "dataset.train_file")

@@ -1,0 +1,47 @@
+"""ONNX export, graph fusion and INT8 in ONNX Runtime, against PyTorch's outputs."""
+
+import torch
+from transformers import AutoModelForQuestionAnswering
+
+from qa_compress import benchmark, onnxrt, prune, quantize
+
+from .conftest import small_bert, small_inputs
+
+
+def test_onnx_export_matches_pytorch_and_int8_stays_close(tmp_path, tiny_distilbert_dir):
+    distilbert = AutoModelForQuestionAnswering.from_pretrained(str(tiny_distilbert_dir)).eval()
+    method = quantize.get("onnx_int8")
+    for name, model in [("bert", small_bert()), ("distilbert", distilbert)]:
+        inputs = small_inputs()
+        with torch.no_grad():
+            reference = model(**inputs)
+        exported = onnxrt.export(model, list(inputs), tmp_path / name / "model.onnx")
+        fused = onnxrt.optimize(exported, tmp_path / name / "fused.onnx", *onnxrt.attention_shape(model))
+        assert fused.get("Attention") == 2 and fused.get("SkipLayerNormalization")  # the fusions really happen
+        for graph in (exported, tmp_path / name / "fused.onnx"):
+            out = onnxrt.OrtModel(graph, num_threads=1)(**inputs)
+            assert torch.allclose(out.start_logits, reference.start_logits, atol=1e-4)
+            assert torch.allclose(out.end_logits, reference.end_logits, atol=1e-4)
+        context = quantize.QuantizeContext(list(inputs), tmp_path / name / "int8", num_threads=1)
+        int8 = method.apply(model, method.settings(name="onnx_int8"), context)
+        assert sorted(p.name for p in int8.path.parent.iterdir()) == [onnxrt.QUANTIZED_FILE]  # no scratch left
+        assert torch.allclose(int8(**inputs).start_logits, reference.start_logits, atol=0.1)
+        assert any(v.dtype.name == "int8" for v in onnxrt.initializers(int8.path).values())
+        assert benchmark.sizes(int8, method)["size_mb"] < benchmark.sizes(model, quantize.get("none"))["size_mb"]
+
+        saved = tmp_path / name / "saved"
+        quantize.save(int8, method.settings(name="onnx_int8"), saved)
+        assert torch.equal(quantize.load(saved)(**inputs).start_logits, int8(**inputs).start_logits)
+
+
+def test_structured_then_onnx_keeps_pruned_attention_fused(tmp_path):
+    model = small_bert(heads=4)
+    method = prune.get("structured")
+    context = prune.PruneContext(0, None, torch.device("cpu"))
+    method.apply(model, {}, method.settings(name="structured", heads_amount=0.5, ffn_amount=0.5), context)
+    inputs = small_inputs()
+    with torch.no_grad():
+        reference = model(**inputs).start_logits
+    exported = onnxrt.export(model, list(inputs), tmp_path / "model.onnx")
+    assert onnxrt.optimize(exported, tmp_path / "fused.onnx", *onnxrt.attention_shape(model)).get("Attention") == 2
+    assert torch.allclose(onnxrt.OrtModel(tmp_path / "fused.onnx", 1)(**inputs).start_logits, reference, atol=1e-4)

@@ -1,0 +1,180 @@
+"""Whole jobs and sweeps through Hydra's real entry point, in this process, read back from MLflow."""
+
+import json
+import pickle
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from transformers import AutoModelForQuestionAnswering
+
+from qa_compress import cache, data, eval_squad_v2, features, onnxrt, predict, quantize
+
+from .conftest import METRICS, children, parents, run_in_process, runs, store_uri, tiny_job_args
+
+
+def test_sweep_trains_once_and_logs_every_job_under_one_parent(tiny_sweep):
+    tmp_path = tiny_sweep
+    client, _ = runs(tmp_path)
+    (parent,) = parents(tmp_path)
+    jobs = children(tmp_path)
+    assert len(jobs) == 4 and parent.info.status == "FINISHED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in jobs} == {parent.info.run_id}
+    assert all(c.info.status == "FINISHED" for c in jobs)
+
+    caches = sorted(c.data.tags["baseline_cache"] for c in jobs)
+    assert caches == ["hit", "hit", "hit", "miss"]  # one fine-tune for the whole sweep
+    assert len({c.data.tags["baseline_key"] for c in jobs}) == 1
+    assert len([p for p in (tmp_path / "cache" / "baselines").iterdir() if p.is_dir()]) == 1
+
+    names = {c.info.run_name for c in jobs}
+    assert "tiny | l1_unstructured 0.5 | dynamic_int8" in names
+    for job in jobs:
+        assert set(METRICS) <= set(job.data.metrics), set(METRICS) - set(job.data.metrics)
+        assert job.data.params["pruning.amount"] in {"0.0", "0.5"}
+        assert job.data.params["dataset.max_seq_length"] == "64"
+        for tag in ("git_commit", "model", "pruning", "pruning_label", "quantization", "versions", "num_threads",
+                    "config_hash", "device", "uncompressed"):  # fmt: skip
+            assert tag in job.data.tags
+        artifacts = {a.path for a in client.list_artifacts(job.info.run_id)}
+        assert {"config.yaml", "predictions.json", "na_probs.json", "metrics.json", "layer_sparsity.csv"} <= artifacts
+        inputs = {i.dataset.name: i.dataset.digest for i in client.get_run(job.info.run_id).inputs.dataset_inputs}
+        assert set(inputs) == {"squad_json/train", "squad_json/validation"}
+        assert all(len(digest) == 16 for digest in inputs.values())
+    by_choice = {(c.data.params["pruning.amount"], c.data.params["quantization.name"]): c for c in jobs}
+    assert by_choice[("0.5", "none")].data.metrics["sparsity"] == pytest.approx(0.5, abs=0.01)
+    assert by_choice[("0.0", "none")].data.metrics["sparsity"] == 0.0
+    assert by_choice[("0.0", "none")].data.tags["uncompressed"] == "true"
+    assert by_choice[("0.0", "dynamic_int8")].data.tags["uncompressed"] == "false"
+    int8, fp32 = by_choice[("0.0", "dynamic_int8")].data.metrics, by_choice[("0.0", "none")].data.metrics
+    assert int8["size_mb"] < fp32["size_mb"]
+    trainer = next(c for c in jobs if c.data.tags["baseline_cache"] == "miss")
+    assert len(client.get_metric_history(trainer.info.run_id, "train/loss")) == 2  # a training curve
+
+
+def test_saved_models_are_safetensors_and_load_back_to_the_same_answers(tiny_sweep, tokenizer, squad_files):
+    client, _ = runs(tiny_sweep)
+    for job in children(tiny_sweep):
+        saved = {a.path for a in client.list_artifacts(job.info.run_id, "model")}
+        quantization = job.data.params["quantization.name"]
+        weights = "model/model.int8.safetensors" if quantization == "dynamic_int8" else "model/model.safetensors"
+        assert {weights, f"model/{quantize.SAVED_RECORD}"} <= saved
+        assert not any(p.endswith((".bin", ".pt", ".pkl")) for p in saved)
+    examples = data.load_squad_json(squad_files[1], "k", tiny_sweep / "cache").dataset
+    windows = examples.map(features.prepare_eval_features, batched=True, remove_columns=examples.column_names,
+                           fn_kwargs={"tokenizer": tokenizer, "max_seq_length": 64, "doc_stride": 16})  # fmt: skip
+    directories = sorted((tiny_sweep / "sweep").glob("*/model"))
+    assert len(directories) == 4
+    for directory in directories:
+        model = quantize.load(directory)
+        inputs = predict.forward_inputs(windows, ["input_ids", "attention_mask"])
+        start, end = predict.logits(model, inputs, 64, torch.device("cpu"))
+        answers = predict.decode(examples, windows, start, end).answers
+        assert answers == json.loads((directory.parent / "predictions.json").read_text())
+
+
+def test_logged_predictions_rescore_to_the_logged_metrics_with_the_official_interface(tiny_sweep, squad_files, capsys):
+    job = next(c for c in children(tiny_sweep) if c.info.run_name == "tiny | l1_unstructured 0 | none")
+    local = mlflow.artifacts.download_artifacts(
+        run_id=job.info.run_id, tracking_uri=store_uri(tiny_sweep), dst_path=str(tiny_sweep / "dl")
+    )
+    capsys.readouterr()
+    eval_squad_v2.main([str(squad_files[1]), f"{local}/predictions.json", "--na-prob-file", f"{local}/na_probs.json"])
+    official = json.loads(capsys.readouterr().out)
+    assert official["f1"] == pytest.approx(job.data.metrics["f1"])
+    assert official["best_f1"] == pytest.approx(job.data.metrics["best_f1"])
+
+
+def test_a_failing_job_does_not_lose_the_others(tmp_path, tiny_distilbert_dir, squad_files):
+    # Damaged weights pass the up-front checks (they read configs only) and fail when the job loads them.
+    broken = shutil.copytree(tiny_distilbert_dir, tmp_path / "damaged_model")
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    args = [a for a in tiny_job_args(tiny_distilbert_dir, squad_files, "benchmark.enabled=false")
+            if "name_or_path" not in a]  # fmt: skip
+    result = run_in_process(["-m", *args, f"model.name_or_path={tiny_distilbert_dir},{broken}"], tmp_path)
+    assert result.returncode != 0
+    statuses = {c.data.params["model.name_or_path"]: c.info.status for c in children(tmp_path)}
+    assert statuses == {str(tiny_distilbert_dir): "FINISHED", str(broken): "FAILED"}
+    assert "1 of 2 job(s) did not finish" in result.stderr
+    failed = next(c for c in children(tmp_path) if c.info.status == "FAILED")
+    assert failed.data.tags["error"] and f"{failed.info.run_name}: FAILED" in result.stderr
+    (parent,) = parents(tmp_path)
+    assert parent.info.status == "FAILED"
+    assert (tmp_path / "sweep" / "report.csv").is_file()  # the report is written all the same
+
+
+class _Exploit:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "pwned"))
+
+
+def test_rerun_skips_finished_jobs_a_planted_pickle_never_runs_and_runs_are_reproducible(
+    tmp_path, tiny_distilbert_dir, squad_files
+):
+    args = ["-m", *tiny_job_args(tiny_distilbert_dir, squad_files, "pruning=l1_unstructured", "pruning.amount=0.3",
+                                 "benchmark.enabled=false")]  # fmt: skip
+    assert run_in_process(args, tmp_path).returncode == 0
+    first = (tmp_path / "sweep" / "0" / "predictions.json").read_bytes()
+    first_na = (tmp_path / "sweep" / "0" / "na_probs.json").read_bytes()
+
+    again = run_in_process(args, tmp_path)  # the same sweep again: nothing to do
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "1 job(s) skipped" in again.stdout
+    assert len([c for c in children(tmp_path) if c.info.status == "FINISHED"]) == 1  # no duplicate
+    assert len((tmp_path / "sweep" / "report.csv").read_text().splitlines()) == 1 + 1  # the rerun's report has it
+
+    # An attacker swaps the cached baseline's weights for a pickle and fixes up the manifest.
+    (entry,) = [p for p in (tmp_path / "cache" / "baselines").iterdir() if p.is_dir()]
+    marker = tmp_path / "pwned.txt"
+    (entry / "model.safetensors").unlink()
+    (entry / "pytorch_model.bin").write_bytes(pickle.dumps(_Exploit(marker)))
+    manifest = json.loads((entry / cache.MANIFEST).read_text())
+    manifest.pop("model.safetensors")
+    manifest["pytorch_model.bin"] = cache.file_sha256(entry / "pytorch_model.bin")
+    (entry / cache.MANIFEST).write_text(json.dumps(manifest))
+
+    result = run_in_process([*args, "force=true"], tmp_path)  # force=true reruns a finished job
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert len([c for c in children(tmp_path) if c.info.status == "FINISHED"]) == 2
+    assert not marker.exists()  # the pickle never ran
+    assert "is damaged (missing file model.safetensors)" in result.stdout + result.stderr
+    newest = max(children(tmp_path), key=lambda r: r.info.start_time)
+    assert newest.data.tags["baseline_cache"] == "miss"  # rebuilt from scratch
+    # Same config, same seed, same CPU: the retrained model predicts the same, byte for byte.
+    assert (tmp_path / "sweep" / "0" / "predictions.json").read_bytes() == first
+    assert (tmp_path / "sweep" / "0" / "na_probs.json").read_bytes() == first_na
+    assert newest.data.params["seed"] == "42"
+    for tag in ("versions", "device", "num_threads", "git_commit"):
+        assert newest.data.tags[tag]
+
+
+def test_structured_pruning_with_gradient_importance_recovery_and_onnx_logs_what_it_did(
+    tmp_path, tiny_bert_dir, squad_files
+):
+    args = tiny_job_args(
+        tiny_bert_dir, squad_files, "pruning=structured", "pruning.finetune_steps=2", "pruning.finetune_batch_size=4",
+        "pruning.importance=gradient", "pruning.importance_batches=2", "quantization=onnx_int8", "save_model=true",
+        fine_tune=False,
+    )  # fmt: skip
+    result = run_in_process(["-m", *args], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, _ = runs(tmp_path)
+    (run,) = children(tmp_path)
+    assert run.info.status == "FINISHED"
+    assert run.info.run_name == "tiny | structured heads 0.25 ffn 0.5 +2 steps | onnx_int8"
+    m = run.data.metrics
+    for key in ("size_mb", "size_gzip_mb", "params_nonzero", "params_total", "latency_ms", "f1_before_recovery",
+                "HasAns_f1_before_recovery", "recovery_train_loss"):  # fmt: skip
+        assert key in m, key
+    assert m["sparsity_before_recovery"] == m["sparsity"] > 0.2  # recovery kept the pruning
+    assert m["ffn_neurons_removed"] == 2 * 32  # half of each layer's 64 (2 heads: a quarter rounds to 0)
+    dense = sum(p.numel() for p in AutoModelForQuestionAnswering.from_pretrained(str(tiny_bert_dir)).parameters())
+    assert dense - m["params_total"] >= 2 * (2 * 32 * 32 + 32)  # 32 neurons' in and out weights, biases
+    local = client.download_artifacts(run.info.run_id, "pruning/layer_sparsity.json", str(tmp_path / "dl"))
+    assert len(json.loads(Path(local).read_text())["data"]) == m["prunable_layers"]
+    assert f"model/{onnxrt.QUANTIZED_FILE}" in {a.path for a in client.list_artifacts(run.info.run_id, "model")}

@@ -1,0 +1,189 @@
+"""Pruning methods on tiny models: which weights go, masks held through recovery, structured shapes."""
+
+import pytest
+import torch
+from datasets import Dataset
+from torch import nn
+from transformers import AutoModelForQuestionAnswering
+
+from qa_compress import families, models, prune, train
+from qa_compress.prune import layers as prune_layers
+from qa_compress.prune import structured
+from qa_compress.quantize import get as quantization
+
+from .conftest import small_bert, small_inputs
+
+CONTEXT = prune.PruneContext(seed=0, train_features=None, device=torch.device("cpu"))
+
+
+def _layers(model):
+    return prune_layers.prunable_layers(model, prune.layer_patterns(prune.get("none").settings(name="none"),
+                                                                    model.config.model_type))  # fmt: skip
+
+
+def _prune(model, method: str, amount: float, seed: int = 0):
+    layers = _layers(model)
+    settings = prune.get(method).settings(name=method, amount=amount)
+    prune.get(method).apply(model, layers, settings, prune.PruneContext(seed, None, torch.device("cpu")))
+    return layers
+
+
+def _zeros(layers):
+    return {name: (module.weight == 0).clone() for name, module in layers.items()}
+
+
+@pytest.mark.parametrize("fixture", ["tiny_distilbert_dir", "tiny_bert_dir"])
+def test_each_family_names_its_prunable_layers(fixture, request):
+    model = AutoModelForQuestionAnswering.from_pretrained(str(request.getfixturevalue(fixture)))
+    layers = _layers(model)
+    assert len(layers) == 2 * 6  # 2 layers x (4 attention + 2 feed-forward) Linear modules
+    assert all(isinstance(m, nn.Linear) for m in layers.values())
+    assert not any("qa_outputs" in name or "embeddings" in name for name in layers)
+    patterns = families.of(model.config.model_type).layer_patterns
+    with_head = prune_layers.prunable_layers(model, patterns, include_qa_head=True, include_embeddings=True)
+    assert "qa_outputs" in with_head and any("embeddings" in name for name in with_head)
+
+
+def test_l1_masks_each_layer_by_magnitude_and_folds_in(tiny_distilbert_dir):
+    model = AutoModelForQuestionAnswering.from_pretrained(str(tiny_distilbert_dir))
+    before = {name: m.weight.detach().clone() for name, m in _layers(model).items()}
+    original = {name: w.numel() for name, w in before.items()}
+    layers = _prune(model, "l1_unstructured", 0.5)
+    prune_layers.make_permanent(layers)
+    rows = prune_layers.layer_sparsity(layers, original)
+    assert prune_layers.sparsity(rows) == pytest.approx(0.5, abs=0.01)
+    for row in rows:
+        assert row["sparsity"] == pytest.approx(0.5, abs=0.01)  # each layer, not just overall
+    for name, module in layers.items():
+        assert not hasattr(module, "weight_orig") and not module._forward_pre_hooks
+        dropped = module.weight == 0
+        assert before[name][dropped].abs().max() <= before[name][~dropped].abs().min()
+
+
+def test_amount_zero_changes_nothing():
+    model = small_bert()
+    before = {name: m.weight.detach().clone() for name, m in _layers(model).items()}
+    layers = _prune(model, "l1_unstructured", 0.0)
+    prune_layers.make_permanent(layers)
+    assert all(torch.equal(m.weight, before[name]) for name, m in layers.items())
+    assert prune.get("l1_unstructured").is_identity(prune.get("l1_unstructured").settings(name="x", amount=0.0))
+
+
+def test_global_magnitude_uses_one_threshold_so_layers_differ():
+    model = small_bert()
+    layers = _layers(model)
+    with torch.no_grad():
+        layers["bert.encoder.layer.0.attention.self.query"].weight.mul_(10)  # a layer of large weights
+    before = {name: m.weight.detach().clone() for name, m in layers.items()}
+    original = {name: m.weight.numel() for name, m in layers.items()}
+    _prune(model, "global_magnitude", 0.5)
+    prune_layers.make_permanent(layers)
+    rows = {r["layer"]: r["sparsity"] for r in prune_layers.layer_sparsity(layers, original)}
+    assert prune_layers.sparsity(prune_layers.layer_sparsity(layers, original)) == pytest.approx(0.5, abs=0.01)
+    assert rows["bert.encoder.layer.0.attention.self.query"] < 0.1 and max(rows.values()) > 0.5
+    kept = torch.cat([before[n][m.weight != 0].abs() for n, m in layers.items()])
+    dropped = torch.cat([before[n][m.weight == 0].abs() for n, m in layers.items()])
+    assert dropped.max() <= kept.min()  # one threshold across all layers
+
+
+def test_random_matches_l1_amounts_per_layer_with_a_seeded_draw():
+    def pruned(method, seed):
+        layers = _prune(small_bert(), method, 0.4, seed)
+        prune_layers.make_permanent(layers)
+        return layers
+
+    l1, a, b, other = pruned("l1_unstructured", 0), pruned("random", 3), pruned("random", 3), pruned("random", 4)
+    for name in l1:
+        assert int((a[name].weight == 0).sum()) == int((l1[name].weight == 0).sum())
+    assert all(torch.equal(_zeros(a)[n], _zeros(b)[n]) for n in l1)  # same seed, same draw
+    assert not all(torch.equal(_zeros(a)[n], _zeros(other)[n]) for n in l1)
+    assert not all(torch.equal(_zeros(a)[n], _zeros(l1)[n]) for n in l1)  # not the magnitude choice
+
+
+def test_recovery_fine_tuning_keeps_pruned_weights_at_zero(tiny_bert_dir, tokenizer):
+    model = AutoModelForQuestionAnswering.from_pretrained(str(tiny_bert_dir))
+    layers = _prune(model, "global_magnitude", 0.6)
+    original = {name: m.weight.numel() for name, m in layers.items()}
+    zeros_before = _zeros(layers)
+    weights_before = {name: m.weight.detach().clone() for name, m in layers.items()}
+    sparsity_before = prune_layers.sparsity(prune_layers.layer_sparsity(layers, original))
+    encoded = tokenizer(["Who wrote it?"] * 16, ["Ada wrote it in 1843."] * 16, padding="max_length", max_length=24)
+    features = Dataset.from_dict({**dict(encoded), "start_positions": [7] * 16, "end_positions": [7] * 16})
+    settings = {
+        "learning_rate": 1e-2, "num_train_epochs": 1.0, "max_steps": 4, "batch_size": 4,
+        "gradient_accumulation_steps": 1, "weight_decay": 0.0, "warmup_ratio": 0.0, "lr_scheduler_type": "linear",
+        "max_grad_norm": 1.0, "logging_steps": 1, "mixed_precision": "no",
+    }  # fmt: skip
+    result = train.fine_tune(model, tokenizer, features, settings, seed=0, callbacks=[])
+    assert result["train_steps"] == 4
+    prune_layers.make_permanent(layers)
+    for name, module in layers.items():
+        assert torch.equal(module.weight == 0, zeros_before[name])  # same zeros, exactly
+        assert not torch.equal(module.weight, weights_before[name])  # and the rest did train
+    assert prune_layers.sparsity(prune_layers.layer_sparsity(layers, original)) == sparsity_before
+
+
+@pytest.mark.parametrize("architecture", ["bert", "distilbert"])
+def test_structured_pruning_shrinks_shapes_and_loads_back(architecture, tiny_distilbert_dir, tmp_path):
+    if architecture == "bert":
+        model, width_key = small_bert(), "intermediate_size"
+        inputs = small_inputs()
+    else:
+        model, width_key = AutoModelForQuestionAnswering.from_pretrained(str(tiny_distilbert_dir)).eval(), "hidden_dim"
+        inputs = small_inputs()
+    assert families.of(model.config.model_type).ffn_width_key == width_key
+    blocks = families.of_model(model).blocks(model)
+    heads, head_size = blocks[0].heads, blocks[0].head_size
+    params_before = sum(p.numel() for p in model.parameters())
+    method = prune.get("structured")
+    settings = method.settings(name="structured", heads_amount=0.5, ffn_amount=0.25)
+    result = method.apply(model, {}, settings, CONTEXT)
+    kept_heads = heads - round(0.5 * heads)
+    for block in families.of_model(model).blocks(model):
+        assert block.query.weight.shape[0] == block.key.weight.shape[0] == kept_heads * head_size
+        assert block.value.weight.shape[0] == block.attention_out.weight.shape[1] == kept_heads * head_size
+        assert block.ffn_in.weight.shape[0] == block.ffn_out.weight.shape[1] == 48
+        assert block.query.bias.shape[0] == kept_heads * head_size and block.ffn_in.bias.shape[0] == 48
+    assert getattr(model.config, width_key) == 48
+    assert result == {"heads_removed": 2 * (heads - kept_heads), "ffn_neurons_removed": 2 * 16}
+    assert sum(p.numel() for p in model.parameters()) < params_before
+    with torch.no_grad():
+        logits = model(**inputs).start_logits
+    assert logits.shape == (3, 12)
+
+    model.save_pretrained(str(tmp_path), safe_serialization=True)
+    loaded = models.load_weights(tmp_path)
+    with torch.no_grad():
+        assert torch.allclose(loaded(**inputs).start_logits, logits, atol=1e-5)
+    none = quantization("none")
+    assert sum(t.numel() for t in none.stored_tensors(loaded).values()) == sum(
+        t.numel() for t in none.stored_tensors(model).values()
+    )
+
+
+def test_structured_importance_removes_the_weakest_head_and_neurons():
+    model = small_bert(heads=4, width=64)
+    block = families.of_model(model).blocks(model)[0]
+    with torch.no_grad():
+        for layer in (block.query, block.key, block.value):
+            layer.weight[8:16].mul_(0.01)  # head 1 of 4 (head size 8) barely matters
+        block.attention_out.weight[:, 8:16].mul_(0.01)
+        block.ffn_in.weight[:16].mul_(0.01)  # so do neurons 0-15
+    weak = block.ffn_in.weight[:16].abs().sum(1).max()
+    method = prune.get("structured")
+    method.apply(model, {}, method.settings(name="structured", heads_amount=0.25, ffn_amount=0.25), CONTEXT)
+    assert model.config.pruned_heads["0"] == [1]
+    assert block.ffn_in.out_features == 48 and block.ffn_in.weight.abs().sum(1).min() > weak  # 0-15 went
+
+    fresh = small_bert()
+    batch = {**small_inputs(), "start_positions": torch.tensor([1, 2, 3]), "end_positions": torch.tensor([2, 3, 4])}
+    gradient = structured.gradient_importance(fresh, families.of_model(fresh).blocks(fresh), [batch])
+    assert [tuple(h.shape) + tuple(n.shape) for h, n in gradient] == [(4, 64), (4, 64)]
+    assert all((h >= 0).all() and (n >= 0).all() and h.sum() > 0 for h, n in gradient)
+
+
+def test_labels_say_what_was_pruned():
+    s = prune.get("structured").settings(name="structured", heads_amount=0.25, ffn_amount=0.5, finetune_steps=200)
+    assert prune.describe(s) == "structured heads 0.25 ffn 0.5 +200 steps"
+    assert prune.describe(prune.get("random").settings(name="random", amount=0.3)) == "random 0.3"
+    assert prune.describe(prune.get("none").settings(name="none")) == "none"

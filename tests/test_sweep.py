@@ -1,0 +1,96 @@
+"""Sweeps: every job checked before the first starts, launchers, and an interrupted sweep resumed."""
+
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+
+from hydra import compose, initialize_config_dir
+
+from qa_compress.sweep import BasicSweeper, sweep_jobs
+
+from .conftest import ROOT, assert_refused, children, parents, run_cli, run_in_process, start_cli, tiny_job_args
+
+
+def _sweep_config(overrides):
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides, return_hydra_config=True)
+
+
+def test_quickstart_sweeps_six_jobs():
+    jobs = sweep_jobs(_sweep_config(["experiment=quickstart"]))
+    assert len(jobs) == 6
+    assert ["pruning.amount=0.0", "quantization=none", "experiment=quickstart"] in jobs
+
+
+def test_the_job_list_comes_from_hydras_own_basic_sweeper():
+    """The sweep check relies on Hydra's private BasicSweeper.split_arguments: this fails if Hydra moves it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    assert BasicSweeper.__module__ == "hydra._internal.core_plugins.basic_sweeper"
+    parsed = OverridesParser.create().parse_overrides(["pruning.amount=0.1,0.2", "quantization=none,bf16"])
+    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    assert len(jobs) == 4 and ["pruning.amount=0.2", "quantization=bf16"] in jobs
+
+
+def test_a_bad_value_in_any_job_stops_the_sweep_before_the_first(tmp_path, tiny_distilbert_dir, squad_files):
+    args = tiny_job_args(tiny_distilbert_dir, squad_files, "pruning=l1_unstructured", "pruning.amount=0.2,1.5")
+    assert_refused(run_in_process(["-m", *args], tmp_path), tmp_path, "pruning.amount=1.5")
+    mixed = tiny_job_args(tiny_distilbert_dir, squad_files, "pruning=l1_unstructured,structured", "pruning.amount=0.2")
+    assert_refused(run_in_process(["-m", *mixed], tmp_path), tmp_path, "Could not override 'pruning.amount'")
+    assert not (tmp_path / "cache" / "baselines").exists()  # nothing was trained
+
+
+def test_submitit_launcher_fine_tunes_once_and_groups_runs_under_the_sweep(tmp_path, tiny_distilbert_dir, squad_files):
+    """joblib, the other launcher, runs in the interrupted-sweep test below."""
+    launcher = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]
+    args = tiny_job_args(tiny_distilbert_dir, squad_files, "pruning=l1_unstructured", "pruning.amount=0.0,0.5",
+                         *launcher, "benchmark.enabled=false")  # fmt: skip
+    result = run_cli(["-m", *args], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (parent,) = parents(tmp_path)
+    jobs = children(tmp_path)
+    assert len(jobs) == 2
+    assert {c.data.tags["mlflow.parentRunId"] for c in jobs} == {parent.info.run_id}
+    assert all(c.info.status == "FINISHED" for c in jobs) and parent.info.status == "FINISHED"
+    # Both jobs started on an empty cache at once: exactly one fine-tuned, the other waited and loaded it.
+    assert Counter(c.data.tags["baseline_cache"] for c in jobs)["miss"] == 1
+
+
+def test_interrupted_parallel_sweep_resumes_without_retraining_or_duplicates(
+    tmp_path, tiny_distilbert_dir, squad_files
+):
+    parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    # Long enough benchmarks that the signal finds a job under way.
+    args = ["-m", *tiny_job_args(tiny_distilbert_dir, squad_files, "pruning=l1_unstructured",
+                                 "pruning.amount=0.0,0.3,0.6", *parallel, "benchmark.repeats=500")]  # fmt: skip
+    process = start_cli(args, tmp_path, start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:  # until a job has finished and another is under way
+            if {"FINISHED", "RUNNING"} <= {c.info.status for c in children(tmp_path)}:
+                break
+            time.sleep(0.5)
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the launcher and its workers
+        process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    assert process.returncode != 0
+    statuses = Counter(c.info.status for c in children(tmp_path))
+    errors = [c.data.tags.get("error") for c in children(tmp_path)]
+    assert statuses["FINISHED"] >= 1 and statuses["KILLED"] >= 1 and statuses["RUNNING"] == 0, (statuses, errors)
+    (parent,) = parents(tmp_path)
+    assert parent.info.status == "KILLED"
+    assert {c.data.tags["mlflow.parentRunId"] for c in children(tmp_path)} == {parent.info.run_id}
+
+    # Resumed in this process with the default launcher: which launcher runs a job is not part of its identity.
+    resumed = [a for a in args if a not in parallel]
+    result = run_in_process(resumed, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    jobs = children(tmp_path)
+    finished = Counter(c.data.params["pruning.amount"] for c in jobs if c.info.status == "FINISHED")
+    assert finished == {"0.0": 1, "0.3": 1, "0.6": 1}  # every job once, none twice
+    # Two jobs started in parallel on an empty cache: one fine-tuned, the other waited and loaded it.
+    assert Counter(c.data.tags.get("baseline_cache") for c in jobs)["miss"] == 1  # and nothing retrained

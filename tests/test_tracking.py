@@ -1,0 +1,131 @@
+"""Job and sweep runs end FINISHED, FAILED or KILLED, whatever signal comes and whenever it comes."""
+
+import signal
+import time
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from qa_compress import report, tracking
+
+from .conftest import children, run_in_process, runs, start_cli, store_uri, tiny_job_args
+
+
+def test_a_job_that_raises_is_marked_failed(tmp_path):
+    uri = store_uri(tmp_path)
+    (tmp_path / "mlruns").mkdir()
+    experiment = tracking.experiment_id(uri, "qa-compress", str(tmp_path / "mlruns"))
+    with pytest.raises(RuntimeError), tracking.job_run(experiment, "boom", None, {}):
+        raise RuntimeError("stage failed")
+    with pytest.raises(KeyboardInterrupt), tracking.job_run(experiment, "stop", None, {}):
+        raise KeyboardInterrupt
+    statuses = {r.info.run_name: r.info.status for r in runs(tmp_path)[1]}
+    assert statuses == {"boom": "FAILED", "stop": "KILLED"}
+
+
+def test_sweep_status_counts_jobs_that_never_ran():
+    assert tracking.sweep_status(["FINISHED", "FINISHED"], planned=2) == "FINISHED"
+    assert tracking.sweep_status(["FINISHED"], planned=2, interrupted=True) == "KILLED"  # a signal between jobs
+    assert tracking.sweep_status(["FINISHED"], planned=2) == "FAILED"  # stopped by an error outside any job
+    assert tracking.sweep_status(["FINISHED", "KILLED"], planned=3) == "KILLED"
+    assert tracking.sweep_status(["FINISHED", "FAILED"]) == "FAILED"
+
+
+def _open_job_run(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    experiment = tracking.experiment_id(uri, "signals", str(tmp_path))
+    return uri, tracking.job_run(experiment, "job", None, {})
+
+
+def test_a_signal_during_an_mlflow_write_is_raised_after_it_and_the_run_ends_killed(tmp_path):
+    """Raising inside a write would leave the SQLite store locked and the run RUNNING for good."""
+    uri, job_run = _open_job_run(tmp_path)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), job_run as run_id:
+        with tracking.held():
+            signal.raise_signal(signal.SIGTERM)
+            tracking.log_metrics({"written_after_the_signal": 1.0})
+        pytest.fail("the held signal was not raised when the write ended")
+    run = MlflowClient(uri).get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.metrics["written_after_the_signal"] == 1.0
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the job's handlers are gone with it
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_a_signal_swallowed_by_a_finalizer_is_delivered_again(tmp_path):
+    """Python drops exceptions raised in __del__ (garbage collection): the job must still stop."""
+
+    class SignalledDuringCollection:
+        def __del__(self):
+            signal.raise_signal(signal.SIGTERM)
+
+    uri, job_run = _open_job_run(tmp_path)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), job_run as run_id:
+        SignalledDuringCollection()  # collected at once: its exception is reported and ignored
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            time.sleep(0.01)
+        pytest.fail("the swallowed signal was never delivered again")
+    assert MlflowClient(uri).get_run(run_id).info.status == "KILLED"
+
+
+def test_a_signal_while_the_run_starts_still_ends_it_killed(tmp_path, monkeypatch):
+    uri, job_run = _open_job_run(tmp_path)
+    start = mlflow.start_run
+
+    def start_then_signal(*args, **kwargs):
+        run = start(*args, **kwargs)
+        signal.raise_signal(signal.SIGTERM)  # arrives before the run's start has returned
+        return run
+
+    monkeypatch.setattr(mlflow, "start_run", start_then_signal)
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"), job_run:
+        pytest.fail("the job went on after the signal")
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("signals").experiment_id])
+    assert run.info.status == "KILLED"
+
+
+def test_sigterm_marks_the_job_killed(tmp_path, tiny_distilbert_dir, squad_files):
+    """What a cluster sends at a time limit; Ctrl-C is covered by the resume test."""
+    args = ["-m", *tiny_job_args(tiny_distilbert_dir, squad_files, "training.max_steps=100000")]
+    process = start_cli(args, tmp_path)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:  # wait until the job's run exists and training is under way
+            jobs = children(tmp_path)
+            if jobs and "baseline_cache" in jobs[0].data.tags:
+                break
+            time.sleep(1)
+        else:
+            pytest.fail("the job never started")
+        time.sleep(2)
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode != 0
+    assert {r.info.status for r in runs(tmp_path)[1]} == {"KILLED"}  # the job and its sweep's parent
+
+
+def test_sigterm_while_the_sweep_writes_its_report_still_ends_it(
+    tmp_path, tiny_distilbert_dir, squad_files, monkeypatch
+):
+    """A time limit that strikes while the sweep writes its report must not leave the parent run RUNNING."""
+    build = report.build
+    signalled = []
+
+    def build_then_signal(*args, **kwargs):
+        signal.raise_signal(signal.SIGTERM)  # delivered to this process, mid-bookkeeping
+        signalled.append(True)
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(report, "build", build_then_signal)
+    result = run_in_process(
+        ["-m", *tiny_job_args(tiny_distilbert_dir, squad_files, "benchmark.enabled=false")], tmp_path
+    )
+    assert signalled and result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "sweep" / "report.md").is_file()  # the report was finished
+    assert {r.info.status for r in runs(tmp_path)[1]} == {"FINISHED"}  # every planned job ran: so did the sweep
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the sweep gave its handlers back

@@ -86,6 +86,26 @@ def prepare_eval_features(
     return tokenized
 
 
+SEQUENCE_COLUMNS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def trim_padding(batch: dict) -> dict:
+    """Drop the trailing padding columns that no row of `batch` needs (windows are stored padded to full length).
+
+    Attention never looks at padding, so the outputs are the same; the work shrinks with the
+    longest window of the batch instead of the configured length. A batch padded on the left
+    is returned as it is.
+    """
+    mask = batch.get("attention_mask")
+    if mask is None:
+        return batch
+    used = mask.any(dim=0)
+    length = int(used.sum())
+    if not bool(used[:length].all()):
+        return batch
+    return {k: v[:, :length] if k in SEQUENCE_COLUMNS else v for k, v in batch.items()}
+
+
 def features_key(
     examples_digest: str, tokenizer: PreTrainedTokenizerBase, max_seq_length: int, doc_stride: int, split: str
 ) -> str:

@@ -18,6 +18,8 @@ import torch
 from datasets import Dataset
 from tqdm.auto import tqdm
 
+from qa_compress.features import trim_padding
+
 
 @dataclass(frozen=True)
 class Predictions:
@@ -37,14 +39,21 @@ def forward_inputs(features: Dataset, input_names: list[str]) -> Dataset:
 def logits(
     model: torch.nn.Module, inputs: Dataset, batch_size: int, device: torch.device
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end logits for every feature, as float32 arrays of shape (features, seq_len)."""
+    """Start and end logits for every feature, as float32 arrays of shape (features, seq_len).
+
+    Each batch runs without the padding none of its windows needs; the trimmed positions get
+    logits of -inf, so no answer can start or end there (their offsets are None anyway).
+    """
     model.eval()
     starts, ends = [], []
     for begin in tqdm(range(0, len(inputs), batch_size), desc="Predicting", unit="batch", leave=False, disable=None):
-        batch = {k: v.to(device) for k, v in inputs[begin : begin + batch_size].items()}
-        out = model(**batch)
-        starts.append(out.start_logits.float().cpu().numpy())
-        ends.append(out.end_logits.float().cpu().numpy())
+        full = inputs[begin : begin + batch_size]
+        length = full["input_ids"].shape[1]
+        out = model(**{k: v.to(device) for k, v in trim_padding(full).items()})
+        for outputs, logits_ in ((starts, out.start_logits), (ends, out.end_logits)):
+            padded = np.full((len(full["input_ids"]), length), -np.inf, dtype=np.float32)
+            padded[:, : logits_.shape[1]] = logits_.float().cpu().numpy()
+            outputs.append(padded)
     return np.concatenate(starts), np.concatenate(ends)
 
 

@@ -29,11 +29,11 @@ from transformers import (
     default_data_collator,
 )
 
-from qa_compress import cache
+from qa_compress import cache, features
 
 log = logging.getLogger(__name__)
 
-BASELINE_FORMAT = 1
+BASELINE_FORMAT = 2  # 2: batches trimmed of unneeded padding
 BASELINE_FILES = ("config.json", "model.safetensors", "baseline.json")  # weights as safetensors, never pickles
 
 
@@ -55,6 +55,11 @@ def baseline_key(
             "datasets": datasets.__version__,
         }
     )
+
+
+def _collate(rows: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack training windows into a batch without the padding none of them needs."""
+    return features.trim_padding(default_data_collator(rows))
 
 
 def mixed_precision(setting: str) -> dict[str, bool]:
@@ -100,7 +105,7 @@ def fine_tune(
             model=model,
             args=args,
             train_dataset=train_features,
-            data_collator=default_data_collator,
+            data_collator=_collate,
             processing_class=tokenizer,
             callbacks=callbacks,
         )

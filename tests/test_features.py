@@ -65,3 +65,37 @@ def test_prepared_features_are_cached_on_disk(squad_files, tokenizer, tmp_path):
     entries = [p.name for p in (tmp_path / "features").iterdir() if p.is_dir()]
     assert len(entries) == 2 and not any(name.startswith(".") for name in entries)  # no temporary directories left
 
+
+def test_trimming_padding_drops_only_columns_no_window_uses(tokenizer):
+    import torch
+
+    encoded = tokenizer(["Who?", "Who wrote it?"], ["Ada.", "Ada wrote it in 1843."], padding="max_length",
+                        max_length=32, return_tensors="pt")  # fmt: skip
+    trimmed = features.trim_padding({**encoded, "start_positions": torch.tensor([0, 1])})
+    longest = int(encoded["attention_mask"].sum(1).max())
+    assert trimmed["input_ids"].shape == (2, longest) and trimmed["attention_mask"].all(dim=0).any()
+    assert torch.equal(trimmed["input_ids"], encoded["input_ids"][:, :longest])
+    assert torch.equal(trimmed["start_positions"], torch.tensor([0, 1]))  # labels are not sequences
+    left = {k: v.flip(1) for k, v in encoded.items()}  # padded on the left: nothing may be cut
+    assert features.trim_padding(left)["input_ids"].shape == (2, 32)
+
+
+def test_predictions_with_trimmed_padding_match_full_windows(tiny_bert_dir, squad_files, tmp_path):
+    import numpy as np
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from qa_compress import predict
+
+    model = AutoModelForQuestionAnswering.from_pretrained(str(tiny_bert_dir)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert_dir))
+    examples = data.load_squad_json(squad_files[1], "k", tmp_path)
+    windows = features.prepare(examples.dataset, examples.digest, tokenizer, 96, 32, "eval", tmp_path)
+    inputs = predict.forward_inputs(windows, ["input_ids", "attention_mask", "token_type_ids"])
+    start, end = predict.logits(model, inputs, 8, torch.device("cpu"))
+    with torch.no_grad():
+        full = model(**inputs[:8]).start_logits.numpy()
+    used = inputs[:8]["attention_mask"].numpy().astype(bool)
+    assert np.allclose(start[:8][used], full[used], atol=1e-5)  # the same logits where there are tokens
+    assert np.isneginf(start[:8][:, used.any(axis=0).sum() :]).all()  # and no answer in trimmed columns
+    assert predict.decode(examples.dataset, windows, start, end).answers  # decodes as before

@@ -39,3 +39,11 @@ def test_benchmark_reports_latencies_and_question_throughput(tiny_distilbert_dir
     assert result["samples_per_s"] == pytest.approx(result["features_per_s"] * 0.5)
     assert result["features_per_s"] == pytest.approx(4 / (result["latency_ms"] / 1e3))
 
+
+def test_parallel_gzip_size_matches_one_stream_within_a_kilobyte():
+    import gzip
+
+    data = (b"qa-compress " * 50_000) + bytes(range(256)) * 4_000  # 1.6 MB that compresses 300-fold
+    assert abs(benchmark.gzip_size(data) - len(gzip.compress(data, compresslevel=6, mtime=0))) < 1_000
+    assert benchmark.gzip_size(b"") > 0  # an empty file still has a gzip header
+

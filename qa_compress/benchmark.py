@@ -116,3 +116,18 @@ def run(
         "samples_per_s": features_per_s * questions_per_feature,
     }
 
+
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+
+
+def cpu_description() -> str:
+    """The CPU model and the instruction-set flags that decide INT8 and bf16 speed, as /proc/cpuinfo names them."""
+    import platform
+    from pathlib import Path
+
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags_line = next((line for line in info.splitlines() if line.startswith("flags")), "")
+    flags = set(flags_line.split(":", 1)[1].split()) if flags_line else set()
+    present = [flag for flag in CPU_FLAGS if flag in flags] or ["none of " + ", ".join(CPU_FLAGS)]
+    return f"{name or platform.processor() or 'unknown CPU'} (flags: {' '.join(present)})"

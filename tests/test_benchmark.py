@@ -47,3 +47,7 @@ def test_parallel_gzip_size_matches_one_stream_within_a_kilobyte():
     assert abs(benchmark.gzip_size(data) - len(gzip.compress(data, compresslevel=6, mtime=0))) < 1_000
     assert benchmark.gzip_size(b"") > 0  # an empty file still has a gzip header
 
+
+def test_the_cpu_is_described_with_the_flags_that_decide_int8_speed():
+    description = benchmark.cpu_description()
+    assert "(flags: " in description and description.split(" (flags:")[0]

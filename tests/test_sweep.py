@@ -24,6 +24,14 @@ def test_quickstart_sweeps_six_jobs():
     assert ["pruning.amount=0.0", "quantization=none", "experiment=quickstart"] in jobs
 
 
+def test_the_benchmark_sweeps_are_experiments_with_their_grids():
+    counts = {e: len(sweep_jobs(_sweep_config([f"experiment={e}"]))) for e in
+              ("tradeoffs_quantization", "tradeoffs_unstructured", "tradeoffs_structured")}  # fmt: skip
+    assert counts == {"tradeoffs_quantization": 3, "tradeoffs_unstructured": 27, "tradeoffs_structured": 2}
+    narrowed = sweep_jobs(_sweep_config(["experiment=tradeoffs_unstructured", "pruning.amount=0.5"]))
+    assert len(narrowed) == 3  # a command-line value replaces the experiment's grid for that key
+
+
 def test_the_job_list_comes_from_hydras_own_basic_sweeper():
     """The sweep check relies on Hydra's private BasicSweeper.split_arguments: this fails if Hydra moves it."""
     from hydra.core.override_parser.overrides_parser import OverridesParser

@@ -1,0 +1,34 @@
+"""The benchmark script's own logic: which overrides reach which sweep, and paired speed-ups."""
+
+import argparse
+import importlib.util
+
+import pytest
+
+from .conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def tradeoffs():
+    spec = importlib.util.spec_from_file_location("tradeoffs", ROOT / "benchmarks" / "tradeoffs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_set_values_reach_every_sweep_or_the_one_they_name(tradeoffs):
+    args = argparse.Namespace(set=["seed=3", "tradeoffs_unstructured:pruning.amount=0.5", "tracking.uri=sqlite:///x"])
+    assert tradeoffs.user_overrides(args, "tradeoffs_unstructured") == ["seed=3", "pruning.amount=0.5",
+                                                                        "tracking.uri=sqlite:///x"]  # fmt: skip
+    assert tradeoffs.user_overrides(args, "tradeoffs_quantization") == ["seed=3", "tracking.uri=sqlite:///x"]
+
+
+def test_speedups_are_paired_round_by_round(tradeoffs):
+    times = {"fp32": [100.0, 200.0], "int8": [50.0, 80.0]}  # the second round ran on a slower machine state
+    assert tradeoffs.paired(times, "fp32") == {"fp32": [1.0, 1.0], "int8": [2.0, 2.5]}
+
+
+def test_the_experiments_it_runs_exist_and_the_unstructured_methods_come_from_the_registry(tradeoffs):
+    for experiment in tradeoffs.EXPERIMENTS:
+        assert (ROOT / "conf" / "experiment" / f"{experiment}.yaml").is_file()
+    assert set(tradeoffs.UNSTRUCTURED) == {"l1_unstructured", "global_magnitude", "random"}

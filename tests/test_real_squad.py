@@ -2,14 +2,22 @@
 
 import pytest
 
-from .conftest import QA_CHECKPOINT, SQUAD_DIR, needs_qa_checkpoint, needs_shared_squad, run_cli
-from .test_run import METRICS, _runs
+from .conftest import (
+    METRICS,
+    QA_CHECKPOINT,
+    SQUAD_DIR,
+    children,
+    needs_qa_checkpoint,
+    needs_shared_squad,
+    run_in_process,
+    runs,
+)
 
 
 @needs_shared_squad
 @needs_qa_checkpoint
 def test_fine_tuned_minilm_answers_real_questions_and_pruning_costs_accuracy(tmp_path):
-    result = run_cli(
+    result = run_in_process(
         [
             "-m",
             "training=none",
@@ -17,7 +25,7 @@ def test_fine_tuned_minilm_answers_real_questions_and_pruning_costs_accuracy(tmp
             f"model.name_or_path={QA_CHECKPOINT}",
             "dataset=squad_json",
             f"dataset.validation_file={SQUAD_DIR / 'validation.json'}",
-            "dataset.max_eval_samples=150",
+            "dataset.max_eval_samples=100",
             "dataset.max_seq_length=256",
             "benchmark.repeats=2",
             "benchmark.warmup=1",
@@ -27,19 +35,18 @@ def test_fine_tuned_minilm_answers_real_questions_and_pruning_costs_accuracy(tmp
         tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    children = [r for r in _runs(tmp_path)[1] if "mlflow.parentRunId" in r.data.tags]
-    by_amount = {r.data.params["pruning.amount"]: r.data.metrics for r in children}
+    by_amount = {r.data.params["pruning.amount"]: r.data.metrics for r in children(tmp_path)}
     dense, pruned = by_amount["0.0"], by_amount["0.9"]
     assert set(METRICS) <= set(dense)
-    assert dense["total"] == 150
-    assert dense["HasAns_f1"] > 25  # the checkpoint really finds answers (37.5 on the whole file)
+    assert dense["total"] == 100
+    assert dense["HasAns_f1"] > 25  # the checkpoint really finds answers (38.1 on these 100, 37.5 on the whole file)
     assert dense["f1"] - pruned["f1"] > 20  # 90% of its weights gone, most of its accuracy goes with them
     assert pruned["sparsity"] == pytest.approx(0.9, abs=0.01)
 
 
 @needs_shared_squad
 def test_minilm_l6_from_its_package_fine_tunes_on_real_squad(tmp_path):
-    result = run_cli(
+    result = run_in_process(
         [
             "model=minilm_l6",
             "dataset=squad_json",
@@ -56,7 +63,7 @@ def test_minilm_l6_from_its_package_fine_tunes_on_real_squad(tmp_path):
         tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = _runs(tmp_path)[1]
+    (run,) = runs(tmp_path)[1]
     assert run.info.status == "FINISHED"
     assert run.data.tags["baseline_cache"] == "miss"
     assert run.data.metrics["total"] == 16

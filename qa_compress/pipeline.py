@@ -7,6 +7,7 @@ ends FINISHED, FAILED or KILLED. The methods themselves live in `prune` and `qua
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -173,9 +174,17 @@ def _prune(job: JobConfig, model, train_features: Dataset | None, device: torch.
     return Pruned(layers, original, metrics)
 
 
-def _recover(job: JobConfig, model, tokenizer, train_features: Dataset) -> dict[str, float]:
-    """Recovery fine-tuning of the pruned model; masked weights stay zero (the masks sit in the forward pass)."""
+def _recover(job: JobConfig, model, tokenizer, pruned: Pruned, train_features: Dataset,
+             evaluate_now) -> dict[str, float]:  # fmt: skip
+    """Recovery fine-tuning of the pruned model, with the scores and sparsity it started from.
+
+    Masked weights stay zero: the masks sit in the forward pass while it trains.
+    """
     p = job.pruning
+    rows = prune_layers.layer_sparsity(pruned.layers, pruned.original_sizes)
+    before = evaluate_now().scores
+    metrics = {"sparsity_before_recovery": prune_layers.sparsity(rows)}
+    metrics.update({f"{k}_before_recovery": before[k] for k in ("f1", "exact", "HasAns_f1", "NoAns_f1") if k in before})
     settings = {
         **job.training.model_dump(),
         "learning_rate": p.finetune_learning_rate,
@@ -187,7 +196,13 @@ def _recover(job: JobConfig, model, tokenizer, train_features: Dataset) -> dict[
     }
     log.info("Recovery fine-tuning for %d steps", p.finetune_steps)
     result = train.fine_tune(model, tokenizer, train_features, settings, job.seed, [])
-    return {f"recovery_{k}": v for k, v in result.items()}
+    return {**metrics, **{f"recovery_{k}": v for k, v in result.items()}}
+
+
+def _fold_in(pruned: Pruned) -> list[dict]:
+    """Make the pruning permanent (masks folded into the weights); returns the per-layer sparsity rows."""
+    prune_layers.make_permanent(pruned.layers)
+    return prune_layers.layer_sparsity(pruned.layers, pruned.original_sizes)
 
 
 def _quantize(job: JobConfig, model, tokenizer, output_dir: Path):
@@ -214,6 +229,13 @@ def _evaluate(job: JobConfig, model, inputs: Dataset, examples: data.Examples, e
     seconds = time.perf_counter() - started
     scores, _ = score.evaluate(data.gold_answers(examples.dataset), predictions.answers, predictions.na_probs)
     return Evaluation(predictions, scores, seconds)
+
+
+def _scores(evaluation: Evaluation, examples: data.Examples, windows: int) -> dict[str, float]:
+    """The official scores, the always-no-answer floor on the same questions, and how long prediction took."""
+    floor = score.always_no_answer(data.gold_answers(examples.dataset))
+    return {**evaluation.scores, "predict_s": evaluation.seconds, "eval_features": windows,
+            "always_no_answer_exact": floor["exact"], "always_no_answer_f1": floor["f1"]}  # fmt: skip
 
 
 def _measure(job: JobConfig, model, inputs: Dataset, examples: data.Examples, device: torch.device) -> dict:
@@ -273,24 +295,17 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
     pruned = _prune(job, model, train_features, train_device)
     metrics = dict(pruned.metrics)
     if job.pruning.finetune_steps:
-        rows = prune_layers.layer_sparsity(pruned.layers, pruned.original_sizes)
-        metrics["sparsity_before_recovery"] = prune_layers.sparsity(rows)
-        before = _evaluate(job, model.to(train_device), inputs, eval_examples, eval_features, train_device)
-        metrics.update({f"{k}_before_recovery": before.scores[k] for k in ("f1", "exact", "HasAns_f1", "NoAns_f1")
-                        if k in before.scores})  # fmt: skip
-        metrics.update(_recover(job, model, tokenizer, train_features))
-    prune_layers.make_permanent(pruned.layers)
-    rows = prune_layers.layer_sparsity(pruned.layers, pruned.original_sizes)
+        before = functools.partial(_evaluate, job, model.to(train_device), inputs, eval_examples, eval_features,
+                                   train_device)  # fmt: skip
+        metrics.update(_recover(job, model, tokenizer, pruned, train_features, before))
+    rows = _fold_in(pruned)
     metrics["sparsity"] = prune_layers.sparsity(rows)
 
     model = _quantize(job, model, tokenizer, output_dir)
     device = quantize.get(job.quantization.name).device()
     tracking.set_tags({"device": str(device)})
     evaluation = _evaluate(job, model, inputs, eval_examples, eval_features, device)
-    floor = score.always_no_answer(data.gold_answers(eval_examples.dataset))
-    metrics.update(evaluation.scores)
-    metrics.update({"predict_s": evaluation.seconds, "eval_features": len(eval_features),
-                    "always_no_answer_exact": floor["exact"], "always_no_answer_f1": floor["f1"]})  # fmt: skip
+    metrics.update(_scores(evaluation, eval_examples, len(eval_features)))
     metrics.update(_measure(job, model, inputs, eval_examples, device))
 
     _log_results(metrics, evaluation, rows, output_dir)

@@ -127,12 +127,22 @@ class JobConfig(Section):
                     "dataset.train_file=null: fine-tuning needs dataset.train_file=<path> (or training=none to "
                     "evaluate model.name_or_path as it is)"
                 )
-            if prune.get(self.pruning.name).needs_training_data(self.pruning):
+            users = self.training_data_users()
+            if users:
                 raise ValueError(
-                    f"dataset.train_file=null: pruning={self.pruning.name} with these settings reads training "
-                    "data (recovery steps or gradient importance); set dataset.train_file=<path>"
+                    f"dataset.train_file=null: {' and '.join(users)} with these settings read training data; "
+                    "set dataset.train_file=<path>"
                 )
         return self
+
+    def training_data_users(self) -> list[str]:
+        """The compression methods of this job that read training windows (fine-tuning aside)."""
+        users = []
+        if prune.get(self.pruning.name).needs_training_data(self.pruning):
+            users.append(f"pruning={self.pruning.name}")
+        if quantize.TRAINING_WINDOWS in quantize.get(self.quantization.name).needs:
+            users.append(f"quantization={self.quantization.name}")
+        return users
 
 
 def _describe(error: dict, prefix: str = "") -> str:

@@ -205,7 +205,7 @@ def _fold_in(pruned: Pruned) -> list[dict]:
     return prune_layers.layer_sparsity(pruned.layers, pruned.original_sizes)
 
 
-def _quantize(job: JobConfig, model, tokenizer, output_dir: Path):
+def _quantize(job: JobConfig, model, tokenizer, output_dir: Path, train_features: Dataset | None):
     """Apply the quantization method; CPU-only methods get the model on the CPU."""
     method = quantize.get(job.quantization.name)
     if method.runs_on == "cpu":
@@ -214,6 +214,7 @@ def _quantize(job: JobConfig, model, tokenizer, output_dir: Path):
         input_names=models.input_names(tokenizer, model),
         workdir=output_dir / "onnx",
         num_threads=torch.get_num_threads(),
+        train_features=train_features if quantize.TRAINING_WINDOWS in method.needs else None,
     )
     return method.apply(model, job.quantization, context).to(method.device())
 
@@ -280,15 +281,16 @@ def _save_model(job: JobConfig, model, tokenizer, directory: Path) -> None:
 def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
     """The stages of a job, inside its MLflow run; returns the metrics it logged and the baseline's origin."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    pruning = prune.get(job.pruning.name)
-    needs_training_data = job.training.name != "none" or pruning.needs_training_data(job.pruning)
+    compression_reads_training_data = bool(job.training_data_users())
     eval_examples = _examples(job, "validation")
-    train_examples = _examples(job, "train") if needs_training_data else None
+    train_examples = None
+    if job.training.name != "none" or compression_reads_training_data:
+        train_examples = _examples(job, "train")
 
     model, tokenizer, baseline_cache, train_features = _baseline(job, train_examples)
     eval_features = _features(job, eval_examples, tokenizer, "eval")
     inputs = predict.forward_inputs(eval_features, models.input_names(tokenizer, model))
-    if train_features is None and pruning.needs_training_data(job.pruning):
+    if train_features is None and compression_reads_training_data:
         train_features = _features(job, train_examples, tokenizer, "train")
     train_device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -301,7 +303,7 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
     rows = _fold_in(pruned)
     metrics["sparsity"] = prune_layers.sparsity(rows)
 
-    model = _quantize(job, model, tokenizer, output_dir)
+    model = _quantize(job, model, tokenizer, output_dir, train_features)
     device = quantize.get(job.quantization.name).device()
     tracking.set_tags({"device": str(device)})
     evaluation = _evaluate(job, model, inputs, eval_examples, eval_features, device)

@@ -63,7 +63,7 @@ def test_each_method_gets_its_own_settings_and_they_reach_the_dump():
                 "pruning=l1_unstructured",
                 "pruning.finetune_steps=5",
             ],
-            "dataset.train_file=null: pruning=l1_unstructured with these settings reads training data",
+            "dataset.train_file=null: pruning=l1_unstructured with these settings read training data",
         ),
     ],  # fmt: skip
 )

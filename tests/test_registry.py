@@ -46,13 +46,19 @@ class LevelSettings(quantize.QuantizationSettings):
 
 
 class RoundToLevels(quantize.QuantizationMethod):
-    """Round each Linear weight matrix to a grid of evenly spaced values around zero (stored as FP32 safetensors)."""
+    """Round each Linear weight matrix to a grid of evenly spaced values around zero (stored as FP32 safetensors).
+
+    It asks for the job's training windows, as a calibrating method would, and notes how many it got.
+    """
 
     name = "round_to_levels"
     description = "Test method: each Linear weight rounded to a few evenly spaced values."
     settings: ClassVar[type[quantize.QuantizationSettings]] = LevelSettings
+    needs = frozenset({quantize.TRAINING_WINDOWS})
+    windows_seen: int | None = None
 
     def apply(self, model, settings, context):
+        self.windows_seen = len(context.train_features)
         with torch.no_grad():
             for module in model.modules():
                 if isinstance(module, torch.nn.Linear):
@@ -70,7 +76,7 @@ def outside_methods():
     store.store(group="quantization", name="round_to_levels", node={"name": "round_to_levels", "levels": 16})
     prune.register(EveryOtherRow())
     quantize.register(RoundToLevels())
-    yield
+    yield quantize.get("round_to_levels")
     prune.registry.unregister("every_other_row")
     quantize.registry.unregister("round_to_levels")
     for group in ("pruning", "quantization"):
@@ -98,6 +104,7 @@ def test_method_defined_outside_the_package(outside_methods, tmp_path, tiny_bert
     query = saved["bert.encoder.layer.0.attention.self.query.weight"]
     assert len(torch.unique(query[query != 0])) <= 8  # rounded to at most 8 values (zeros kept by pruning)
     assert torch.count_nonzero(query[1::4]) == 0
+    assert outside_methods.windows_seen == 12 * 8  # the training windows it declared it needs (12 paragraphs)
 
 
 def test_help_lists_registered_methods_with_their_descriptions(outside_methods, tmp_path):
@@ -106,6 +113,17 @@ def test_help_lists_registered_methods_with_their_descriptions(outside_methods, 
     for registry in (prune.registry, quantize.registry):
         for method in registry:
             assert f"  {method.name:<18}{method.description}" in result.stdout
+
+
+def test_a_method_that_needs_training_windows_needs_a_training_file(
+    outside_methods, tmp_path, tiny_bert_dir, squad_files
+):
+    args = tiny_job_args(tiny_bert_dir, squad_files, "quantization=round_to_levels", fine_tune=False)
+    without_train_file = [a for a in args if not a.startswith("dataset.train_file")]
+    result = run_in_process(without_train_file, tmp_path)
+    assert result.returncode == 1
+    expected = "dataset.train_file=null: quantization=round_to_levels with these settings read training data"
+    assert expected in result.stderr
 
 
 def test_outside_method_settings_are_range_checked(outside_methods, tmp_path, tiny_bert_dir, squad_files):

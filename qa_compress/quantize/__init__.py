@@ -8,6 +8,7 @@ Built in: none, dynamic_int8 (PyTorch), onnx_int8 (ONNX Runtime), fp16 (CUDA) an
 from qa_compress.quantize import bf16, dynamic_int8, fp16, none, onnx_int8  # noqa: F401  (register)
 from qa_compress.quantize.base import (
     SAVED_RECORD,
+    TRAINING_WINDOWS,
     QuantizationMethod,
     QuantizationSettings,
     QuantizeContext,
@@ -21,6 +22,7 @@ from qa_compress.quantize.base import (
 
 __all__ = [
     "SAVED_RECORD",
+    "TRAINING_WINDOWS",
     "QuantizationMethod",
     "QuantizationSettings",
     "QuantizeContext",

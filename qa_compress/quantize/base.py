@@ -20,11 +20,13 @@ from qa_compress.schema import Section
 if TYPE_CHECKING:
     import numpy as np
     import torch
+    from datasets import Dataset
     from torch import nn
 
     from qa_compress.config import JobConfig
 
 SAVED_RECORD = "compression.json"  # beside a saved model: which method wrote it, so loading needs no hint
+TRAINING_WINDOWS = "training_windows"  # a method that needs them gets the job's training windows (calibration)
 
 
 class QuantizationSettings(Section):
@@ -35,11 +37,13 @@ class QuantizationSettings(Section):
 
 @dataclass(frozen=True)
 class QuantizeContext:
-    """What a method may use besides the model: its input names, a scratch directory, the thread count."""
+    """What a method may use besides the model: its input names, a scratch directory, the thread count,
+    and the job's training windows when the method `needs` them (to draw calibration data from)."""
 
     input_names: list[str]
     workdir: Path
     num_threads: int
+    train_features: Dataset | None = None
 
 
 class QuantizationMethod:
@@ -49,7 +53,7 @@ class QuantizationMethod:
     description: ClassVar[str]
     settings: ClassVar[type[QuantizationSettings]] = QuantizationSettings
     runs_on: ClassVar[Literal["cpu", "gpu", "any"]] = "any"  # "cpu": CPU kernels only; "gpu": refused without one
-    needs: ClassVar[frozenset[str]] = frozenset()  # data it reads: "training_windows", "calibration_windows"
+    needs: ClassVar[frozenset[str]] = frozenset()  # data it reads: {TRAINING_WINDOWS} to calibrate on
     identity: ClassVar[bool] = False  # leaves the model as it is (the sweep's uncompressed reference)
 
     def check(self, job: JobConfig, model_config: Any) -> str | None:

@@ -39,7 +39,7 @@ def job_hash(job: JobConfig) -> str:
     for key in ("train_file", "validation_file"):
         path = getattr(job.dataset, key)
         if path is not None and Path(path).is_file():
-            inputs[key] = cache.file_sha256(Path(path))
+            inputs[key] = cache.input_digest(Path(path))
     return cache.key({"settings": settings, "inputs": inputs})
 
 

@@ -10,6 +10,7 @@ not match their checksums is reported, discarded and rebuilt, never loaded.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -41,6 +42,21 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def input_digest(path: Path) -> str:
+    """SHA-256 of an input file (data, model weights), hashed once per process until its size or mtime change.
+
+    Cache entries are verified with `file_sha256` every time instead: they are what a damaged
+    or tampered file would be.
+    """
+    stat = path.stat()
+    return _input_digest(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _input_digest(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(Path(path))
 
 
 def seal(directory: Path) -> None:

@@ -83,7 +83,7 @@ def _data(job: JobConfig) -> None:
     dataset = job.dataset
     if dataset.source == "json":
         squad_file(dataset.validation_file, "dataset.validation_file")
-        if job.training.name != "none" or job.training_data_users():
+        if job.reads_training_data():
             squad_file(dataset.train_file, "dataset.train_file")
     elif dataset.source == "hub":
         data.check_hub_dataset(dataset.hub_name)

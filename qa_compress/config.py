@@ -135,6 +135,10 @@ class JobConfig(Section):
                 )
         return self
 
+    def reads_training_data(self) -> bool:
+        """Whether the job needs training windows at all: to fine-tune, or for a compression method."""
+        return self.training.name != "none" or bool(self.training_data_users())
+
     def training_data_users(self) -> list[str]:
         """The compression methods of this job that read training windows (fine-tuning aside)."""
         users = []

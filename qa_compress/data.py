@@ -95,7 +95,7 @@ def load_squad_json(path: Path, key: str, cache_dir: Path) -> Examples:
         "json", data_files=str(path), field="data", split="train", cache_dir=str(cache_dir / "datasets")
     )
     flat = raw.map(_flatten, batched=True, remove_columns=raw.column_names, desc=f"Reading {path.name}")
-    return Examples(flat, cache.file_sha256(path), str(path))
+    return Examples(flat, cache.input_digest(path), str(path))
 
 
 def hub_reachable(timeout_s: float = 5.0) -> bool:

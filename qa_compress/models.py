@@ -7,7 +7,6 @@ Hub only when needed, so a missing network is reported in one line, not after re
 
 from __future__ import annotations
 
-import functools
 import inspect
 from pathlib import Path
 
@@ -96,19 +95,14 @@ def fingerprint(name_or_path: str) -> str:
     """Content digest of a local model directory (config and weights), or the Hub id itself."""
     if not looks_like_path(name_or_path):
         return f"hub:{name_or_path}"
-    path = Path(name_or_path).expanduser()
-    files = tuple(
-        (file, file.stat().st_size, file.stat().st_mtime_ns)
-        for file in sorted(path.iterdir())
-        if file.suffix in {".json", ".safetensors", ".txt", ".model"} and file.is_file()
+    files = sorted(Path(name_or_path).expanduser().iterdir())
+    return cache.key(
+        {
+            file.name: cache.input_digest(file)
+            for file in files
+            if file.suffix in {".json", ".safetensors", ".txt", ".model"} and file.is_file()
+        }
     )
-    return _digest(files)
-
-
-@functools.lru_cache(maxsize=16)
-def _digest(files: tuple[tuple[Path, int, int], ...]) -> str:
-    """Hash the files' bytes once per job process; a changed size or modification time hashes again."""
-    return cache.key({file.name: cache.file_sha256(file) for file, _, _ in files})
 
 
 def input_names(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> list[str]:

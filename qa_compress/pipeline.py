@@ -7,7 +7,6 @@ ends FINISHED, FAILED or KILLED. The methods themselves live in `prune` and `qua
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import math
@@ -174,17 +173,17 @@ def _prune(job: JobConfig, model, train_features: Dataset | None, device: torch.
     return Pruned(layers, original, metrics)
 
 
-def _recover(job: JobConfig, model, tokenizer, pruned: Pruned, train_features: Dataset,
-             evaluate_now) -> dict[str, float]:  # fmt: skip
-    """Recovery fine-tuning of the pruned model, with the scores and sparsity it started from.
-
-    Masked weights stay zero: the masks sit in the forward pass while it trains.
-    """
-    p = job.pruning
+def _before_recovery(pruned: Pruned, evaluation: Evaluation) -> dict[str, float]:
+    """Sparsity and scores of the pruned model before recovery, to log beside the final ones."""
     rows = prune_layers.layer_sparsity(pruned.layers, pruned.original_sizes)
-    before = evaluate_now().scores
-    metrics = {"sparsity_before_recovery": prune_layers.sparsity(rows)}
-    metrics.update({f"{k}_before_recovery": before[k] for k in ("f1", "exact", "HasAns_f1", "NoAns_f1") if k in before})
+    scores = {f"{k}_before_recovery": evaluation.scores[k] for k in ("f1", "exact", "HasAns_f1", "NoAns_f1")
+              if k in evaluation.scores}  # fmt: skip
+    return {"sparsity_before_recovery": prune_layers.sparsity(rows), **scores}
+
+
+def _recover(job: JobConfig, model, tokenizer, train_features: Dataset) -> dict[str, float]:
+    """Recovery fine-tuning of the pruned model; masked weights stay zero (the masks sit in the forward pass)."""
+    p = job.pruning
     settings = {
         **job.training.model_dump(),
         "learning_rate": p.finetune_learning_rate,
@@ -196,7 +195,7 @@ def _recover(job: JobConfig, model, tokenizer, pruned: Pruned, train_features: D
     }
     log.info("Recovery fine-tuning for %d steps", p.finetune_steps)
     result = train.fine_tune(model, tokenizer, train_features, settings, job.seed, [])
-    return {**metrics, **{f"recovery_{k}": v for k, v in result.items()}}
+    return {f"recovery_{k}": v for k, v in result.items()}
 
 
 def _fold_in(pruned: Pruned) -> list[dict]:
@@ -281,25 +280,22 @@ def _save_model(job: JobConfig, model, tokenizer, directory: Path) -> None:
 def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
     """The stages of a job, inside its MLflow run; returns the metrics it logged and the baseline's origin."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    compression_reads_training_data = bool(job.training_data_users())
     eval_examples = _examples(job, "validation")
-    train_examples = None
-    if job.training.name != "none" or compression_reads_training_data:
-        train_examples = _examples(job, "train")
+    train_examples = _examples(job, "train") if job.reads_training_data() else None
 
     model, tokenizer, baseline_cache, train_features = _baseline(job, train_examples)
     eval_features = _features(job, eval_examples, tokenizer, "eval")
     inputs = predict.forward_inputs(eval_features, models.input_names(tokenizer, model))
-    if train_features is None and compression_reads_training_data:
+    if train_features is None and job.training_data_users():
         train_features = _features(job, train_examples, tokenizer, "train")
     train_device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     pruned = _prune(job, model, train_features, train_device)
     metrics = dict(pruned.metrics)
     if job.pruning.finetune_steps:
-        before = functools.partial(_evaluate, job, model.to(train_device), inputs, eval_examples, eval_features,
-                                   train_device)  # fmt: skip
-        metrics.update(_recover(job, model, tokenizer, pruned, train_features, before))
+        before = _evaluate(job, model.to(train_device), inputs, eval_examples, eval_features, train_device)
+        metrics.update(_before_recovery(pruned, before))
+        metrics.update(_recover(job, model, tokenizer, train_features))
     rows = _fold_in(pruned)
     metrics["sparsity"] = prune_layers.sparsity(rows)
 

@@ -86,13 +86,8 @@ class PruningMethod:
 registry: Registry[PruningMethod] = Registry("pruning method", "pruning")
 
 
-def register(method: PruningMethod) -> PruningMethod:
-    """Make `method` available as `pruning=<method.name>` (with a YAML file or ConfigStore entry for its keys)."""
-    return registry.register(method)
-
-
-def get(name: str) -> PruningMethod:
-    return registry.get(name)
+register = registry.register  # pruning=<method.name>, with a YAML file or ConfigStore entry for its keys
+get = registry.get
 
 
 def describe(settings: PruningSettings) -> str:

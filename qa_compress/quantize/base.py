@@ -109,13 +109,8 @@ def unique_tensors(tensors: dict[str, Any]) -> dict[str, Any]:
 registry: Registry[QuantizationMethod] = Registry("quantization method", "quantization")
 
 
-def register(method: QuantizationMethod) -> QuantizationMethod:
-    """Make `method` available as `quantization=<method.name>` (with a YAML file or ConfigStore entry)."""
-    return registry.register(method)
-
-
-def get(name: str) -> QuantizationMethod:
-    return registry.get(name)
+register = registry.register  # quantization=<method.name>, with a YAML file or ConfigStore entry for its keys
+get = registry.get
 
 
 def save(model: Any, settings: QuantizationSettings, directory: Path, extra: dict[str, Any] | None = None) -> None:

@@ -36,8 +36,9 @@ def job_hash(job: JobConfig) -> str:
     """
     settings = job.model_dump(exclude={"paths", "tracking", "force", "cache_lock_timeout_s"})
     inputs = {"model": models.fingerprint(job.model.name_or_path)}
-    for key in ("train_file", "validation_file"):
-        path = getattr(job.dataset, key)
+    files = {key: getattr(job.dataset, key) for key in ("train_file", "validation_file")}
+    files["calibration_file"] = getattr(job.quantization, "calibration_file", None)
+    for key, path in files.items():
         if path is not None and Path(path).is_file():
             inputs[key] = cache.input_digest(Path(path))
     return cache.key({"settings": settings, "inputs": inputs})

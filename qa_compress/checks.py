@@ -87,6 +87,24 @@ def _data(job: JobConfig) -> None:
             squad_file(dataset.train_file, "dataset.train_file")
     elif dataset.source == "hub":
         data.check_hub_dataset(dataset.hub_name)
+    _calibration_file(job)
+
+
+def _calibration_file(job: JobConfig) -> None:
+    """A calibration file is SQuAD 2.0 JSON and not the evaluation file (calibrating on it would leak answers)."""
+    path = getattr(job.quantization, "calibration_file", None)
+    if path is None:
+        return
+    squad_file(path, "quantization.calibration_file")
+    evaluation = job.dataset.validation_file
+    if evaluation is not None and Path(evaluation).is_file():
+        from qa_compress import cache
+
+        if cache.input_digest(Path(path)) == cache.input_digest(Path(evaluation)):
+            raise UserError(
+                f"quantization.calibration_file={path}: the same data as dataset.validation_file; calibrate on "
+                "training data (leave it null) or on another file, never on the questions that are scored"
+            )
 
 
 def inputs(job: JobConfig) -> None:

@@ -144,7 +144,8 @@ class JobConfig(Section):
         users = []
         if prune.get(self.pruning.name).needs_training_data(self.pruning):
             users.append(f"pruning={self.pruning.name}")
-        if quantize.TRAINING_WINDOWS in quantize.get(self.quantization.name).needs:
+        reads = quantize.get(self.quantization.name).reads(self.quantization)
+        if reads & {quantize.TRAINING_WINDOWS, quantize.HELD_OUT_QUESTIONS}:
             users.append(f"quantization={self.quantization.name}")
         return users
 

@@ -97,10 +97,66 @@ def quantize(source: Path, target: Path, per_channel: bool = True) -> Path:
     return target
 
 
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+
+
+def quantize_static(
+    source: Path,
+    target: Path,
+    calibration_items: list[dict[str, np.ndarray]],
+    calibration_method: str = "minmax",
+    per_channel: bool = True,
+) -> Path:
+    """Static INT8 quantization in QDQ format: activation ranges measured on the calibration windows.
+
+    Activations are unsigned and weights signed (U8S8, the x86 fast path); matrix products and the
+    fused attention are quantized, layer norms and GELU stay FP32.
+    """
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter(calibration_items)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.items, None)
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}  # fmt: skip
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer's pre-processing advice, on the root logger
+    try:
+        ort_quantize_static(
+            str(source),
+            str(target),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=methods[calibration_method],
+            op_types_to_quantize=["MatMul", "Attention"],
+            extra_options={"DefaultTensorType": 1},  # fused ops carry no inferred types (1 = FLOAT)
+        )
+    finally:
+        root.setLevel(level)
+    return target
+
+
 def build_int8(
-    model: PreTrainedModel, input_names: list[str], directory: Path, per_channel: bool = True
+    model: PreTrainedModel,
+    input_names: list[str],
+    directory: Path,
+    per_channel: bool = True,
+    calibration_items: list[dict[str, np.ndarray]] | None = None,
+    calibration_method: str = "minmax",
 ) -> tuple[Path, dict[str, int]]:
-    """Export, fuse and quantize `model` into `directory`; returns the INT8 graph and the fused operators."""
+    """Export, fuse and quantize `model` into `directory`; returns the INT8 graph and the fused operators.
+
+    Dynamic quantization without `calibration_items`, static (QDQ) with them.
+    """
     from qa_compress import families
 
     family = families.of_model(model)
@@ -108,7 +164,11 @@ def build_int8(
     model_type = family.onnx_model_type if family is not None else "bert"
     fused = optimize(exported, directory / "model.fused.onnx", *attention_shape(model), model_type=model_type)
     log.info("ONNX Runtime fused operators: %s", fused)
-    target = quantize(directory / "model.fused.onnx", directory / QUANTIZED_FILE, per_channel)
+    if calibration_items is None:
+        target = quantize(directory / "model.fused.onnx", directory / QUANTIZED_FILE, per_channel)
+    else:
+        target = quantize_static(directory / "model.fused.onnx", directory / QUANTIZED_FILE, calibration_items,
+                                 calibration_method, per_channel)  # fmt: skip
     for scratch in ("model.onnx", "model.fused.onnx"):
         (directory / scratch).unlink(missing_ok=True)
     return target, fused

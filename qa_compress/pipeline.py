@@ -32,6 +32,7 @@ from qa_compress import (
     benchmark,
     bookkeeping,
     cache,
+    calibration,
     checks,
     data,
     features,
@@ -204,18 +205,70 @@ def _fold_in(pruned: Pruned) -> list[dict]:
     return prune_layers.layer_sparsity(pruned.layers, pruned.original_sizes)
 
 
-def _quantize(job: JobConfig, model, tokenizer, output_dir: Path, train_features: Dataset | None):
-    """Apply the quantization method; CPU-only methods get the model on the CPU."""
+def _calibration(job: JobConfig, tokenizer, train_examples: data.Examples | None,
+                 train_features: Dataset | None) -> calibration.Calibration:  # fmt: skip
+    """The windows a static quantization calibrates on: drawn from the calibration file or the training windows."""
+    settings = job.quantization
+    if settings.calibration_file is not None:
+        examples = data.load_squad_json(Path(settings.calibration_file), "quantization.calibration_file",
+                                        Path(job.paths.cache_dir))  # fmt: skip
+        windows = _features(job, examples, tokenizer, "train")
+    else:
+        examples, windows = train_examples, train_features
+    drawn = calibration.draw(windows, settings.calibration_samples, job.seed, examples.source)
+    log.info("Calibrating on %d windows from %s", len(drawn), examples.source)
+    tracking.log_dataset(f"{job.dataset.name}/calibration", examples.source, "train", drawn.digest, "calibration")
+    return drawn
+
+
+def _held_out(job: JobConfig, tokenizer, model, train_examples: data.Examples) -> calibration.HeldOut:
+    """Training questions set aside for accuracy-controlled quantization to score candidates on."""
+    held = calibration.held_out_examples(train_examples, job.quantization.held_out_questions, job.seed)
+    tracking.log_dataset(f"{job.dataset.name}/held_out", held.source, "train", held.digest, "held_out")
+    p = job.predict
+    return calibration.HeldOut(
+        held.dataset,
+        _features(job, held, tokenizer, "eval"),
+        models.input_names(tokenizer, model),
+        {
+            "n_best_size": p.n_best_size,
+            "max_answer_length": p.max_answer_length,
+            "null_score_diff_threshold": p.null_score_diff_threshold,
+        },  # fmt: skip
+        p.batch_size,
+    )
+
+
+def _quantize(job: JobConfig, model, tokenizer, output_dir: Path, train_examples: data.Examples | None,
+              train_features: Dataset | None, evaluate) -> Any:  # fmt: skip
+    """Apply the quantization method with the data it reads; CPU-only methods get the model on the CPU."""
     method = quantize.get(job.quantization.name)
+    reads = method.reads(job.quantization)
     if method.runs_on == "cpu":
         model = model.to("cpu")
+    calibrate = quantize.CALIBRATION_WINDOWS in reads
     context = quantize.QuantizeContext(
         input_names=models.input_names(tokenizer, model),
         workdir=output_dir / "onnx",
         num_threads=torch.get_num_threads(),
-        train_features=train_features if quantize.TRAINING_WINDOWS in method.needs else None,
+        train_features=train_features if quantize.TRAINING_WINDOWS in reads else None,
+        calibration=_calibration(job, tokenizer, train_examples, train_features) if calibrate else None,
+        held_out=_held_out(job, tokenizer, model, train_examples) if quantize.HELD_OUT_QUESTIONS in reads else None,
+        training=job.training.model_dump(),
+        seed=job.seed,
+        evaluate=evaluate,
     )
     return method.apply(model, job.quantization, context).to(method.device())
+
+
+def _quantization_record(model, output_dir: Path) -> dict[str, float]:
+    """What the quantization method measured while it worked: numbers become metrics, the rest an artifact."""
+    record = getattr(model, "record", None) or {}
+    if record:
+        path = output_dir / "quantization.json"
+        path.write_text(json.dumps(record, indent=2, default=str))
+        tracking.log_artifacts([path])
+    return {k: float(v) for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
 def _evaluate(job: JobConfig, model, inputs: Dataset, examples: data.Examples, eval_features: Dataset,
@@ -299,8 +352,13 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
     rows = _fold_in(pruned)
     metrics["sparsity"] = prune_layers.sparsity(rows)
 
-    model = _quantize(job, model, tokenizer, output_dir, train_features)
     device = quantize.get(job.quantization.name).device()
+
+    def evaluate(candidate) -> dict[str, float]:
+        return _evaluate(job, candidate, inputs, eval_examples, eval_features, device).scores
+
+    model = _quantize(job, model, tokenizer, output_dir, train_examples, train_features, evaluate)
+    metrics.update(_quantization_record(model, output_dir))
     tracking.set_tags({"device": str(device)})
     evaluation = _evaluate(job, model, inputs, eval_examples, eval_features, device)
     metrics.update(_scores(evaluation, eval_examples, len(eval_features)))

@@ -178,3 +178,66 @@ def test_structured_pruning_with_gradient_importance_recovery_and_onnx_logs_what
     local = client.download_artifacts(run.info.run_id, "pruning/layer_sparsity.json", str(tmp_path / "dl"))
     assert len(json.loads(Path(local).read_text())["data"]) == m["prunable_layers"]
     assert f"model/{onnxrt.QUANTIZED_FILE}" in {a.path for a in client.list_artifacts(run.info.run_id, "model")}
+
+
+def _answers_of_saved_model(directory: Path, validation: Path, tokenizer, cache_dir: Path) -> dict[str, str]:
+    examples = data.load_squad_json(validation, "k", cache_dir).dataset
+    windows = examples.map(features.prepare_eval_features, batched=True, remove_columns=examples.column_names,
+                           fn_kwargs={"tokenizer": tokenizer, "max_seq_length": 64, "doc_stride": 16})  # fmt: skip
+    model = quantize.load(directory, num_threads=1)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    start, end = predict.logits(model, predict.forward_inputs(windows, names), 64, torch.device("cpu"))
+    return predict.decode(examples, windows, start, end).answers
+
+
+def test_calibrated_runtimes_run_through_run_py_calibrate_on_training_data_and_reload(
+    tmp_path, tiny_bert_dir, squad_files, tokenizer
+):
+    quantizations = ("openvino_fp32", "openvino_int8", "onnx_static_int8")
+    args = tiny_job_args(tiny_bert_dir, squad_files, f"quantization={','.join(quantizations)}", "save_model=true",
+                         fine_tune=False)  # fmt: skip
+    result = run_in_process(["-m", *args], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, _ = runs(tmp_path)
+    jobs = {job.data.params["quantization.name"]: job for job in children(tmp_path)}
+    assert set(jobs) == set(quantizations) and all(j.info.status == "FINISHED" for j in jobs.values())
+    train, validation = squad_files
+    for name, job in jobs.items():
+        inputs = {i.dataset.name: i for i in client.get_run(job.info.run_id).inputs.dataset_inputs}
+        if name == "openvino_fp32":
+            assert "squad_json/calibration" not in inputs  # nothing to calibrate
+            continue
+        calibration = inputs["squad_json/calibration"]
+        assert {t.key: t.value for t in calibration.tags}["mlflow.data.context"] == "calibration"
+        assert str(train) in calibration.dataset.source and str(validation) not in calibration.dataset.source
+        assert job.data.metrics["calibration_windows"] > 0
+        assert job.data.params["quantization.calibration_samples"] == "300"
+    assert jobs["openvino_int8"].data.metrics["size_mb"] < 0.6 * jobs["openvino_fp32"].data.metrics["size_mb"]
+    for directory in sorted((tmp_path / "sweep").glob("*/model")):
+        assert not any(p.suffix in {".pt", ".pkl", ".pth"} for p in directory.iterdir())
+        logged = json.loads((directory.parent / "predictions.json").read_text())
+        assert _answers_of_saved_model(directory, validation, tokenizer, tmp_path / "cache") == logged
+
+
+def test_accuracy_control_and_quantization_aware_training_log_what_they_did(tmp_path, tiny_bert_dir, squad_files):
+    train, _ = squad_files
+    controlled = tiny_job_args(tiny_bert_dir, squad_files, "quantization=openvino_int8",
+                               "quantization.max_f1_drop=1.0", "quantization.held_out_questions=6",
+                               "quantization.calibration_samples=16", fine_tune=False)  # fmt: skip
+    assert run_in_process(controlled, tmp_path).returncode == 0
+    aware = tiny_job_args(tiny_bert_dir, squad_files, "quantization=openvino_int8", "quantization.qat_steps=2",
+                          "quantization.qat_batch_size=4", "quantization.calibration_samples=16",
+                          fine_tune=False)  # fmt: skip
+    assert run_in_process(aware, tmp_path).returncode == 0
+    client, jobs = runs(tmp_path)
+    by_kind = {("qat" if j.data.params["quantization.qat_steps"] != "0" else "ac"): j for j in jobs}
+    ac = by_kind["ac"].data.metrics
+    assert ac["held_out_f1_fp32"] - ac["held_out_f1_int8"] <= 1.0
+    assert "float_matmuls" in ac and ac["calibration_windows"] == 16
+    held_out = {i.dataset.name: i.dataset for i in client.get_run(by_kind["ac"].info.run_id).inputs.dataset_inputs}
+    assert str(train) in held_out["squad_json/held_out"].source
+    record = json.loads(Path(client.download_artifacts(by_kind["ac"].info.run_id, "quantization.json")).read_text())
+    assert len(record["float_matmul_names"]) == ac["float_matmuls"]
+    qat = by_kind["qat"].data.metrics
+    assert qat["qat_train_steps"] == 2 and {"f1_before_qat", "HasAns_f1_before_qat", "f1"} <= set(qat)
+    assert by_kind["qat"].data.tags["config_hash"] != by_kind["ac"].data.tags["config_hash"]

@@ -10,9 +10,12 @@ prediction and benchmark code call like a PyTorch QA model (`model(**batch)` wit
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field
 
 from qa_compress.registry import Registry
 from qa_compress.schema import Section
@@ -23,10 +26,13 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from torch import nn
 
+    from qa_compress.calibration import Calibration, HeldOut
     from qa_compress.config import JobConfig
 
 SAVED_RECORD = "compression.json"  # beside a saved model: which method wrote it, so loading needs no hint
-TRAINING_WINDOWS = "training_windows"  # a method that needs them gets the job's training windows (calibration)
+TRAINING_WINDOWS = "training_windows"  # the job's training windows, labels included (calibration draws, QAT)
+CALIBRATION_WINDOWS = "calibration_windows"  # a seeded draw of windows to calibrate activation ranges on
+HELD_OUT_QUESTIONS = "held_out_questions"  # training questions set aside to score candidates on (never evaluation)
 
 
 class QuantizationSettings(Section):
@@ -35,15 +41,34 @@ class QuantizationSettings(Section):
     name: str
 
 
+class CalibrationSettings(QuantizationSettings):
+    """Keys of the methods that calibrate activation ranges on sample windows (static quantization)."""
+
+    calibration_samples: int = Field(default=300, ge=1, le=100_000)  # windows drawn (seeded) to calibrate on
+    calibration_file: str | None = None  # a SQuAD 2.0 JSON file to draw them from instead of the training data
+
+    def calibration_reads(self) -> frozenset[str]:
+        """The data calibrating reads: calibration windows, drawn from the training windows unless a file is given."""
+        if self.calibration_file is None:
+            return frozenset({CALIBRATION_WINDOWS, TRAINING_WINDOWS})
+        return frozenset({CALIBRATION_WINDOWS})
+
+
 @dataclass(frozen=True)
 class QuantizeContext:
     """What a method may use besides the model: its input names, a scratch directory, the thread count,
-    and the job's training windows when the method `needs` them (to draw calibration data from)."""
+    and the data it `reads`: training windows, calibration windows, held-out questions to score on,
+    the training settings (for training steps of its own) and a scorer on the evaluation set."""
 
     input_names: list[str]
     workdir: Path
     num_threads: int
     train_features: Dataset | None = None
+    calibration: Calibration | None = None
+    held_out: HeldOut | None = None
+    training: dict[str, Any] | None = None
+    seed: int = 0
+    evaluate: Callable[[Any], dict[str, float]] | None = None  # scores of a model on the evaluation set
 
 
 class QuantizationMethod:
@@ -53,8 +78,12 @@ class QuantizationMethod:
     description: ClassVar[str]
     settings: ClassVar[type[QuantizationSettings]] = QuantizationSettings
     runs_on: ClassVar[Literal["cpu", "gpu", "any"]] = "any"  # "cpu": CPU kernels only; "gpu": refused without one
-    needs: ClassVar[frozenset[str]] = frozenset()  # data it reads: {TRAINING_WINDOWS} to calibrate on
+    needs: ClassVar[frozenset[str]] = frozenset()  # data it reads whatever its settings (see `reads`)
     identity: ClassVar[bool] = False  # leaves the model as it is (the sweep's uncompressed reference)
+
+    def reads(self, settings: QuantizationSettings) -> frozenset[str]:
+        """The data this method reads with these settings: TRAINING_WINDOWS, CALIBRATION_WINDOWS, HELD_OUT_QUESTIONS."""
+        return self.needs
 
     def check(self, job: JobConfig, model_config: Any) -> str | None:
         """Why this job cannot run with this method here (missing hardware or library), or None."""

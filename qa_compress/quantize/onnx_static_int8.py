@@ -1,0 +1,39 @@
+"""ONNX Runtime static INT8: the fused graph of `onnx_int8`, quantized in QDQ format with activation ranges
+calibrated on sample windows (MinMax, Entropy or Percentile); runs in ONNX Runtime."""
+
+from __future__ import annotations
+
+from typing import ClassVar, Literal
+
+from qa_compress.quantize.base import CalibrationSettings, QuantizationSettings, register
+from qa_compress.quantize.onnx_int8 import OnnxInt8
+
+
+class OnnxStaticInt8Settings(CalibrationSettings):
+    calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"  # how activation ranges are set
+    per_channel: bool = True  # one int8 weight scale per output channel
+
+
+class OnnxStaticInt8(OnnxInt8):
+    name = "onnx_static_int8"
+    description = (
+        "Export to ONNX, fuse the graph, quantize weights and activations to int8 (QDQ, calibrated on sample "
+        "windows); runs in ONNX Runtime."
+    )
+    settings: ClassVar[type[QuantizationSettings]] = OnnxStaticInt8Settings
+
+    def reads(self, settings):
+        return settings.calibration_reads()
+
+    def apply(self, model, settings, context):
+        from qa_compress import onnxrt
+
+        items = context.calibration.items(context.input_names)
+        path, _ = onnxrt.build_int8(model, context.input_names, context.workdir, settings.per_channel, items,
+                                    settings.calibration_method)  # fmt: skip
+        session = onnxrt.OrtModel(path, context.num_threads)
+        session.record = {"calibration_windows": len(items)}
+        return session
+
+
+METHOD = register(OnnxStaticInt8())

@@ -1,0 +1,24 @@
+"""OpenVINO with bfloat16 inference, on a CPU with AVX512-BF16 or AMX; refused elsewhere."""
+
+from __future__ import annotations
+
+from qa_compress.quantize.base import register
+from qa_compress.quantize.bf16 import cpu_has_bf16
+from qa_compress.quantize.openvino_base import OpenVinoMethod
+
+
+class OpenVinoBf16(OpenVinoMethod):
+    name = "openvino_bf16"
+    description = "Convert to OpenVINO and run in bfloat16; on a CPU with AVX512-BF16 or AMX."
+    precision = "bf16"
+
+    def check(self, job, model_config):
+        if not cpu_has_bf16():
+            return (
+                "OpenVINO bf16 inference needs a CPU with AVX512-BF16 or AMX and this one has neither; "
+                "use openvino_fp32 or openvino_int8"
+            )
+        return super().check(job, model_config)
+
+
+METHOD = register(OpenVinoBf16())

@@ -34,16 +34,25 @@ import torch
 from mlflow.tracking import MlflowClient
 from transformers import AutoTokenizer
 
-from qa_compress import benchmark, data, features, onnxrt, predict, prune, quantize, report, tracking
+from qa_compress import benchmark, data, features, onnxrt, openvino_runtime, predict, prune, quantize, report, tracking
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = ("tradeoffs_quantization", "tradeoffs_unstructured", "tradeoffs_structured")
+EXPERIMENTS = ("tradeoffs_quantization", "tradeoffs_unstructured", "tradeoffs_structured", "tradeoffs_qat",
+               "tradeoffs_accuracy_control")  # fmt: skip
 UNSTRUCTURED = tuple(m.name for m in prune.registry if isinstance(m, prune.UnstructuredMethod))
-TARGETS = {  # name: (pruning, quantization, recovery steps > 0), speed-up at --batch-size, F1 change bound
-    "dynamic_int8": (("none", "dynamic_int8", False), 1.6, 1.0),
-    "onnx_int8": (("none", "onnx_int8", False), 2.0, 1.0),
-    "structured + recovery": (("structured", "none", True), 1.4, 5.0),
-    "structured, no recovery": (("structured", "none", False), None, None),
+RUNTIME_FP32 = "openvino_fp32"  # the fastest FP32 runtime: speed-ups are also given against it
+TARGETS = {  # name: (pruning, quantization, recovery steps > 0, OpenVINO INT8 mode), speed-up at --batch-size,
+    # speed-up against OpenVINO FP32, F1 change bound
+    "dynamic_int8": (("none", "dynamic_int8", False, None), 1.6, None, 1.0),
+    "onnx_int8": (("none", "onnx_int8", False, None), 2.0, None, 1.0),
+    "onnx_static_int8": (("none", "onnx_static_int8", False, None), 2.0, None, 1.0),
+    "openvino_fp32": (("none", "openvino_fp32", False, None), None, None, None),
+    "openvino_int8": (("none", "openvino_int8", False, "post-training"), 3.0, 2.0, 1.0),
+    "openvino_int8, accuracy control": (("none", "openvino_int8", False, "accuracy control"), None, None, 1.0),
+    "openvino_int8, QAT": (("none", "openvino_int8", False, "QAT"), None, None, 0.5),
+    "structured + recovery": (("structured", "none", True, None), 1.4, None, 5.0),
+    "structured + recovery + openvino_int8": (("structured", "openvino_int8", True, "post-training"), 4.5, None, 2.0),
+    "structured, no recovery": (("structured", "none", False, None), None, None, None),
 }
 
 
@@ -98,11 +107,16 @@ def collect(args: argparse.Namespace) -> list[report.Job]:
     """The jobs of the latest sweep of each experiment, every one finished."""
     client = MlflowClient(store(args))
     jobs = []
+    args.included = []
     for experiment in EXPERIMENTS:
         parent = tracking.sweep_parent(args.root.resolve() / "sweeps" / experiment)
+        if parent is None and args.only and experiment not in args.only:
+            print(f"experiment={experiment}: never run under {args.root}, left out (--only)", flush=True)
+            continue
         if parent is None:
             raise SystemExit(f"no sweep of experiment={experiment} under {args.root}; run without --skip-sweeps")
         jobs += report.sweep_jobs(client, parent)
+        args.included.append(experiment)
     unfinished = [job.name for job in jobs if job.status != "FINISHED"]
     if unfinished:
         raise SystemExit(f"these jobs did not finish: {unfinished}")
@@ -113,8 +127,18 @@ def recovered(job: report.Job) -> bool:
     return job.params.get("pruning.finetune_steps", "0") != "0"
 
 
+def int8_mode(job: report.Job) -> str | None:
+    """How an OpenVINO INT8 job was quantized: post-training, accuracy control or QAT (None for other methods)."""
+    if job.quantization != "openvino_int8":
+        return None
+    if job.params.get("quantization.qat_steps", "0") != "0":
+        return "QAT"
+    return "post-training" if job.params.get("quantization.max_f1_drop") in (None, "None") else "accuracy control"
+
+
 def label(job: report.Job) -> str:
-    return f"{job.pruning_label} | {job.quantization}"
+    mode = int8_mode(job)
+    return f"{job.pruning_label} | {job.quantization}" + (f" ({mode})" if mode not in (None, "post-training") else "")
 
 
 # Timing ----------------------------------------------------------------------------------------
@@ -161,9 +185,19 @@ def profile(model, batch: dict[str, torch.Tensor], passes: int, top: int = 6) ->
     """Where a forward pass spends its time: (operator, ms per pass, share), largest first.
 
     PyTorch models through torch.profiler (self CPU time per operator); ONNX Runtime sessions
-    through the session's own profiler (time per graph node type).
+    through the session's own profiler (time per graph node type); OpenVINO through its
+    performance counters (time per operator type and the kernel, with its precision, that ran it).
     """
-    if isinstance(model, onnxrt.OrtModel):
+    if isinstance(model, openvino_runtime.OvModel):
+        profiled = openvino_runtime.OvModel(model.model, torch.get_num_threads(), profile=True)
+        profiled(**batch)
+        totals = {}
+        for _ in range(passes):
+            profiled(**batch)
+            for op in profiled.profile():
+                key = f"{op['type']} ({op['exec_type']})"
+                totals[key] = totals.get(key, 0.0) + op["ms"]
+    elif isinstance(model, onnxrt.OrtModel):
         with tempfile.TemporaryDirectory() as scratch:
             session = onnxrt.OrtModel(model.path, torch.get_num_threads(), profile_prefix=str(Path(scratch) / "ort"))
             for _ in range(passes + 1):  # the first is warm-up, dropped below
@@ -192,12 +226,12 @@ def profile(model, batch: dict[str, torch.Tensor], passes: int, top: int = 6) ->
 def target_jobs(jobs: list[report.Job]) -> dict[str, report.Job | None]:
     """The uncompressed job, then the variant each target is about (None where it was not run)."""
 
-    def find(pruning: str, quantization: str, with_recovery: bool) -> report.Job | None:
+    def find(pruning: str, quantization: str, with_recovery: bool, mode: str | None) -> report.Job | None:
         return next((j for j in jobs if j.pruning == pruning and j.quantization == quantization
-                     and recovered(j) == with_recovery), None)  # fmt: skip
+                     and recovered(j) == with_recovery and int8_mode(j) == mode), None)  # fmt: skip
 
     return {"uncompressed": next(j for j in jobs if j.uncompressed),
-            **{name: find(*variant) for name, (variant, _, _) in TARGETS.items()}}  # fmt: skip
+            **{name: find(*variant) for name, (variant, *_) in TARGETS.items()}}  # fmt: skip
 
 
 def time_and_profile(args: argparse.Namespace, jobs: list[report.Job]) -> dict:
@@ -216,10 +250,14 @@ def time_and_profile(args: argparse.Namespace, jobs: list[report.Job]) -> dict:
         contending = {run: variants[run] for run in contenders}
         head_to_head = time_side_by_side(contending, {args.batch_size: batches[args.batch_size]}, 1, args.target_rounds)
         profiled = {label(job): profile(variants[job.run_id], batches[args.batch_size], passes=3)
-                    for job in jobs if job.pruning in ("none", "structured") and not recovered(job)}  # fmt: skip
+                    for job in jobs if job.pruning in ("none", "structured")
+                    and (not recovered(job) or job.quantization == "openvino_int8")}  # fmt: skip
+    at_batch = {run: t[args.batch_size] for run, t in head_to_head.items()}
+    runtime_fp32 = target_jobs(jobs).get(RUNTIME_FP32)
     timing = {
         "latency": {run: {b: float(np.median(t)) for b, t in by_size.items()} for run, by_size in times.items()},
-        "speedups": paired({run: t[args.batch_size] for run, t in head_to_head.items()}, contenders[0]),
+        "speedups": paired(at_batch, contenders[0]),
+        "speedups_vs_runtime_fp32": paired(at_batch, runtime_fp32.run_id) if runtime_fp32 else {},
         "profiled": profiled,
         "cpu": benchmark.cpu_description(),
     }
@@ -248,16 +286,20 @@ def header(args: argparse.Namespace, jobs: list[report.Job], timing: dict, comma
         f"- Model: `{args.model}` (MiniLM-L6 fine-tuned for SQuAD 2.0), evaluated on `{args.eval}` "
         f"({int(base['eval_features'])} windows of {args.max_seq_length} tokens, stride {args.doc_stride}"
         + (f", first {args.max_eval_samples} questions" if args.max_eval_samples else "") + ").",
-        f"- Sweeps: `python run.py -m experiment=...` for {', '.join(f'`{e}`' for e in EXPERIMENTS)} "
-        "(conf/experiment/).",
+        f"- Sweeps: `python run.py -m experiment=...` for {', '.join(f'`{e}`' for e in args.included)} "
+        "(conf/experiment/)"
+        + (f"; not run this time: {', '.join(f'`{e}`' for e in EXPERIMENTS if e not in args.included)}."
+           if len(args.included) < len(EXPERIMENTS) else "."),
         f"- Machine: {timing['cpu']}, {os.cpu_count()} logical CPUs; {args.threads} threads for PyTorch and ONNX "
         "Runtime. Every speed figure below comes from this CPU; INT8 and bf16 speed-ups differ a lot between CPUs.",
-        "- Versions: " + ", ".join(f"{p} {_version(p)}" for p in ("torch", "transformers", "onnxruntime", "onnx")),
+        "- Versions: " + ", ".join(f"{p} {_version(p)}" for p in ("torch", "transformers", "onnxruntime", "onnx",
+                                                                 "openvino", "nncf")),
         f"- Latency: median of {args.rounds} interleaved rounds (each variant: one untimed pass, then the timed "
         f"one) after {args.warmup} warm-up passes, one process, batch 1 and batch {args.batch_size}, real "
         f"evaluation windows padded to {args.max_seq_length}; ×: the uncompressed time over this one (higher is "
         "faster). samples/s counts questions.",
-        "- Sizes: `size_mb` is the model as stored (safetensors, or the ONNX file); `size_gzip_mb` the same bytes "
+        "- Sizes: `size_mb` is the model as stored (safetensors, the ONNX file, or OpenVINO IR .xml + .bin); "
+        "`size_gzip_mb` the same bytes "
         "gzipped; ×: the uncompressed size over this one.",
         "",
     ]  # fmt: skip
@@ -272,7 +314,7 @@ def tradeoff_rows(args: argparse.Namespace, jobs: list[report.Job], timing: dict
         m, latency = job.metrics, timing["latency"][job.run_id]
         windows_per_question = m["eval_features"] / m["total"]
         rows.append({
-            "pruning": row["pruning"], "quantization": row["quantization"], "F1": f"{m['f1']:.2f}",
+            "pruning": row["pruning"], "quantization": label(job).split(" | ", 1)[1], "F1": f"{m['f1']:.2f}",
             "HasAns F1": f"{m.get('HasAns_f1', np.nan):.2f}", "NoAns F1": f"{m.get('NoAns_f1', np.nan):.2f}",
             "ΔF1": f"{row['Δf1']:+.2f}", "size MB": f"{m['size_mb']:.1f}",
             "size ×": f"{base['size_mb'] / m['size_mb']:.2f}", "gzip MB": f"{m['size_gzip_mb']:.1f}",
@@ -298,6 +340,25 @@ def recovery_rows(jobs: list[report.Job]) -> list[dict[str, object]]:
     ]  # fmt: skip
 
 
+def int8_rows(jobs: list[report.Job]) -> list[dict[str, object]]:
+    """What accuracy control and quantization-aware training did, beside post-training INT8."""
+    rows = []
+    for job in jobs:
+        mode, m = int8_mode(job), job.metrics
+        if mode is None or job.pruning != "none":
+            continue
+        rows.append({
+            "variant": mode, "F1": f"{m['f1']:.2f}", "HasAns": f"{m.get('HasAns_f1', np.nan):.2f}",
+            "NoAns": f"{m.get('NoAns_f1', np.nan):.2f}",
+            "F1 before QAT (its own post-training start)": f"{m['f1_before_qat']:.2f}" if "f1_before_qat" in m else "",
+            "held-out F1 FP32 → INT8": f"{m['held_out_f1_fp32']:.2f} → {m['held_out_f1_int8']:.2f}"
+            if "held_out_f1_fp32" in m else "",
+            "MatMuls kept FP32": f"{int(m.get('float_matmuls', 0))} of {int(m['matmuls'])}" if "matmuls" in m
+            else f"{int(m.get('float_matmuls', 0))}",
+        })  # fmt: skip
+    return rows
+
+
 def curve_rows(jobs: list[report.Job]) -> list[dict[str, object]]:
     """F1 (HasAns / NoAns) of each unstructured method at each amount."""
     curves = {m: {float(j.params["pruning.amount"]): j.metrics for j in jobs if j.pruning == m} for m in UNSTRUCTURED}
@@ -315,21 +376,33 @@ def targets(args: argparse.Namespace, jobs: list[report.Job], timing: dict) -> l
     for name, job in chosen.items():
         if job is None:
             continue
-        _, speed_target, f1_bound = TARGETS[name]
+        _, speed_target, runtime_target, f1_bound = TARGETS[name]
         ratios = timing["speedups"][job.run_id]
         speedup, (low, high) = float(np.median(ratios)), np.percentile(ratios, [25, 75])
+        over_runtime = timing.get("speedups_vs_runtime_fp32", {}).get(job.run_id)
+        runtime_speedup = float(np.median(over_runtime)) if over_runtime else None
         change = job.metrics["f1"] - baseline.metrics["f1"]
         misses = []
         if speed_target is not None and speedup < speed_target:
             misses.append(f"speed short by {speed_target - speedup:.2f}×")
-        if f1_bound is not None and abs(change) > f1_bound:
-            misses.append(f"F1 off by {abs(change) - f1_bound:.2f} beyond the bound")
+        if runtime_target is not None and runtime_speedup is not None and runtime_speedup < runtime_target:
+            misses.append(f"{runtime_speedup:.2f}× over OpenVINO FP32, short of {runtime_target}×")
+        if f1_bound is not None and -change > f1_bound:
+            misses.append(f"F1 lost {-change - f1_bound:.2f} beyond the bound")
+        if name == "openvino_int8, QAT" and chosen.get("openvino_int8") is not None:
+            post_training = chosen["openvino_int8"].metrics["f1"]
+            if job.metrics["f1"] < post_training:
+                misses.append(f"F1 {job.metrics['f1'] - post_training:+.2f} against post-training INT8")
+        checked = speed_target is not None or f1_bound is not None
         rows.append({
             "variant": name, f"speed-up at batch {args.batch_size} (IQR)": f"{speedup:.2f}× ({low:.2f}–{high:.2f})",
-            "target": "" if speed_target is None else f"≥ {speed_target}×", "F1 change": f"{change:+.2f}",
+            "over OpenVINO FP32": "" if runtime_speedup is None else f"{runtime_speedup:.2f}×",
+            "target": "" if speed_target is None else f"≥ {speed_target}×"
+            + ("" if runtime_target is None else f", ≥ {runtime_target}× over OpenVINO FP32"),
+            "F1 change": f"{change:+.2f}",
             "F1 bound": "" if f1_bound is None else f"within {f1_bound}",
             "size ×": f"{baseline.metrics['size_mb'] / job.metrics['size_mb']:.2f}",
-            "met?": "(reported)" if speed_target is None else "yes" if not misses else "no: " + "; ".join(misses),
+            "met?": "(reported)" if not checked else "yes" if not misses else "no: " + "; ".join(misses),
         })  # fmt: skip
     return [
         "## Targets", "",
@@ -359,6 +432,10 @@ def write(args: argparse.Namespace, jobs: list[report.Job], timing: dict, comman
            f"uncompressed one, and their batch-{args.batch_size} speed ratios span {min(dense):.2f}–"
            f"{max(dense):.2f}×; read differences of that size as noise.", ""] if dense else []),
         "## Recovery fine-tuning", "", report.markdown(recovery_rows(jobs)),
+        "## OpenVINO INT8: post-training, accuracy control, quantization-aware training", "",
+        "Accuracy control scores candidates on 200 held-out training questions (never evaluation ones); QAT "
+        "starts from NNCF's post-training quantization of the PyTorch model, whose F1 is given as its start.", "",
+        report.markdown(int8_rows(jobs)),
         "## Unstructured pruning: F1 by amount", "", report.markdown(curve_rows(jobs)),
         *targets(args, jobs, timing), *profiles(args, timing),
     ]  # fmt: skip
@@ -398,7 +475,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds timing every variant")
     parser.add_argument("--target-rounds", type=int, default=30, help="rounds of the head-to-head timing")
     parser.add_argument("--skip-sweeps", action="store_true", help="reuse the finished sweeps; only time and write")
-    parser.add_argument("--only", nargs="+", choices=EXPERIMENTS, help="run only these sweeps, reuse the others")
+    parser.add_argument(
+        "--only", nargs="+", choices=EXPERIMENTS, help="run only these sweeps; reuse the others where they exist"
+    )
     parser.add_argument("--reuse-timing", action="store_true", help="reuse the last timing and profiles (timing.json)")
     parser.add_argument("--force", action="store_true", help="rerun jobs even if an identical one finished")
     args = parser.parse_args(argv)  # fmt: skip

@@ -41,16 +41,18 @@ def group_help() -> str:
 
     registries = {"pruning": prune.registry, "quantization": quantize.registry}
     loader = GlobalHydra.instance().config_loader()
+    options = {group: loader.get_group_options(group) for group in HELP_GROUPS}
+    width = max((len(o) for names in options.values() for o in names), default=0) + 2
     lines = []
     for group in HELP_GROUPS:
         lines.append(f"{group}:")
-        for option in loader.get_group_options(group):
+        for option in options[group]:
             registry = registries.get(group)
             if registry is not None:
                 description = registry.get(option).description if option in registry else "(no registered method)"
             else:
                 description = _yaml_description(group, option)
-            lines.append(f"  {option:<18}{description}".rstrip())
+            lines.append(f"  {option:<{width}}{description}".rstrip())
     return "\n".join(lines)
 
 

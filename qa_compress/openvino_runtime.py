@@ -11,9 +11,12 @@ enough. Models are saved as OpenVINO IR (`.xml` graph + `.bin` weights), never p
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,11 +25,30 @@ import torch
 from transformers import PreTrainedModel
 from transformers.modeling_outputs import QuestionAnsweringModelOutput
 
+from qa_compress import signal_stack
+
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "openvino_model.xml"  # with openvino_model.bin beside it
 OUTPUTS = ("start_logits", "end_logits")
 PRECISIONS = {"f32": "f32", "bf16": "bf16"}  # INFERENCE_PRECISION_HINT values
+
+
+@functools.cache
+def core() -> Any:
+    """The process's one `openvino.Core` (creating one loads the CPU plugin; keep it loaded)."""
+    import openvino as ov
+
+    return ov.Core()
+
+
+@contextlib.contextmanager
+def native_section() -> Iterator[None]:
+    """Run OpenVINO or NNCF code, then give the main thread its own alternate signal stack back."""
+    try:
+        yield
+    finally:
+        signal_stack.reclaim()
 
 
 def _quiet_nncf() -> None:
@@ -42,7 +64,7 @@ def convert(model: PreTrainedModel, input_names: list[str]) -> Any:
 
     model = model.to("cpu").eval()
     sample = {name: torch.ones(2, 16, dtype=torch.long) for name in input_names}
-    with warnings.catch_warnings(), torch.no_grad():
+    with native_section(), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the tracer's notes on Python booleans in the masking code
         converted = ov.convert_model(model, example_input=sample)
     converted.reshape({name: ov.PartialShape([-1, -1]) for name in input_names})
@@ -55,8 +77,6 @@ class OvModel:
     """A compiled OpenVINO model behind the calls predict and benchmark make on a PyTorch QA model."""
 
     def __init__(self, model: Any, num_threads: int, precision: str = "f32", profile: bool = False):
-        import openvino as ov
-
         self.model = model  # the uncompiled graph: what is saved and measured
         config = {
             "INFERENCE_NUM_THREADS": num_threads,
@@ -65,8 +85,9 @@ class OvModel:
         }
         if profile:
             config["PERF_COUNT"] = True
-        self.compiled = ov.Core().compile_model(model, "CPU", config)
-        self.request = self.compiled.create_infer_request()
+        with native_section():
+            self.compiled = core().compile_model(model, "CPU", config)
+            self.request = self.compiled.create_infer_request()
         self.input_names = [port.get_any_name() for port in self.compiled.inputs]
 
     def __call__(self, **batch: torch.Tensor) -> QuestionAnsweringModelOutput:
@@ -116,12 +137,13 @@ def quantize(model: Any, calibration_items: list[dict[str, np.ndarray]]) -> Any:
     import nncf
 
     _quiet_nncf()
-    return nncf.quantize(
-        model,
-        nncf.Dataset(calibration_items),
-        model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=len(calibration_items),
-    )
+    with native_section():
+        return nncf.quantize(
+            model,
+            nncf.Dataset(calibration_items),
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(calibration_items),
+        )
 
 
 def quantize_with_accuracy_control(
@@ -140,29 +162,29 @@ def quantize_with_accuracy_control(
     def validation_fn(compiled: Any, questions: Any) -> tuple[float, list[float]]:
         return held_out.f1(_CompiledQa(compiled), list(questions))
 
-    quantized = nncf.quantize_with_accuracy_control(
-        model,
-        nncf.Dataset(calibration_items),
-        nncf.Dataset(list(range(len(held_out)))),
-        validation_fn,
-        max_drop=max_f1_drop,
-        drop_type=nncf.DropType.ABSOLUTE,
-        model_type=nncf.ModelType.TRANSFORMER,
-        subset_size=len(calibration_items),
-        # Reverting a layer restores its quantizers and bias, not SmoothQuant's rescaling of its weights, which
-        # left reverted layers wrong (outputs a third of FP32's on a small BERT): accuracy control goes without it.
-        advanced_quantization_parameters=AdvancedQuantizationParameters(
-            smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1)
-        ),
-    )
+    with native_section():
+        quantized = nncf.quantize_with_accuracy_control(
+            model,
+            nncf.Dataset(calibration_items),
+            nncf.Dataset(list(range(len(held_out)))),
+            validation_fn,
+            max_drop=max_f1_drop,
+            drop_type=nncf.DropType.ABSOLUTE,
+            model_type=nncf.ModelType.TRANSFORMER,
+            subset_size=len(calibration_items),
+            # Reverting a layer restores its quantizers and bias, not SmoothQuant's rescaling of its weights, which
+            # left reverted layers wrong (outputs a third of FP32's on a small BERT): accuracy control goes without it.
+            advanced_quantization_parameters=AdvancedQuantizationParameters(
+                smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1)
+            ),
+        )
     return quantized, {"reference": held_out.f1(_CompiledQa(_compile(model)))[0],
                        "quantized": held_out.f1(_CompiledQa(_compile(quantized)))[0]}  # fmt: skip
 
 
 def _compile(model: Any) -> Any:
-    import openvino as ov
-
-    return ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    with native_section():
+        return core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
 
 _PASS_THROUGH = {"Convert", "Reshape", "Transpose", "Squeeze", "Unsqueeze"}
@@ -198,9 +220,8 @@ def save(model: Any, directory: Path) -> Path:
 
 def load(directory: Path) -> Any:
     """Read OpenVINO IR written by `save` (a graph and raw weights; no code runs)."""
-    import openvino as ov
-
-    return ov.Core().read_model(str(directory / MODEL_FILE))
+    with native_section():
+        return core().read_model(str(directory / MODEL_FILE))
 
 
 def serialized(model: Any, workdir: Path) -> bytes:
@@ -211,9 +232,8 @@ def serialized(model: Any, workdir: Path) -> bytes:
 
 def stored_tensors(model: Any, workdir: Path) -> dict[str, np.ndarray]:
     """The constants of the model as stored (INT8 weights after quantization), by name."""
-    import openvino as ov
-
-    stored = ov.Core().read_model(str(save(model, workdir)))
+    with native_section():
+        stored = core().read_model(str(save(model, workdir)))
     return {
         op.get_friendly_name(): op.get_data()
         for op in stored.get_ordered_ops()

@@ -1,10 +1,12 @@
 """OpenVINO and NNCF on small models: conversion, static INT8, accuracy control, saving without pickles."""
 
+import signal
+
 import numpy as np
 import pytest
 import torch
 
-from qa_compress import benchmark, calibration, openvino_runtime, quantize
+from qa_compress import benchmark, calibration, openvino_runtime, quantize, signal_stack
 from qa_compress.quantize import openvino_bf16
 
 from .conftest import small_bert, small_inputs
@@ -118,3 +120,19 @@ def test_a_bf16_cpu_runs_openvino_bf16_close_to_fp32(tmp_path):
         reference = model(**small_inputs()).start_logits
     half, _ = _apply("openvino_bf16", model, tmp_path)
     assert torch.allclose(half(**small_inputs()).start_logits, reference, atol=0.1)
+
+
+def test_after_openvino_work_signals_land_on_a_stack_the_process_owns(tmp_path):
+    """OpenVINO's CPU plugin sets the thread's alternate signal stack and frees it later; a SIGTERM then crashed."""
+    model = small_bert().eval()
+    quantized, settings = _apply("openvino_int8", model, tmp_path, _windows(4), calibration_samples=4)
+    quantize.save(quantized, settings, tmp_path / "saved")
+    quantize.load(tmp_path / "saved")(**small_inputs())
+    assert signal_stack.current() == signal_stack.own()
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        signal.raise_signal(signal.SIGTERM)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert received == [signal.SIGTERM]

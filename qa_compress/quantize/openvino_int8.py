@@ -94,12 +94,13 @@ class OpenVinoInt8(OpenVinoMethod):
         openvino_runtime._quiet_nncf()
         batches = context.calibration.batches(context.input_names, 1)
         model = model.to("cpu").eval()
-        fake_quantized = nncf.quantize(
-            model,
-            nncf.Dataset(batches),
-            model_type=nncf.ModelType.TRANSFORMER,
-            subset_size=len(batches),
-        )
+        with openvino_runtime.native_section():
+            fake_quantized = nncf.quantize(
+                model,
+                nncf.Dataset(batches),
+                model_type=nncf.ModelType.TRANSFORMER,
+                subset_size=len(batches),
+            )
         before = openvino_runtime.convert(fake_quantized, context.input_names)
         record = {"calibration_windows": len(batches)}
         if context.evaluate is not None:

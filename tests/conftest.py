@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -195,6 +196,11 @@ def start_cli(args: list[str], tmp_path: Path, **popen) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     tracking.experiment_id(store_uri(tmp_path), "qa-compress", str(tmp_path / "mlruns"))  # schema before polling
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
+
+
+def help_line(option: str, description: str) -> re.Pattern:
+    """A `run.py --help` line listing `option` with its description, at least two spaces between them."""
+    return re.compile(rf"^  {re.escape(option)} {{2,}}{re.escape(description)}$", re.MULTILINE)
 
 
 def compose_config(overrides: list[str]):

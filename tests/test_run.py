@@ -1,13 +1,12 @@
 """The command line as a user meets it: a new process, --help, and refusals in one line before any work."""
 
-import re
 import subprocess
 import sys
 
 from qa_compress import prune, quantize
 from qa_compress.resolvers import HELP_GROUPS
 
-from .conftest import ROOT, assert_refused, run_cli
+from .conftest import ROOT, assert_refused, help_line, run_cli
 
 
 def test_help_lists_every_group_option_with_its_description():
@@ -20,7 +19,7 @@ def test_help_lists_every_group_option_with_its_description():
             registry = {"pruning": prune.registry, "quantization": quantize.registry}.get(group)
             if registry is not None:  # a method's description comes from its registry entry
                 description = registry.get(option.stem).description
-            line = re.compile(rf"^  {re.escape(option.stem)} {{2,}}{re.escape(description)}$", re.MULTILINE)
+            line = help_line(option.stem, description)
             assert line.search(result.stdout), f"{option} is missing from --help, or runs into its description"
 
 

@@ -109,10 +109,10 @@ def collect(args: argparse.Namespace) -> list[report.Job]:
     jobs = []
     args.included = []
     for experiment in EXPERIMENTS:
-        parent = tracking.sweep_parent(args.root.resolve() / "sweeps" / experiment)
-        if parent is None and args.only and experiment not in args.only:
-            print(f"experiment={experiment}: never run under {args.root}, left out (--only)", flush=True)
+        if args.only and experiment not in args.only:
+            print(f"experiment={experiment}: left out (--only)", flush=True)
             continue
+        parent = tracking.sweep_parent(args.root.resolve() / "sweeps" / experiment)
         if parent is None:
             raise SystemExit(f"no sweep of experiment={experiment} under {args.root}; run without --skip-sweeps")
         jobs += report.sweep_jobs(client, parent)
@@ -476,7 +476,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--target-rounds", type=int, default=30, help="rounds of the head-to-head timing")
     parser.add_argument("--skip-sweeps", action="store_true", help="reuse the finished sweeps; only time and write")
     parser.add_argument(
-        "--only", nargs="+", choices=EXPERIMENTS, help="run only these sweeps; reuse the others where they exist"
+        "--only", nargs="+", choices=EXPERIMENTS, help="run and report only these sweeps (finished jobs are reused)"
     )
     parser.add_argument("--reuse-timing", action="store_true", help="reuse the last timing and profiles (timing.json)")
     parser.add_argument("--force", action="store_true", help="rerun jobs even if an identical one finished")

@@ -51,7 +51,7 @@ def native_section() -> Iterator[None]:
         signal_stack.reclaim()
 
 
-def _quiet_nncf() -> None:
+def quiet_nncf() -> None:
     """NNCF logs every step at INFO with progress bars; keep its warnings only."""
     import nncf
 
@@ -136,7 +136,7 @@ def quantize(model: Any, calibration_items: list[dict[str, np.ndarray]]) -> Any:
     """NNCF static post-training INT8 quantization of an `openvino.Model`, calibrated on the given windows."""
     import nncf
 
-    _quiet_nncf()
+    quiet_nncf()
     with native_section():
         return nncf.quantize(
             model,
@@ -157,7 +157,7 @@ def quantize_with_accuracy_control(
     import nncf
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, AdvancedSmoothQuantParameters
 
-    _quiet_nncf()
+    quiet_nncf()
 
     def validation_fn(compiled: Any, questions: Any) -> tuple[float, list[float]]:
         return held_out.f1(_CompiledQa(compiled), list(questions))

@@ -6,7 +6,7 @@ from torch import nn
 from transformers import AutoModelForQuestionAnswering
 
 from qa_compress import benchmark, prune, quantize
-from qa_compress.quantize import bf16, dynamic_int8
+from qa_compress.quantize import dynamic_int8
 
 from .conftest import small_bert, small_inputs
 
@@ -77,7 +77,7 @@ def test_half_precisions_are_refused_exactly_where_the_hardware_lacks_them():
     assert (fp16_reason is None) == torch.cuda.is_available()
     if fp16_reason is not None:
         assert "needs a CUDA GPU" in fp16_reason
-    has_bf16 = (torch.cuda.is_available() and torch.cuda.is_bf16_supported()) or bf16.cpu_has_bf16()
+    has_bf16 = (torch.cuda.is_available() and torch.cuda.is_bf16_supported()) or quantize.cpu_has_bf16()
     bf16_reason = quantize.get("bf16").check(None, None)
     assert (bf16_reason is None) == has_bf16
     if bf16_reason is not None:

@@ -123,6 +123,13 @@ class QuantizationMethod:
         return models.load_weights(directory)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU runs bf16 natively (AVX512-BF16 or AMX tiles): what the bf16 options need."""
+    import torch
+
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def unique_tensors(tensors: dict[str, Any]) -> dict[str, Any]:
     """Drop tensors that share storage with an earlier one (tied embeddings are stored once)."""
     unique, seen = {}, set()

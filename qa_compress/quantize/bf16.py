@@ -2,15 +2,8 @@
 
 from __future__ import annotations
 
-from qa_compress.quantize.base import register
+from qa_compress.quantize.base import cpu_has_bf16, register
 from qa_compress.quantize.half import HalfPrecision
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU runs bf16 natively (AVX512-BF16 or AMX tiles)."""
-    import torch
-
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 class Bf16(HalfPrecision):

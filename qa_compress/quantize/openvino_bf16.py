@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from qa_compress.quantize.base import register
-from qa_compress.quantize.bf16 import cpu_has_bf16
+from qa_compress.quantize.base import cpu_has_bf16, register
 from qa_compress.quantize.openvino_base import OpenVinoMethod
 
 

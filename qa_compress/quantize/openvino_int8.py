@@ -91,7 +91,7 @@ class OpenVinoInt8(OpenVinoMethod):
 
         from qa_compress import openvino_runtime, train
 
-        openvino_runtime._quiet_nncf()
+        openvino_runtime.quiet_nncf()
         batches = context.calibration.batches(context.input_names, 1)
         model = model.to("cpu").eval()
         with openvino_runtime.native_section():

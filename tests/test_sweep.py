@@ -68,6 +68,16 @@ def test_submitit_launcher_fine_tunes_once_and_groups_runs_under_the_sweep(tmp_p
     assert Counter(c.data.tags["baseline_cache"] for c in jobs)["miss"] == 1
 
 
+def _started_after_a_finish(runs) -> bool:
+    """A job is under way that started after another finished, so its whole benchmark lies ahead.
+
+    Waiting only for one FINISHED and one RUNNING job races: the two first jobs start together, and the
+    second may be about to finish when the first does.
+    """
+    ends = [r.info.end_time for r in runs if r.info.status == "FINISHED"]
+    return bool(ends) and any(r.info.status == "RUNNING" and r.info.start_time > min(ends) for r in runs)
+
+
 def test_interrupted_parallel_sweep_resumes_without_retraining_or_duplicates(
     tmp_path, tiny_distilbert_dir, squad_files
 ):
@@ -78,9 +88,7 @@ def test_interrupted_parallel_sweep_resumes_without_retraining_or_duplicates(
     process = start_cli(args, tmp_path, start_new_session=True)
     try:
         deadline = time.time() + 180
-        while time.time() < deadline:  # until a job has finished and another is under way
-            if {"FINISHED", "RUNNING"} <= {c.info.status for c in children(tmp_path)}:
-                break
+        while time.time() < deadline and not _started_after_a_finish(children(tmp_path)):
             time.sleep(0.5)
         os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the launcher and its workers
         process.wait(timeout=120)

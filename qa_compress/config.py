@@ -81,7 +81,13 @@ class PredictConfig(Section):
     batch_size: int = Field(default=64, gt=0)
     n_best_size: int = Field(default=20, gt=0)
     max_answer_length: int = Field(default=30, gt=0)
-    null_score_diff_threshold: float = 0.0
+    null_score_diff_threshold: float = Field(default=0.0, allow_inf_nan=False)
+    null_threshold: Literal["fixed", "calibrate"] = "fixed"
+    threshold_questions: int = Field(default=500, gt=0)
+
+    def calibrates(self) -> bool:
+        """Whether each job picks its own null threshold on questions carved from the training data."""
+        return self.null_threshold == "calibrate"
 
 
 class BenchmarkConfig(Section):
@@ -140,7 +146,12 @@ class JobConfig(Section):
         return self.training.name != "none" or bool(self.training_data_users())
 
     def training_data_users(self) -> list[str]:
-        """The compression methods of this job that read training windows (fine-tuning aside)."""
+        """The settings of this job, fine-tuning aside, that read training data."""
+        threshold = ["predict.null_threshold=calibrate"] if self.predict.calibrates() else []
+        return threshold + self.compression_data_users()
+
+    def compression_data_users(self) -> list[str]:
+        """The compression methods of this job that read training windows."""
         users = []
         if prune.get(self.pruning.name).needs_training_data(self.pruning):
             users.append(f"pruning={self.pruning.name}")

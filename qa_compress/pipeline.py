@@ -7,6 +7,7 @@ ends FINISHED, FAILED or KILLED. The methods themselves live in `prune` and `qua
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -35,6 +36,8 @@ from qa_compress import (
     calibration,
     checks,
     data,
+    distill,
+    families,
     features,
     models,
     predict,
@@ -43,12 +46,14 @@ from qa_compress import (
     report,
     score,
     synthetic,
+    threshold,
     tracking,
     train,
 )
 from qa_compress.config import JobConfig, from_hydra, job_section
 from qa_compress.errors import UserError
 from qa_compress.prune import layers as prune_layers
+from qa_compress.prune import schedule, structured
 
 log = logging.getLogger(__name__)
 
@@ -182,21 +187,84 @@ def _before_recovery(pruned: Pruned, evaluation: Evaluation) -> dict[str, float]
     return {"sparsity_before_recovery": prune_layers.sparsity(rows), **scores}
 
 
-def _recover(job: JobConfig, model, tokenizer, train_features: Dataset) -> dict[str, float]:
-    """Recovery fine-tuning of the pruned model; masked weights stay zero (the masks sit in the forward pass)."""
+def _teacher(job: JobConfig, model, tokenizer, train_features: Dataset, device: torch.device) -> distill.Teacher:
+    """The uncompressed model's logits on every training window (cached), for distillation during recovery."""
+    start, end, origin = distill.teacher_logits(model, train_features, models.input_names(tokenizer, model),
+                                                job.predict.batch_size, device, Path(job.paths.cache_dir),
+                                                job.cache_lock_timeout_s)  # fmt: skip
+    tracking.set_tags({"teacher_cache": origin})
+    return distill.Teacher(start, end, job.pruning.distill_temperature, job.pruning.distill_weight)
+
+
+def _recovery_settings(job: JobConfig, steps: int) -> dict[str, Any]:
     p = job.pruning
-    settings = {
+    return {
         **job.training.model_dump(),
         "learning_rate": p.finetune_learning_rate,
-        "max_steps": p.finetune_steps,
+        "max_steps": steps,
         "batch_size": p.finetune_batch_size,
         "gradient_accumulation_steps": 1,
         "warmup_ratio": 0.1,
-        "logging_steps": max(1, min(job.training.logging_steps, p.finetune_steps // 5 or 1)),
+        "logging_steps": max(1, min(job.training.logging_steps, steps // 5 or 1)),
     }
-    log.info("Recovery fine-tuning for %d steps", p.finetune_steps)
-    result = train.fine_tune(model, tokenizer, train_features, settings, job.seed, [])
-    return {f"recovery_{k}": v for k, v in result.items()}
+
+
+def _recover(job: JobConfig, model, tokenizer, train_features: Dataset, teacher: distill.Teacher | None,
+             pruned: Pruned) -> dict[str, float]:  # fmt: skip
+    """Recovery fine-tuning of the pruned model; masked weights stay zero (the masks sit in the forward pass).
+
+    With a gradual schedule, the masks start dense again and tighten stage by stage to the amount.
+    """
+    p = job.pruning
+    callbacks = []
+    if p.gradual():
+        method = prune.get(p.name)
+        callbacks.append(schedule.GradualMasks(method, pruned.layers, p.amount, p.gradual_stages, p.gradual_end,
+                                               job.seed, p.finetune_steps))  # fmt: skip
+    log.info("Recovery fine-tuning for %d steps%s", p.finetune_steps, " with distillation" if teacher else "")
+    result = train.fine_tune(model, tokenizer, train_features, _recovery_settings(job, p.finetune_steps), job.seed,
+                             callbacks, teacher)  # fmt: skip
+    metrics = {f"recovery_{k}": v for k, v in result.items()}
+    if callbacks:
+        metrics["gradual_stages_applied"] = len(callbacks[0].applied)
+    return metrics
+
+
+def _prune_in_stages(job: JobConfig, model, tokenizer, train_features: Dataset, device: torch.device,
+                     teacher: distill.Teacher | None) -> tuple[Pruned, dict[str, float]]:  # fmt: skip
+    """Structured pruning in stages along the cubic schedule, with recovery fine-tuning after each stage.
+
+    Each stage removes, from every layer, the heads and neurons that take the counts removed so
+    far to the stage's share of the final counts (those one-shot pruning would remove).
+    """
+    p = job.pruning
+    blocks = families.of_model(model).blocks(model)
+    heads, width = blocks[0].heads, blocks[0].ffn_in.out_features
+    final = (min(round(p.heads_amount * heads), heads - 1), min(round(p.ffn_amount * width), width - 1))
+    lengths = schedule.stage_lengths(p.finetune_steps, p.gradual_stages, p.gradual_end)
+    first: Pruned | None = None
+    removed, results = (0, 0), []
+    for fraction, length in zip(schedule.cubic(1.0, p.gradual_stages), lengths, strict=True):
+        target = (round(fraction * final[0]), round(fraction * final[1]))
+        block = families.of_model(model).blocks(model)[0]
+        heads_amount, ffn_amount = structured.stage_amounts(block.heads, block.ffn_in.out_features, removed, target)
+        stage = p.model_copy(update={"heads_amount": heads_amount, "ffn_amount": ffn_amount})
+        pruned = _prune(job.model_copy(update={"pruning": stage}), model, train_features, device)
+        first = first or pruned  # its layers and original sizes describe the model before any stage
+        removed = target
+        log.info("Stage: %d heads and %d FFN neurons per layer removed; recovery for %d steps", *target, length)
+        results.append(train.fine_tune(model, tokenizer, train_features, _recovery_settings(job, length), job.seed,
+                                       [], teacher))  # fmt: skip
+    steps = sum(r["train_steps"] for r in results)
+    metrics = {
+        "heads_removed": final[0] * len(blocks),
+        "ffn_neurons_removed": final[1] * len(blocks),
+        "gradual_stages_applied": len(results),
+        "recovery_train_steps": steps,
+        "recovery_train_loss": sum(r.get("train_loss", math.nan) * r["train_steps"] for r in results) / steps,
+        "recovery_train_runtime": sum(r.get("train_runtime", 0.0) for r in results),
+    }
+    return first, metrics
 
 
 def _fold_in(pruned: Pruned) -> list[dict]:
@@ -271,6 +339,48 @@ def _quantization_record(model, output_dir: Path) -> dict[str, float]:
     return {k: float(v) for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)}
 
 
+def _threshold_split(job: JobConfig, train_examples: data.Examples,
+                     eval_examples: data.Examples) -> tuple[data.Examples, data.Examples]:  # fmt: skip
+    """Training examples less the paragraphs carved out to pick the null threshold on, and those paragraphs."""
+    evaluation_ids = set(eval_examples.dataset["id"])
+    split = threshold.carve(train_examples, job.predict.threshold_questions, job.seed, evaluation_ids)
+    if not len(split.calibration.dataset) or not len(split.train.dataset):
+        raise UserError(
+            f"predict.threshold_questions={job.predict.threshold_questions}: the training data "
+            f"({len(train_examples.dataset)} questions) cannot give that many to threshold calibration "
+            "and keep some to train on"
+        )
+    log.info("Null threshold calibrated on %d training questions set aside", len(split.calibration.dataset))
+    tracking.log_dataset(f"{job.dataset.name}/threshold", split.calibration.source, "train",
+                         split.calibration.digest, "threshold")  # fmt: skip
+    return split.train, split.calibration
+
+
+def _calibrate_threshold(job: JobConfig, model, tokenizer, questions: data.Examples, evaluation: Evaluation,
+                         eval_examples: data.Examples, device: torch.device) -> tuple[Evaluation, dict]:  # fmt: skip
+    """The evaluation redone at the null threshold that maximises F1 on the set-aside training questions.
+
+    Also returns what to log: the threshold, the F1 it reached on those questions, and the
+    evaluation scores at the configured (uncalibrated) threshold.
+    """
+    windows = _features(job, questions, tokenizer, "eval")
+    inputs = predict.forward_inputs(windows, models.input_names(tokenizer, model))
+    p = job.predict
+    starts, ends = predict.logits(model, inputs, p.batch_size, device)
+    on_split = predict.decode(questions.dataset, windows, starts, ends, p.n_best_size, p.max_answer_length,
+                              p.null_score_diff_threshold)  # fmt: skip
+    chosen, split_f1 = threshold.best(on_split, data.gold_answers(questions.dataset))
+    predictions = predict.rethreshold(evaluation.predictions, chosen)
+    scores, _ = score.evaluate(data.gold_answers(eval_examples.dataset), predictions.answers, predictions.na_probs)
+    uncalibrated = {f"{k}_uncalibrated": evaluation.scores[k] for k in ("exact", "f1", "HasAns_f1", "NoAns_f1")
+                    if k in evaluation.scores}  # fmt: skip
+    record = {"null_threshold": chosen, "threshold_questions": len(questions.dataset),
+              "threshold_split_f1": split_f1, **uncalibrated}  # fmt: skip
+    log.info("Null threshold %.3f (F1 %.2f on the set-aside questions): evaluation F1 %.2f -> %.2f",
+             chosen, split_f1, evaluation.scores["f1"], scores["f1"])  # fmt: skip
+    return Evaluation(predictions, scores, evaluation.seconds), record
+
+
 def _evaluate(job: JobConfig, model, inputs: Dataset, examples: data.Examples, eval_features: Dataset,
               device: torch.device) -> Evaluation:  # fmt: skip
     """Predictions and SQuAD 2.0 scores of `model` on the evaluation set."""
@@ -335,20 +445,35 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
     output_dir.mkdir(parents=True, exist_ok=True)
     eval_examples = _examples(job, "validation")
     train_examples = _examples(job, "train") if job.reads_training_data() else None
+    threshold_examples = None
+    if job.predict.calibrates():
+        train_examples, threshold_examples = _threshold_split(job, train_examples, eval_examples)
 
     model, tokenizer, baseline_cache, train_features = _baseline(job, train_examples)
     eval_features = _features(job, eval_examples, tokenizer, "eval")
     inputs = predict.forward_inputs(eval_features, models.input_names(tokenizer, model))
-    if train_features is None and job.training_data_users():
+    if train_features is None and job.compression_data_users():
         train_features = _features(job, train_examples, tokenizer, "train")
     train_device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    pruned = _prune(job, model, train_features, train_device)
-    metrics = dict(pruned.metrics)
-    if job.pruning.finetune_steps:
-        before = _evaluate(job, model.to(train_device), inputs, eval_examples, eval_features, train_device)
-        metrics.update(_before_recovery(pruned, before))
-        metrics.update(_recover(job, model, tokenizer, train_features))
+    teacher = _teacher(job, model, tokenizer, train_features, train_device) if job.pruning.distill else None
+
+    def before_recovery(candidate: Any, pruned: Pruned) -> dict[str, float]:
+        evaluation = _evaluate(job, candidate.to(train_device), inputs, eval_examples, eval_features, train_device)
+        return _before_recovery(pruned, evaluation)
+
+    if job.pruning.gradual() and job.pruning.name == "structured":
+        one_shot = copy.deepcopy(model)  # what pruning at once, without recovery, would have left
+        metrics = before_recovery(one_shot, _prune(job, one_shot, train_features, train_device))
+        del one_shot
+        pruned, staged = _prune_in_stages(job, model, tokenizer, train_features, train_device, teacher)
+        metrics.update({**pruned.metrics, **staged})
+    else:
+        pruned = _prune(job, model, train_features, train_device)
+        metrics = dict(pruned.metrics)
+        if job.pruning.finetune_steps:
+            metrics.update(before_recovery(model, pruned))
+            metrics.update(_recover(job, model, tokenizer, train_features, teacher, pruned))
     rows = _fold_in(pruned)
     metrics["sparsity"] = prune_layers.sparsity(rows)
 
@@ -361,6 +486,10 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
     metrics.update(_quantization_record(model, output_dir))
     tracking.set_tags({"device": str(device)})
     evaluation = _evaluate(job, model, inputs, eval_examples, eval_features, device)
+    if threshold_examples is not None:
+        evaluation, calibrated = _calibrate_threshold(job, model, tokenizer, threshold_examples, evaluation,
+                                                      eval_examples, device)  # fmt: skip
+        metrics.update(calibrated)
     metrics.update(_scores(evaluation, eval_examples, len(eval_features)))
     metrics.update(_measure(job, model, inputs, eval_examples, device))
 

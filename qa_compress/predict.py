@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import collections
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -23,10 +23,16 @@ from qa_compress.features import trim_padding
 
 @dataclass(frozen=True)
 class Predictions:
-    """Answer text ("" for no answer) and no-answer probability per question id."""
+    """Per question id: the answer ("" for no answer), its no-answer probability, and what decided it.
+
+    `best_spans` holds the best non-null span ("" when there is none) and `null_score_diffs` the
+    null score minus that span's score, so another null threshold can be applied without decoding again.
+    """
 
     answers: dict[str, str]
     na_probs: dict[str, float]
+    best_spans: dict[str, str] = field(default_factory=dict)
+    null_score_diffs: dict[str, float] = field(default_factory=dict)
 
 
 def forward_inputs(features: Dataset, input_names: list[str]) -> Dataset:
@@ -74,7 +80,7 @@ def decode(
         features_of[example_id].append(index)
     offsets_all = features["offset_mapping"]
 
-    answers, na_probs = {}, {}
+    answers, na_probs, best_spans, diffs = {}, {}, {}, {}
     for example in examples:
         context = example["context"]
         min_null_score = math.inf
@@ -99,9 +105,24 @@ def decode(
         weights = np.exp(scores - scores.max())
         na_probs[example["id"]] = float(weights[-1] / weights.sum())
 
-        if not candidates or min_null_score > candidates[0][0] + null_score_diff_threshold:
-            answers[example["id"]] = ""
+        if candidates:
+            best_score, start_char, end_char = candidates[0]
+            best_spans[example["id"]] = context[start_char:end_char]
+            diffs[example["id"]] = min_null_score - best_score
         else:
-            _, start_char, end_char = candidates[0]
-            answers[example["id"]] = context[start_char:end_char]
-    return Predictions(answers, na_probs)
+            best_spans[example["id"]], diffs[example["id"]] = "", math.inf
+        answers[example["id"]] = with_threshold(best_spans[example["id"]], diffs[example["id"]],
+                                                null_score_diff_threshold)  # fmt: skip
+    return Predictions(answers, na_probs, best_spans, diffs)
+
+
+def with_threshold(best_span: str, null_score_diff: float, threshold: float) -> str:
+    """The answer: "" (no answer) when the null score beats the best span's by more than `threshold`."""
+    return "" if null_score_diff > threshold else best_span
+
+
+def rethreshold(predictions: Predictions, threshold: float) -> Predictions:
+    """The same predictions with answers decided by another null threshold."""
+    answers = {qid: with_threshold(predictions.best_spans[qid], diff, threshold)
+               for qid, diff in predictions.null_score_diffs.items()}  # fmt: skip
+    return Predictions(answers, predictions.na_probs, predictions.best_spans, predictions.null_score_diffs)

@@ -29,7 +29,7 @@ from transformers import (
     default_data_collator,
 )
 
-from qa_compress import cache, features
+from qa_compress import cache, distill, features
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,12 @@ def fine_tune(
     training: dict[str, Any],
     seed: int,
     callbacks: list[TrainerCallback],
+    teacher: distill.Teacher | None = None,
 ) -> dict[str, float]:
-    """Train `model` in place on `train_features`; returns summary metrics (train_loss, train_runtime, ...)."""
+    """Train `model` in place on `train_features`; returns summary metrics (train_loss, train_runtime, ...).
+
+    With a `teacher`, the loss mixes its cached logits with the labels (`distill`).
+    """
     with tempfile.TemporaryDirectory() as scratch:
         args = TrainingArguments(
             output_dir=scratch,
@@ -99,16 +103,16 @@ def fine_tune(
             report_to="none",
             disable_tqdm=not sys.stderr.isatty(),
             dataloader_pin_memory=torch.cuda.is_available(),
+            remove_unused_columns=teacher is None,  # the distillation loss reads each window's index
             **mixed_precision(training["mixed_precision"]),
         )
-        trainer = Trainer(
-            model=model,
-            args=args,
-            train_dataset=train_features,
-            data_collator=_collate,
-            processing_class=tokenizer,
-            callbacks=callbacks,
-        )
+        common = {"model": model, "args": args, "data_collator": _collate, "processing_class": tokenizer,
+                  "callbacks": callbacks}  # fmt: skip
+        if teacher is None:
+            trainer = Trainer(train_dataset=train_features, **common)
+        else:
+            windows = distill.training_windows(train_features, model)
+            trainer = distill.DistillationTrainer(train_dataset=windows, teacher=teacher, **common)
         result = trainer.train()
     summary = {k: v for k, v in result.metrics.items() if k.startswith("train_")}
     return {**summary, "train_steps": result.global_step, "train_epochs": result.metrics.get("epoch", 0.0)}

@@ -8,7 +8,7 @@ recovery fine-tuning with any masks still on, then folds the masks in.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -33,12 +33,32 @@ class PruningSettings(Section):
     finetune_steps: int = Field(default=0, ge=0)
     finetune_learning_rate: float = Field(default=5e-5, gt=0, le=1)
     finetune_batch_size: int = Field(default=16, gt=0)
+    distill: bool = False
+    distill_temperature: float = Field(default=2.0, gt=0, le=100)
+    distill_weight: float = Field(default=0.5, ge=0, le=1)
+    schedule: Literal["oneshot", "gradual"] = "oneshot"
+    gradual_stages: int = Field(default=8, ge=1)
+    gradual_end: float = Field(default=0.75, gt=0, le=1)
 
     @model_validator(mode="after")
-    def _patterns_not_empty(self) -> PruningSettings:
+    def _consistent(self) -> PruningSettings:
         if self.layer_patterns is not None and not self.layer_patterns:
             raise ValueError("pruning.layer_patterns=[]: give at least one pattern, or null for the model family's")
+        if self.distill and not self.finetune_steps:
+            raise ValueError("pruning.distill=true: distillation happens during recovery; set pruning.finetune_steps")
+        if self.schedule == "gradual":
+            if self.name == "none":
+                raise ValueError("pruning.schedule=gradual: pruning=none has nothing to prune gradually")
+            if self.finetune_steps * self.gradual_end < self.gradual_stages:
+                raise ValueError(
+                    f"pruning.schedule=gradual: pruning.gradual_stages={self.gradual_stages} stages need at least "
+                    f"that many of the first pruning.gradual_end={self.gradual_end:g} of pruning.finetune_steps="
+                    f"{self.finetune_steps}"
+                )
         return self
+
+    def gradual(self) -> bool:
+        return self.schedule == "gradual"
 
 
 @dataclass(frozen=True)
@@ -91,10 +111,14 @@ get = registry.get
 
 
 def describe(settings: PruningSettings) -> str:
-    """The one label of a pruning choice: method, amount and recovery steps ("l1_unstructured 0.3 +200 steps")."""
+    """The one label of a pruning choice: method, amount and recovery ("l1_unstructured 0.3 gradual +200 distill")."""
     text = " ".join(part for part in (settings.name, get(settings.name).label(settings)) if part)
+    if settings.gradual():
+        text += " gradual"
     if settings.finetune_steps:
         text += f" +{settings.finetune_steps} steps"
+    if settings.distill:
+        text += " distilled"
     return text
 
 
@@ -103,16 +127,30 @@ class UnstructuredSettings(PruningSettings):
 
 
 class UnstructuredMethod(PruningMethod):
-    """Zeros in place, chosen per method by `mask`; the shapes stay, so only gzip and sparse kernels gain."""
+    """Zeros in place, the lowest-scoring weights per layer (or over all layers at once, `global_threshold`).
+
+    The shapes stay, so only gzip and sparse kernels gain. Masks sit in the forward pass
+    (PyTorch's pruning hooks) until folded in; a gradual schedule tightens them in place.
+    """
 
     settings: ClassVar[type[PruningSettings]] = UnstructuredSettings
+    global_threshold: ClassVar[bool] = False
 
-    def mask(self, layers: dict[str, nn.Module], amount: float, seed: int) -> None:
+    def importance(self, weights: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+        """A score per weight, same shapes as `weights`: the lowest scores are pruned first."""
         raise NotImplementedError
 
+    def masks(self, weights: dict[str, torch.Tensor], amount: float, seed: int) -> dict[str, torch.Tensor]:
+        """Keep-masks that zero `amount` of the weights (of each layer, or of all of them together)."""
+        from qa_compress.prune.layers import lowest_masks
+
+        return lowest_masks(self.importance(weights, seed), amount, self.global_threshold)
+
     def apply(self, model, layers, settings, context) -> dict[str, float]:
+        from qa_compress.prune.layers import effective_weights, set_masks
+
         if settings.amount > 0:
-            self.mask(layers, settings.amount, context.seed)
+            set_masks(layers, self.masks(effective_weights(layers), settings.amount, context.seed))
         return {}
 
     def label(self, settings: PruningSettings) -> str:

@@ -10,12 +10,10 @@ class GlobalMagnitude(UnstructuredMethod):
     description = (
         "One magnitude threshold over all selected layers: layers end with different sparsities (logged per layer)."
     )
+    global_threshold = True
 
-    def mask(self, layers, amount, seed) -> None:
-        from torch.nn.utils import prune as torch_prune
-
-        params = [(module, "weight") for module in layers.values()]
-        torch_prune.global_unstructured(params, pruning_method=torch_prune.L1Unstructured, amount=amount)
+    def importance(self, weights, seed):
+        return {name: weight.abs() for name, weight in weights.items()}
 
 
 METHOD = register(GlobalMagnitude())

@@ -9,11 +9,8 @@ class L1Unstructured(UnstructuredMethod):
     name = "l1_unstructured"
     description = "L1 (magnitude) unstructured pruning of each selected Linear layer, made permanent before evaluation."
 
-    def mask(self, layers, amount, seed) -> None:
-        from torch.nn.utils import prune as torch_prune
-
-        for module in layers.values():
-            torch_prune.l1_unstructured(module, name="weight", amount=amount)
+    def importance(self, weights, seed):
+        return {name: weight.abs() for name, weight in weights.items()}
 
 
 METHOD = register(L1Unstructured())

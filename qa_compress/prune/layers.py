@@ -37,6 +37,55 @@ def prunable_layers(
     return chosen
 
 
+def effective_weights(
+    layers: dict[str, nn.Module], masks: dict[str, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
+    """Each layer's weights as its forward pass sees them, or under `masks` instead of its own mask (if any)."""
+    weights = {}
+    for name, module in layers.items():
+        original = module.weight_orig if torch_prune.is_pruned(module) else module.weight
+        mask = masks[name] if masks is not None else getattr(module, "weight_mask", None)
+        weights[name] = (original * mask if mask is not None else original).detach()
+    return weights
+
+
+def lowest_masks(scores: dict[str, torch.Tensor], amount: float, global_threshold: bool) -> dict[str, torch.Tensor]:
+    """Keep-masks (1 = kept) zeroing the `amount` lowest-scoring entries of each layer, or of all layers together.
+
+    The count pruned is round(amount * size), as PyTorch's pruning functions count it.
+    """
+    if global_threshold:
+        flat = torch.cat([s.flatten() for s in scores.values()])
+        keep = _keep_mask(flat, round(amount * flat.numel()))
+        masks, begin = {}, 0
+        for name, s in scores.items():
+            masks[name] = keep[begin : begin + s.numel()].view_as(s)
+            begin += s.numel()
+        return masks
+    return {name: _keep_mask(s.flatten(), round(amount * s.numel())).view_as(s) for name, s in scores.items()}
+
+
+def _keep_mask(flat: torch.Tensor, prune: int) -> torch.Tensor:
+    mask = torch.ones_like(flat)
+    if prune:
+        mask[torch.topk(flat, prune, largest=False).indices] = 0
+    return mask
+
+
+@torch.no_grad()
+def set_masks(layers: dict[str, nn.Module], masks: dict[str, torch.Tensor]) -> None:
+    """Put `masks` on the layers' forward passes; a layer that has a mask has it replaced in place.
+
+    In place, so an optimizer holding the layers' parameters keeps training the same tensors.
+    """
+    for name, module in layers.items():
+        if torch_prune.is_pruned(module):
+            module.weight_mask.copy_(masks[name])
+            module.weight = module.weight_orig * module.weight_mask
+        else:
+            torch_prune.custom_from_mask(module, "weight", masks[name])
+
+
 def make_permanent(layers: dict[str, nn.Module]) -> None:
     """Fold pruning masks into the weights and drop them (a no-op on unmasked layers)."""
     for module in layers.values():

@@ -1,4 +1,8 @@
-"""Random pruning, the control: each layer loses the same fraction as with L1, drawn from a seeded generator."""
+"""Random pruning, the control: each layer loses the same fraction as with L1, drawn from a seeded generator.
+
+The random scores depend only on the seed and the layer shapes, so a gradual schedule's
+masks are nested: a weight pruned at one stage stays pruned at the next.
+"""
 
 from __future__ import annotations
 
@@ -12,14 +16,12 @@ class RandomPruning(UnstructuredMethod):
         "(seeded by `seed`)."
     )
 
-    def mask(self, layers, amount, seed) -> None:
+    def importance(self, weights, seed):
         import torch
-        from torch.nn.utils import prune as torch_prune
 
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            for module in layers.values():
-                torch_prune.random_unstructured(module, name="weight", amount=amount)
+        generator = torch.Generator().manual_seed(seed)
+        return {name: torch.rand(weight.shape, generator=generator).to(weight.device)
+                for name, weight in weights.items()}  # fmt: skip
 
 
 METHOD = register(RandomPruning())

@@ -82,24 +82,31 @@ def gradient_importance(model: nn.Module, blocks: list[Block], batches: Iterable
 def shrink(model: PreTrainedModel, heads_amount: float, ffn_amount: float, importance: Scores) -> dict[str, int]:
     """Remove the least important `heads_amount` of heads and `ffn_amount` of FFN neurons from every layer.
 
-    Every layer keeps the same number of heads and of neurons (at least one of each), so the
-    config describes the new shapes; returns how many heads and neurons were removed.
+    Amounts are fractions of the heads and neurons present now. Every layer keeps the same
+    number of heads and of neurons (at least one of each), so the config describes the new
+    shapes, with removed heads named by their original index across stages; returns how
+    many heads and neurons this call removed.
     """
     import torch
 
     family = families.of_model(model)
     if family is None:
         raise ValueError(f"structured pruning knows no layer layout for {type(model).__name__}")
+    earlier = {int(k): list(v) for k, v in (getattr(model.config, "pruned_heads", None) or {}).items()}
     pruned_heads: dict[int, list[int]] = {}
     removed_heads = removed_neurons = 0
     width = None
     for index, (block, (head_scores, neuron_scores)) in enumerate(zip(family.blocks(model), importance, strict=True)):
         drop = min(round(heads_amount * block.heads), block.heads - 1)
+        gone = earlier.get(index, [])  # original indices removed by an earlier stage
+        present = [h for h in range(block.heads + len(gone)) if h not in set(gone)]
         if drop:
             heads = sorted(torch.argsort(head_scores)[:drop].tolist())
             families.remove_heads(block, heads)
-            pruned_heads[index] = heads
+            gone = sorted(gone + [present[h] for h in heads])
             removed_heads += drop
+        if gone:
+            pruned_heads[index] = gone
         ffn_width = block.ffn_in.out_features
         keep = max(ffn_width - round(ffn_amount * ffn_width), 1)
         neurons = torch.sort(torch.argsort(neuron_scores, descending=True)[:keep]).values
@@ -110,6 +117,12 @@ def shrink(model: PreTrainedModel, heads_amount: float, ffn_amount: float, impor
     setattr(model.config, family.ffn_width_key, width)
     model.config.pruned_heads = {str(k): v for k, v in pruned_heads.items()}
     return {"heads_removed": removed_heads, "ffn_neurons_removed": removed_neurons}
+
+
+def stage_amounts(heads: int, width: int, removed: tuple[int, int], target: tuple[int, int]) -> tuple[float, float]:
+    """Fractions of the present `heads` and FFN `width` that take the per-layer removed counts from `removed` to
+    `target`, exactly (`shrink` rounds amount * present back to the count)."""
+    return (target[0] - removed[0]) / heads, (target[1] - removed[1]) / width
 
 
 class Structured(PruningMethod):

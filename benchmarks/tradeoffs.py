@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ("tradeoffs_quantization", "tradeoffs_unstructured", "tradeoffs_structured", "tradeoffs_qat",
                "tradeoffs_accuracy_control")  # fmt: skip
 UNSTRUCTURED = tuple(m.name for m in prune.registry if isinstance(m, prune.UnstructuredMethod))
+KEPT_SECTIONS = [("<!-- recovery:begin -->", "<!-- recovery:end -->")]  # written by benchmarks/recovery.py
 RUNTIME_FP32 = "openvino_fp32"  # the fastest FP32 runtime: speed-ups are also given against it
 TARGETS = {  # name: (pruning, quantization, recovery steps > 0, OpenVINO INT8 mode), speed-up at --batch-size,
     # speed-up against OpenVINO FP32, F1 change bound
@@ -442,6 +443,15 @@ def write(args: argparse.Namespace, jobs: list[report.Job], timing: dict, comman
     return "\n".join(sections)
 
 
+def keep_sections(document: str, previous: str) -> str:
+    """`document` followed by the sections other scripts wrote into the previous file (benchmarks/recovery.py)."""
+    kept = []
+    for begin, end in KEPT_SECTIONS:
+        if begin in previous and end in previous.split(begin, 1)[1]:
+            kept.append(begin + previous.split(begin, 1)[1].split(end, 1)[0] + end)
+    return "\n\n".join([document.rstrip("\n"), *kept]) + "\n"
+
+
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     shared = ROOT.parent / "shared"
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -504,7 +514,8 @@ def main(argv: list[str] | None = None) -> None:
         timing = json.loads((args.root / "timing.json").read_text())
     else:
         timing = time_and_profile(args, jobs)
-    args.out.write_text(write(args, jobs, timing, command.strip()))
+    previous = args.out.read_text() if args.out.exists() else ""
+    args.out.write_text(keep_sections(write(args, jobs, timing, command.strip()), previous))
     print(args.out.read_text())
 
 

@@ -17,18 +17,22 @@ from qa_compress.errors import UserError
 
 
 @functools.lru_cache(maxsize=64)
-def _checked_squad_json(path: str, mtime_ns: int, key: str) -> None:
-    data.validate_squad_json(Path(path), key)
+def _checked_squad_json(path: str, mtime_ns: int, key: str) -> int:
+    content = data.validate_squad_json(Path(path), key)
+    return sum(len(paragraph["qas"]) for article in content["data"] for paragraph in article["paragraphs"])
 
 
-def squad_file(path: str | None, key: str) -> None:
-    """A SQuAD 2.0 JSON file that exists and has the official layout (each file read once per process)."""
+def squad_file(path: str | None, key: str) -> int:
+    """A SQuAD 2.0 JSON file that exists and has the official layout (each file read once per process).
+
+    Returns how many questions it holds (0 when no file is given).
+    """
     if path is None:
-        return
+        return 0
     file = Path(path)
     if not file.is_file():
         raise UserError(f"{key}={path}: no such file")
-    _checked_squad_json(str(file.resolve()), file.stat().st_mtime_ns, key)
+    return _checked_squad_json(str(file.resolve()), file.stat().st_mtime_ns, key)
 
 
 def model_config(job: JobConfig) -> Any:
@@ -84,10 +88,21 @@ def _data(job: JobConfig) -> None:
     if dataset.source == "json":
         squad_file(dataset.validation_file, "dataset.validation_file")
         if job.reads_training_data():
-            squad_file(dataset.train_file, "dataset.train_file")
+            questions = squad_file(dataset.train_file, "dataset.train_file")
+            _threshold_questions(job, min(questions, dataset.max_train_samples or questions))
     elif dataset.source == "hub":
         data.check_hub_dataset(dataset.hub_name)
     _calibration_file(job)
+
+
+def _threshold_questions(job: JobConfig, questions: int) -> None:
+    """Threshold calibration takes its questions from the training data and must leave some to train on."""
+    wanted = job.predict.threshold_questions
+    if job.predict.calibrates() and wanted >= questions:
+        raise UserError(
+            f"predict.threshold_questions={wanted}: the training data has {questions} questions; threshold "
+            "calibration needs fewer, so that some are left to train on"
+        )
 
 
 def _calibration_file(job: JobConfig) -> None:

@@ -351,6 +351,11 @@ def _threshold_split(job: JobConfig, train_examples: data.Examples,
             "and keep some to train on"
         )
     log.info("Null threshold calibrated on %d training questions set aside", len(split.calibration.dataset))
+    if job.training.name == "none":
+        log.warning(
+            "training=none: if model.name_or_path was fine-tuned on dataset.train_file, the questions set aside "
+            "for the null threshold are ones it has seen, and a threshold picked on them leans toward answering"
+        )
     tracking.log_dataset(f"{job.dataset.name}/threshold", split.calibration.source, "train",
                          split.calibration.digest, "threshold")  # fmt: skip
     return split.train, split.calibration

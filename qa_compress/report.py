@@ -29,6 +29,14 @@ from qa_compress import tracking
 log = logging.getLogger(__name__)
 
 COLUMNS = ["f1", "HasAns_f1", "NoAns_f1", "exact", "size_mb", "size_gzip_mb", "latency_ms", "samples_per_s", "sparsity"]
+# What each step bought, shown when some job logged it: pruned at once, then recovered, then the
+# threshold calibrated (`f1` is the last); best_f1 tunes the threshold on the evaluation answers.
+STEPS = {
+    "f1_before_recovery": "F1 before recovery",
+    "f1_uncalibrated": "F1 before threshold calibration",
+    "null_threshold": "null threshold",
+    "best_f1": "best_f1 (oracle)",
+}
 PLOTS = ("f1_vs_sparsity.png", "f1_vs_latency.png", "f1_vs_size.png")
 
 
@@ -120,6 +128,9 @@ def baseline_of(jobs: Sequence[Job]) -> Job | None:
 def rows(jobs: Sequence[Job]) -> list[dict[str, object]]:
     """One row per job: its choices, its metrics, and each metric's change against the baseline."""
     baseline = baseline_of(jobs)
+    steps = [key for key in STEPS if key != "best_f1" and any(key in job.metrics for job in jobs)]
+    if steps:
+        steps.append("best_f1")
     table = []
     for job in jobs:
         row: dict[str, object] = {
@@ -133,6 +144,8 @@ def rows(jobs: Sequence[Job]) -> list[dict[str, object]]:
             row[column] = value
             reference = baseline.metrics.get(column, math.nan) if baseline else math.nan
             row[f"Δ{column}"] = value - reference
+        for key in steps:
+            row[STEPS[key]] = job.metrics.get(key, math.nan)
         table.append(row)
     return table
 

@@ -32,3 +32,26 @@ def test_the_experiments_it_runs_exist_and_the_unstructured_methods_come_from_th
     for experiment in tradeoffs.EXPERIMENTS:
         assert (ROOT / "conf" / "experiment" / f"{experiment}.yaml").is_file()
     assert set(tradeoffs.UNSTRUCTURED) == {"l1_unstructured", "global_magnitude", "random"}
+
+
+@pytest.fixture(scope="module")
+def recovery(tradeoffs):
+    import sys
+
+    sys.modules.setdefault("tradeoffs", tradeoffs)
+    spec = importlib.util.spec_from_file_location("recovery", ROOT / "benchmarks" / "recovery.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_recovery_section_replaces_its_old_self_and_survives_a_rewrite_of_the_rest(tradeoffs, recovery):
+    for experiment in recovery.EXPERIMENTS:
+        assert (ROOT / "conf" / "experiment" / f"{experiment}.yaml").is_file()
+    section = f"{recovery.BEGIN}\nnew figures\n{recovery.END}\n"
+    old = f"# Benchmarks\n\ntimings\n\n{recovery.BEGIN}\nold figures\n{recovery.END}\n\ntail\n"
+    assert recovery.splice(old, section) == old.replace("old figures", "new figures")
+    assert recovery.splice("# Benchmarks\n", section) == f"# Benchmarks\n\n{section}"
+    rewritten = tradeoffs.keep_sections("# Benchmarks\n\nnew timings\n", old)
+    assert rewritten == f"# Benchmarks\n\nnew timings\n\n{recovery.BEGIN}\nold figures\n{recovery.END}\n"
+    assert tradeoffs.keep_sections("# B\n", "# B\n") == "# B\n"

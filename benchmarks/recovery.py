@@ -1,0 +1,188 @@
+"""What each recovery step buys on real data, and the targets behind BENCHMARKS.md's recovery section.
+
+    python benchmarks/recovery.py                 # sweeps (finished jobs reused), then the section
+    python benchmarks/recovery.py --skip-sweeps   # write the section from the finished sweeps
+
+Runs `run.py -m experiment=X` for the recovery experiments (conf/experiment/tradeoffs_threshold,
+tradeoffs_recovery, tradeoffs_recovery_structured) into the same store as benchmarks/tradeoffs.py,
+then writes, between the recovery markers of --out (kept when tradeoffs.py rewrites the rest), a
+table of F1 per job before recovery, after recovery and after threshold calibration, with the
+oracle best_f1 beside them, and each target met or missed. Accuracy only: speed is
+tradeoffs.py's business.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tradeoffs  # noqa: E402  (the sibling script: its store, overrides and argument defaults)
+
+from qa_compress import report, tracking  # noqa: E402
+
+EXPERIMENTS = ("tradeoffs_threshold", "tradeoffs_recovery_structured", "tradeoffs_recovery")
+(BEGIN, END), *_ = tradeoffs.KEPT_SECTIONS
+# name: (pruning method, amount label, recovery steps > 0, quantization), largest F1 loss allowed
+TARGETS = {
+    "global_magnitude 0.5, gradual + distillation": (("global_magnitude", "0.5", True, "none"), 1.0),
+    "global_magnitude 0.7, gradual + distillation": (("global_magnitude", "0.7", True, "none"), 3.0),
+    "structured (heads 0.25, FFN 0.5) + distillation": (("structured", "heads 0.25 ffn 0.5", True, "none"), 0.3),
+}
+CALIBRATION_TARGETS = {  # threshold calibration alone must win back at least half of what these lose
+    "l1_unstructured 0.5": ("l1_unstructured", "0.5", "none"),
+    "dynamic_int8": ("l1_unstructured", "0", "dynamic_int8"),
+}
+
+
+def run_sweeps(args: argparse.Namespace) -> None:
+    for experiment in EXPERIMENTS:
+        command = [sys.executable, str(tradeoffs.ROOT / "run.py"), "-m", f"experiment={experiment}",
+                   *tradeoffs.overrides(args, experiment),
+                   f"hydra.sweep.dir={args.root.resolve() / 'sweeps' / experiment}"]  # fmt: skip
+        print("$", " ".join(command), flush=True)
+        subprocess.run(command, cwd=tradeoffs.ROOT, check=True)
+
+
+def collect(args: argparse.Namespace) -> list[report.Job]:
+    client = MlflowClient(tradeoffs.store(args))
+    jobs = []
+    for experiment in EXPERIMENTS:
+        parent = tracking.sweep_parent(args.root.resolve() / "sweeps" / experiment)
+        if parent is None:
+            raise SystemExit(f"no sweep of experiment={experiment} under {args.root}; run without --skip-sweeps")
+        jobs += report.sweep_jobs(client, parent)
+    unfinished = [job.name for job in jobs if job.status != "FINISHED"]
+    if unfinished:
+        raise SystemExit(f"these jobs did not finish: {unfinished}")
+    return jobs
+
+
+def _amount(job: report.Job) -> str:
+    """The pruning amount as the method labels it ("0.5", "heads 0.25 ffn 0.5")."""
+    label = job.pruning_label.removeprefix(job.pruning).strip()
+    return label.split(" gradual")[0].split(" +")[0].strip()
+
+
+def find(jobs: list[report.Job], pruning: str, amount: str, recovered: bool, quantization: str) -> report.Job | None:
+    return next((j for j in jobs if j.pruning == pruning and _amount(j) == amount and j.quantization == quantization
+                 and tradeoffs.recovered(j) == recovered), None)  # fmt: skip
+
+
+def rows(jobs: list[report.Job], reference: report.Job) -> list[dict[str, object]]:
+    """Per job: F1 before recovery, after recovery (at the fixed threshold), after threshold calibration."""
+    base = reference.metrics["f1_uncalibrated"]
+    table = []
+    for job in jobs:
+        m = job.metrics
+        table.append({
+            "job": tradeoffs.label(job),
+            "sparsity": round(m.get("sparsity", math.nan), 3),
+            "F1 before recovery": m.get("f1_before_recovery", math.nan),
+            "F1 after recovery": m["f1_uncalibrated"] if tradeoffs.recovered(job) else math.nan,
+            "F1 at fixed threshold": m["f1_uncalibrated"],
+            "F1 calibrated": m["f1"],
+            "ΔF1 vs uncompressed": m["f1"] - base,
+            "HasAns F1": m.get("HasAns_f1", math.nan),
+            "NoAns F1": m.get("NoAns_f1", math.nan),
+            "threshold": m.get("null_threshold", math.nan),
+            "best_f1 (oracle)": m.get("best_f1", math.nan),
+        })  # fmt: skip
+    return table
+
+
+def targets(jobs: list[report.Job], reference: report.Job) -> list[str]:
+    base = reference.metrics["f1_uncalibrated"]
+    lines = ["### Targets", "", f"Against the uncompressed model's F1 at the fixed threshold ({base:.2f}).", "",
+             "| target | measured | bound | met |", "|---|---|---|---|"]  # fmt: skip
+    for name, ((pruning, amount, recovered, quantization), bound) in TARGETS.items():
+        job = find(jobs, pruning, amount, recovered, quantization)
+        if job is None:
+            lines.append(f"| {name} | not run | ΔF1 ≥ −{bound} | – |")
+            continue
+        change = job.metrics["f1"] - base
+        lines.append(f"| {name} | ΔF1 {change:+.2f} | ≥ −{bound} | {'yes' if change >= -bound else 'no'} |")
+    for name, (pruning, amount, quantization) in CALIBRATION_TARGETS.items():
+        job = find(jobs, pruning, amount, False, quantization)
+        if job is None:
+            lines.append(f"| threshold calibration alone, {name} | not run | half of the loss | – |")
+            continue
+        lost = base - job.metrics["f1_uncalibrated"]
+        won = job.metrics["f1"] - job.metrics["f1_uncalibrated"]
+        oracle = job.metrics.get("best_f1", math.nan) - job.metrics["f1_uncalibrated"]
+        share = won / lost if lost > 0 else math.nan
+        met = "yes" if share >= 0.5 else "no"
+        lines.append(f"| threshold calibration alone, {name} | lost {lost:.2f}, won back {won:+.2f} ({share:.0%}); "
+                     f"the oracle threshold would win {oracle:+.2f} | ≥ 50% | {met} |")  # fmt: skip
+    return lines
+
+
+def section(args: argparse.Namespace, jobs: list[report.Job], command: str) -> str:
+    reference = find(jobs, "l1_unstructured", "0", False, "none")
+    if reference is None:
+        raise SystemExit("the tradeoffs_threshold sweep has no uncompressed job")
+    calibration = reference.metrics.get("threshold_questions", math.nan)
+    lines = [
+        BEGIN, "## Keeping the answers: threshold calibration, distillation, gradual pruning", "",
+        f"`{command}` on {tradeoffs.benchmark.cpu_description()}; accuracy only (no timing). Every job picks its "
+        f"no-answer threshold on {calibration:.0f} questions of whole training paragraphs that no training "
+        "stage sees (`predict.null_threshold=calibrate`); *F1 at fixed threshold* is the same model at "
+        "`predict.null_score_diff_threshold` (0). *best_f1 (oracle)* tunes the threshold on the evaluation "
+        "answers themselves: an upper bound, not a result. Recovery: 400 steps, batch 16, learning rate 1e-4, "
+        "distillation from the uncompressed model (T = 2, weight 0.5); unstructured amounts reached gradually "
+        "(8 cubic stages over the first 75% of the steps). *F1 before recovery* is the one-shot pruned model.", "",
+        report.markdown(rows(jobs, reference)),
+        *targets(jobs, reference), "", END,
+    ]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def splice(document: str, text: str) -> str:
+    """`document` with its recovery section replaced by `text` (appended when it has none)."""
+    if BEGIN in document and END in document:
+        head, rest = document.split(BEGIN, 1)
+        return head + text.rstrip("\n") + rest.split(END, 1)[1]
+    return document.rstrip("\n") + "\n\n" + text
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    shared = tradeoffs.ROOT.parent / "shared"
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=shared / "models" / "minilm-l6-squad2")
+    parser.add_argument("--eval", type=Path, default=shared / "data" / "squad_v2" / "validation.json")
+    parser.add_argument("--train", type=Path, help="SQuAD 2.0 JSON for recovery (default: train.json beside --eval)")
+    parser.add_argument("--root", type=Path, default=tradeoffs.ROOT / "outputs" / "tradeoffs")
+    parser.add_argument("--out", type=Path, default=tradeoffs.ROOT / "BENCHMARKS.md")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="more run.py overrides")
+    parser.add_argument("--max-eval-samples", type=int, help="evaluate on the first N questions only (a trial run)")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-sweeps", action="store_true", help="write the section from the finished sweeps")
+    args = parser.parse_args(argv)
+    args.train = args.train or args.eval.with_name("train.json")
+    for key in ("model", "eval", "train"):
+        if not getattr(args, key).exists():
+            parser.error(f"--{key} {getattr(args, key)}: no such file or directory")
+    if args.threads < 1:
+        parser.error(f"--threads {args.threads}: must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    args.root.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/recovery.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    if not args.skip_sweeps:
+        run_sweeps(args)
+    text = section(args, collect(args), command.strip())
+    document = args.out.read_text() if args.out.exists() else ""
+    args.out.write_text(splice(document, text))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,288 @@
+"""Keeping the answers on tiny models: the calibrated null threshold, distillation and gradual pruning."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoModelForQuestionAnswering
+
+from qa_compress import data, distill, families, models, predict, prune, synthetic, threshold, train
+from qa_compress.prune import layers as prune_layers
+from qa_compress.prune import schedule
+
+from .conftest import assert_refused, children, run_in_process, runs, small_bert, small_inputs, tiny_job_args
+
+SETTINGS = {
+    "learning_rate": 1e-2, "num_train_epochs": 1.0, "max_steps": 8, "batch_size": 4,
+    "gradient_accumulation_steps": 1, "weight_decay": 0.0, "warmup_ratio": 0.0, "lr_scheduler_type": "constant",
+    "max_grad_norm": 1.0, "logging_steps": 1, "mixed_precision": "no",
+}  # fmt: skip
+
+
+def _windows(tokenizer, count: int = 16, length: int = 24) -> Dataset:
+    encoded = tokenizer(["Who wrote it?"] * count, ["Ada wrote it in 1843."] * count, padding="max_length",
+                        max_length=length)  # fmt: skip
+    return Dataset.from_dict({**dict(encoded), "start_positions": [7] * count, "end_positions": [7] * count})
+
+
+def _tiny(directory: Path):
+    return AutoModelForQuestionAnswering.from_pretrained(str(directory)).eval()
+
+
+def _layers(model):
+    settings = prune.get("none").settings(name="none")
+    return prune_layers.prunable_layers(model, prune.layer_patterns(settings, model.config.model_type))
+
+
+# The calibrated threshold -------------------------------------------------------------------
+
+
+def _predictions(rows: dict[str, tuple[str, float]]) -> predict.Predictions:
+    """Predictions from (best span, null-score difference) per question, answered at threshold 0."""
+    spans = {q: span for q, (span, _) in rows.items()}
+    diffs = {q: diff for q, (_, diff) in rows.items()}
+    answers = {q: predict.with_threshold(spans[q], diffs[q], 0.0) for q in rows}
+    return predict.Predictions(answers, {q: 0.5 for q in rows}, spans, diffs)
+
+
+def test_best_threshold_maximises_f1_between_scores_and_prefers_the_one_nearest_zero():
+    gold = {"a": ["Ada"], "b": ["1843"], "c": [], "d": []}
+    # Right spans for a and b, but their null scores are higher: at threshold 0 nothing is answered.
+    p = _predictions({"a": ("Ada", 1.0), "b": ("1843", 2.0), "c": ("wrong", 3.0), "d": ("wrong", 5.0)})
+    chosen, f1 = threshold.best(p, gold)
+    assert 2.0 < chosen < 3.0 and f1 == 100.0  # a and b answered, c and d not
+    assert chosen == pytest.approx(2.5)  # midway, not on one question's score
+    rescored = predict.rethreshold(p, chosen).answers
+    assert rescored == {"a": "Ada", "b": "1843", "c": "", "d": ""}
+    # Nothing worth answering: every threshold below the lowest difference ties; the one nearest 0 wins.
+    chosen, f1 = threshold.best(_predictions({"c": ("x", 1.0), "d": ("y", 2.0)}), {"c": [], "d": []})
+    assert chosen < 1.0 and f1 == 100.0
+    assert threshold.best(_predictions({"c": ("x", -4.0)}), {"c": []})[0] < -4.0  # below the one difference
+
+
+def test_rethresholding_equals_decoding_at_that_threshold():
+    examples = Dataset.from_dict({"id": ["e", "f"], "context": ["alpha beta", "gamma delta"]})
+    offsets = [[None, [0, 5], [6, 10]], [None, [0, 5], [6, 11]]]
+    features = Dataset.from_dict({"example_id": ["e", "f"], "offset_mapping": offsets})
+    start = np.array([[2.0, 1.5, 0.0], [0.0, 1.0, 3.0]])
+    end = np.array([[2.0, 1.5, 0.0], [0.0, 0.0, 3.0]])
+    at_zero = predict.decode(examples, features, start, end)
+    for t in (-5.0, 0.5, 1.5):
+        assert (
+            predict.rethreshold(at_zero, t).answers
+            == predict.decode(examples, features, start, end, null_score_diff_threshold=t).answers
+        )
+
+
+def test_the_threshold_split_takes_whole_paragraphs_and_never_an_evaluation_question(tmp_path):
+    path = synthetic.write(tmp_path / "train.json", 12, seed=0)
+    examples = data.load_squad_json(path, "k", tmp_path / "cache")
+    ids = examples.dataset["id"]
+    evaluation = set(ids[:5])  # questions that are also in the evaluation set go to neither side
+    split = threshold.carve(examples, 6, seed=3, evaluation_ids=evaluation)
+    calibration, rest = set(split.calibration.dataset["id"]), set(split.train.dataset["id"])
+    assert len(calibration) >= 6 and not calibration & rest and not (calibration | rest) & evaluation
+    assert calibration | rest == set(ids) - evaluation
+    contexts = set(split.calibration.dataset["context"])
+    assert not contexts & set(split.train.dataset["context"])  # no calibration paragraph is trained on
+    again = threshold.carve(examples, 6, seed=3, evaluation_ids=evaluation)
+    assert again.calibration.dataset["id"] == split.calibration.dataset["id"]  # seeded
+    assert again.calibration.digest == split.calibration.digest != split.train.digest
+    other = threshold.carve(examples, 6, seed=4, evaluation_ids=evaluation)
+    assert other.calibration.dataset["id"] != split.calibration.dataset["id"]
+
+
+# Distillation --------------------------------------------------------------------------------
+
+
+def test_distillation_loss_is_zero_for_a_perfect_student_ignores_padding_and_mixes_the_label_loss():
+    logits = (torch.randn(2, 6), torch.randn(2, 6))
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1]])
+    label = torch.tensor(0.7)
+    assert distill.loss(logits, logits, mask, label, 2.0, 1.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert distill.loss(logits, logits, mask, label, 2.0, 0.0).item() == pytest.approx(0.7)
+    teacher = tuple(t.clone() for t in logits)
+    for t in teacher:
+        t[0, 4:] = 50.0  # only padding differs: no loss
+    assert distill.loss(logits, teacher, mask, label, 2.0, 1.0).item() == pytest.approx(0.0, abs=1e-6)
+    teacher[0][1, 0] += 5.0
+    assert distill.loss(logits, teacher, mask, label, 2.0, 1.0).item() > 0.01
+
+
+def test_teacher_logits_are_computed_once_then_read_from_the_cache(tokenizer, tiny_bert_dir, tmp_path, monkeypatch):
+    model = _tiny(tiny_bert_dir)
+    windows = _windows(tokenizer)
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    calls = []
+    real = predict.logits
+    monkeypatch.setattr(predict, "logits", lambda *a, **k: calls.append(1) or real(*a, **k))
+    start, end, origin = distill.teacher_logits(model, windows, names, 8, torch.device("cpu"), tmp_path, 60)
+    again_start, _, again = distill.teacher_logits(model, windows, names, 8, torch.device("cpu"), tmp_path, 60)
+    assert (origin, again, len(calls)) == ("miss", "hit", 1)
+    assert start.shape == end.shape == (16, 24) and torch.equal(start, again_start)
+    with torch.no_grad():
+        direct = model(**{k: torch.tensor(windows[k]) for k in names}).start_logits
+    kept = torch.tensor(windows["attention_mask"]).bool()  # padding positions are -inf: no answer there
+    assert torch.allclose(start[kept], direct[kept], atol=1e-5) and torch.isneginf(start[~kept]).all()
+    assert list((tmp_path / "teachers").glob(f"*/{distill.TEACHER_FILE}"))  # safetensors, no pickle
+    other = _tiny(tiny_bert_dir)
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    assert distill.teacher_logits(other, windows, names, 8, torch.device("cpu"), tmp_path, 60)[2] == "miss"
+
+
+def test_distillation_pulls_the_student_to_the_teacher_and_masks_hold(tokenizer, tiny_bert_dir):
+    model = _tiny(tiny_bert_dir)
+    windows = _windows(tokenizer)
+    layers = _layers(model)
+    prune.get("l1_unstructured").apply(model, layers, prune.get("l1_unstructured").settings(name="l1_unstructured",
+                                       amount=0.5), prune.PruneContext(0, None, torch.device("cpu")))  # fmt: skip
+    zeros = {name: (m.weight == 0).clone() for name, m in layers.items()}
+    # A teacher whose answer is token 3 (the labels say 7); pure distillation must follow the teacher.
+    peaked = torch.full((16, 24), -5.0)
+    peaked[:, 3] = 5.0
+    teacher = distill.Teacher(peaked, peaked.clone(), temperature=1.0, weight=1.0)
+    train.fine_tune(model, tokenizer, windows, {**SETTINGS, "max_steps": 30}, seed=0, callbacks=[], teacher=teacher)
+    model.eval()
+    with torch.no_grad():
+        out = model(**{k: torch.tensor(windows[k][:4]) for k in ("input_ids", "attention_mask", "token_type_ids")})
+    assert (out.start_logits.argmax(-1) == 3).all() and (out.end_logits.argmax(-1) == 3).all()
+    prune_layers.make_permanent(layers)
+    for name, module in layers.items():
+        assert torch.equal(module.weight == 0, zeros[name])  # masks held through distillation
+
+
+# Gradual pruning -----------------------------------------------------------------------------
+
+
+def test_cubic_schedule_front_loads_and_ends_exactly_at_the_amount():
+    fractions = schedule.cubic(0.7, 4)
+    assert fractions[-1] == 0.7 and fractions == sorted(fractions)
+    steps = np.diff([0.0, *fractions])
+    assert (np.diff(steps) < 0).all()  # each stage prunes less than the one before
+    assert schedule.stage_starts(400, 8, 0.75) == [0, 37, 75, 112, 150, 187, 225, 262]
+    assert sum(schedule.stage_lengths(400, 8, 0.75)) == 400
+
+
+@pytest.mark.parametrize("method", ["l1_unstructured", "global_magnitude", "random"])
+def test_gradual_masks_nest_and_reach_exactly_the_one_shot_sparsity(method, tokenizer, tiny_bert_dir):
+    model = _tiny(tiny_bert_dir)
+    layers = _layers(model)
+    original = {name: m.weight.numel() for name, m in layers.items()}
+    chosen = prune.get(method)
+    chosen.apply(model, layers, chosen.settings(name=method, amount=0.6), prune.PruneContext(0, None, "cpu"))
+    one_shot = prune_layers.sparsity(prune_layers.layer_sparsity(layers, original))
+    seen = []
+
+    class Watch(schedule.GradualMasks):
+        def on_step_begin(self, args, state, control, **kwargs):
+            super().on_step_begin(args, state, control, **kwargs)
+            seen.append({name: (m.weight_mask == 0).clone() for name, m in layers.items()})
+
+    gradual = Watch(chosen, layers, 0.6, stages=4, end=0.5, seed=0, steps=8)
+    train.fine_tune(model, tokenizer, _windows(tokenizer), SETTINGS, seed=0, callbacks=[gradual])
+    assert [step for step, _ in gradual.applied] == [0, 1, 2, 3]
+    amounts = [amount for _, amount in gradual.applied]
+    assert amounts == sorted(amounts) and amounts[0] < 0.6 and amounts[-1] == 0.6
+    for earlier, later in zip(seen, seen[1:], strict=False):
+        assert all((later[n] | ~earlier[n]).all() for n in layers)  # once pruned, pruned for good
+    prune_layers.make_permanent(layers)
+    assert prune_layers.sparsity(prune_layers.layer_sparsity(layers, original)) == one_shot == pytest.approx(0.6, 1e-3)
+
+
+def test_structured_stages_name_removed_heads_by_their_original_index_and_load_back(tmp_path):
+    model = small_bert(heads=4).eval()
+    method = prune.get("structured")
+    context = prune.PruneContext(0, None, torch.device("cpu"))
+    for heads_amount in (0.25, 1 / 3):  # one head of 4, then one of the 3 left
+        method.apply(model, {}, method.settings(name="structured", heads_amount=heads_amount, ffn_amount=0.0),
+                     context)  # fmt: skip
+    removed = model.config.pruned_heads
+    assert all(len(heads) == 2 and len(set(heads)) == 2 and max(heads) < 4 for heads in removed.values())
+    assert families.of_model(model).blocks(model)[0].heads == 2
+    with torch.no_grad():
+        expected = model(**small_inputs()).start_logits
+    model.save_pretrained(str(tmp_path), safe_serialization=True)
+    with torch.no_grad():
+        assert torch.allclose(models.load_weights(tmp_path)(**small_inputs()).start_logits, expected, atol=1e-5)
+
+
+def test_recovery_settings_are_checked_before_any_work():
+    none = prune.get("none").settings
+    with pytest.raises(ValueError, match="pruning.distill=true"):
+        none(name="none", distill=True)
+    gm = prune.get("global_magnitude").settings
+    with pytest.raises(ValueError, match="pruning=none has nothing"):
+        none(name="none", schedule="gradual", finetune_steps=10)
+    with pytest.raises(ValueError, match="pruning.gradual_stages=8"):
+        gm(name="global_magnitude", schedule="gradual", finetune_steps=10)
+    s = gm(name="global_magnitude", amount=0.5, schedule="gradual", finetune_steps=400, distill=True)
+    assert prune.describe(s) == "global_magnitude 0.5 gradual +400 steps distilled"
+
+
+# Through run.py -----------------------------------------------------------------------------
+
+
+def test_a_gradual_distilled_sweep_calibrates_its_threshold_and_reports_each_step(tmp_path, tiny_bert_dir,
+                                                                                   squad_files):  # fmt: skip
+    args = tiny_job_args(tiny_bert_dir, squad_files, "pruning=global_magnitude", "pruning.amount=0.0,0.5",
+                         "pruning.schedule=gradual", "pruning.gradual_stages=2", "pruning.finetune_steps=4",
+                         "pruning.finetune_batch_size=4", "pruning.distill=true", "predict.null_threshold=calibrate",
+                         "predict.threshold_questions=8", "quantization=none,onnx_int8", fine_tune=False)  # fmt: skip
+    result = run_in_process(["-m", *args], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, _ = runs(tmp_path)
+    jobs = children(tmp_path)
+    assert len(jobs) == 4 and all(j.info.status == "FINISHED" for j in jobs)
+    assert sorted(j.data.tags["teacher_cache"] for j in jobs) == ["hit", "hit", "hit", "miss"]  # computed once
+    train_file, validation = squad_files
+    evaluation_ids = set(data.gold_answers(data.load_squad_json(validation, "k", tmp_path / "c").dataset))
+    for job in jobs:
+        m = job.data.metrics
+        assert {"null_threshold", "threshold_split_f1", "f1_uncalibrated", "f1_before_recovery"} <= set(m)
+        assert m["threshold_questions"] >= 8 and m["gradual_stages_applied"] == 2
+        inputs = {i.dataset.name: i for i in client.get_run(job.info.run_id).inputs.dataset_inputs}
+        split = inputs["squad_json/threshold"]
+        assert {t.key: t.value for t in split.tags}["mlflow.data.context"] == "threshold"
+        assert str(train_file) in split.dataset.source
+    for predictions in (tmp_path / "sweep").glob("*/predictions.json"):
+        assert set(json.loads(predictions.read_text())) == evaluation_ids  # evaluation answers, never the split's
+    pruned = next(j for j in jobs if j.data.params["pruning.amount"] == "0.5")
+    assert pruned.data.metrics["sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert pruned.info.run_name.startswith("tiny | global_magnitude 0.5 gradual +4 steps distilled")
+    (parent,) = [r for r in runs(tmp_path)[1] if "mlflow.parentRunId" not in r.data.tags]
+    table = Path(client.download_artifacts(parent.info.run_id, "report/report.md", str(tmp_path / "dl"))).read_text()
+    for column in ("F1 before recovery", "F1 before threshold calibration", "best_f1 (oracle)"):
+        assert column in table
+
+
+def test_calibration_needs_training_data_left_to_train_on(tmp_path, tiny_bert_dir, squad_files):
+    args = tiny_job_args(tiny_bert_dir, squad_files, "predict.null_threshold=calibrate",
+                         "predict.threshold_questions=100000")  # fmt: skip
+    assert_refused(run_in_process(args, tmp_path), tmp_path, "predict.threshold_questions=100000")
+
+
+def test_staged_structured_pruning_with_distillation_saves_a_model_that_answers_as_logged(
+    tmp_path, tiny_bert_dir, squad_files, tokenizer
+):
+    from .test_pipeline import _answers_of_saved_model
+
+    args = tiny_job_args(tiny_bert_dir, squad_files, "pruning=structured", "pruning.heads_amount=0.5",
+                         "pruning.schedule=gradual", "pruning.gradual_stages=3", "pruning.finetune_steps=6",
+                         "pruning.finetune_batch_size=4", "pruning.distill=true", "save_model=true",
+                         fine_tune=False)  # fmt: skip
+    result = run_in_process(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (job,) = runs(tmp_path)[1]
+    m = job.data.metrics
+    assert m["gradual_stages_applied"] == 3 and m["recovery_train_steps"] == 6
+    assert m["heads_removed"] == 2 and m["ffn_neurons_removed"] == 2 * 32  # 1 of 2 heads, 32 of 64 neurons per layer
+    assert "f1_before_recovery" in m and job.data.tags["teacher_cache"] == "miss"
+    saved = tmp_path / "run" / "model"
+    config = json.loads((saved / "config.json").read_text())
+    assert {k: len(v) for k, v in config["pruned_heads"].items()} == {"0": 1, "1": 1}
+    logged = json.loads((tmp_path / "run" / "predictions.json").read_text())
+    assert _answers_of_saved_model(saved, squad_files[1], tokenizer, tmp_path / "cache") == logged

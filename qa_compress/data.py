@@ -44,22 +44,32 @@ def validate_squad_json(path: Path, key: str) -> dict[str, Any]:
     articles = document.get("data") if isinstance(document, dict) else None
     if not isinstance(articles, list) or not articles:
         raise UserError(f"{key}={path}: not SQuAD 2.0 JSON (expected a non-empty top-level 'data' list)")
+    seen: dict[str, int] = {}
     for a, article in enumerate(articles):
         for p, paragraph in enumerate(_field(article, "paragraphs", list, path, key, f"data[{a}]")):
             where = f"data[{a}].paragraphs[{p}]"
             context = _field(paragraph, "context", str, path, key, where)
             for q, qa in enumerate(_field(paragraph, "qas", list, path, key, where)):
                 here = f"{where}.qas[{q}]"
-                _field(qa, "id", str, path, key, here)
+                question_id = _field(qa, "id", str, path, key, here)
+                seen[question_id] = seen.get(question_id, 0) + 1
                 _field(qa, "question", str, path, key, here)
                 for n, answer in enumerate(_field(qa, "answers", list, path, key, here)):
                     text = _field(answer, "text", str, path, key, f"{here}.answers[{n}]")
                     start = _field(answer, "answer_start", int, path, key, f"{here}.answers[{n}]")
-                    if context[start : start + len(text)] != text:
+                    if start < 0 or context[start : start + len(text)] != text:
                         raise UserError(
                             f"{key}={path}: not SQuAD 2.0 JSON ({here}.answers[{n}].answer_start={start} "
                             f"does not point at the answer text {text!r})"
                         )
+    repeated = [question_id for question_id, count in seen.items() if count > 1]
+    if repeated:
+        names = ", ".join(repr(i) for i in repeated[:3])
+        names += f" and {len(repeated) - 3} more" if len(repeated) > 3 else ""
+        raise UserError(
+            f"{key}={path}: question ids must be unique, and {len(repeated)} occur more than once ({names}); "
+            "answers and scores would be matched to the wrong questions"
+        )
     return document
 
 

@@ -1,6 +1,7 @@
 """Loading SQuAD JSON through `datasets`, one row per question, and refusing files that are not SQuAD 2.0."""
 
 import json
+import re
 
 import pytest
 
@@ -67,6 +68,26 @@ def test_bad_files_are_refused_naming_the_value(tmp_path, content, message):
         data.validate_squad_json(path, "dataset.validation_file")
     assert str(err.value).startswith(f"dataset.validation_file={path}: ")
     assert message in str(err.value)
+
+
+def _file(qas: list[dict], context: str = "Ada wrote it in 1843.") -> str:
+    return json.dumps({"data": [{"title": "t", "paragraphs": [{"context": context, "qas": qas}]}]})
+
+
+@pytest.mark.parametrize(
+    ("qas", "message"),
+    [
+        ([{"id": "a", "question": "q", "answers": []}, {"id": "a", "question": "r", "answers": []},
+          {"id": "b", "question": "s", "answers": []}], "1 occur more than once ('a')"),
+        ([{"id": "a", "question": "q", "answers": [{"text": "1843.", "answer_start": -5}]}],
+         "answer_start=-5 does not point at the answer text '1843.'"),  # Python's slicing would find it
+    ],
+)  # fmt: skip
+def test_duplicate_ids_and_negative_offsets_are_refused(tmp_path, qas, message):
+    path = tmp_path / "bad.json"
+    path.write_text(_file(qas))
+    with pytest.raises(UserError, match=re.escape(message)):
+        data.validate_squad_json(path, "dataset.validation_file")
 
 
 def test_missing_file_is_refused(tmp_path):

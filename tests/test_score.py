@@ -124,3 +124,47 @@ def test_cli_out_image_dir_adds_average_precision_and_plots(tmp_path, capsys):
     assert result["pr_oracle_ap"] == 100.0
     images = {p.name for p in (tmp_path / "images").iterdir()}
     assert images == {"pr_exact.png", "pr_f1.png", "pr_oracle.png", "na_prob_hist_hasAns.png", "na_prob_hist_noAns.png"}
+
+
+def _files(tmp_path, preds, na_probs=None) -> list[str]:
+    data = {"version": "v2.0", "data": [{"title": "t", "paragraphs": [{"context": "red barn", "qas": [
+        {"id": "q1", "question": "?", "answers": [{"text": "red barn", "answer_start": 0}]},
+        {"id": "q2", "question": "?", "answers": []}]}]}]}  # fmt: skip
+    args = [str(write_json(tmp_path / "data.json", data)), str(write_json(tmp_path / "pred.json", preds))]
+    return args + (["-n", str(write_json(tmp_path / "na.json", na_probs))] if na_probs is not None else [])
+
+
+@pytest.mark.parametrize(
+    ("preds", "na_probs", "message"),
+    [
+        ({"q1": "barn", "q2": ""}, {"q1": 1.5, "q2": 0.1}, "the value for 'q1' is 1.5; expected a probability in"),
+        ({"q1": "barn", "q2": ""}, {"q1": -3, "q2": 0.1}, "the value for 'q1' is -3"),
+        ({"q1": "barn", "q2": ""}, {"q1": float("nan"), "q2": 0.1}, "the value for 'q1' is nan"),
+        ({"q1": "barn", "q2": ""}, {"q1": True, "q2": 0.1}, "the value for 'q1' is True"),
+        ({"q1": "barn", "q2": ""}, {"q1": 0.2}, "no probability for 'q2'"),
+        ({"q1": 7, "q2": ""}, None, "the value for 'q1' is 7; expected an answer string"),
+        (["barn", ""], None, "expected a JSON object of question id -> an answer string"),
+    ],
+)
+def test_cli_refuses_malformed_predictions_in_one_line(tmp_path, preds, na_probs, message):
+    with pytest.raises(SystemExit) as err:
+        eval_squad_v2.main(_files(tmp_path, preds, na_probs))
+    assert isinstance(err.value.code, str) and message in err.value.code and "\n" not in err.value.code
+
+
+def test_cli_refuses_missing_and_malformed_files_and_missing_predictions(tmp_path):
+    data, preds = _files(tmp_path, {"q1": "red barn"})
+    torn = tmp_path / "torn.json"
+    torn.write_text('{"q1": "red')
+    for argv, message in [
+        ([str(tmp_path / "absent.json"), preds], "cannot be read (No such file or directory)"),
+        ([data, str(torn)], f"prediction file {torn}: not a JSON file"),
+        ([str(tmp_path), preds], "cannot be read"),
+        ([data, preds, "-t", "nan"], "--na-prob-thresh nan"),
+    ]:
+        with pytest.raises(SystemExit) as err:
+            eval_squad_v2.main(argv)
+        assert message in err.value.code, (argv, err.value.code)
+    with pytest.raises(SystemExit) as err:  # the official script prints the id, then fails with a KeyError
+        eval_squad_v2.main([data, preds])
+    assert "no prediction for 'q2' (1 of the data file's 2 questions have none)" in err.value.code

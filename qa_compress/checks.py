@@ -7,6 +7,7 @@ before it opens a job's MLflow run; a sweep runs them for every job before the f
 from __future__ import annotations
 
 import functools
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,49 @@ def _methods(job: JobConfig, config: Any) -> None:
             raise UserError(f"{key}={method.name}: {reason}")
 
 
+def _weights(job: JobConfig) -> None:
+    """A local checkpoint's weights: safetensors only, readable, and a QA head where no training adds one.
+
+    Read from the safetensors headers (names and shapes), without loading a tensor.
+    """
+    name = job.model.name_or_path
+    if not models.looks_like_path(name):
+        return
+    directory = Path(name).expanduser()
+    files = sorted(directory.glob("*.safetensors"))
+    if not files:
+        pickled = sorted(p.name for pattern in ("*.bin", "*.pt", "*.pth", "*.ckpt") for p in directory.glob(pattern))
+        found = f" (found {', '.join(pickled)}: pickle files, which can run code and are never loaded)"
+        found = found if pickled else ""
+        raise UserError(
+            f"model.name_or_path={name}: no safetensors weights{found}; save the weights as model.safetensors "
+            "(safetensors.torch.save_file or save_pretrained(..., safe_serialization=True)) where you trust them"
+        )
+    from safetensors import SafetensorError, safe_open
+
+    names: set[str] = set()
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt") as weights:
+                names.update(weights.keys())
+        except (SafetensorError, OSError, ValueError) as err:
+            raise UserError(
+                f"model.name_or_path={name}: {file.name} is not a readable safetensors file ({err})"
+            ) from None
+    if job.training.name == "none" and not any(key.split(".")[-2:-1] == ["qa_outputs"] for key in names):
+        raise UserError(
+            f"model.name_or_path={name}: no question-answering head (no qa_outputs weights), and training=none "
+            "would score a randomly drawn one; fine-tune it (training=finetune) or give a SQuAD checkpoint"
+        )
+
+
+def _threads(job: JobConfig) -> None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = job.benchmark.num_threads
+    if threads is not None and threads > cores:
+        raise UserError(f"benchmark.num_threads={threads}: this machine gives the job {cores} cores; use at most that")
+
+
 def _data(job: JobConfig) -> None:
     dataset = job.dataset
     if dataset.source == "json":
@@ -124,9 +168,11 @@ def _calibration_file(job: JobConfig) -> None:
 
 def inputs(job: JobConfig) -> None:
     """Every check of a job's inputs that needs no model weights and no training."""
+    _threads(job)
     models.check_available(job.model.name_or_path)
     config = model_config(job)
     _positions(job, config)
     _methods(job, config)
     _layer_patterns(job, config)
     _data(job)
+    _weights(job)

@@ -55,12 +55,10 @@ def check_available(name_or_path: str, key: str = "model.name_or_path") -> None:
         )
 
 
-def load(
-    name_or_path: str, trust_remote_code: bool = False, safetensors_only: bool = False
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load(name_or_path: str, trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a model for extractive QA (a fresh QA head if the checkpoint has none) and its fast tokenizer.
 
-    `safetensors_only` refuses pickle-based weight files outright (for the project's own cache).
+    Weights come from safetensors files only: pickle-based ones are refused, never unpickled.
     """
     path = str(Path(name_or_path).expanduser()) if looks_like_path(name_or_path) else name_or_path
     try:
@@ -70,7 +68,7 @@ def load(
             model = load_weights(Path(path))
         else:
             model = AutoModelForQuestionAnswering.from_pretrained(
-                path, trust_remote_code=trust_remote_code, use_safetensors=True if safetensors_only else None
+                path, trust_remote_code=trust_remote_code, use_safetensors=True
             )
     except (OSError, ValueError) as err:
         raise UserError(f"model.name_or_path={name_or_path}: could not be loaded ({err})") from None

@@ -149,7 +149,7 @@ def _baseline(job: JobConfig, train_examples: data.Examples | None) -> tuple[Any
         tracking.set_tags({"baseline_key": key, "baseline_cache": "hit" if hit else "miss"})
         if hit:
             log.info("Baseline %s from cache %s", key, entry)
-            model, tokenizer = models.load(str(entry), job.model.trust_remote_code, safetensors_only=True)
+            model, tokenizer = models.load(str(entry), job.model.trust_remote_code)
             return model, tokenizer, "hit", None
         transformers.set_seed(job.seed)
         model, tokenizer = models.load(job.model.name_or_path, job.model.trust_remote_code)

@@ -1,8 +1,11 @@
 """Input checks that refuse a job before any model is loaded or any run is created."""
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
-from transformers import GPT2Config
+from transformers import GPT2Config, GPT2ForQuestionAnswering
 
 from qa_compress import checks, data, models
 from qa_compress.config import from_hydra
@@ -42,7 +45,7 @@ def test_bad_files_models_and_windows_are_refused_naming_the_value(tmp_path, tin
 
 
 def test_an_unknown_layout_is_refused_for_structured_pruning_and_default_layers(tmp_path, squad_files):
-    GPT2Config(n_layer=1, n_embd=16, n_head=2).save_pretrained(str(tmp_path))
+    GPT2ForQuestionAnswering(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).save_pretrained(str(tmp_path))
     base = ["training=none", "dataset=squad_json", f"dataset.validation_file={squad_files[1]}",
             f"model.name_or_path={tmp_path}"]  # fmt: skip
     with pytest.raises(UserError, match="pruning=structured: structured pruning knows the layer layout of bert"):
@@ -84,3 +87,36 @@ def test_hub_model_or_dataset_without_hub_names_it_and_the_offline_options(monke
     message = str(err.value)
     assert "dataset.hub_name=some-org/data-not-cached" in message
     assert "Hugging Face Hub cannot be reached" in message and "dataset=squad_json" in message
+
+
+def test_checkpoint_weights_are_checked_from_their_headers_before_any_run(tmp_path, tiny_bert_dir, squad_files):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    def checkpoint(name: str) -> Path:
+        directory = tmp_path / name
+        shutil.copytree(tiny_bert_dir, directory)
+        return directory
+
+    pickled = checkpoint("pickled")
+    (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
+    torn = checkpoint("torn")
+    (torn / "model.safetensors").write_bytes((torn / "model.safetensors").read_bytes()[:100])
+    headless = checkpoint("headless")
+    weights = load_file(str(headless / "model.safetensors"))
+    save_file({k: v for k, v in weights.items() if "qa_outputs" not in k}, str(headless / "model.safetensors"))
+    train, validation = squad_files
+    base = ["dataset=squad_json", f"dataset.validation_file={validation}", f"dataset.train_file={train}"]
+    cases = [
+        (pickled, ["training=none"], "no safetensors weights (found pytorch_model.bin: pickle files"),
+        (torn, ["training=none"], "model.safetensors is not a readable safetensors file"),
+        (headless, ["training=none"], "no question-answering head (no qa_outputs weights), and training=none"),
+        (tiny_bert_dir, ["training=none", f"benchmark.num_threads={os.cpu_count() * 64}"],
+         f"benchmark.num_threads={os.cpu_count() * 64}: this machine gives the job"),
+    ]  # fmt: skip
+    for directory, overrides, message in cases:
+        with pytest.raises(UserError) as err:
+            _check([*base, f"model.name_or_path={directory}", *overrides])
+        assert message in str(err.value) and "weights_only" not in str(err.value)
+    _check([*base, f"model.name_or_path={headless}"])  # fine-tuning adds the head: accepted

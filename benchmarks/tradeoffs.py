@@ -148,7 +148,7 @@ def label(job: report.Job) -> str:
 def eval_batches(args: argparse.Namespace, tokenizer_dir: Path, sizes: list[int]) -> dict[int, dict[str, torch.Tensor]]:
     """For each size, that many real evaluation windows, padded to the sequence length the jobs used."""
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    examples = data.limit(data.load_squad_json(args.eval, "--eval", args.root / "cache"), max(sizes))
+    examples = data.limit(data.load_squad_json(args.eval, "--eval"), max(sizes))
     windows = features.prepare(examples.dataset, examples.digest, tokenizer, args.max_seq_length, args.doc_stride,
                                "eval", args.root / "cache")  # fmt: skip
     inputs = predict.forward_inputs(windows, [n for n in tokenizer.model_input_names if n in windows.column_names])

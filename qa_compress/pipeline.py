@@ -101,7 +101,7 @@ def _examples(job: JobConfig, split: str) -> data.Examples:
             )
         else:
             path = Path(ds.train_file if split == "train" else ds.validation_file)
-        examples = data.load_squad_json(path, f"dataset.{split}_file", cache_dir)
+        examples = data.load_squad_json(path, f"dataset.{split}_file")
     examples = data.limit(examples, ds.max_train_samples if split == "train" else ds.max_eval_samples)
     context = "training" if split == "train" else "evaluation"
     tracking.log_dataset(f"{ds.name}/{split}", examples.source, split, examples.digest, context)
@@ -278,8 +278,7 @@ def _calibration(job: JobConfig, tokenizer, train_examples: data.Examples | None
     """The windows a static quantization calibrates on: drawn from the calibration file or the training windows."""
     settings = job.quantization
     if settings.calibration_file is not None:
-        examples = data.load_squad_json(Path(settings.calibration_file), "quantization.calibration_file",
-                                        Path(job.paths.cache_dir))  # fmt: skip
+        examples = data.load_squad_json(Path(settings.calibration_file), "quantization.calibration_file")
         windows = _features(job, examples, tokenizer, "train")
     else:
         examples, windows = train_examples, train_features

@@ -13,7 +13,7 @@ from .conftest import compose_config, tiny_job_args
 
 
 def _windows(tokenizer, path, tmp_path, split="train") -> tuple[data.Examples, Dataset]:
-    examples = data.load_squad_json(path, "k", tmp_path)
+    examples = data.load_squad_json(path, "k")
     return examples, features.prepare(examples.dataset, examples.digest, tokenizer, 64, 16, split, tmp_path)
 
 
@@ -36,10 +36,10 @@ def test_calibration_windows_are_a_seeded_draw_of_training_windows_only(tokenize
 
 def test_held_out_questions_are_a_seeded_draw_of_training_questions(tokenizer, squad_files, tmp_path):
     train, validation = squad_files
-    examples = data.load_squad_json(train, "k", tmp_path)
+    examples = data.load_squad_json(train, "k")
     held = calibration.held_out_examples(examples, 5, seed=0)
     assert len(held.dataset) == 5 and set(held.dataset["id"]) <= set(examples.dataset["id"])
-    evaluation = data.load_squad_json(validation, "k", tmp_path).dataset
+    evaluation = data.load_squad_json(validation, "k").dataset
     assert not set(zip(held.dataset["question"], held.dataset["context"], strict=True)) & set(
         zip(evaluation["question"], evaluation["context"], strict=True)
     )

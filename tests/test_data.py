@@ -13,7 +13,7 @@ def test_squad_json_becomes_one_row_per_question(squad_files, tmp_path):
     _, validation = squad_files
     document = json.loads(validation.read_text())
     qas = [qa for paragraph in document["data"][0]["paragraphs"] for qa in paragraph["qas"]]
-    examples = data.load_squad_json(validation, "dataset.validation_file", tmp_path)
+    examples = data.load_squad_json(validation, "dataset.validation_file")
     rows = examples.dataset
     assert len(rows) == len(qas)
     assert rows["id"] == [qa["id"] for qa in qas]
@@ -24,8 +24,8 @@ def test_squad_json_becomes_one_row_per_question(squad_files, tmp_path):
 
 def test_digest_follows_content_and_selection(squad_files, tmp_path):
     train, validation = squad_files
-    a = data.load_squad_json(train, "k", tmp_path)
-    b = data.load_squad_json(validation, "k", tmp_path)
+    a = data.load_squad_json(train, "k")
+    b = data.load_squad_json(validation, "k")
     assert a.digest != b.digest
     assert data.limit(a, 5).digest != a.digest and len(data.limit(a, 5).dataset) == 5
     assert data.limit(a, 10_000) is a

@@ -62,7 +62,7 @@ def test_saved_models_are_safetensors_and_load_back_to_the_same_answers(tiny_swe
         weights = "model/model.int8.safetensors" if quantization == "dynamic_int8" else "model/model.safetensors"
         assert {weights, f"model/{quantize.SAVED_RECORD}"} <= saved
         assert not any(p.endswith((".bin", ".pt", ".pkl")) for p in saved)
-    examples = data.load_squad_json(squad_files[1], "k", tiny_sweep / "cache").dataset
+    examples = data.load_squad_json(squad_files[1], "k").dataset
     windows = examples.map(features.prepare_eval_features, batched=True, remove_columns=examples.column_names,
                            fn_kwargs={"tokenizer": tokenizer, "max_seq_length": 64, "doc_stride": 16})  # fmt: skip
     directories = sorted((tiny_sweep / "sweep").glob("*/model"))
@@ -181,7 +181,7 @@ def test_structured_pruning_with_gradient_importance_recovery_and_onnx_logs_what
 
 
 def _answers_of_saved_model(directory: Path, validation: Path, tokenizer, cache_dir: Path) -> dict[str, str]:
-    examples = data.load_squad_json(validation, "k", cache_dir).dataset
+    examples = data.load_squad_json(validation, "k").dataset
     windows = examples.map(features.prepare_eval_features, batched=True, remove_columns=examples.column_names,
                            fn_kwargs={"tokenizer": tokenizer, "max_seq_length": 64, "doc_stride": 16})  # fmt: skip
     model = quantize.load(directory, num_threads=1)

@@ -79,7 +79,7 @@ def test_rethresholding_equals_decoding_at_that_threshold():
 
 def test_the_threshold_split_takes_whole_paragraphs_and_never_an_evaluation_question(tmp_path):
     path = synthetic.write(tmp_path / "train.json", 12, seed=0)
-    examples = data.load_squad_json(path, "k", tmp_path / "cache")
+    examples = data.load_squad_json(path, "k")
     ids = examples.dataset["id"]
     evaluation = set(ids[:5])  # questions that are also in the evaluation set go to neither side
     split = threshold.carve(examples, 6, seed=3, evaluation_ids=evaluation)
@@ -239,7 +239,7 @@ def test_a_gradual_distilled_sweep_calibrates_its_threshold_and_reports_each_ste
     assert len(jobs) == 4 and all(j.info.status == "FINISHED" for j in jobs)
     assert sorted(j.data.tags["teacher_cache"] for j in jobs) == ["hit", "hit", "hit", "miss"]  # computed once
     train_file, validation = squad_files
-    evaluation_ids = set(data.gold_answers(data.load_squad_json(validation, "k", tmp_path / "c").dataset))
+    evaluation_ids = set(data.gold_answers(data.load_squad_json(validation, "k").dataset))
     for job in jobs:
         m = job.data.metrics
         assert {"null_threshold", "threshold_split_f1", "f1_uncalibrated", "f1_before_recovery"} <= set(m)

@@ -18,22 +18,54 @@ from qa_compress.errors import UserError
 
 
 @functools.lru_cache(maxsize=64)
-def _checked_squad_json(path: str, mtime_ns: int, key: str) -> int:
+def _checked_squad_json(path: str, mtime_ns: int, key: str) -> tuple[tuple[str, str], ...]:
     content = data.validate_squad_json(Path(path), key)
-    return sum(len(paragraph["qas"]) for article in content["data"] for paragraph in article["paragraphs"])
+    return tuple((qa["id"], qa["question"]) for article in content["data"] for paragraph in article["paragraphs"]
+                 for qa in paragraph["qas"])  # fmt: skip
 
 
-def squad_file(path: str | None, key: str) -> int:
+def squad_file(path: str | None, key: str) -> tuple[tuple[str, str], ...]:
     """A SQuAD 2.0 JSON file that exists and has the official layout (each file read once per process).
 
-    Returns how many questions it holds (0 when no file is given).
+    Returns its (id, question) pairs (none when no file is given).
     """
     if path is None:
-        return 0
+        return ()
     file = Path(path)
     if not file.is_file():
         raise UserError(f"{key}={path}: no such file")
     return _checked_squad_json(str(file.resolve()), file.stat().st_mtime_ns, key)
+
+
+@functools.lru_cache(maxsize=16)
+def _question_lengths(
+    name_or_path: str, trust_remote_code: bool, questions: tuple[tuple[str, str], ...]
+) -> tuple[list[int], int]:
+    """Each question's length in the model's tokens (stripped, as windows are built) and a pair's special tokens."""
+    import transformers
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    encoded = tokenizer([q.lstrip() for _, q in questions], add_special_tokens=False).input_ids
+    return [len(ids) for ids in encoded], tokenizer.num_special_tokens_to_add(pair=True)
+
+
+def _windows(job: JobConfig, questions: tuple[tuple[str, str], ...], key: str) -> None:
+    """Every question leaves room in a window for context, and more room than `doc_stride` overlaps.
+
+    The tokenizer fails on either (a Rust panic for the stride), so the numbers are computed here.
+    """
+    if not questions:
+        return
+    lengths, special = _question_lengths(job.model.name_or_path, job.model.trust_remote_code, questions)
+    longest = max(range(len(lengths)), key=lengths.__getitem__)
+    d = job.dataset
+    room = d.max_seq_length - lengths[longest] - special
+    if room <= d.doc_stride:
+        raise UserError(
+            f"dataset.max_seq_length={d.max_seq_length}, dataset.doc_stride={d.doc_stride}: question "
+            f"{questions[longest][0]!r} of {key} is {lengths[longest]} tokens, which leaves {max(room, 0)} for "
+            f"context in a window; doc_stride must be smaller than that (raise max_seq_length or lower doc_stride)"
+        )
 
 
 def model_config(job: JobConfig) -> Any:
@@ -130,10 +162,12 @@ def _threads(job: JobConfig) -> None:
 def _data(job: JobConfig) -> None:
     dataset = job.dataset
     if dataset.source == "json":
-        squad_file(dataset.validation_file, "dataset.validation_file")
+        evaluation = squad_file(dataset.validation_file, "dataset.validation_file")
+        _windows(job, evaluation[: dataset.max_eval_samples], "dataset.validation_file")
         if job.reads_training_data():
-            questions = squad_file(dataset.train_file, "dataset.train_file")
-            _threshold_questions(job, min(questions, dataset.max_train_samples or questions))
+            training = squad_file(dataset.train_file, "dataset.train_file")[: dataset.max_train_samples]
+            _windows(job, training, "dataset.train_file")
+            _threshold_questions(job, len(training))
     elif dataset.source == "hub":
         data.check_hub_dataset(dataset.hub_name)
     _calibration_file(job)

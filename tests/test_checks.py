@@ -120,3 +120,23 @@ def test_checkpoint_weights_are_checked_from_their_headers_before_any_run(tmp_pa
             _check([*base, f"model.name_or_path={directory}", *overrides])
         assert message in str(err.value) and "weights_only" not in str(err.value)
     _check([*base, f"model.name_or_path={headless}"])  # fine-tuning adds the head: accepted
+
+
+def test_windows_too_small_for_a_question_or_its_stride_are_refused_with_the_numbers(tmp_path, tiny_bert_dir):
+    question = "what is the name of the river that flows through the city?"  # 13 tokens
+    qas = [{"id": "long-q", "question": question, "answers": []}, {"id": "short", "question": "why?", "answers": []}]
+    content = {"data": [{"title": "t", "paragraphs": [{"context": "The Rhine flows through it. " * 30, "qas": qas}]}]}
+    validation = write_json(tmp_path / "v.json", content)
+    base = ["training=none", "dataset=squad_json", f"dataset.validation_file={validation}",
+            f"model.name_or_path={tiny_bert_dir}"]  # fmt: skip
+    for overrides, message in [
+        (["dataset.max_seq_length=16", "dataset.doc_stride=4"], "leaves 0 for context"),
+        (
+            ["dataset.max_seq_length=64", "dataset.doc_stride=60"],
+            "'long-q' of dataset.validation_file is 13 tokens, which leaves 48 for context",
+        ),  # fmt: skip
+    ]:
+        with pytest.raises(UserError) as err:
+            _check([*base, *overrides])
+        assert message in str(err.value) and "doc_stride=" in str(err.value)
+    _check([*base, "dataset.max_seq_length=64", "dataset.doc_stride=47"])  # 47 < 48: the tokenizer copes

@@ -137,10 +137,14 @@ def _weights(job: JobConfig) -> None:
     from safetensors import SafetensorError, safe_open
 
     names: set[str] = set()
+    matrices: set[str] = set()  # modules with a 2-D weight: Linear layers (and embedding tables)
     for file in files:
         try:
             with safe_open(str(file), framework="pt") as weights:
-                names.update(weights.keys())
+                for key in weights.keys():  # noqa: SIM118 (safe_open is not a mapping)
+                    names.add(key)
+                    if key.endswith(".weight") and len(weights.get_slice(key).get_shape()) == 2:
+                        matrices.add(key.removesuffix(".weight"))
         except (SafetensorError, OSError, ValueError) as err:
             raise UserError(
                 f"model.name_or_path={name}: {file.name} is not a readable safetensors file ({err})"
@@ -149,6 +153,21 @@ def _weights(job: JobConfig) -> None:
         raise UserError(
             f"model.name_or_path={name}: no question-answering head (no qa_outputs weights), and training=none "
             "would score a randomly drawn one; fine-tune it (training=finetune) or give a SQuAD checkpoint"
+        )
+    _patterns_match(job, matrices, name)
+
+
+def _patterns_match(job: JobConfig, matrices: set[str], name: str) -> None:
+    """With explicit `pruning.layer_patterns`, some layer of the checkpoint must match one of them."""
+    patterns = job.pruning.layer_patterns
+    if job.pruning.name == "none" or not patterns:
+        return
+    layers = [m for m in matrices if "embeddings" not in m and m.rsplit(".", 1)[-1] != "qa_outputs"]
+    if not any(re.search(pattern, module) for pattern in patterns for module in layers):
+        example = sorted(layers)[0] if layers else "none"
+        raise UserError(
+            f"pruning.layer_patterns={list(patterns)}: no layer of model.name_or_path={name} matches "
+            f"(its layers are named like {example!r})"
         )
 
 

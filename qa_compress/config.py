@@ -111,7 +111,7 @@ class TrackingConfig(Section):
 
 
 class JobConfig(Section):
-    seed: int = Field(ge=0)
+    seed: int = Field(ge=0, lt=2**32)  # numpy's generators take at most 32 bits
     force: bool = False
     save_model: bool = False
     cache_lock_timeout_s: float = Field(default=86400, gt=0)

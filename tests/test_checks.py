@@ -114,6 +114,8 @@ def test_checkpoint_weights_are_checked_from_their_headers_before_any_run(tmp_pa
         (headless, ["training=none"], "no question-answering head (no qa_outputs weights), and training=none"),
         (tiny_bert_dir, ["training=none", f"benchmark.num_threads={os.cpu_count() * 64}"],
          f"benchmark.num_threads={os.cpu_count() * 64}: this machine gives the job"),
+        (tiny_bert_dir, ["pruning=l1_unstructured", "pruning.layer_patterns=[decoder]"],
+         "pruning.layer_patterns=['decoder']: no layer of model.name_or_path="),
     ]  # fmt: skip
     for directory, overrides, message in cases:
         with pytest.raises(UserError) as err:

@@ -47,6 +47,7 @@ def test_each_method_gets_its_own_settings_and_they_reach_the_dump():
         (["dataset.doc_stride=400"], "dataset.doc_stride=400 must be smaller than dataset.max_seq_length=384"),
         (["training.learning_rate=0"], "training.learning_rate=0: Input should be greater than 0"),
         (["benchmark.repeats=0"], "benchmark.repeats=0"),
+        (["seed=99999999999999999999999"], "seed=99999999999999999999999: Input should be less than 4294967296"),
         (["predict.null_score_diff_threshold=nan"], "predict.null_score_diff_threshold=nan: Input should be a finite"),
         (["predict.null_threshold=auto"], "predict.null_threshold='auto'"),
         (["pruning.distill=true"], "pruning.distill=true: distillation happens during recovery"),

@@ -21,6 +21,7 @@ from datasets import Dataset
 from qa_compress import cache
 from qa_compress.errors import UserError
 
+MAX_FILE_BYTES = 512 * 2**20  # the official SQuAD 2.0 training file is 40 MiB; parsing takes about 3x the size
 DATASET_HELP = "use dataset=squad_json dataset.validation_file=<SQuAD 2.0 JSON file> (and dataset.train_file=...)"
 
 
@@ -51,10 +52,18 @@ def validate_squad_json(path: Path, key: str) -> dict[str, Any]:
     """Parse `path` and check it has the official SQuAD 2.0 layout; `key` names the config value in errors."""
     if not path.is_file():
         raise UserError(f"{key}={path}: no such file")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise UserError(
+            f"{key}={path}: {size / 2**20:,.0f} MiB, more than the {MAX_FILE_BYTES / 2**20:,.0f} MiB a SQuAD file "
+            "is read whole into memory at; split it"
+        )
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise UserError(f"{key}={path}: not a JSON file ({err})") from None
+    except RecursionError:
+        raise UserError(f"{key}={path}: not SQuAD 2.0 JSON (nested deeper than Python's parser allows)") from None
     articles = document.get("data") if isinstance(document, dict) else None
     if not isinstance(articles, list) or not articles:
         raise UserError(f"{key}={path}: not SQuAD 2.0 JSON (expected a non-empty top-level 'data' list)")
@@ -76,6 +85,8 @@ def validate_squad_json(path: Path, key: str) -> dict[str, Any]:
                             f"{key}={path}: not SQuAD 2.0 JSON ({here}.answers[{n}].answer_start={start} "
                             f"does not point at the answer text {text!r})"
                         )
+    if not seen:
+        raise UserError(f"{key}={path}: not SQuAD 2.0 JSON (no paragraph holds a question)")
     repeated = [question_id for question_id, count in seen.items() if count > 1]
     if repeated:
         names = ", ".join(repr(i) for i in repeated[:3])

@@ -1,4 +1,4 @@
-"""Loading SQuAD JSON through `datasets`, one row per question, and refusing files that are not SQuAD 2.0."""
+"""Loading SQuAD JSON into a `datasets.Dataset`, one row per question, and refusing files that are not SQuAD 2.0."""
 
 import json
 import re
@@ -7,6 +7,8 @@ import pytest
 
 from qa_compress import data
 from qa_compress.errors import UserError
+
+from .conftest import write_json
 
 
 def test_squad_json_becomes_one_row_per_question(squad_files, tmp_path):
@@ -88,6 +90,26 @@ def test_duplicate_ids_and_negative_offsets_are_refused(tmp_path, qas, message):
     path.write_text(_file(qas))
     with pytest.raises(UserError, match=re.escape(message)):
         data.validate_squad_json(path, "dataset.validation_file")
+
+
+def test_odd_but_valid_layouts_load_and_hostile_ones_are_refused(tmp_path, monkeypatch):
+    odd = {"data": [
+        {"paragraphs": [{"context": "Ada wrote it.", "qas": [
+            {"id": "a", "question": "Who?", "answers": [{"text": "Ada", "answer_start": 0}], "extra": 1},
+            {"id": "b", "question": "When?", "answers": [], "extra": "text"}]}, {"context": "Empty.", "qas": []}]},
+    ]}  # no title; a paragraph without questions; a field whose type changes  # fmt: skip
+    examples = data.load_squad_json(write_json(tmp_path / "odd.json", odd), "k")
+    assert examples.dataset["id"] == ["a", "b"] and examples.dataset["title"] == ["", ""]
+    assert examples.dataset["answers"][0] == {"text": ["Ada"], "answer_start": [0]}
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    empty = write_json(tmp_path / "empty.json", {"data": [{"paragraphs": [{"context": "x", "qas": []}]}]})
+    for path, message in [(deep, "nested deeper than Python's parser"), (empty, "no paragraph holds a question")]:
+        with pytest.raises(UserError, match=re.escape(message)):
+            data.validate_squad_json(path, "k")
+    monkeypatch.setattr(data, "MAX_FILE_BYTES", 100)
+    with pytest.raises(UserError, match="MiB a SQuAD file is read whole"):
+        data.validate_squad_json(write_json(tmp_path / "big.json", odd), "k")
 
 
 def test_missing_file_is_refused(tmp_path):

@@ -279,21 +279,56 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--parent-run-id", help="the sweep's parent run (default: the latest sweep)")
     parser.add_argument("--out-dir", type=Path, help="where to write (default: the sweep's output directory)")
     opts = parser.parse_args(argv)
-    uri = tracking.tracking_uri(opts.tracking_uri, "mlruns")
-    client = MlflowClient(uri)
-    parent = opts.parent_run_id or latest_sweep(client, opts.experiment)
-    if parent is None:
-        sys.stderr.write(f"no sweep found in experiment {opts.experiment!r} of {uri}\n")
-        return 1
     try:
-        out_dir = opts.out_dir or Path(client.get_run(parent).data.tags.get("sweep_dir", "report"))
-    except MlflowException:
-        sys.stderr.write(f"--parent-run-id={parent}: no such run in {uri}\n")
+        files, text, parent, out_dir = _report(opts)
+    except ReportError as err:
+        sys.stderr.write(f"{err}\n")
         return 1
-    files, text = build(client, parent, out_dir)
     print(text)
     print(f"Report of sweep {parent} written to {out_dir} ({', '.join(p.name for p in files)})")
     return 0
+
+
+class ReportError(Exception):
+    """A report that cannot be made, in one line; nothing was written."""
+
+
+STORE_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
+
+
+def _store(configured: str | None) -> str:
+    """The store's URI, refused when its scheme is unknown or a local store does not exist (none is created)."""
+    uri = tracking.tracking_uri(configured, "mlruns")
+    what = f"--tracking-uri {uri}" if configured else f"the MLflow store {uri}"
+    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else "file"
+    if scheme not in STORE_SCHEMES:
+        raise ReportError(f"{what}: unknown scheme {scheme!r}; use sqlite:///<path>/mlflow.db or http(s)://<server>")
+    if scheme == "sqlite" and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise ReportError(f"{what}: no such store (run a sweep first, or give --tracking-uri)")
+    return uri
+
+
+def _report(opts: argparse.Namespace) -> tuple[list[Path], str, str, Path]:
+    uri = _store(opts.tracking_uri)
+    client = MlflowClient(uri)
+    try:
+        parent = opts.parent_run_id or latest_sweep(client, opts.experiment)
+        if parent is None:
+            raise ReportError(f"no sweep found in experiment {opts.experiment!r} of {uri}")
+        try:
+            run = client.get_run(parent)
+        except MlflowException:
+            raise ReportError(f"--parent-run-id={parent}: no such run in {uri}") from None
+        if "sweep_dir" not in run.data.tags:
+            raise ReportError(
+                f"--parent-run-id={parent}: run {run.info.run_name!r} is not a sweep's parent run "
+                "(a job of a sweep, or a single job); give the parent's id, or none for the latest sweep"
+            )
+        out_dir = opts.out_dir or Path(run.data.tags["sweep_dir"])
+        files, text = build(client, parent, out_dir)
+    except MlflowException as err:
+        raise ReportError(f"the MLflow store {uri} could not be read ({str(err).splitlines()[0][:200]})") from None
+    return files, text, parent, out_dir
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import csv
 
 import pytest
 from matplotlib.image import imread
+from mlflow.tracking import MlflowClient
 
 from qa_compress import report
 from qa_compress.report import PLOTS, pareto_front
@@ -75,7 +76,24 @@ def test_report_command_regenerates_the_report_from_mlflow_alone(tiny_sweep, tmp
     assert {p.name for p in out_dir.iterdir()} == {*PLOTS, "report.md", "report.csv"}
 
 
-def test_report_command_names_a_bad_run_id(tiny_sweep, capsys):
-    code, _, err = _report_command(capsys, "--tracking-uri", store_uri(tiny_sweep), "--parent-run-id", "nope")
-    assert code == 1
-    assert "--parent-run-id=nope: no such run" in err
+def test_report_command_refuses_what_is_not_a_sweep_in_one_line_and_writes_nothing(
+    tiny_sweep, tmp_path, capsys, monkeypatch
+):
+    child = children(tiny_sweep)[0]
+    artifacts_before = {a.path for a in MlflowClient(store_uri(tiny_sweep)).list_artifacts(child.info.run_id)}
+    out_dir = tmp_path / "never"
+    monkeypatch.chdir(tmp_path)  # the default store, ./mlruns, must not be created
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    store = ["--tracking-uri", store_uri(tiny_sweep)]
+    for argv, message in [
+        ([*store, "--parent-run-id", "nope"], "--parent-run-id=nope: no such run"),
+        ([*store, "--parent-run-id", "deadbeef", "--out-dir", str(out_dir)], "--parent-run-id=deadbeef: no such run"),
+        ([*store, "--parent-run-id", child.info.run_id, "--out-dir", str(out_dir)], "is not a sweep's parent run"),
+        (["--tracking-uri", "foo://bar"], "--tracking-uri foo://bar: unknown scheme 'foo'"),
+        (["--parent-run-id", "deadbeef"], "mlruns/mlflow.db: no such store"),
+    ]:
+        code, _, err = _report_command(capsys, *argv)
+        assert code == 1 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert not out_dir.exists() and not (tmp_path / "mlruns").exists()
+    after = {a.path for a in MlflowClient(store_uri(tiny_sweep)).list_artifacts(child.info.run_id)}
+    assert after == artifacts_before  # nothing written into the finished job's artifacts

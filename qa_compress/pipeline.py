@@ -562,6 +562,7 @@ def run(cfg: DictConfig) -> float:
     torch.set_num_threads(job.benchmark.num_threads or torch.get_num_threads())
     parent, output_dir = _hydra_context()
     uri = tracking.tracking_uri(job.tracking.uri, job.paths.mlruns_dir)
+    tracking.check_reachable(uri)
     experiment = tracking.experiment_id(uri, job.tracking.experiment_name, job.paths.mlruns_dir)
     name = bookkeeping.run_name(job)
     tags = bookkeeping.tags(job, torch.get_num_threads(), _versions())

@@ -100,6 +100,7 @@ class MlflowSweep(Callback):
             check_jobs(config, config_name, jobs)
             log.info("Checked the configs of %d jobs", len(jobs))
         self.uri = tracking.tracking_uri(OmegaConf.select(config, "tracking.uri"), config.paths.mlruns_dir)
+        tracking.check_reachable(self.uri)
         experiment = tracking.experiment_id(self.uri, config.tracking.experiment_name, config.paths.mlruns_dir)
         overrides = " ".join(OmegaConf.to_container(config.hydra.overrides.task)) or "(defaults)"
         self.parent_run_id = tracking.start_sweep(

@@ -129,3 +129,14 @@ def test_sigterm_while_the_sweep_writes_its_report_still_ends_it(
     assert (tmp_path / "sweep" / "report.md").is_file()  # the report was finished
     assert {r.info.status for r in runs(tmp_path)[1]} == {"FINISHED"}  # every planned job ran: so did the sweep
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the sweep gave its handlers back
+
+
+@pytest.mark.parametrize("multirun", [False, True])
+def test_an_unreachable_tracking_server_is_refused_in_one_line_before_any_job(
+    multirun, tmp_path, tiny_distilbert_dir, squad_files
+):
+    args = tiny_job_args(tiny_distilbert_dir, squad_files, "tracking.uri=http://127.0.0.1:9", fine_tune=False)
+    result = run_in_process(["-m", *args] if multirun else args, tmp_path)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "tracking.uri=http://127.0.0.1:9: no MLflow tracking server answers" in result.stderr
+    assert not (tmp_path / "run" / "predictions.json").exists() and not (tmp_path / "sweep").exists()

@@ -17,9 +17,9 @@ CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # absolute, so tests
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
-    from qa_compress import pipeline  # here, so that --help and --cfg answer without loading torch
+    from qa_compress import launch  # here, so that --help and --cfg answer without loading torch
 
-    return pipeline.run(cfg)
+    return launch.job(cfg)
 
 
 if __name__ == "__main__":

@@ -23,13 +23,13 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from qa_compress import checks, report, tracking
-from qa_compress.bookkeeping import SKIPPED_FILE
 from qa_compress.config import from_hydra
 from qa_compress.errors import UserError
+
+# MLflow, the checks and the report (torch, transformers) are imported where a sweep needs them:
+# Hydra builds this callback for single runs too, which must refuse a bad value without them.
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,8 @@ def check_jobs(config: DictConfig, config_name: str, jobs: list[list[str]]) -> N
             checked.append(from_hydra(job_cfg))
         finally:
             HydraConfig.instance().set_config(config)
+    from qa_compress import checks
+
     for job in checked:
         checks.inputs(job)
 
@@ -94,6 +96,8 @@ class MlflowSweep(Callback):
             sys.exit(1)
 
     def _start(self, config: DictConfig, config_name: str) -> None:
+        from qa_compress import tracking
+
         HydraConfig.instance().set_config(config)  # lets ${hydra:...} resolve before the first job
         jobs = sweep_jobs(config)
         if jobs is not None:
@@ -127,6 +131,11 @@ class MlflowSweep(Callback):
         """Report, list failed and skipped jobs, end the parent run; once, also when the sweep stops early."""
         if self.parent_run_id is None or self._finished:
             return
+        from mlflow.tracking import MlflowClient
+
+        from qa_compress import report, tracking
+        from qa_compress.bookkeeping import SKIPPED_FILE
+
         self._finished = True
         if (self, sweep_dir) in _unfinished:
             _unfinished.remove((self, sweep_dir))

@@ -26,3 +26,13 @@ def test_help_lists_every_group_option_with_its_description():
 def test_an_unknown_option_is_refused_by_the_command_line_in_one_line(tmp_path):
     result = run_cli(["pruning=magnitude_of_doom"], tmp_path, timeout=120)
     assert_refused(result, tmp_path, "Could not find 'pruning/magnitude_of_doom'", "l1_unstructured")
+
+
+def test_a_bad_value_is_refused_in_one_line_before_torch_or_mlflow_load(tmp_path):
+    result = run_cli(["pruning=l1_unstructured", "pruning.amount=1.5"], tmp_path, timeout=120)
+    assert_refused(result, tmp_path, "pruning.amount=1.5: Input should be less than or equal to 1")
+    assert result.stderr.strip().splitlines() == ["pruning.amount=1.5: Input should be less than or equal to 1"]
+    command = [sys.executable, "-X", "importtime", str(ROOT / "run.py"), "pruning=l1_unstructured", "pruning.amount=2"]
+    imported = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120).stderr
+    modules = {line.rsplit("|", 1)[-1].strip() for line in imported.splitlines() if line.startswith("import time:")}
+    assert "hydra" in modules and not modules & {"torch", "mlflow", "transformers", "datasets"}

@@ -121,8 +121,15 @@ def locked(entry: Path, timeout_s: float) -> Iterator[None]:
 
 @contextlib.contextmanager
 def building(entry: Path) -> Iterator[Path]:
-    """Yield a temporary directory to fill; on success it is sealed and becomes `entry`, on failure removed."""
+    """Yield a temporary directory to fill; on success it is sealed and becomes `entry`, on failure removed.
+
+    Called with the entry's lock held (`locked`), so another builder's temporary directory for the
+    same entry can only be left from a process that died mid-build: it is removed first.
+    """
     entry.parent.mkdir(parents=True, exist_ok=True)
+    for orphan in entry.parent.glob(f".{entry.name}-*"):
+        log.warning("Removing %s, left by a build that did not finish", orphan)
+        shutil.rmtree(orphan, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=f".{entry.name}-"))
     try:
         yield tmp

@@ -564,6 +564,8 @@ def run(cfg: DictConfig) -> float:
     uri = tracking.tracking_uri(job.tracking.uri, job.paths.mlruns_dir)
     tracking.check_reachable(uri)
     experiment = tracking.experiment_id(uri, job.tracking.experiment_name, job.paths.mlruns_dir)
+    if parent is None:  # a sweep's parent reaped before its first job
+        tracking.reap_dead_runs(uri, experiment)
     name = bookkeeping.run_name(job)
     tags = bookkeeping.tags(job, torch.get_num_threads(), _versions())
     previous = (

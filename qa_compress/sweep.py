@@ -106,6 +106,7 @@ class MlflowSweep(Callback):
         self.uri = tracking.tracking_uri(OmegaConf.select(config, "tracking.uri"), config.paths.mlruns_dir)
         tracking.check_reachable(self.uri)
         experiment = tracking.experiment_id(self.uri, config.tracking.experiment_name, config.paths.mlruns_dir)
+        tracking.reap_dead_runs(self.uri, experiment)
         overrides = " ".join(OmegaConf.to_container(config.hydra.overrides.task)) or "(defaults)"
         self.parent_run_id = tracking.start_sweep(
             self.uri,

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -214,7 +215,8 @@ def job_run(experiment: str, name: str, parent_run_id: str | None, tags: dict[st
     with _interrupts.scope():
         try:
             with held():  # a signal held during the start is raised here, with the run open
-                run = mlflow.start_run(experiment_id=experiment, run_name=name, parent_run_id=parent_run_id, tags=tags)
+                run = mlflow.start_run(experiment_id=experiment, run_name=name, parent_run_id=parent_run_id,
+                                       tags={**tags, **owner_tags()})  # fmt: skip
             yield run.info.run_id
         except KeyboardInterrupt as err:
             take_interrupt()  # further signals must not break the run's ending
@@ -324,10 +326,49 @@ class TrainingCurves(TrainerCallback):
 # --- Sweeps -----------------------------------------------------------------------------------
 
 
+def owner_tags() -> dict[str, str]:
+    """Which process on which machine holds a run open, so that a later job can tell a dead owner."""
+    return {"host": socket.gethostname(), "pid": str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def reap_dead_runs(uri: str, experiment: str) -> list[str]:
+    """Mark KILLED the RUNNING runs that a process on this machine opened and that process is gone.
+
+    What `kill -9` or a power loss leaves behind; runs owned by other machines are left alone.
+    Returns the ids of the runs marked.
+    """
+    client = MlflowClient(uri)
+    host = socket.gethostname()
+    with held():
+        running = f"attributes.status = 'RUNNING' and tags.host = '{host}'"
+        stale = client.search_runs([experiment], filter_string=running, max_results=1000)
+        marked = []
+        for run in stale:
+            pid = run.data.tags.get("pid", "")
+            if pid.isdigit() and not _alive(int(pid)):
+                client.set_tag(run.info.run_id, "error", f"its process (pid {pid} on {host}) died without ending it")
+                client.set_terminated(run.info.run_id, "KILLED")
+                marked.append(run.info.run_id)
+    if marked:
+        log.warning("Marked %d run(s) KILLED whose process died: %s", len(marked), ", ".join(marked))
+    return marked
+
+
 def start_sweep(uri: str, experiment: str, sweep_dir: Path, name: str, tags: dict[str, str]) -> str:
     """Create the parent run of a multirun and leave its id in the sweep directory for the jobs."""
     client = MlflowClient(uri)
-    run = client.create_run(experiment, run_name=name, tags={**tags, "sweep_dir": str(sweep_dir)})
+    tags = {**tags, **owner_tags(), "sweep_dir": str(sweep_dir)}
+    run = client.create_run(experiment, run_name=name, tags=tags)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / PARENT_RUN_FILE).write_text(run.info.run_id)
     return run.info.run_id

@@ -49,3 +49,15 @@ def test_a_damaged_entry_is_reported_and_rebuilt(tmp_path, caplog):
     (entry / "weights.bin").write_bytes(b"1235")
     assert not cache.usable(entry)
     assert "checksum mismatch in weights.bin" in caplog.text and not entry.exists()
+
+
+def test_a_build_left_by_a_dead_process_is_removed_by_the_next_builder(tmp_path):
+    entry = tmp_path / "features" / "key"
+    orphan = entry.parent / f".{entry.name}-abc123"
+    orphan.mkdir(parents=True)
+    (orphan / "half.arrow").write_bytes(b"x" * 1000)
+    other = entry.parent / ".other-key-def"  # another entry's build is not this builder's to touch
+    other.mkdir()
+    with cache.locked(entry, 10), cache.building(entry) as tmp:
+        (tmp / "data.txt").write_text("done")
+    assert not orphan.exists() and other.exists() and cache.usable(entry)

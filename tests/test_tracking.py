@@ -1,5 +1,6 @@
 """Job and sweep runs end FINISHED, FAILED or KILLED, whatever signal comes and whenever it comes."""
 
+import os
 import signal
 import time
 
@@ -140,3 +141,29 @@ def test_an_unreachable_tracking_server_is_refused_in_one_line_before_any_job(
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "tracking.uri=http://127.0.0.1:9: no MLflow tracking server answers" in result.stderr
     assert not (tmp_path / "run" / "predictions.json").exists() and not (tmp_path / "sweep").exists()
+
+
+def test_runs_whose_process_died_are_marked_killed_by_the_next_job_and_live_ones_are_not(
+    tmp_path, tiny_distilbert_dir, squad_files
+):
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = gone.stdout.strip()  # a process that has exited: what kill -9 leaves
+    uri = store_uri(tmp_path)
+    experiment = tracking.experiment_id(uri, "qa-compress", str(tmp_path / "mlruns"))
+    client = MlflowClient(uri)
+    host = socket.gethostname()
+    dead = client.create_run(experiment, run_name="dead", tags={"host": host, "pid": dead_pid}).info.run_id
+    alive = client.create_run(experiment, run_name="alive", tags={"host": host, "pid": str(os.getpid())}).info.run_id
+    other_host = {"host": "not-" + host, "pid": dead_pid}
+    elsewhere = client.create_run(experiment, run_name="other", tags=other_host).info.run_id
+    result = run_in_process(tiny_job_args(tiny_distilbert_dir, squad_files, fine_tune=False), tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert client.get_run(dead).info.status == "KILLED"
+    assert f"pid {dead_pid} on {host}) died" in client.get_run(dead).data.tags["error"]
+    assert client.get_run(alive).info.status == client.get_run(elsewhere).info.status == "RUNNING"
+    (job,) = [r for r in runs(tmp_path)[1] if r.info.run_name not in {"dead", "alive", "other"}]
+    assert job.data.tags["host"] == host and job.data.tags["pid"] == str(os.getpid())

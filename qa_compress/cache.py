@@ -102,7 +102,9 @@ def usable(entry: Path, required: tuple[str, ...] = ()) -> bool:
 
 
 @contextlib.contextmanager
-def locked(entry: Path, timeout_s: float) -> Iterator[None]:
+def locked(
+    entry: Path, timeout_s: float, holder: str = "another job is still building this cache entry"
+) -> Iterator[None]:
     """Hold the entry's lock: the first job builds the entry, the others wait, then find it built."""
     entry.parent.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(entry.with_name(f"{entry.name}.lock")))
@@ -110,8 +112,7 @@ def locked(entry: Path, timeout_s: float) -> Iterator[None]:
         lock.acquire(timeout=timeout_s)
     except Timeout:
         raise UserError(
-            f"waited {timeout_s:g} s for {lock.lock_file}: another job is still building this cache entry "
-            "(raise cache_lock_timeout_s to wait longer)"
+            f"waited {timeout_s:g} s for {lock.lock_file}: {holder} (raise cache_lock_timeout_s to wait longer)"
         ) from None
     try:
         yield

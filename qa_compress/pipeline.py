@@ -568,17 +568,20 @@ def run(cfg: DictConfig) -> float:
         tracking.reap_dead_runs(uri, experiment)
     name = bookkeeping.run_name(job)
     tags = bookkeeping.tags(job, torch.get_num_threads(), _versions())
-    previous = (
-        None if job.force else bookkeeping.reuse_finished(experiment, tags["config_hash"], parent, output_dir, name)
-    )
-    if previous is not None:
-        return previous.data.metrics.get("f1", math.nan)
-    with tracking.job_run(experiment, name, parent, tags):
-        resolved = OmegaConf.to_container(job_section(cfg), resolve=True)
-        tracking.log_params(tracking.flatten(resolved))
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
-        tracking.log_artifacts([output_dir / "config.yaml"])
-        metrics, baseline_cache = execute(job, output_dir)
+    # Claimed by its configuration hash: a second sweep on the same cache waits, then reuses the result.
+    claim = Path(job.paths.cache_dir) / "claims" / tags["config_hash"]
+    with cache.locked(claim, job.cache_lock_timeout_s, "a job with the same configuration is still running"):
+        previous = (
+            None if job.force else bookkeeping.reuse_finished(experiment, tags["config_hash"], parent, output_dir, name)
+        )
+        if previous is not None:
+            return previous.data.metrics.get("f1", math.nan)
+        with tracking.job_run(experiment, name, parent, tags):
+            resolved = OmegaConf.to_container(job_section(cfg), resolve=True)
+            tracking.log_params(tracking.flatten(resolved))
+            output_dir.mkdir(parents=True, exist_ok=True)
+            (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+            tracking.log_artifacts([output_dir / "config.yaml"])
+            metrics, baseline_cache = execute(job, output_dir)
     log.info(summary(name, metrics, baseline_cache, _sweep_baseline_f1(parent, uri), job.benchmark.batch_size))
     return metrics["f1"]

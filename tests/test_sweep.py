@@ -3,14 +3,26 @@
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections import Counter
 
 from hydra import compose, initialize_config_dir
 
+from qa_compress import tracking
 from qa_compress.sweep import BasicSweeper, sweep_jobs
 
-from .conftest import ROOT, assert_refused, children, parents, run_cli, run_in_process, start_cli, tiny_job_args
+from .conftest import (
+    ROOT,
+    assert_refused,
+    children,
+    parents,
+    run_cli,
+    run_in_process,
+    start_cli,
+    store_uri,
+    tiny_job_args,
+)
 
 
 def _sweep_config(overrides):
@@ -112,3 +124,22 @@ def test_interrupted_parallel_sweep_resumes_without_retraining_or_duplicates(
     assert finished == {"0.0": 1, "0.3": 1, "0.6": 1}  # every job once, none twice
     # Two jobs started in parallel on an empty cache: one fine-tuned, the other waited and loaded it.
     assert Counter(c.data.tags.get("baseline_cache") for c in jobs)["miss"] == 1  # and nothing retrained
+
+
+def test_two_sweeps_started_together_run_a_shared_job_once(tmp_path, tiny_distilbert_dir, squad_files):
+    shared = tiny_job_args(tiny_distilbert_dir, squad_files, "benchmark.repeats=200", fine_tune=False)
+    tracking.experiment_id(store_uri(tmp_path), "qa-compress", str(tmp_path / "mlruns"))  # one schema, made once
+    common = [f"paths.cache_dir={tmp_path / 'cache'}", f"paths.mlruns_dir={tmp_path / 'mlruns'}"]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    first, second = (
+        subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-m", *shared, *common,
+                          f"hydra.sweep.dir={tmp_path / name}"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+        for name in ("a", "b")
+    )  # fmt: skip
+    assert first.wait(timeout=300) == 0 and second.wait(timeout=300) == 0
+    jobs = children(tmp_path)
+    assert [j.info.status for j in jobs] == ["FINISHED"]  # one ran it; the other waited on its claim and reused it
+    assert len(parents(tmp_path)) == 2
+    reused = [p for p in parents(tmp_path) if p.info.run_id != jobs[0].data.tags["mlflow.parentRunId"]]
+    assert jobs[0].data.tags[tracking.reuse_tag(reused[0].info.run_id)] == "true"  # a job of both sweeps

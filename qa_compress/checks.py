@@ -171,6 +171,22 @@ def _patterns_match(job: JobConfig, matrices: set[str], name: str) -> None:
         )
 
 
+def _writable(job: JobConfig) -> None:
+    """The cache, the MLflow store's directory and the output directory can be written, probed with a file."""
+    import tempfile
+
+    places = {"paths.cache_dir": job.paths.cache_dir, "paths.output_dir": job.paths.output_dir}
+    if (job.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite").startswith("sqlite"):
+        places["paths.mlruns_dir"] = job.paths.mlruns_dir
+    for key, place in places.items():
+        try:
+            Path(place).mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=place, prefix=".write-probe-"):
+                pass
+        except OSError as err:
+            raise UserError(f"{key}={place}: cannot be written ({err.strerror or err})") from None
+
+
 def _threads(job: JobConfig) -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = job.benchmark.num_threads
@@ -222,6 +238,7 @@ def _calibration_file(job: JobConfig) -> None:
 def inputs(job: JobConfig) -> None:
     """Every check of a job's inputs that needs no model weights and no training."""
     _threads(job)
+    _writable(job)
     models.check_available(job.model.name_or_path)
     config = model_config(job)
     _positions(job, config)

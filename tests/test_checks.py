@@ -116,6 +116,10 @@ def test_checkpoint_weights_are_checked_from_their_headers_before_any_run(tmp_pa
          f"benchmark.num_threads={os.cpu_count() * 64}: this machine gives the job"),
         (tiny_bert_dir, ["pruning=l1_unstructured", "pruning.layer_patterns=[decoder]"],
          "pruning.layer_patterns=['decoder']: no layer of model.name_or_path="),
+        (tiny_bert_dir, [f"paths.cache_dir={squad_files[0]}/cache"],  # under a file: nothing can be written
+         f"paths.cache_dir={squad_files[0]}/cache: cannot be written (Not a directory)"),
+        (tiny_bert_dir, [f"paths.mlruns_dir={squad_files[0]}"],
+         f"paths.mlruns_dir={squad_files[0]}: cannot be written"),
     ]  # fmt: skip
     for directory, overrides, message in cases:
         with pytest.raises(UserError) as err:

@@ -88,9 +88,10 @@ def test_logged_predictions_rescore_to_the_logged_metrics_with_the_official_inte
 
 
 def test_a_failing_job_does_not_lose_the_others(tmp_path, tiny_distilbert_dir, squad_files):
-    # Damaged weights pass the up-front checks (they read configs only) and fail when the job loads them.
+    # Weights that do not fit the config's shapes pass the up-front checks (names, not shapes) and fail on load.
     broken = shutil.copytree(tiny_distilbert_dir, tmp_path / "damaged_model")
-    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    config = json.loads((broken / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps({**config, "hidden_dim": 2 * config["hidden_dim"]}))
     args = [a for a in tiny_job_args(tiny_distilbert_dir, squad_files, "benchmark.enabled=false")
             if "name_or_path" not in a]  # fmt: skip
     result = run_in_process(["-m", *args, f"model.name_or_path={tiny_distilbert_dir},{broken}"], tmp_path)

@@ -140,7 +140,7 @@ def test_an_unreachable_tracking_server_is_refused_in_one_line_before_any_job(
     result = run_in_process(["-m", *args] if multirun else args, tmp_path)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "tracking.uri=http://127.0.0.1:9: no MLflow tracking server answers" in result.stderr
-    assert not (tmp_path / "run" / "predictions.json").exists() and not (tmp_path / "sweep").exists()
+    assert not list(tmp_path.rglob("predictions.json")) and not list(tmp_path.rglob("mlflow.db"))
 
 
 def test_runs_whose_process_died_are_marked_killed_by_the_next_job_and_live_ones_are_not(

@@ -211,7 +211,7 @@ def _data(job: JobConfig) -> None:
 def _threshold_questions(job: JobConfig, questions: int) -> None:
     """Threshold calibration takes its questions from the training data and must leave some to train on."""
     wanted = job.predict.threshold_questions
-    if job.predict.calibrates() and wanted >= questions:
+    if job.predict.carves_training_data() and wanted >= questions:
         raise UserError(
             f"predict.threshold_questions={wanted}: the training data has {questions} questions; threshold "
             "calibration needs fewer, so that some are left to train on"
@@ -220,17 +220,28 @@ def _threshold_questions(job: JobConfig, questions: int) -> None:
 
 def _calibration_file(job: JobConfig) -> None:
     """A calibration file is SQuAD 2.0 JSON and not the evaluation file (calibrating on it would leak answers)."""
-    path = getattr(job.quantization, "calibration_file", None)
+    _held_out_file(job, getattr(job.quantization, "calibration_file", None), "quantization.calibration_file")
+    if job.predict.calibrates() and job.predict.threshold_file is not None:
+        _held_out_file(job, job.predict.threshold_file, "predict.threshold_file")
+        own = {qid for qid, _ in squad_file(job.predict.threshold_file, "predict.threshold_file")}
+        if not own - {qid for qid, _ in squad_file(job.dataset.validation_file, "dataset.validation_file")}:
+            raise UserError(
+                f"predict.threshold_file={job.predict.threshold_file}: every question id is also in "
+                "dataset.validation_file; the threshold must be picked on other questions"
+            )
+
+
+def _held_out_file(job: JobConfig, path: str | None, key: str) -> None:
     if path is None:
         return
-    squad_file(path, "quantization.calibration_file")
+    squad_file(path, key)
     evaluation = job.dataset.validation_file
     if evaluation is not None and Path(evaluation).is_file():
         from qa_compress import cache
 
         if cache.input_digest(Path(path)) == cache.input_digest(Path(evaluation)):
             raise UserError(
-                f"quantization.calibration_file={path}: the same data as dataset.validation_file; calibrate on "
+                f"{key}={path}: the same data as dataset.validation_file; calibrate on "
                 "training data (leave it null) or on another file, never on the questions that are scored"
             )
 

@@ -84,10 +84,14 @@ class PredictConfig(Section):
     null_score_diff_threshold: float = Field(default=0.0, allow_inf_nan=False)
     null_threshold: Literal["fixed", "calibrate"] = "fixed"
     threshold_questions: int = Field(default=500, gt=0)
+    threshold_file: str | None = None
 
     def calibrates(self) -> bool:
-        """Whether each job picks its own null threshold on questions carved from the training data."""
+        """Whether each job picks its own null threshold (on questions carved from the training data, or a file)."""
         return self.null_threshold == "calibrate"
+
+    def carves_training_data(self) -> bool:
+        return self.calibrates() and self.threshold_file is None
 
 
 class BenchmarkConfig(Section):
@@ -147,7 +151,7 @@ class JobConfig(Section):
 
     def training_data_users(self) -> list[str]:
         """The settings of this job, fine-tuning aside, that read training data."""
-        threshold = ["predict.null_threshold=calibrate"] if self.predict.calibrates() else []
+        threshold = ["predict.null_threshold=calibrate"] if self.predict.carves_training_data() else []
         return threshold + self.compression_data_users()
 
     def compression_data_users(self) -> list[str]:

@@ -360,6 +360,19 @@ def _threshold_split(job: JobConfig, train_examples: data.Examples,
     return split.train, split.calibration
 
 
+def _threshold_file(job: JobConfig, eval_examples: data.Examples) -> data.Examples:
+    """The user's own held-out questions to pick the null threshold on (any evaluation question left out)."""
+    path = Path(job.predict.threshold_file)
+    examples = data.load_squad_json(path, "predict.threshold_file")
+    evaluation_ids = set(eval_examples.dataset["id"])
+    kept = [i for i, qid in enumerate(examples.dataset["id"]) if qid not in evaluation_ids]
+    if len(kept) < len(examples.dataset):
+        examples = data.Examples(examples.dataset.select(kept), f"{examples.digest}:less-evaluation", examples.source)
+    log.info("Null threshold calibrated on %d questions of %s", len(examples.dataset), path)
+    tracking.log_dataset(f"{job.dataset.name}/threshold", examples.source, "threshold", examples.digest, "threshold")
+    return examples
+
+
 def _calibrate_threshold(job: JobConfig, model, tokenizer, questions: data.Examples, evaluation: Evaluation,
                          eval_examples: data.Examples, device: torch.device) -> tuple[Evaluation, dict]:  # fmt: skip
     """The evaluation redone at the null threshold that maximises F1 on the set-aside training questions.
@@ -450,7 +463,9 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
     eval_examples = _examples(job, "validation")
     train_examples = _examples(job, "train") if job.reads_training_data() else None
     threshold_examples = None
-    if job.predict.calibrates():
+    if job.predict.threshold_file is not None and job.predict.calibrates():
+        threshold_examples = _threshold_file(job, eval_examples)
+    elif job.predict.calibrates():
         train_examples, threshold_examples = _threshold_split(job, train_examples, eval_examples)
 
     model, tokenizer, baseline_cache, train_features = _baseline(job, train_examples)

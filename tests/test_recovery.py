@@ -286,3 +286,29 @@ def test_staged_structured_pruning_with_distillation_saves_a_model_that_answers_
     assert {k: len(v) for k, v in config["pruned_heads"].items()} == {"0": 1, "1": 1}
     logged = json.loads((tmp_path / "run" / "predictions.json").read_text())
     assert _answers_of_saved_model(saved, squad_files[1], tokenizer, tmp_path / "cache") == logged
+
+
+def test_a_threshold_file_replaces_the_carved_questions_and_never_the_evaluation_file(
+    tmp_path, tiny_bert_dir, squad_files
+):
+    train, validation = squad_files
+    generated = json.loads(synthetic.write(tmp_path / "generated.json", 4, seed=7).read_text())
+    for article in generated["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                qa["id"] = "held-out-" + qa["id"]  # generated ids repeat from file to file
+    held_out = tmp_path / "held_out.json"
+    held_out.write_text(json.dumps(generated))
+    args = tiny_job_args(tiny_bert_dir, squad_files, "predict.null_threshold=calibrate",
+                         f"predict.threshold_file={held_out}", fine_tune=False)  # fmt: skip
+    result = run_in_process(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, (job,) = runs(tmp_path)
+    inputs = {i.dataset.name: i.dataset for i in client.get_run(job.info.run_id).inputs.dataset_inputs}
+    assert str(held_out) in inputs["squad_json/threshold"].source and "squad_json/train" not in inputs
+    held = data.load_squad_json(held_out, "k").dataset
+    assert job.data.metrics["threshold_questions"] == len(held)
+    same = tiny_job_args(tiny_bert_dir, squad_files, "predict.null_threshold=calibrate",
+                         f"predict.threshold_file={validation}", fine_tune=False)  # fmt: skip
+    assert_refused(run_in_process(same, tmp_path / "again"), tmp_path / "again",
+                   f"predict.threshold_file={validation}: the same data as dataset.validation_file")  # fmt: skip

@@ -37,7 +37,6 @@ from qa_compress import (
     checks,
     data,
     distill,
-    families,
     features,
     models,
     predict,
@@ -53,7 +52,7 @@ from qa_compress import (
 from qa_compress.config import JobConfig, from_hydra, job_section
 from qa_compress.errors import UserError
 from qa_compress.prune import layers as prune_layers
-from qa_compress.prune import schedule, structured
+from qa_compress.prune import schedule
 
 log = logging.getLogger(__name__)
 
@@ -232,33 +231,25 @@ def _recover(job: JobConfig, model, tokenizer, train_features: Dataset, teacher:
 
 def _prune_in_stages(job: JobConfig, model, tokenizer, train_features: Dataset, device: torch.device,
                      teacher: distill.Teacher | None) -> tuple[Pruned, dict[str, float]]:  # fmt: skip
-    """Structured pruning in stages along the cubic schedule, with recovery fine-tuning after each stage.
-
-    Each stage removes, from every layer, the heads and neurons that take the counts removed so
-    far to the stage's share of the final counts (those one-shot pruning would remove).
-    """
+    """A staged method's gradual schedule: pruned for good stage by stage, recovery fine-tuning after each."""
     p = job.pruning
-    blocks = families.of_model(model).blocks(model)
-    heads, width = blocks[0].heads, blocks[0].ffn_in.out_features
-    final = (min(round(p.heads_amount * heads), heads - 1), min(round(p.ffn_amount * width), width - 1))
     lengths = schedule.stage_lengths(p.finetune_steps, p.gradual_stages, p.gradual_end)
+    stages = prune.get(p.name).stages(model, p, schedule.cubic(1.0, p.gradual_stages))
     first: Pruned | None = None
-    removed, results = (0, 0), []
-    for fraction, length in zip(schedule.cubic(1.0, p.gradual_stages), lengths, strict=True):
-        target = (round(fraction * final[0]), round(fraction * final[1]))
-        block = families.of_model(model).blocks(model)[0]
-        heads_amount, ffn_amount = structured.stage_amounts(block.heads, block.ffn_in.out_features, removed, target)
-        stage = p.model_copy(update={"heads_amount": heads_amount, "ffn_amount": ffn_amount})
+    removed: dict[str, float] = {}
+    results = []
+    for stage, length in zip(stages, lengths, strict=True):
         pruned = _prune(job.model_copy(update={"pruning": stage}), model, train_features, device)
         first = first or pruned  # its layers and original sizes describe the model before any stage
-        removed = target
-        log.info("Stage: %d heads and %d FFN neurons per layer removed; recovery for %d steps", *target, length)
+        for key, value in pruned.metrics.items():
+            if key != "prunable_layers":
+                removed[key] = removed.get(key, 0) + value
+        log.info("Pruning stage %d of %d; recovery for %d steps", len(results) + 1, len(lengths), length)
         results.append(train.fine_tune(model, tokenizer, train_features, _recovery_settings(job, length), job.seed,
                                        [], teacher))  # fmt: skip
     steps = sum(r["train_steps"] for r in results)
     metrics = {
-        "heads_removed": final[0] * len(blocks),
-        "ffn_neurons_removed": final[1] * len(blocks),
+        **removed,
         "gradual_stages_applied": len(results),
         "recovery_train_steps": steps,
         "recovery_train_loss": sum(r.get("train_loss", math.nan) * r["train_steps"] for r in results) / steps,
@@ -481,7 +472,7 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
         evaluation = _evaluate(job, candidate.to(train_device), inputs, eval_examples, eval_features, train_device)
         return _before_recovery(pruned, evaluation)
 
-    if job.pruning.gradual() and job.pruning.name == "structured":
+    if job.pruning.gradual() and prune.get(job.pruning.name).staged:
         one_shot = copy.deepcopy(model)  # what pruning at once, without recovery, would have left
         metrics = before_recovery(one_shot, _prune(job, one_shot, train_features, train_device))
         del one_shot

@@ -7,6 +7,7 @@ recovery fine-tuning with any masks still on, then folds the masks in.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -76,6 +77,12 @@ class PruningMethod:
     name: ClassVar[str]
     description: ClassVar[str]
     settings: ClassVar[type[PruningSettings]] = PruningSettings
+    staged: ClassVar[bool] = False  # gradual schedule: pruned for good in stages (`stages`), recovery between them
+
+    def stages(self, model: nn.Module, settings: PruningSettings, fractions: list[float]) -> Iterator[PruningSettings]:
+        """For a staged method: the settings of each stage, computed as the stage comes, that together reach
+        `fractions[i]` of what `settings` prune after stage i."""
+        raise NotImplementedError
 
     def needs_training_data(self, settings: PruningSettings) -> bool:
         """Whether the job must prepare training windows (recovery fine-tuning, data-driven importance)."""

@@ -119,12 +119,6 @@ def shrink(model: PreTrainedModel, heads_amount: float, ffn_amount: float, impor
     return {"heads_removed": removed_heads, "ffn_neurons_removed": removed_neurons}
 
 
-def stage_amounts(heads: int, width: int, removed: tuple[int, int], target: tuple[int, int]) -> tuple[float, float]:
-    """Fractions of the present `heads` and FFN `width` that take the per-layer removed counts from `removed` to
-    `target`, exactly (`shrink` rounds amount * present back to the count)."""
-    return (target[0] - removed[0]) / heads, (target[1] - removed[1]) / width
-
-
 class Structured(PruningMethod):
     name = "structured"
     description = "Remove whole attention heads and feed-forward neurons from every layer; the matrices really shrink."
@@ -153,6 +147,26 @@ class Structured(PruningMethod):
         else:
             importance = weight_norm_importance(blocks)
         return shrink(model, settings.heads_amount, settings.ffn_amount, importance)
+
+    staged = True
+
+    def stages(self, model, settings, fractions):
+        """Each stage removes from every layer the heads and neurons that take the counts removed so far to its
+        share of those one-shot pruning would remove; amounts are of what is present (`shrink` rounds back)."""
+        block = families.of_model(model).blocks(model)[0]
+        heads, width = block.heads, block.ffn_in.out_features
+        final = (
+            min(round(settings.heads_amount * heads), heads - 1),
+            min(round(settings.ffn_amount * width), width - 1),
+        )
+        removed = (0, 0)
+        for fraction in fractions:
+            target = (round(fraction * final[0]), round(fraction * final[1]))
+            block = families.of_model(model).blocks(model)[0]
+            amounts = {"heads_amount": (target[0] - removed[0]) / block.heads,
+                       "ffn_amount": (target[1] - removed[1]) / block.ffn_in.out_features}  # fmt: skip
+            removed = target
+            yield settings.model_copy(update=amounts)
 
     def label(self, settings: PruningSettings) -> str:
         return f"heads {settings.heads_amount:g} ffn {settings.ffn_amount:g}"

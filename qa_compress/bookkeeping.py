@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from mlflow.entities import Run
 
-from qa_compress import cache, models, prune, quantize, tracking
+from qa_compress import benchmark, cache, models, prune, quantize, tracking
 from qa_compress.config import JobConfig
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,7 @@ def job_hash(job: JobConfig) -> str:
 
     Two jobs with the same hash produce the same metrics (up to timing noise), so a rerun may reuse one.
     """
-    settings = job.model_dump(exclude={"paths", "tracking", "force", "cache_lock_timeout_s"})
+    settings = job.model_dump(exclude={"paths", "tracking", "report", "force", "cache_lock_timeout_s"})
     inputs = {"model": models.fingerprint(job.model.name_or_path)}
     files = {key: getattr(job.dataset, key) for key in ("train_file", "validation_file")}
     files["calibration_file"] = getattr(job.quantization, "calibration_file", None)
@@ -45,8 +46,9 @@ def job_hash(job: JobConfig) -> str:
     return cache.key({"settings": settings, "inputs": inputs})
 
 
-def tags(job: JobConfig, num_threads: int, versions: dict[str, str]) -> dict[str, str]:
-    """What a run is tagged with: its choices, its provenance and its configuration hash."""
+def tags(job: JobConfig, num_threads: int, versions: dict[str, str], overrides: list[str]) -> dict[str, str]:
+    """What a run is tagged with: its choices, its provenance, the machine it ran on, its configuration hash,
+    and the command-line overrides that reproduce it (the report's `python run.py ...` line)."""
     result = {
         "git_commit": tracking.git_commit(job.paths.root_dir),
         "model": job.model.name,
@@ -57,6 +59,9 @@ def tags(job: JobConfig, num_threads: int, versions: dict[str, str]) -> dict[str
         "quantization": job.quantization.name,
         "uncompressed": str(is_uncompressed(job)).lower(),
         "num_threads": str(num_threads),
+        "cpu": benchmark.cpu_description(),
+        "cpu_count": str(os.cpu_count()),
+        "overrides": json.dumps(overrides),
         "versions": json.dumps(versions),
         "config_hash": job_hash(job),
     }

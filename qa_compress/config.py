@@ -102,6 +102,10 @@ class BenchmarkConfig(Section):
     num_threads: int | None = Field(default=None, gt=0)
 
 
+class ReportConfig(Section):
+    max_f1_drop: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+
+
 class PathsConfig(Section):
     root_dir: str
     cache_dir: str
@@ -126,6 +130,7 @@ class JobConfig(Section):
     quantization: SerializeAsAny[QuantizationSettings]
     predict: PredictConfig
     benchmark: BenchmarkConfig
+    report: ReportConfig
     paths: PathsConfig
     tracking: TrackingConfig
 

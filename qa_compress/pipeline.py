@@ -544,6 +544,11 @@ def _hydra_context() -> tuple[str | None, Path]:
     return parent, Path(hc.runtime.output_dir)
 
 
+def _overrides() -> list[str]:
+    """The job's own command-line overrides (a sweep's job: its values, not the sweep's lists)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def _progress_bars_only_on_a_terminal() -> None:
     if not sys.stderr.isatty():
         datasets.disable_progress_bars()
@@ -573,7 +578,7 @@ def run(cfg: DictConfig) -> float:
     if parent is None:  # a sweep's parent reaped before its first job
         tracking.reap_dead_runs(uri, experiment)
     name = bookkeeping.run_name(job)
-    tags = bookkeeping.tags(job, torch.get_num_threads(), _versions())
+    tags = bookkeeping.tags(job, torch.get_num_threads(), _versions(), _overrides())
     # Claimed by its configuration hash: a second sweep on the same cache waits, then reuses the result.
     claim = Path(job.paths.cache_dir) / "claims" / tags["config_hash"]
     with cache.locked(claim, job.cache_lock_timeout_s, "a job with the same configuration is still running"):

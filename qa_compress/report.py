@@ -4,20 +4,26 @@
     python -m qa_compress.report --parent-run-id ID     # a given sweep
     python -m qa_compress.report --experiment NAME --out-dir DIR
 
-Each job's accuracy, size and speed, and their change against the sweep's uncompressed
-baseline; F1 against sparsity (a line per pruning method), and F1 against latency and against
-size with the Pareto front marked. Written to a directory and logged to the sweep's parent run.
+What was swept; the recommendation (the fastest and the smallest job within `--max-f1-drop` F1 of
+the uncompressed job, each with its run id and the `run.py` command that reproduces it and keeps
+its model; the jobs that lose more); each job's accuracy, size and speed and their change against
+the uncompressed job, with its Pareto fronts marked; F1 against sparsity, latency and size.
+Written to a directory and logged to the sweep's parent run; each job's run is tagged `pareto`,
+`recommended` and `f1_drop_beyond_max`.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import logging
 import math
+import shlex
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from mlflow.entities import Run
@@ -37,7 +43,17 @@ STEPS = {
     "null_threshold": "null threshold",
     "best_f1": "best_f1 (oracle)",
 }
+# Decimals of every figure the report shows, in report.md, report.csv and the terminal alike.
+DECIMALS = {"latency_ms": 1, "samples_per_s": 1, "sparsity": 3, "null_threshold": 3, "x_faster": 2, "x_smaller": 2}
+DEFAULT_DECIMALS = 2
 PLOTS = ("f1_vs_sparsity.png", "f1_vs_latency.png", "f1_vs_size.png")
+COSTS = {"speed": "latency_ms", "size": "size_mb"}  # what a Pareto front trades F1 against
+DEFAULT_MAX_F1_DROP = 1.0
+GENERATED_DATA_NOTE = (
+    "> **Generated data.** These jobs ran on generated biographies (`dataset=synthetic_bios`): the figures show how "
+    "the framework behaves, not what compression costs a real QA model. Sweep SQuAD 2.0 (`dataset=squad_v2`, or "
+    "`dataset=squad_json` with its files) for results."
+)
 
 
 @dataclass(frozen=True)
@@ -56,6 +72,12 @@ class Job:
     error: str = ""
     metrics: dict[str, float] = field(default_factory=dict)
     params: dict[str, str] = field(default_factory=dict)
+    overrides: tuple[str, ...] | None = None  # the job's command-line overrides; None when not recorded
+    cpu: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.status == "FINISHED" and "f1" in self.metrics
 
 
 def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
@@ -77,6 +99,10 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
 
 def _job(run: Run) -> Job:
     params, tags = run.data.params, run.data.tags
+    try:
+        overrides = tuple(json.loads(tags["overrides"])) if "overrides" in tags else None
+    except (ValueError, TypeError):
+        overrides = None
     return Job(
         run_id=run.info.run_id,
         name=run.info.run_name,
@@ -90,6 +116,8 @@ def _job(run: Run) -> Job:
         error=tags.get("error", ""),
         metrics=dict(run.data.metrics),
         params=dict(params),
+        overrides=overrides,
+        cpu=f"{tags['cpu']}, {tags.get('cpu_count', '?')} cores" if "cpu" in tags else "",
     )
 
 
@@ -102,8 +130,8 @@ def sweep_jobs(client: MlflowClient, parent_run_id: str) -> list[Job]:
         f"tags.`{tracking.reuse_tag(parent_run_id)}` = 'true'",
     ):
         runs += client.search_runs([experiment], filter_string=condition, max_results=10_000)
-    runs.sort(key=lambda run: run.info.start_time)
-    return [_job(run) for run in runs]
+    unique = {run.info.run_id: run for run in runs}.values()  # a child its own sweep reused is found twice
+    return [_job(run) for run in sorted(unique, key=lambda run: run.info.start_time)]
 
 
 def latest_sweep(client: MlflowClient, experiment_name: str) -> str | None:
@@ -122,18 +150,152 @@ def latest_sweep(client: MlflowClient, experiment_name: str) -> str | None:
 
 def baseline_of(jobs: Sequence[Job]) -> Job | None:
     """The sweep's uncompressed job (finished), the reference for every change."""
-    return next((j for j in jobs if j.uncompressed and j.status == "FINISHED" and "f1" in j.metrics), None)
+    return next((j for j in jobs if j.uncompressed and j.done), None)
 
 
-def rows(jobs: Sequence[Job]) -> list[dict[str, object]]:
-    """One row per job: its choices, its metrics, and each metric's change against the baseline."""
-    baseline = baseline_of(jobs)
+# The recommendation --------------------------------------------------------------------------------
+
+
+def pareto_marks(jobs: Sequence[Job]) -> dict[str, list[str]]:
+    """For each finished job, the costs (speed, size) on whose Pareto front against F1 it lies."""
+    marks: dict[str, list[str]] = {job.run_id: [] for job in jobs if job.done}
+    for cost, metric in COSTS.items():
+        candidates = [job for job in jobs if job.done and metric in job.metrics]
+        for i in pareto_front([(job.metrics[metric], job.metrics["f1"]) for job in candidates]):
+            marks[candidates[i].run_id].append(cost)
+    return marks
+
+
+def speedup(job: Job, reference: Job | None) -> float:
+    """How many times faster than the reference: the job's own paired `speedup` when it logged one."""
+    if "speedup" in job.metrics:
+        return job.metrics["speedup"]
+    if reference is None or "latency_ms" not in job.metrics or "latency_ms" not in reference.metrics:
+        return math.nan
+    return reference.metrics["latency_ms"] / job.metrics["latency_ms"]
+
+
+def shrink(job: Job, reference: Job | None) -> float:
+    """How many times smaller on disk than the reference."""
+    if reference is None or "size_mb" not in job.metrics or "size_mb" not in reference.metrics:
+        return math.nan
+    return reference.metrics["size_mb"] / job.metrics["size_mb"]
+
+
+def f1_drop(job: Job, reference: Job | None) -> float:
+    """F1 points lost against the reference (negative: gained)."""
+    if reference is None or not job.done:
+        return math.nan
+    return reference.metrics["f1"] - job.metrics["f1"]
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The best jobs of a sweep within `max_f1_drop` F1 of its uncompressed job, and those beyond it."""
+
+    reference: Job | None
+    max_f1_drop: float
+    fastest: Job | None
+    smallest: Job | None
+    losers: list[Job]  # finished jobs that lose more than max_f1_drop
+
+
+def recommend(jobs: Sequence[Job], max_f1_drop: float = DEFAULT_MAX_F1_DROP) -> Recommendation:
+    """Fastest and smallest finished jobs within `max_f1_drop` of the reference (ties: higher F1 first)."""
+    reference = baseline_of(jobs)
+    if reference is None:
+        return Recommendation(None, max_f1_drop, None, None, [])
+    within = [job for job in jobs if job.done and f1_drop(job, reference) <= max_f1_drop + 1e-9]
+
+    def best(metric: str) -> Job | None:
+        scored = [job for job in within if metric in job.metrics]
+        return min(scored, key=lambda job: (job.metrics[metric], -job.metrics["f1"]), default=None)
+
+    fastest = best("latency_ms")
+    if any("speedup" in job.metrics for job in within):
+        fastest = max(within, key=lambda job: (speedup(job, reference), job.metrics["f1"]))
+    losers = [job for job in jobs if job.done and f1_drop(job, reference) > max_f1_drop + 1e-9]
+    return Recommendation(reference, max_f1_drop, fastest, best("size_mb"), losers)
+
+
+def reproduce_command(job: Job) -> str | None:
+    """The `run.py` command that runs this job again alone and keeps its model; None without recorded overrides."""
+    if job.overrides is None:
+        return None
+    kept = [o for o in job.overrides if o.split("=", 1)[0].lstrip("+~") not in {"save_model", "force"}]
+    return shlex.join(["python", "run.py", *kept, "save_model=true"])
+
+
+def _round(value: float, key: str) -> float:
+    """The value at the report's precision for `key` (and never -0.0, which would print as a loss)."""
+    if not isinstance(value, float) or math.isnan(value):
+        return value
+    return round(value, DECIMALS.get(key, DEFAULT_DECIMALS)) + 0.0
+
+
+def _num(value: float, key: str, sign: bool = False) -> str:
+    if not isinstance(value, float) or math.isnan(value):
+        return ""
+    return f"{_round(value, key):{'+' if sign else ''}.{DECIMALS.get(key, DEFAULT_DECIMALS)}f}"
+
+
+def _label(job: Job, models: int) -> str:
+    label = f"{job.pruning_label} | {job.quantization}"
+    return f"{job.model} | {label}" if models > 1 else label
+
+
+def advice(rec: Recommendation, models: int = 1) -> list[str]:
+    """The recommendation in three lines: fastest and smallest within the allowed loss, and the jobs beyond it."""
+    if rec.reference is None:
+        return ["No uncompressed job finished, so nothing can be recommended against it."]
+    allowed = f"within {rec.max_f1_drop:g} F1 of uncompressed ({_num(rec.reference.metrics['f1'], 'f1')})"
+
+    def line(kind: str, job: Job | None, figure: str) -> str:
+        if job is None:
+            return f"{kind} {allowed}: none"
+        change = _num(-f1_drop(job, rec.reference), "f1", sign=True)
+        where = f"run {job.run_id}"
+        command = reproduce_command(job)
+        if job is rec.reference or job.run_id == rec.reference.run_id:
+            what = "the uncompressed model itself (no compressed job is both within the loss and better)"
+        else:
+            what = _label(job, models)
+        return (f"{kind} {allowed}: {what}, F1 {_num(job.metrics['f1'], 'f1')} ({change}), {figure}, {where}"
+                + (f": {command}" if command else ""))  # fmt: skip
+
+    faster = rec.fastest and f"{_num(speedup(rec.fastest, rec.reference), 'x_faster')}x faster"
+    lines = [
+        line("Fastest", rec.fastest, faster),
+        line("Smallest", rec.smallest, rec.smallest and (
+            f"{_num(rec.smallest.metrics['size_mb'], 'size_mb')} MB "
+            f"({_num(shrink(rec.smallest, rec.reference), 'x_smaller')}x smaller)")),
+    ]  # fmt: skip
+    if rec.losers:
+        worst = sorted(rec.losers, key=lambda job: -f1_drop(job, rec.reference))
+        listed = ", ".join(f"{_label(j, models)} ({_num(-f1_drop(j, rec.reference), 'f1', sign=True)})" for j in worst)
+        lines.append(f"Losing more than {rec.max_f1_drop:g} F1 (not recommended): {listed}")
+    else:
+        lines.append(f"No finished job loses more than {rec.max_f1_drop:g} F1.")
+    return lines
+
+
+# The table ---------------------------------------------------------------------------------------------
+
+
+def rows(jobs: Sequence[Job], max_f1_drop: float = DEFAULT_MAX_F1_DROP) -> list[dict[str, object]]:
+    """One row per job: its run, choices, metrics and their change against the baseline, and its verdicts."""
+    rec = recommend(jobs, max_f1_drop)
+    baseline = rec.reference
+    marks = pareto_marks(jobs)
     steps = [key for key in STEPS if key != "best_f1" and any(key in job.metrics for job in jobs)]
     if steps:
         steps.append("best_f1")
+    chosen = {"fastest": rec.fastest, "smallest": rec.smallest}
     table = []
-    for job in jobs:
+    for number, job in enumerate(jobs, 1):
         row: dict[str, object] = {
+            "job": number,
+            "run_id": job.run_id,
             "model": job.model,
             "pruning": job.pruning_label,
             "quantization": job.quantization,
@@ -141,65 +303,159 @@ def rows(jobs: Sequence[Job]) -> list[dict[str, object]]:
         }
         for column in COLUMNS:
             value = job.metrics.get(column, math.nan)
-            row[column] = value
             reference = baseline.metrics.get(column, math.nan) if baseline else math.nan
-            row[f"Δ{column}"] = value - reference
+            row[column] = _round(value, column)
+            row[f"Δ{column}"] = _round(value - reference, column)
+        row["x_faster"] = _round(speedup(job, baseline), "x_faster")
+        row["x_smaller"] = _round(shrink(job, baseline), "x_smaller")
         for key in steps:
-            row[STEPS[key]] = job.metrics.get(key, math.nan)
+            row[STEPS[key]] = _round(job.metrics.get(key, math.nan), key)
+        row["pareto"] = ",".join(marks.get(job.run_id, []))
+        row["recommended"] = ",".join(k for k, v in chosen.items() if v is not None and v.run_id == job.run_id)
+        row[f"loses_more_than_{max_f1_drop:g}_f1"] = any(j.run_id == job.run_id for j in rec.losers)
+        row["error"] = job.error
         table.append(row)
     return table
+
+
+def write_csv(table: Sequence[dict[str, object]], path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(table[0]) if table else ["job", "run_id"])
+        writer.writeheader()
+        writer.writerows(table)
+
+
+def _cell(text: object) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown(table: Sequence[dict[str, object]]) -> str:
+    """A table (rows of the same keys) as GitHub-flavoured Markdown."""
+    if not table:
+        return "(no rows)\n"
+    header = list(table[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_cell(_fmt(row[c])) for c in header) + " |" for row in table]
+    return "\n".join(lines) + "\n"
 
 
 def _fmt(value: object) -> str:
     if isinstance(value, float):
         return "" if math.isnan(value) else f"{value:.4g}" if abs(value) < 1 else f"{value:.2f}"
-    return str(value).replace("|", "\\|")
+    return str(value)
 
 
-def markdown(table: Sequence[dict[str, object]]) -> str:
-    """The table as GitHub-flavoured Markdown."""
-    if not table:
-        return "(no jobs)\n"
-    header = list(table[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(_fmt(row[c]) for c in header) + " |" for row in table]
+def document(jobs: Sequence[Job], sweep: dict[str, str], max_f1_drop: float = DEFAULT_MAX_F1_DROP) -> str:
+    """The report as GitHub-flavoured Markdown: what was swept, the recommendation, then every job."""
+    rec = recommend(jobs, max_f1_drop)
+    table = rows(jobs, max_f1_drop)
+    models = sorted({j.model for j in jobs}) or ["?"]
+    datasets = sorted({j.dataset for j in jobs}) or ["?"]
+    cpus = sorted({j.cpu for j in jobs if j.cpu})
+    lines = [f"# Sweep report: {', '.join(models)} on {', '.join(datasets)}", ""]
+    finished = sum(job.done for job in jobs)
+    lines.append(
+        f"Swept `{sweep.get('sweep_overrides', '?')}`: {len(jobs)} job(s), {finished} finished; "
+        f"MLflow parent run `{sweep.get('run_id', '?')}`, started {sweep.get('started', '?')}."
+    )
+    if cpus:
+        lines.append(f"Timed on {'; '.join(cpus)}.")
+    if any(job.params.get("dataset.source") == "synthetic" for job in jobs):
+        lines += ["", GENERATED_DATA_NOTE]
+    if sweep.get("reference_note"):
+        lines += ["", f"> {sweep['reference_note']}"]
+    lines += ["", f"## Recommendation (report.max_f1_drop={max_f1_drop:g})", ""]
+    lines += [f"- {line}" for line in advice(rec, len(models))]
+    lines += ["", "## Jobs", ""]
+    header = ["#", "job", "F1", "ΔF1", "HasAns F1", "NoAns F1", "size MB", "× smaller", "latency ms", "× faster",
+              "sparsity", "Pareto", "run", "note"]  # fmt: skip
+    step_names = [name for name in STEPS.values() if table and name in table[0]]
+    header[12:12] = step_names
+    lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    loses = f"loses_more_than_{max_f1_drop:g}_f1"
+    step_keys = {name: key for key, name in STEPS.items()}
+    for job, row in zip(jobs, table, strict=True):
+        note = [] if job.status == "FINISHED" else [f"{job.status}" + (f": {job.error}" if job.error else "")]
+        if row["recommended"]:
+            note.append(f"recommended ({row['recommended'].replace(',', ', ')})")
+        if job.uncompressed and baseline_of(jobs) is job:
+            note.append("reference")
+        delta = _num(row["Δf1"], "f1", sign=True) + (" ⚠" if row[loses] else "")
+        cells = [
+            str(row["job"]), _label(job, len(models)), _num(row["f1"], "f1"), delta,
+            _num(row["HasAns_f1"], "f1"), _num(row["NoAns_f1"], "f1"), _num(row["size_mb"], "size_mb"),
+            _num(row["x_smaller"], "x_smaller"), _num(row["latency_ms"], "latency_ms"),
+            _num(row["x_faster"], "x_faster"), _num(row["sparsity"], "sparsity"),
+            ", ".join(marks for marks in str(row["pareto"]).split(",") if marks),
+            *[_num(row[name], step_keys[name]) for name in step_names],
+            f"`{job.run_id[:8]}`", "; ".join(note),
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    lines += [
+        "",
+        f"ΔF1 against the uncompressed job (⚠: loses more than {max_f1_drop:g} F1). × smaller and × faster: the "
+        "uncompressed job's size and latency (per batch, median) over this job's. Pareto: no other job is at least "
+        "as accurate and at least as fast (speed) or as small (size), and better in one. Every job was timed on its "
+        "own: compare speeds within one sweep on an otherwise idle machine. `report.csv` has full run ids; the "
+        "plots number points as the # column does.",
+    ]
     return "\n".join(lines) + "\n"
 
 
-def write_csv(table: Sequence[dict[str, object]], path: Path) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(table[0]) if table else ["model"])
-        writer.writeheader()
-        writer.writerows(table)
+def _place_labels(ax, points: Sequence[tuple[float, float, str]], fontsize: float) -> None:
+    """Number each point, moving a label away from labels already placed so none overlap (a line joins a moved one)."""
+    ax.figure.canvas.draw()  # fixes the axes limits, so data and pixels convert
+    to_pixels = ax.transData.transform
+    height = fontsize * ax.figure.dpi / 72 * 1.3
+    placed: list[tuple[float, float, float, float]] = []
+    for x, y, text in sorted(points, key=lambda p: (-p[1], p[0])):
+        px, py = to_pixels((x, y))
+        width = fontsize * ax.figure.dpi / 72 * 0.65 * len(text) + 4
+        for step in range(60):
+            dy = (step + 1) // 2 * height * (1 if step % 2 else -1)
+            box = (px + 4, py + 3 + dy, px + 4 + width, py + 3 + dy + height)
+            if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in placed):
+                break
+        placed.append(box)
+        ax.annotate(
+            text, (x, y), xytext=(box[0] - px, box[1] - py), textcoords="offset pixels", fontsize=fontsize,
+            arrowprops={"arrowstyle": "-", "color": "0.5", "linewidth": 0.5} if dy else None,
+        )  # fmt: skip
 
 
 def plot(jobs: Sequence[Job], out_dir: Path) -> list[Path]:
-    """The three trade-off plots, as PNG files in `out_dir`."""
+    """The three trade-off plots, as PNG files in `out_dir`; points carry the job numbers of the report's table."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    done = [j for j in jobs if j.status == "FINISHED" and "f1" in j.metrics]
+    numbers = {job.run_id: number for number, job in enumerate(jobs, 1)}
+    done = [j for j in jobs if j.done]
     baseline = baseline_of(done)
-    model = ", ".join(sorted({j.model for j in done})) or "?"
+    models = sorted({j.model for j in done})
+    model = ", ".join(models) or "?"
     dataset = ", ".join(sorted({j.dataset for j in done})) or "?"
     floor = next((j.metrics["always_no_answer_f1"] for j in done if "always_no_answer_f1" in j.metrics), None)
+    plt.rcParams.update({"font.size": 10})
 
     def references(ax) -> None:
         if baseline is not None:
-            ax.axhline(
-                baseline.metrics["f1"],
-                color="tab:green",
-                linestyle="--",
-                linewidth=1,
-                label=f"uncompressed ({baseline.metrics['f1']:.1f})",
-            )
+            ax.axhline(baseline.metrics["f1"], color="tab:green", linestyle="--", linewidth=1,
+                       label=f"uncompressed ({baseline.metrics['f1']:.2f})")  # fmt: skip
         if floor is not None:
-            ax.axhline(floor, color="tab:red", linestyle=":", linewidth=1, label=f"always no answer ({floor:.1f})")
+            ax.axhline(floor, color="tab:red", linestyle=":", linewidth=1, label=f"always no answer ({floor:.2f})")
+
+    def key(fig, ax, points) -> None:
+        """The job numbers' meaning beside the axes (up to 16 jobs; past that, the report's table)."""
+        fig.subplots_adjust(right=0.73)
+        if 0 < len(points) <= 16:
+            ordered = sorted(points, key=lambda j: numbers[j.run_id])
+            text = "\n".join(f"{numbers[j.run_id]}: {_label(j, len(models))}" for j in ordered)
+            fig.text(0.745, 0.88, text, fontsize=7.5, va="top", family="monospace")
 
     paths = []
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(10, 5))
     for quantization in sorted({j.quantization for j in done}):
         for pruning in sorted({j.pruning for j in done}):
             line = sorted(
@@ -211,16 +467,13 @@ def plot(jobs: Sequence[Job], out_dir: Path) -> list[Path]:
                 xs, ys = zip(*line, strict=True)
                 ax.plot(xs, ys, marker="o", label=f"{pruning} + {quantization}")
     references(ax)
-    ax.set(
-        xlabel="sparsity of prunable weights (fraction of zeros)",
-        ylabel="F1 (%)",
-        title=f"F1 against sparsity: {model} on {dataset}",
-    )
+    ax.set(xlabel="sparsity of prunable weights (fraction of zeros)", ylabel="F1 (%)",
+           title=f"F1 against sparsity: {model} on {dataset}")  # fmt: skip
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     paths.append(out_dir / PLOTS[0])
     fig.tight_layout()
-    fig.savefig(paths[-1], dpi=120)
+    fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
 
     for filename, metric, label in (
@@ -228,40 +481,65 @@ def plot(jobs: Sequence[Job], out_dir: Path) -> list[Path]:
         (PLOTS[2], "size_mb", "size on disk (MB)"),
     ):
         points = [(j.metrics[metric], j.metrics["f1"], j) for j in done if metric in j.metrics]
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        fig, ax = plt.subplots(figsize=(10, 5))
         for quantization in sorted({p[2].quantization for p in points}):
             group = [p for p in points if p[2].quantization == quantization]
             ax.scatter([p[0] for p in group], [p[1] for p in group], label=f"quantization: {quantization}", zorder=3)
         front = sorted(points[i][:2] for i in pareto_front([p[:2] for p in points]))
         if front:
-            ax.step(
-                [p[0] for p in front],
-                [p[1] for p in front],
-                where="post",
-                color="black",
-                linewidth=1.2,
-                label="Pareto front",
-                zorder=2,
-            )
-        for cost, f1, job in points:
-            ax.annotate(job.name.split(" | ", 1)[-1], (cost, f1), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="black", linewidth=1.2,
+                    label="Pareto front", zorder=2)  # fmt: skip
         references(ax)
         ax.set(xlabel=label, ylabel="F1 (%)", title=f"F1 against {label.split(' (')[0]}: {model} on {dataset}")
-        ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
-        paths.append(out_dir / filename)
         fig.tight_layout()
-        fig.savefig(paths[-1], dpi=120)
+        key(fig, ax, [p[2] for p in points])
+        ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(1.01, 0.0))  # beside the axes: no point hidden
+        _place_labels(ax, [(cost, f1, str(numbers[job.run_id])) for cost, f1, job in points], fontsize=8)
+        paths.append(out_dir / filename)
+        fig.savefig(paths[-1], dpi=100)
         plt.close(fig)
     return paths
 
 
-def build(client: MlflowClient, parent_run_id: str, out_dir: Path) -> tuple[list[Path], str]:
-    """Write the report of a sweep to `out_dir`, log it to the parent run; returns the files and the table."""
+@dataclass(frozen=True)
+class Report:
+    files: list[Path]
+    text: str  # report.md
+    advice: list[str]  # the recommendation in three lines
+
+
+def _sweep_facts(client: MlflowClient, parent_run_id: str) -> dict[str, str]:
+    run = client.get_run(parent_run_id)
+    started = datetime.fromtimestamp(run.info.start_time / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return {**run.data.tags, "run_id": parent_run_id, "started": started}
+
+
+def _tag_runs(client: MlflowClient, jobs: Sequence[Job], table: Sequence[dict[str, object]], max_f1_drop: float):
+    """Pareto membership, recommendation and loss verdict as tags on each job's run (reset on every report)."""
+    loses = f"loses_more_than_{max_f1_drop:g}_f1"
+    for job, row in zip(jobs, table, strict=True):
+        if not job.done:
+            continue
+        client.set_tag(job.run_id, "pareto", str(row["pareto"]) or "no")
+        client.set_tag(job.run_id, "recommended", str(row["recommended"]) or "no")
+        client.set_tag(job.run_id, "f1_drop_beyond_max", str(row[loses]).lower())
+
+
+def build(
+    client: MlflowClient,
+    parent_run_id: str,
+    out_dir: Path,
+    max_f1_drop: float = DEFAULT_MAX_F1_DROP,
+    reference_note: str = "",
+) -> Report:
+    """Write the report of a sweep to `out_dir`, tag its jobs' runs and log it to the parent run."""
     jobs = sweep_jobs(client, parent_run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = rows(jobs)
-    text = markdown(table)
+    facts = _sweep_facts(client, parent_run_id)
+    facts["reference_note"] = reference_note
+    table = rows(jobs, max_f1_drop)
+    text = document(jobs, facts, max_f1_drop)
     (out_dir / "report.md").write_text(text)
     write_csv(table, out_dir / "report.csv")
     files = [out_dir / "report.md", out_dir / "report.csv", *plot(jobs, out_dir)]
@@ -269,7 +547,9 @@ def build(client: MlflowClient, parent_run_id: str, out_dir: Path) -> tuple[list
         client.log_artifact(parent_run_id, str(path), "report")
     if table:
         client.log_table(parent_run_id, {k: [row[k] for row in table] for k in table[0]}, "report/table.json")
-    return files, text
+    _tag_runs(client, jobs, table, max_f1_drop)
+    models = len({j.model for j in jobs})
+    return Report(files, text, advice(recommend(jobs, max_f1_drop), models))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,14 +558,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--experiment", default="qa-compress", help="experiment name (default: qa-compress)")
     parser.add_argument("--parent-run-id", help="the sweep's parent run (default: the latest sweep)")
     parser.add_argument("--out-dir", type=Path, help="where to write (default: the sweep's output directory)")
+    parser.add_argument("--max-f1-drop", type=float, default=DEFAULT_MAX_F1_DROP,
+                        help=f"F1 a recommended job may lose (default: {DEFAULT_MAX_F1_DROP:g})")  # fmt: skip
     opts = parser.parse_args(argv)
     try:
-        files, text, parent, out_dir = _report(opts)
+        built, parent, out_dir = _report(opts)
     except ReportError as err:
         sys.stderr.write(f"{err}\n")
         return 1
-    print(text)
-    print(f"Report of sweep {parent} written to {out_dir} ({', '.join(p.name for p in files)})")
+    print(built.text)
+    print(f"Report of sweep {parent} written to {out_dir} ({', '.join(p.name for p in built.files)})")
+    print("\n".join(built.advice))
     return 0
 
 
@@ -308,7 +591,9 @@ def _store(configured: str | None) -> str:
     return uri
 
 
-def _report(opts: argparse.Namespace) -> tuple[list[Path], str, str, Path]:
+def _report(opts: argparse.Namespace) -> tuple[Report, str, Path]:
+    if not (opts.max_f1_drop >= 0 and math.isfinite(opts.max_f1_drop)):
+        raise ReportError(f"--max-f1-drop={opts.max_f1_drop}: give a number of F1 points, 0 or more")
     uri = _store(opts.tracking_uri)
     client = MlflowClient(uri)
     try:
@@ -325,10 +610,10 @@ def _report(opts: argparse.Namespace) -> tuple[list[Path], str, str, Path]:
                 "(a job of a sweep, or a single job); give the parent's id, or none for the latest sweep"
             )
         out_dir = opts.out_dir or Path(run.data.tags["sweep_dir"])
-        files, text = build(client, parent, out_dir)
+        built = build(client, parent, out_dir, opts.max_f1_drop)
     except MlflowException as err:
         raise ReportError(f"the MLflow store {uri} could not be read ({str(err).splitlines()[0][:200]})") from None
-    return files, text, parent, out_dir
+    return built, parent, out_dir
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +58,8 @@ def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
-def check_jobs(config: DictConfig, config_name: str, jobs: list[list[str]]) -> None:
-    """Compose and check each job's config; raises UserError naming the first bad value.
+def check_jobs(config: DictConfig, config_name: str, jobs: list[list[str]]) -> list:
+    """Compose and check each job's config; returns them (JobConfig), or raises UserError naming the first bad value.
 
     Values are checked for every job first (cheap), then each job's inputs (files, models).
     """
@@ -76,6 +77,52 @@ def check_jobs(config: DictConfig, config_name: str, jobs: list[list[str]]) -> N
 
     for job in checked:
         checks.inputs(job)
+    return checked
+
+
+COMPRESSION_GROUPS = ("pruning", "quantization")
+JOB_ONLY_KEYS = ("force", "save_model", "export", "export_name")  # what the reference need not repeat
+
+
+def reference_overrides(overrides: Sequence[str]) -> list[str]:
+    """A job's overrides with its compression choices replaced: the uncompressed model it started from.
+
+    What only concerns the job itself (rerunning, keeping or exporting its model) is left out.
+    """
+
+    def key(override: str) -> str:
+        return override.split("=", 1)[0].lstrip("+~").split("@", 1)[0]
+
+    kept = [o for o in overrides if key(o).split(".", 1)[0] not in COMPRESSION_GROUPS and key(o) not in JOB_ONLY_KEYS]
+    return [*kept, "pruning=none", "quantization=none"]
+
+
+def _previous_sweep(uri: str, experiment: str, jobs: list) -> str | None:
+    """The earlier sweep whose jobs include all of these (FINISHED, same hashes); None if any job is new."""
+    if not jobs or any(job.force for job in jobs):
+        return None
+    from mlflow.tracking import MlflowClient
+
+    from qa_compress import bookkeeping, report, tracking
+
+    found = []
+    for job in jobs:
+        run = tracking.finished_run(experiment, bookkeeping.job_hash(job))
+        if run is None:
+            return None
+        found.append(run)
+    client = MlflowClient(uri)
+    first = found[0].data.tags
+    candidates = [first.get("mlflow.parentRunId")]
+    prefix = tracking.REUSE_TAG_PREFIX
+    candidates += [key.removeprefix(prefix) for key in first if key.startswith(prefix)]
+    wanted = {run.info.run_id for run in found}
+    for parent in filter(None, candidates):
+        if "sweep_dir" not in client.get_run(parent).data.tags:
+            continue
+        if wanted <= {job.run_id for job in report.sweep_jobs(client, parent)}:
+            return parent
+    return None
 
 
 class MlflowSweep(Callback):
@@ -85,7 +132,12 @@ class MlflowSweep(Callback):
         self.uri: str | None = None
         self.parent_run_id: str | None = None
         self.planned: int | None = None
+        self.config_name = "config"
+        self.config: DictConfig | None = None
+        self.max_f1_drop = 1.0
+        self.notes: list[str] = []  # said at the end of the sweep, before the recommendation
         self._finished = False
+        self.reference_run_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exceptions into warnings; a bad config must stop the sweep instead.
@@ -99,28 +151,41 @@ class MlflowSweep(Callback):
         from qa_compress import tracking
 
         HydraConfig.instance().set_config(config)  # lets ${hydra:...} resolve before the first job
+        self.config_name = config_name
+        self.config = config
+        self.max_f1_drop = float(OmegaConf.select(config, "report.max_f1_drop", default=1.0))
         jobs = sweep_jobs(config)
+        checked = check_jobs(config, config_name, jobs) if jobs is not None else []
         if jobs is not None:
-            check_jobs(config, config_name, jobs)
             log.info("Checked the configs of %d jobs", len(jobs))
         self.uri = tracking.tracking_uri(OmegaConf.select(config, "tracking.uri"), config.paths.mlruns_dir)
         tracking.check_reachable(self.uri)
         experiment = tracking.experiment_id(self.uri, config.tracking.experiment_name, config.paths.mlruns_dir)
         tracking.reap_dead_runs(self.uri, experiment)
-        overrides = " ".join(OmegaConf.to_container(config.hydra.overrides.task)) or "(defaults)"
-        self.parent_run_id = tracking.start_sweep(
-            self.uri,
-            experiment,
-            Path(config.hydra.sweep.dir),
-            f"sweep | {config.model.name} | {overrides}",
-            {
-                "git_commit": tracking.git_commit(config.paths.root_dir),
-                "sweep_overrides": overrides,
-                "jobs": str(len(jobs)) if jobs is not None else "unknown",
-            },
-        )
+        sweep_dir = Path(config.hydra.sweep.dir)
         self.planned = len(jobs) if jobs is not None else None
-        _unfinished.append((self, Path(config.hydra.sweep.dir)))
+        previous = _previous_sweep(self.uri, experiment, checked)
+        if previous is not None:
+            self.parent_run_id = previous
+            tracking.adopt_sweep(sweep_dir, previous)
+            self.notes.append(
+                f"All {len(checked)} jobs finished already in sweep run {previous}: reported under that parent run, "
+                "no new one (force=true reruns them)"
+            )
+        else:
+            overrides = " ".join(OmegaConf.to_container(config.hydra.overrides.task)) or "(defaults)"
+            self.parent_run_id = tracking.start_sweep(
+                self.uri,
+                experiment,
+                sweep_dir,
+                f"sweep | {config.model.name} | {overrides}",
+                {
+                    "git_commit": tracking.git_commit(config.paths.root_dir),
+                    "sweep_overrides": overrides,
+                    "jobs": str(len(jobs)) if jobs is not None else "unknown",
+                },
+            )
+        _unfinished.append((self, sweep_dir))
         # SIGTERM between jobs would otherwise end the process at once, the parent run left RUNNING.
         tracking.stop_sweep_on_signals()
         log.info("MLflow sweep run %s in %s", self.parent_run_id, self.uri)
@@ -146,8 +211,12 @@ class MlflowSweep(Callback):
             if job.status == "RUNNING":
                 client.set_tag(job.run_id, "error", "killed with its worker before it could record an end state")
                 client.set_terminated(job.run_id, "KILLED")
+        reference_note = ""
+        if not tracking.interrupted():
+            reference_note = self._reference(client, sweep_dir)
+        built = None
         try:
-            files, table = report.build(client, self.parent_run_id, sweep_dir)
+            built = report.build(client, self.parent_run_id, sweep_dir, self.max_f1_drop, reference_note)
         except Exception as err:  # a report that fails must not cost the sweep its results
             log.warning(
                 "Sweep report failed: %s (retry: python -m qa_compress.report --parent-run-id %s)",
@@ -155,8 +224,9 @@ class MlflowSweep(Callback):
                 self.parent_run_id,
             )
         else:
+            table = built.text[built.text.index("## Jobs") :] if "## Jobs" in built.text else built.text
             print(
-                f"\n{table}\nSweep report: {', '.join(str(f) for f in files)}\n"
+                f"\n{table}\nSweep report: {', '.join(str(f) for f in built.files)}\n"
                 f"(also in MLflow run {self.parent_run_id}, under report/)"
             )
         skipped = len(list(sweep_dir.glob(f"*/{SKIPPED_FILE}")))
@@ -168,6 +238,44 @@ class MlflowSweep(Callback):
             print(f"{len(failed)} of {len(jobs)} job(s) did not finish:", file=sys.stderr)
             for job in failed:
                 print(f"  {job.name}: {job.status} {job.error}".rstrip(), file=sys.stderr)
-        statuses = [job.status for job in jobs]
+        statuses = [job.status for job in jobs if job.run_id != self.reference_run_id]
         tracking.end_sweep(self.uri, self.parent_run_id, statuses, self.planned, tracking.interrupted())
         tracking.end_sweep_signals()
+        for note in [*self.notes, reference_note]:
+            if note:
+                print(note)
+        if built is not None:  # the last words of a sweep: what to take, and how to get it
+            print("\n".join(built.advice))
+
+    def _reference(self, client, sweep_dir: Path) -> str:
+        """Evaluate the uncompressed model when no job of the sweep did (reused when it exists); says what it did."""
+        from qa_compress import pipeline, report
+        from qa_compress.bookkeeping import SKIPPED_FILE
+
+        jobs = report.sweep_jobs(client, self.parent_run_id)
+        done = [job for job in jobs if job.done and job.overrides is not None]
+        if report.baseline_of(jobs) is not None or not done:
+            return ""
+        overrides = reference_overrides(done[0].overrides)
+        command = " ".join(["python run.py", *overrides])
+        output_dir = sweep_dir / "reference"
+        try:
+            job_cfg = compose(config_name=self.config_name, overrides=overrides, return_hydra_config=True)
+            with open_dict(job_cfg):
+                job_cfg.hydra.sweep.dir = str(sweep_dir)
+                job_cfg.hydra.runtime.output_dir = str(output_dir)
+                job_cfg.hydra.mode = "MULTIRUN"
+            HydraConfig.instance().set_config(job_cfg)
+            pipeline.run(job_cfg)
+        except Exception as err:  # the sweep's own results stand; say why there is no reference
+            log.warning("Evaluating the uncompressed reference failed: %s", err)
+            return f"No job of this sweep was uncompressed, and evaluating the reference ({command}) failed: {err}"
+        finally:
+            if self.config is not None:
+                HydraConfig.instance().set_config(self.config)
+        reference = report.baseline_of(report.sweep_jobs(client, self.parent_run_id))
+        if reference is None:
+            return f"No job of this sweep was uncompressed, and the reference ({command}) did not finish"
+        self.reference_run_id = reference.run_id
+        how = "reused finished run" if (output_dir / SKIPPED_FILE).is_file() else "evaluated it as run"
+        return f"No job of this sweep was uncompressed: as the reference, {how} {reference.run_id} ({command})"

@@ -250,8 +250,11 @@ def finished_run(experiment: str, config_hash: str) -> Run | None:
     return runs[0] if runs else None
 
 
+REUSE_TAG_PREFIX = "reused_by_sweep."
+
+
 def reuse_tag(parent_run_id: str) -> str:
-    return f"reused_by_sweep.{parent_run_id}"
+    return f"{REUSE_TAG_PREFIX}{parent_run_id}"
 
 
 def mark_reused(run_id: str, parent_run_id: str | None) -> None:
@@ -372,6 +375,12 @@ def start_sweep(uri: str, experiment: str, sweep_dir: Path, name: str, tags: dic
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / PARENT_RUN_FILE).write_text(run.info.run_id)
     return run.info.run_id
+
+
+def adopt_sweep(sweep_dir: Path, parent_run_id: str) -> None:
+    """Let this sweep's jobs report under an existing parent run (a rerun whose every job finished there)."""
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / PARENT_RUN_FILE).write_text(parent_run_id)
 
 
 def sweep_parent(sweep_dir: Path) -> str | None:

@@ -227,6 +227,11 @@ def children(tmp_path: Path) -> list[Run]:
     return [r for r in runs(tmp_path)[1] if "mlflow.parentRunId" in r.data.tags]
 
 
+def compressed(tmp_path: Path) -> list[Run]:
+    """The child runs that compressed the model (a sweep without an uncompressed job also evaluates one)."""
+    return [r for r in children(tmp_path) if r.data.tags.get("uncompressed") != "true"]
+
+
 def parents(tmp_path: Path) -> list[Run]:
     return [r for r in runs(tmp_path)[1] if "mlflow.parentRunId" not in r.data.tags]
 

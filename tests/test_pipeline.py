@@ -12,7 +12,7 @@ from transformers import AutoModelForQuestionAnswering
 
 from qa_compress import cache, data, eval_squad_v2, features, onnxrt, predict, quantize
 
-from .conftest import METRICS, children, parents, run_in_process, runs, store_uri, tiny_job_args
+from .conftest import METRICS, children, compressed, parents, run_in_process, runs, store_uri, tiny_job_args
 
 
 def test_sweep_trains_once_and_logs_every_job_under_one_parent(tiny_sweep):
@@ -126,8 +126,10 @@ def test_rerun_skips_finished_jobs_a_planted_pickle_never_runs_and_runs_are_repr
     again = run_in_process(args, tmp_path)  # the same sweep again: nothing to do
     assert again.returncode == 0, again.stderr[-2000:]
     assert "1 job(s) skipped" in again.stdout
-    assert len([c for c in children(tmp_path) if c.info.status == "FINISHED"]) == 1  # no duplicate
-    assert len((tmp_path / "sweep" / "report.csv").read_text().splitlines()) == 1 + 1  # the rerun's report has it
+    assert len([c for c in compressed(tmp_path) if c.info.status == "FINISHED"]) == 1  # no duplicate
+    (reference,) = [c for c in children(tmp_path) if c.data.tags["uncompressed"] == "true"]  # evaluated once
+    assert len(parents(tmp_path)) == 1 and "reported under that parent run" in again.stdout  # no empty parent
+    assert len((tmp_path / "sweep" / "report.csv").read_text().splitlines()) == 1 + 2  # the job and its reference
 
     # An attacker swaps the cached baseline's weights for a pickle and fixes up the manifest.
     (entry,) = [p for p in (tmp_path / "cache" / "baselines").iterdir() if p.is_dir()]
@@ -141,10 +143,10 @@ def test_rerun_skips_finished_jobs_a_planted_pickle_never_runs_and_runs_are_repr
 
     result = run_in_process([*args, "force=true"], tmp_path)  # force=true reruns a finished job
     assert result.returncode == 0, result.stderr[-2000:]
-    assert len([c for c in children(tmp_path) if c.info.status == "FINISHED"]) == 2
+    assert len([c for c in compressed(tmp_path) if c.info.status == "FINISHED"]) == 2
     assert not marker.exists()  # the pickle never ran
     assert "is damaged (missing file model.safetensors)" in result.stdout + result.stderr
-    newest = max(children(tmp_path), key=lambda r: r.info.start_time)
+    newest = max(compressed(tmp_path), key=lambda r: r.info.start_time)
     assert newest.data.tags["baseline_cache"] == "miss"  # rebuilt from scratch
     # Same config, same seed, same CPU: the retrained model predicts the same, byte for byte.
     assert (tmp_path / "sweep" / "0" / "predictions.json").read_bytes() == first
@@ -165,7 +167,7 @@ def test_structured_pruning_with_gradient_importance_recovery_and_onnx_logs_what
     result = run_in_process(["-m", *args], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     client, _ = runs(tmp_path)
-    (run,) = children(tmp_path)
+    (run,) = compressed(tmp_path)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "tiny | structured heads 0.25 ffn 0.5 +2 steps | onnx_int8"
     m = run.data.metrics
@@ -200,7 +202,7 @@ def test_calibrated_runtimes_run_through_run_py_calibrate_on_training_data_and_r
     result = run_in_process(["-m", *args], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     client, _ = runs(tmp_path)
-    jobs = {job.data.params["quantization.name"]: job for job in children(tmp_path)}
+    jobs = {job.data.params["quantization.name"]: job for job in compressed(tmp_path)}
     assert set(jobs) == set(quantizations) and all(j.info.status == "FINISHED" for j in jobs.values())
     train, validation = squad_files
     for name, job in jobs.items():

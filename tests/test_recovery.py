@@ -235,9 +235,10 @@ def test_a_gradual_distilled_sweep_calibrates_its_threshold_and_reports_each_ste
     result = run_in_process(["-m", *args], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     client, _ = runs(tmp_path)
-    jobs = children(tmp_path)
+    jobs = [j for j in children(tmp_path) if j.data.tags["uncompressed"] == "false"]
     assert len(jobs) == 2 and all(j.info.status == "FINISHED" for j in jobs)
     assert sorted(j.data.tags["teacher_cache"] for j in jobs) == ["hit", "miss"]  # computed once
+    assert "evaluated it as run" in result.stdout  # the sweep had no uncompressed job: it evaluated one
     train_file, validation = squad_files
     evaluation_ids = set(data.gold_answers(data.load_squad_json(validation, "k").dataset))
     for job in jobs:

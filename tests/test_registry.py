@@ -16,7 +16,7 @@ from qa_compress import prune, quantize
 from qa_compress.errors import UserError
 from qa_compress.registry import Registry
 
-from .conftest import children, help_line, run_in_process, tiny_job_args
+from .conftest import compressed, help_line, run_in_process, tiny_job_args
 
 
 class RowSettings(prune.PruningSettings):
@@ -92,7 +92,7 @@ def test_method_defined_outside_the_package(outside_methods, tmp_path, tiny_bert
     )  # fmt: skip
     result = run_in_process(["-m", *args], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = children(tmp_path)
+    (run,) = compressed(tmp_path)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "tiny | every_other_row 1 in 4 +2 steps | round_to_levels"
     assert run.data.params["pruning.keep_every"] == "4" and run.data.params["quantization.levels"] == "8"

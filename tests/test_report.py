@@ -1,6 +1,8 @@
 """The sweep report: Pareto fronts, and the table and plots of a real sweep, from MLflow alone."""
 
 import csv
+import math
+from dataclasses import replace
 
 import pytest
 from matplotlib.image import imread
@@ -47,24 +49,125 @@ def test_sweep_ends_with_a_report_in_its_directory_and_parent_run(tiny_sweep):
         assert image.shape[0] > 200 and image.shape[1] > 300
     table = _read_csv(sweep_dir / "report.csv")
     client, _ = runs(tiny_sweep)
-    jobs = {(r.data.tags["pruning_label"], r.data.params["quantization.name"]): r for r in children(tiny_sweep)}
-    assert len(table) == len(jobs) == 4
+    jobs = {r.info.run_id: r for r in children(tiny_sweep)}
+    assert len(table) == len(jobs) == 4 and {row["run_id"] for row in table} == set(jobs)
     assert {row["pruning"] for row in table} == {"l1_unstructured 0", "l1_unstructured 0.5"}
-    baseline = jobs[("l1_unstructured 0", "none")].data.metrics
+    (baseline,) = [r.data.metrics for r in jobs.values() if r.data.tags["uncompressed"] == "true"]
     for row in table:
-        run = jobs[(row["pruning"], row["quantization"])]
+        run = jobs[row["run_id"]]
         for metric in ("f1", "HasAns_f1", "NoAns_f1", "exact", "size_mb", "size_gzip_mb", "latency_ms", "sparsity"):
-            assert float(row[metric]) == pytest.approx(run.data.metrics[metric])
-            assert float(row[f"Δ{metric}"]) == pytest.approx(run.data.metrics[metric] - baseline[metric])
+            places = report.DECIMALS.get(metric, report.DEFAULT_DECIMALS)
+            assert float(row[metric]) == pytest.approx(run.data.metrics[metric], abs=0.51 * 10**-places)
+            change = run.data.metrics[metric] - baseline[metric]
+            assert float(row[f"Δ{metric}"]) == pytest.approx(change, abs=0.51 * 10**-places)
+            assert len(row[metric].partition(".")[2]) <= places  # one precision per column, not 0.3125 beside 0.62
+        assert run.data.tags["pareto"] == (row["pareto"] or "no")  # the verdicts are tags on the runs too
+        assert run.data.tags["recommended"] == (row["recommended"] or "no")
+    recommended = {kind for row in table for kind in row["recommended"].split(",") if kind}
+    assert recommended == {"fastest", "smallest"}
     markdown = (sweep_dir / "report.md").read_text()
-    assert markdown.count("\n") == 2 + 4  # header, rule, one line per job
+    assert markdown.startswith("# Sweep report: tiny on squad_json")
+    assert "pruning.amount=0.0,0.5 quantization=none,dynamic_int8" in markdown  # what was swept
+    assert markdown.count("\n| ") == 1 + 4  # the jobs table: header, one line per job
+    for row in table:
+        assert f"`{row['run_id'][:8]}`" in markdown
     stdout = (tiny_sweep / "stdout.txt").read_text()
-    assert markdown.splitlines()[0] in stdout and "Sweep report:" in stdout
+    assert "| # | job | F1 | ΔF1 |" in stdout and "Sweep report:" in stdout
+    last = stdout.rstrip().splitlines()[-3:]  # the terminal ends with the recommendation, in three lines
+    assert last[0].startswith("Fastest within 1 F1 of uncompressed") and "python run.py " in last[0]
+    assert last[1].startswith("Smallest within 1 F1 of uncompressed") and "save_model=true" in last[1]
+    assert last[2] == "No finished job loses more than 1 F1."
+    fastest = next(row for row in table if "fastest" in row["recommended"])
+    assert f"run {fastest['run_id']}: python run.py " in last[0]
 
     (parent,) = parents(tiny_sweep)
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     expected = {f"report/{name}" for name in (*PLOTS, "report.md", "report.csv", "table.json")}
     assert expected <= logged
+
+
+def _job(number: int, f1: float, latency: float, size: float, quantization: str = "dynamic_int8", **kw) -> report.Job:
+    return report.Job(
+        run_id=f"run{number}", name=f"m | p{number} | {quantization}", model="m", dataset="squad_v2",
+        pruning="l1_unstructured", pruning_label=f"l1_unstructured 0.{number}", quantization=quantization,
+        status="FINISHED", uncompressed=kw.pop("uncompressed", False),
+        metrics={"f1": f1, "latency_ms": latency, "size_mb": size}, overrides=(f"pruning.amount=0.{number}",), **kw,
+    )  # fmt: skip
+
+
+def test_recommendation_is_the_fastest_and_smallest_within_the_allowed_loss_and_flags_the_rest():
+    jobs = [
+        _job(0, 80.0, 100.0, 250.0, "none", uncompressed=True),
+        _job(1, 79.5, 70.0, 90.0),  # within 1 F1, fastest and smallest
+        _job(2, 70.0, 40.0, 60.0),  # faster and smaller still, but loses 10 F1
+        _job(3, 80.2, 90.0, 95.0),  # the most accurate, slower and larger (the reference is on no front)
+        replace(_job(4, 0.0, 1.0, 1.0), status="FAILED", metrics={}),
+    ]
+    rec = report.recommend(jobs, max_f1_drop=1.0)
+    assert (rec.reference.run_id, rec.fastest.run_id, rec.smallest.run_id) == ("run0", "run1", "run1")
+    assert [j.run_id for j in rec.losers] == ["run2"]
+    lines = report.advice(rec)
+    assert len(lines) == 3
+    assert lines[0] == (
+        "Fastest within 1 F1 of uncompressed (80.00): l1_unstructured 0.1 | dynamic_int8, F1 79.50 (-0.50), "
+        "1.43x faster, run run1: python run.py pruning.amount=0.1 save_model=true"
+    )
+    assert "90.00 MB (2.78x smaller)" in lines[1]
+    assert lines[2] == "Losing more than 1 F1 (not recommended): l1_unstructured 0.2 | dynamic_int8 (-10.00)"
+    # a stricter allowance leaves only the more accurate job, and then only the reference
+    assert report.recommend(jobs, max_f1_drop=0.1).fastest.run_id == "run3"
+    strict = report.recommend(jobs[:3], max_f1_drop=0.1)
+    assert strict.fastest.run_id == "run0" and "the uncompressed model itself" in report.advice(strict)[0]
+    table = report.rows(jobs, 1.0)
+    assert [row["loses_more_than_1_f1"] for row in table] == [False, False, True, False, False]
+    assert [row["pareto"] for row in table] == ["", "speed,size", "speed,size", "speed,size", ""]
+    assert table[4]["status"] == "FAILED" and math.isnan(table[4]["f1"])
+    text = report.document(jobs, {"sweep_overrides": "pruning.amount=0.1,0.2,0.3"}, 1.0)
+    assert "| 3 | l1_unstructured 0.2 \\| dynamic_int8 | 70.00 | -10.00 ⚠ |" in text
+
+
+def test_without_a_reference_the_report_says_why_nothing_is_recommended():
+    jobs = [_job(1, 79.5, 70.0, 90.0), _job(2, 70.0, 40.0, 60.0)]
+    assert report.advice(report.recommend(jobs)) == [
+        "No uncompressed job finished, so nothing can be recommended against it."
+    ]
+    assert all(math.isnan(row["Δf1"]) for row in report.rows(jobs))
+
+
+def test_reproduce_command_keeps_the_jobs_overrides_quoted_and_saves_the_model():
+    overrides = ("experiment=quickstart", "model.name_or_path=/a dir/m", "force=true", "save_model=false")
+    job = replace(_job(1, 1.0, 1.0, 1.0), overrides=overrides)
+    assert report.reproduce_command(job) == (
+        "python run.py experiment=quickstart 'model.name_or_path=/a dir/m' save_model=true"
+    )
+    assert report.reproduce_command(replace(job, overrides=None)) is None
+
+
+def test_plot_labels_of_crowded_points_do_not_overlap(tmp_path):
+    crowded = [_job(i, 99.0 + i * 0.05, 100.0 + i, 90.0 + i * 0.1) for i in range(12)]
+    jobs = [replace(crowded[0], uncompressed=True, quantization="none"), *crowded[1:]]
+    import matplotlib.pyplot as plt
+
+    real_savefig = plt.Figure.savefig
+    boxes = []
+
+    def savefig(fig, *args, **kwargs):
+        renderer = fig.canvas.get_renderer()
+        texts = [child for ax in fig.axes for child in ax.get_children() if type(child).__name__ == "Annotation"]
+        boxes.append([text.get_window_extent(renderer) for text in texts])
+        return real_savefig(fig, *args, **kwargs)
+
+    plt.Figure.savefig = savefig
+    try:
+        report.plot(jobs, tmp_path)
+    finally:
+        plt.Figure.savefig = real_savefig
+    labelled = [b for b in boxes if b]
+    assert len(labelled) == 2 and all(len(b) == 12 for b in labelled)  # latency and size plots, every job
+    for plot_boxes in labelled:
+        for i, a in enumerate(plot_boxes):
+            for b in plot_boxes[i + 1 :]:
+                assert not a.overlaps(b), (a, b)
 
 
 def test_report_command_regenerates_the_report_from_mlflow_alone(tiny_sweep, tmp_path, capsys):

@@ -20,6 +20,27 @@ def package_path(package: str, *parts: str) -> str:
     return str(Path(next(iter(spec.submodule_search_locations)), *parts))
 
 
+GENERIC_DIRECTORY_NAMES = {"model", "models", "checkpoint", "final", "best", "output", "outputs", "hf", "snapshot"}
+
+
+def checkpoint_label(name_or_path: str) -> str:
+    """What a checkpoint is called in run names: a Hub id as it is, a local directory by its name.
+
+    A generic directory name (`model`, `checkpoint-500`) keeps its parent's: `minilm-l6-squad2/model`.
+    """
+    path = Path(name_or_path)
+    if not (path.is_absolute() or name_or_path.startswith(".") or path.exists()):
+        return name_or_path  # a Hub id, "org/name"
+    path = path.resolve()
+    generic = path.name.lower() in GENERIC_DIRECTORY_NAMES or path.name.lower().startswith("checkpoint-")
+    return f"{path.parent.name}/{path.name}" if generic and path.parent.name else path.name
+
+
+def model_label(name_or_path: str, group_checkpoint: str, group_name: str) -> str:
+    """The group's own name for its own checkpoint; for any other `model.name_or_path`, that checkpoint's label."""
+    return group_name if name_or_path == group_checkpoint else checkpoint_label(name_or_path)
+
+
 def _yaml_description(group: str, option: str) -> str:
     """The first comment line of a group option's YAML file in the project's conf/ (its description)."""
     path = Path(__file__).resolve().parents[1] / "conf" / group / f"{option}.yaml"
@@ -57,4 +78,5 @@ def group_help() -> str:
 
 
 OmegaConf.register_new_resolver("package_path", package_path, replace=True)
+OmegaConf.register_new_resolver("model_label", model_label, replace=True)
 OmegaConf.register_new_resolver("qa_compress_group_help", group_help, replace=True)

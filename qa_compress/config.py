@@ -122,6 +122,8 @@ class JobConfig(Section):
     seed: int = Field(ge=0, lt=2**32)  # numpy's generators take at most 32 bits
     force: bool = False
     save_model: bool = False
+    export: bool = False
+    export_name: str = Field(default="qa-compress", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}$")
     cache_lock_timeout_s: float = Field(default=86400, gt=0)
     model: ModelConfig
     dataset: DatasetConfig

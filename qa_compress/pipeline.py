@@ -448,6 +448,16 @@ def _save_model(job: JobConfig, model, tokenizer, directory: Path) -> None:
     tracking.log_artifact_dir(directory, "model")
 
 
+def _export(job: JobConfig, metrics: dict[str, float], directory: Path) -> None:
+    """Log the saved model as a pyfunc model of this run and register it under `export_name`."""
+    from qa_compress import export
+
+    info = export.log_model(directory, export.Serving.of_job(job, metrics), job.quantization.name, job.export_name)
+    version = f"{job.export_name}/{info.registered_model_version}"
+    tracking.set_tags({"registered_model": version})
+    log.info("Registered the model as models:/%s", version)
+
+
 def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
     """The stages of a job, inside its MLflow run; returns the metrics it logged and the baseline's origin."""
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -504,8 +514,10 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
     metrics.update(_measure(job, model, inputs, eval_examples, device))
 
     _log_results(metrics, evaluation, rows, output_dir)
-    if job.save_model:
+    if job.save_model or job.export:
         _save_model(job, model, tokenizer, output_dir / "model")
+    if job.export:
+        _export(job, metrics, output_dir / "model")
     return metrics, baseline_cache
 
 

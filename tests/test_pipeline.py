@@ -6,11 +6,12 @@ import shutil
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 import torch
 from transformers import AutoModelForQuestionAnswering
 
-from qa_compress import cache, data, eval_squad_v2, features, onnxrt, predict, quantize
+from qa_compress import cache, data, eval_squad_v2, export, features, onnxrt, predict, quantize
 
 from .conftest import METRICS, children, compressed, parents, run_in_process, runs, store_uri, tiny_job_args
 
@@ -220,6 +221,14 @@ def test_calibrated_runtimes_run_through_run_py_calibrate_on_training_data_and_r
         assert not any(p.suffix in {".pt", ".pkl", ".pth"} for p in directory.iterdir())
         logged = json.loads((directory.parent / "predictions.json").read_text())
         assert _answers_of_saved_model(directory, validation, tokenizer, tmp_path / "cache") == logged
+    # Exported, the OpenVINO INT8 model answers through MLflow's pyfunc as the job did.
+    run_id = jobs["openvino_int8"].info.run_id
+    model_uri, version = export.export(client, run_id, "tiny-openvino", tmp_path / "export")
+    examples = data.load_squad_json(validation, "k").dataset
+    table = pd.DataFrame({k: examples[k] for k in ("id", "question", "context")})
+    served = mlflow.pyfunc.load_model(f"models:/tiny-openvino/{version}").predict(table)
+    logged = json.loads(Path(client.download_artifacts(run_id, "predictions.json", str(tmp_path / "p"))).read_text())
+    assert dict(zip(served["id"], served["answer"], strict=True)) == logged
 
 
 def test_accuracy_control_and_quantization_aware_training_log_what_they_did(tmp_path, tiny_bert_dir, squad_files):

@@ -1,0 +1,123 @@
+"""Exporting a job's compressed model to the MLflow Model Registry, and serving it over HTTP."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.tracking import MlflowClient
+
+from qa_compress import data, export
+
+from .conftest import children, parents, run_in_process, runs, store_uri, tiny_job_args
+
+
+def _export_command(capsys, *args) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = export.main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _questions(validation: Path) -> pd.DataFrame:
+    examples = data.load_squad_json(validation, "k").dataset
+    return pd.DataFrame({"id": examples["id"], "question": examples["question"], "context": examples["context"]})
+
+
+def _logged_predictions(client: MlflowClient, run_id: str, tmp_path: Path) -> dict[str, str]:
+    path = client.download_artifacts(run_id, "predictions.json", str(tmp_path / run_id))
+    return json.loads(Path(path).read_text())
+
+
+def test_export_registers_a_jobs_model_that_answers_as_its_predictions(tiny_sweep, squad_files, tmp_path, capsys):
+    store = store_uri(tiny_sweep)
+    client = MlflowClient(store)
+    (job,) = [r for r in children(tiny_sweep) if r.info.run_name == "tiny | l1_unstructured 0.5 | dynamic_int8"]
+    code, out, err = _export_command(capsys, "--run-id", job.info.run_id, "--name", "tiny-qa", "--tracking-uri", store)
+    assert code == 0, err
+    assert "registered it as models:/tiny-qa/1" in out and "mlflow models serve -m models:/tiny-qa/1" in out
+    (version,) = client.search_model_versions("name='tiny-qa'")
+    assert version.run_id == job.info.run_id
+    assert client.get_run(job.info.run_id).info.status == "FINISHED"  # the job's run is as it was
+
+    mlflow.set_tracking_uri(store)
+    served = mlflow.pyfunc.load_model("models:/tiny-qa/1")
+    questions = _questions(squad_files[1])
+    answers = served.predict(questions)
+    assert list(answers.columns) == ["id", "answer", "no_answer_probability"]
+    assert dict(zip(answers["id"], answers["answer"], strict=True)) == _logged_predictions(
+        client, job.info.run_id, tmp_path
+    )
+    assert answers["no_answer_probability"].between(0, 1).all()
+
+
+def test_export_refuses_in_one_line_and_registers_nothing(tiny_sweep, capsys):
+    store = store_uri(tiny_sweep)
+    client = MlflowClient(store)
+    (parent,) = parents(tiny_sweep)
+    job = children(tiny_sweep)[0]
+    cases = [
+        (["--run-id", "deadbeef"], "--run-id=deadbeef: no such run"),
+        (["--run-id", parent.info.run_id], "a sweep's parent run"),
+        (["--run-id", job.info.run_id, "--name", "no spaces"], "--name='no spaces'"),
+    ]
+    for argv, message in cases:
+        code, _, err = _export_command(capsys, *argv, "--tracking-uri", store)
+        assert code == 1 and message in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert client.search_registered_models(filter_string="name='refused'") == []
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _post(url: str, payload: dict) -> dict:
+    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def test_a_job_with_export_serves_its_answers_over_http(tmp_path, tiny_bert_dir, squad_files):
+    """`export=true` registers the job's ONNX Runtime model; `mlflow models serve` answers as predictions.json."""
+    args = tiny_job_args(tiny_bert_dir, squad_files, "quantization=onnx_int8", "export=true",
+                         "export_name=tiny-onnx", fine_tune=False)  # fmt: skip
+    result = run_in_process(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    store = store_uri(tmp_path)
+    client = MlflowClient(store)
+    (job,) = runs(tmp_path)[1]
+    (version,) = client.search_model_versions("name='tiny-onnx'")
+    assert version.run_id == job.info.run_id and job.data.tags["registered_model"] == "tiny-onnx/1"
+
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    log = (tmp_path / "serve.log").open("w")
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/tiny-onnx/1", "--env-manager",
+               "local", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5):
+                    break
+            except (urllib.error.URLError, OSError):
+                assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "the model server did not start in 3 minutes"
+                time.sleep(1)
+        questions = _questions(squad_files[1])
+        reply = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": questions.to_dict("records")})
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    served = {row["id"]: row["answer"] for row in reply["predictions"]}
+    assert served == json.loads((tmp_path / "run" / "predictions.json").read_text())

@@ -9,6 +9,7 @@ session's thread count is fixed so that timings compare with PyTorch's.
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from pathlib import Path
 
@@ -60,12 +61,29 @@ def attention_shape(model: PreTrainedModel) -> tuple[int, int]:
     return layers[0].heads, layers[0].heads * layers[0].head_size
 
 
+def _follow_package_log_level() -> None:
+    """Give the optimizer's modules the level of the `onnxruntime.transformers` logger.
+
+    They log under their bare module names (`onnx_model_bert`, `fusion_attention`), not under the
+    package's, so a level set on the package (the pipeline quiets it by default) would not reach them.
+    """
+    import onnxruntime.transformers as package
+
+    level = logging.getLogger(package.__name__).getEffectiveLevel()
+    directory = Path(package.__file__).parent
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and Path(file).parent == directory:
+            logging.getLogger(module.__name__.rsplit(".", 1)[-1]).setLevel(level)
+
+
 def optimize(
     source: Path, target: Path, num_heads: int = 0, hidden_size: int = 0, model_type: str = "bert"
 ) -> dict[str, int]:
     """Fuse the transformer graph with ONNX Runtime's optimizer; returns the fused operator counts."""
     from onnxruntime.transformers import optimizer
 
+    _follow_package_log_level()
     optimized = optimizer.optimize_model(
         str(source), model_type=model_type, num_heads=num_heads, hidden_size=hidden_size
     )

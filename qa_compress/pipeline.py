@@ -561,6 +561,23 @@ def _overrides() -> list[str]:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
+# Library logs with nothing for a user to act on, kept out of the default output: transformers' weight
+# loading report (before fine-tuning the QA head is new by design), its tensor-parallel plan check (no
+# model here is sharded), and ONNX Runtime's graph fusions.
+QUIET_LOGGERS = ("transformers.modeling_utils", "transformers.distributed.tensor_parallel", "onnxruntime.transformers")
+
+
+def _quiet_library_logs() -> None:
+    """Raise QUIET_LOGGERS to ERROR, unless `hydra.verbose` names them (or a logger above them) or is true."""
+    verbose = HydraConfig.get().verbose if HydraConfig.initialized() else False
+    if verbose is True:
+        return
+    named = [verbose] if isinstance(verbose, str) else list(verbose or [])
+    for name in QUIET_LOGGERS:
+        if not any(name == n or name.startswith(f"{n}.") for n in named):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
 def _progress_bars_only_on_a_terminal() -> None:
     if not sys.stderr.isatty():
         datasets.disable_progress_bars()
@@ -581,12 +598,13 @@ def _versions() -> dict[str, str]:
 def run(cfg: DictConfig) -> float:
     """Validate, then run one job as one MLflow run; returns its F1 (what a sweeper would optimise)."""
     _progress_bars_only_on_a_terminal()
+    _quiet_library_logs()
     job = validate(cfg)
     torch.set_num_threads(job.benchmark.num_threads or torch.get_num_threads())
     parent, output_dir = _hydra_context()
     uri = tracking.tracking_uri(job.tracking.uri, job.paths.mlruns_dir)
     tracking.check_reachable(uri)
-    experiment = tracking.experiment_id(uri, job.tracking.experiment_name, job.paths.mlruns_dir)
+    experiment = tracking.experiment_id(uri, job.tracking.experiment_name)
     if parent is None:  # a sweep's parent reaped before its first job
         tracking.reap_dead_runs(uri, experiment)
     name = bookkeeping.run_name(job)

@@ -160,7 +160,7 @@ class MlflowSweep(Callback):
             log.info("Checked the configs of %d jobs", len(jobs))
         self.uri = tracking.tracking_uri(OmegaConf.select(config, "tracking.uri"), config.paths.mlruns_dir)
         tracking.check_reachable(self.uri)
-        experiment = tracking.experiment_id(self.uri, config.tracking.experiment_name, config.paths.mlruns_dir)
+        experiment = tracking.experiment_id(self.uri, config.tracking.experiment_name)
         tracking.reap_dead_runs(self.uri, experiment)
         sweep_dir = Path(config.hydra.sweep.dir)
         self.planned = len(jobs) if jobs is not None else None

@@ -65,22 +65,32 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
     raise UserError(f"{source}={uri}: no MLflow tracking server answers ({reason}); start it, or use another store")
 
 
-def experiment_id(uri: str, name: str, mlruns_dir: str) -> str:
-    """Select (creating if needed) the experiment; local stores keep artifacts under `mlruns_dir`."""
+# Opens the experiment in the MLflow UI's model-training view (runs, metrics, charts), not its GenAI
+# view (traces, prompts), which MLflow 3 shows an experiment without this tag.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def experiment_id(uri: str, name: str) -> str:
+    """Select (creating if needed) the experiment; a SQLite store keeps artifacts beside its database file."""
     mlflow.set_tracking_uri(uri)
+    artifacts = None
     if uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        database = Path(uri.removeprefix("sqlite:///"))
+        database.parent.mkdir(parents=True, exist_ok=True)
+        artifacts = (database.resolve().parent / "artifacts").as_uri()
     with held():
         experiment = mlflow.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        artifacts = None
-        if uri.startswith("sqlite:///"):
-            artifacts = (Path(mlruns_dir).resolve() / "artifacts").as_uri()
-        try:
-            return mlflow.create_experiment(name, artifact_location=artifacts)
-        except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel job
-            return mlflow.get_experiment_by_name(name).experiment_id
+        if experiment is None:
+            try:
+                experiment = mlflow.get_experiment(
+                    mlflow.create_experiment(name, artifact_location=artifacts, tags=EXPERIMENT_KIND)
+                )
+            except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel job
+                experiment = mlflow.get_experiment_by_name(name)
+        if any(experiment.tags.get(key) != value for key, value in EXPERIMENT_KIND.items()):
+            for key, value in EXPERIMENT_KIND.items():
+                MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
+        return experiment.experiment_id
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

@@ -194,7 +194,7 @@ def start_cli(args: list[str], tmp_path: Path, **popen) -> subprocess.Popen:
 
     command = [sys.executable, str(ROOT / "run.py"), *args, *_output_overrides(tmp_path)]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    tracking.experiment_id(store_uri(tmp_path), "qa-compress", str(tmp_path / "mlruns"))  # schema before polling
+    tracking.experiment_id(store_uri(tmp_path), "qa-compress")  # schema before polling
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
 
 
@@ -248,11 +248,13 @@ def assert_refused(result, tmp_path: Path, *expected: str) -> None:
 
 needs_shared_squad = pytest.mark.skipif(
     not (SQUAD_DIR / "validation.json").is_file(),
-    reason=f"real SQuAD 2.0 files not found at {SQUAD_DIR} (they sit beside the project checkout in CI)",
+    reason=f"real SQuAD 2.0 files not found at {SQUAD_DIR}: put the official train.json and validation.json "
+    "there (CI keeps them beside the checkout) to run it",
 )
 needs_qa_checkpoint = pytest.mark.skipif(
     not (QA_CHECKPOINT / "model.safetensors").is_file(),
-    reason=f"fine-tuned MiniLM-L6 SQuAD 2.0 checkpoint not found at {QA_CHECKPOINT}",
+    reason=f"fine-tuned MiniLM-L6 SQuAD 2.0 checkpoint not found at {QA_CHECKPOINT}: put a BERT-family SQuAD 2.0 "
+    "checkpoint there (config.json, model.safetensors, tokenizer) to run it",
 )
 
 

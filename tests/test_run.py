@@ -3,10 +3,13 @@
 import subprocess
 import sys
 
+import torch
+from transformers import BertConfig, BertModel
+
 from qa_compress import prune, quantize
 from qa_compress.resolvers import HELP_GROUPS
 
-from .conftest import ROOT, assert_refused, help_line, run_cli
+from .conftest import ROOT, assert_refused, help_line, run_cli, tiny_job_args
 
 
 def test_help_lists_every_group_option_with_its_description():
@@ -36,3 +39,22 @@ def test_a_bad_value_is_refused_in_one_line_before_torch_or_mlflow_load(tmp_path
     imported = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120).stderr
     modules = {line.rsplit("|", 1)[-1].strip() for line in imported.splitlines() if line.startswith("import time:")}
     assert "hydra" in modules and not modules & {"torch", "mlflow", "transformers", "datasets"}
+
+
+def test_library_noise_stays_out_of_the_output_unless_hydra_verbose_asks(tmp_path, tokenizer, squad_files):
+    """transformers' load report (a checkpoint without a QA head) and ONNX Runtime's fusion log, quiet by default."""
+    base = tmp_path / "encoder"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                            num_attention_heads=2, intermediate_size=64)  # fmt: skip
+        BertModel(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    args = tiny_job_args(base, squad_files, "quantization=onnx_int8", "benchmark.enabled=false")
+    quiet = run_cli(args, tmp_path / "quiet")
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    loud = run_cli([*args, "hydra.verbose=[transformers,onnxruntime]"], tmp_path / "loud")
+    assert loud.returncode == 0, loud.stderr[-2000:]
+    for marker in ("LOAD REPORT", "qa_outputs.weight", "Optimized operators"):
+        assert marker not in quiet.stdout + quiet.stderr
+        assert marker in loud.stdout + loud.stderr, marker

@@ -128,7 +128,7 @@ def test_interrupted_parallel_sweep_resumes_without_retraining_or_duplicates(
 
 def test_two_sweeps_started_together_run_a_shared_job_once(tmp_path, tiny_distilbert_dir, squad_files):
     shared = tiny_job_args(tiny_distilbert_dir, squad_files, "benchmark.repeats=200", fine_tune=False)
-    tracking.experiment_id(store_uri(tmp_path), "qa-compress", str(tmp_path / "mlruns"))  # one schema, made once
+    tracking.experiment_id(store_uri(tmp_path), "qa-compress")  # one schema, made once
     common = [f"paths.cache_dir={tmp_path / 'cache'}", f"paths.mlruns_dir={tmp_path / 'mlruns'}"]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     first, second = (

@@ -16,13 +16,30 @@ from .conftest import children, run_in_process, runs, start_cli, store_uri, tiny
 def test_a_job_that_raises_is_marked_failed(tmp_path):
     uri = store_uri(tmp_path)
     (tmp_path / "mlruns").mkdir()
-    experiment = tracking.experiment_id(uri, "qa-compress", str(tmp_path / "mlruns"))
+    experiment = tracking.experiment_id(uri, "qa-compress")
     with pytest.raises(RuntimeError), tracking.job_run(experiment, "boom", None, {}):
         raise RuntimeError("stage failed")
     with pytest.raises(KeyboardInterrupt), tracking.job_run(experiment, "stop", None, {}):
         raise KeyboardInterrupt
     statuses = {r.info.run_name: r.info.status for r in runs(tmp_path)[1]}
     assert statuses == {"boom": "FAILED", "stop": "KILLED"}
+
+
+def test_a_sqlite_store_keeps_artifacts_beside_it_and_opens_as_a_model_training_experiment(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    database = tmp_path / "elsewhere" / "mlflow.db"
+    experiment = tracking.experiment_id(f"sqlite:///{database}", "qa-compress")
+    with tracking.job_run(experiment, "job", None, {}):
+        (tmp_path / "note.txt").write_text("kept")
+        tracking.log_artifacts([tmp_path / "note.txt"])
+    assert list((tmp_path / "elsewhere" / "artifacts").rglob("note.txt"))
+    assert not (tmp_path / "mlruns").exists()  # nothing under the working directory
+    client = MlflowClient(f"sqlite:///{database}")
+    assert client.get_experiment(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
+    other = client.create_experiment("made-elsewhere")  # a GenAI experiment by MLflow's default
+    assert "mlflow.experimentKind" not in client.get_experiment(other).tags
+    tracking.experiment_id(f"sqlite:///{database}", "made-elsewhere")
+    assert client.get_experiment(other).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_sweep_status_counts_jobs_that_never_ran():
@@ -35,7 +52,7 @@ def test_sweep_status_counts_jobs_that_never_ran():
 
 def _open_job_run(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    experiment = tracking.experiment_id(uri, "signals", str(tmp_path))
+    experiment = tracking.experiment_id(uri, "signals")
     return uri, tracking.job_run(experiment, "job", None, {})
 
 
@@ -153,7 +170,7 @@ def test_runs_whose_process_died_are_marked_killed_by_the_next_job_and_live_ones
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = gone.stdout.strip()  # a process that has exited: what kill -9 leaves
     uri = store_uri(tmp_path)
-    experiment = tracking.experiment_id(uri, "qa-compress", str(tmp_path / "mlruns"))
+    experiment = tracking.experiment_id(uri, "qa-compress")
     client = MlflowClient(uri)
     host = socket.gethostname()
     dead = client.create_run(experiment, run_name="dead", tags={"host": host, "pid": dead_pid}).info.run_id

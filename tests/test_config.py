@@ -27,6 +27,22 @@ def test_minilm_l6_resolves_to_the_installed_package():
     assert (MINILM_DIR / "config.json").is_file()
 
 
+def test_runs_are_named_after_the_checkpoint_when_name_or_path_overrides_the_groups(tmp_path):
+    squad_model = tmp_path / "minilm-l6-squad2"
+    (squad_model / "model").mkdir(parents=True)
+    cases = [
+        ([], "distilbert"),
+        (["model=minilm_l6"], "minilm_l6"),
+        ([f"model.name_or_path={squad_model}"], "minilm-l6-squad2"),
+        (["model=minilm_l6", f"model.name_or_path={squad_model}"], "minilm-l6-squad2"),
+        ([f"model.name_or_path={squad_model / 'model'}"], "minilm-l6-squad2/model"),  # a generic directory name
+        (["model.name_or_path=bert-base-uncased"], "bert-base-uncased"),
+        ([f"model.name_or_path={squad_model}", "model.name=mine"], "mine"),
+    ]
+    for overrides, name in cases:
+        assert from_hydra(compose_config(overrides)).model.name == name, overrides
+
+
 def test_each_method_gets_its_own_settings_and_they_reach_the_dump():
     job = from_hydra(compose_config(["pruning=structured", "pruning.heads_amount=0.5", "quantization=onnx_int8"]))
     assert isinstance(job.pruning, prune.get("structured").settings)

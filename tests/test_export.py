@@ -68,6 +68,13 @@ def test_export_refuses_in_one_line_and_registers_nothing(tiny_sweep, capsys):
         (["--run-id", parent.info.run_id], "a sweep's parent run"),
         (["--run-id", job.info.run_id, "--name", "no spaces"], "--name='no spaces'"),
     ]
+    # a finished run that kept no model: the refusal says how to get one
+    elsewhere = client.create_experiment("export-refusals")  # not among the shared sweep's runs
+    bare = client.create_run(elsewhere, run_name="bare", tags={"overrides": '["quantization=none"]'})
+    client.set_terminated(bare.info.run_id, "FINISHED")
+    cases.append(
+        (["--run-id", bare.info.run_id], "run it again to keep one: python run.py quantization=none save_model=true")
+    )
     for argv, message in cases:
         code, _, err = _export_command(capsys, *argv, "--tracking-uri", store)
         assert code == 1 and message in err and len(err.strip().splitlines()) == 1, (argv, err)

@@ -55,7 +55,7 @@ def test_an_unknown_layout_is_refused_for_structured_pruning_and_default_layers(
     _check([*base, "pruning=l1_unstructured", "pruning.layer_patterns=[c_attn]"])  # named layers: accepted
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU, so fp16 is not refused here")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is refused only without a GPU: run on a CPU-only machine")
 def test_fp16_without_a_gpu_is_refused(tiny_distilbert_dir, squad_files):
     with pytest.raises(UserError, match="quantization=fp16: fp16 inference needs a CUDA GPU and none is visible"):
         _check(["training=none", f"model.name_or_path={tiny_distilbert_dir}", "dataset=squad_json",

@@ -114,7 +114,7 @@ def test_openvino_bf16_is_refused_exactly_where_the_cpu_lacks_bf16(monkeypatch):
 
 def test_a_bf16_cpu_runs_openvino_bf16_close_to_fp32(tmp_path):
     if not openvino_bf16.cpu_has_bf16():
-        pytest.skip("this CPU has neither AVX512-BF16 nor AMX")
+        pytest.skip("this CPU has neither AVX512-BF16 nor AMX: run on a CPU that has one to test openvino_bf16")
     model = small_bert().eval()
     with torch.no_grad():
         reference = model(**small_inputs()).start_logits

@@ -136,6 +136,7 @@ class MlflowSweep(Callback):
         self.config: DictConfig | None = None
         self.max_f1_drop = 1.0
         self.notes: list[str] = []  # said at the end of the sweep, before the recommendation
+        self.stage = "starting"  # what the sweep was doing, for a one-line refusal if it fails
         self._finished = False
         self.reference_run_id: str | None = None
 
@@ -146,6 +147,11 @@ class MlflowSweep(Callback):
         except (UserError, HydraException) as err:
             sys.stderr.write(f"{str(err).strip()}\n")
             sys.exit(1)
+        except Exception as err:  # no job may run untracked: without a parent run, no sweep
+            reason = (str(err).strip().splitlines() or [""])[0][:300]
+            what = f"{type(err).__name__}: {reason}"
+            sys.stderr.write(f"the sweep stopped while {self.stage} ({what}); no job was started\n")
+            sys.exit(1)
 
     def _start(self, config: DictConfig, config_name: str) -> None:
         from qa_compress import tracking
@@ -153,12 +159,14 @@ class MlflowSweep(Callback):
         HydraConfig.instance().set_config(config)  # lets ${hydra:...} resolve before the first job
         self.config_name = config_name
         self.config = config
+        self.stage = "checking its jobs"
         self.max_f1_drop = float(OmegaConf.select(config, "report.max_f1_drop", default=1.0))
         jobs = sweep_jobs(config)
         checked = check_jobs(config, config_name, jobs) if jobs is not None else []
         if jobs is not None:
             log.info("Checked the configs of %d jobs", len(jobs))
         self.uri = tracking.tracking_uri(OmegaConf.select(config, "tracking.uri"), config.paths.mlruns_dir)
+        self.stage = f"creating its MLflow parent run in {self.uri}"
         tracking.check_reachable(self.uri)
         experiment = tracking.experiment_id(self.uri, config.tracking.experiment_name)
         tracking.reap_dead_runs(self.uri, experiment)

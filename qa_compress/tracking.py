@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from filelock import FileLock
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import Run
@@ -73,12 +74,14 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 def experiment_id(uri: str, name: str) -> str:
     """Select (creating if needed) the experiment; a SQLite store keeps artifacts beside its database file."""
     mlflow.set_tracking_uri(uri)
-    artifacts = None
+    artifacts, creation = None, contextlib.nullcontext()
     if uri.startswith("sqlite:///"):
         database = Path(uri.removeprefix("sqlite:///"))
         database.parent.mkdir(parents=True, exist_ok=True)
         artifacts = (database.resolve().parent / "artifacts").as_uri()
-    with held():
+        # The first client to open a store creates its schema; two at once can break it, so they queue.
+        creation = FileLock(f"{database}.lock")
+    with held(), creation:
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is None:
             try:

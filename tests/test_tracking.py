@@ -2,6 +2,9 @@
 
 import os
 import signal
+import sqlite3
+import subprocess
+import sys
 import time
 
 import mlflow
@@ -184,3 +187,29 @@ def test_runs_whose_process_died_are_marked_killed_by_the_next_job_and_live_ones
     assert client.get_run(alive).info.status == client.get_run(elsewhere).info.status == "RUNNING"
     (job,) = [r for r in runs(tmp_path)[1] if r.info.run_name not in {"dead", "alive", "other"}]
     assert job.data.tags["host"] == host and job.data.tags["pid"] == str(os.getpid())
+
+
+def test_processes_opening_one_fresh_store_at_once_all_get_the_same_experiment(tmp_path):
+    uri = store_uri(tmp_path)
+    code = f"from qa_compress import tracking; print(tracking.experiment_id({uri!r}, 'qa-compress'))"
+    workers = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(4)]  # fmt: skip
+    results = [worker.communicate(timeout=120) for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers), [err[-2000:] for _, err in results]
+    assert len({out.strip() for out, _ in results}) == 1
+    assert len(MlflowClient(uri).search_experiments()) == 2  # Default and qa-compress, each once
+
+
+def test_a_sweep_whose_parent_run_cannot_be_created_starts_no_job(tmp_path, tiny_distilbert_dir, squad_files,
+                                                                   monkeypatch):  # fmt: skip
+    def broken(*args, **kwargs):
+        raise sqlite3.OperationalError("no such column: jobs.function_fullname")
+
+    monkeypatch.setattr(tracking, "start_sweep", broken)
+    sweep = tiny_job_args(tiny_distilbert_dir, squad_files, "pruning=l1_unstructured", "pruning.amount=0.1,0.2")
+    result = run_in_process(["-m", *sweep], tmp_path)
+    assert result.returncode == 1
+    assert "the sweep stopped while creating its MLflow parent run in sqlite:///" in result.stderr
+    assert "OperationalError: no such column: jobs.function_fullname); no job was started" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert runs(tmp_path)[1] == [] and not (tmp_path / "sweep" / "0").exists()

@@ -40,7 +40,10 @@ ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ("tradeoffs_quantization", "tradeoffs_unstructured", "tradeoffs_structured", "tradeoffs_qat",
                "tradeoffs_accuracy_control")  # fmt: skip
 UNSTRUCTURED = tuple(m.name for m in prune.registry if isinstance(m, prune.UnstructuredMethod))
-KEPT_SECTIONS = [("<!-- recovery:begin -->", "<!-- recovery:end -->")]  # written by benchmarks/recovery.py
+KEPT_SECTIONS = [
+    ("<!-- recovery:begin -->", "<!-- recovery:end -->"),  # written by benchmarks/recovery.py
+    ("<!-- paired-timing:begin -->", "<!-- paired-timing:end -->"),  # written by benchmarks/paired_timing.py
+]
 RUNTIME_FP32 = "openvino_fp32"  # the fastest FP32 runtime: speed-ups are also given against it
 TARGETS = {  # name: (pruning, quantization, recovery steps > 0, OpenVINO INT8 mode), speed-up at --batch-size,
     # speed-up against OpenVINO FP32, F1 change bound

@@ -117,6 +117,55 @@ def run(
     }
 
 
+@torch.inference_mode()
+def _once(model: Any, batch: dict[str, torch.Tensor], sync) -> float:
+    start = time.perf_counter()
+    model(**batch)
+    sync()
+    return (time.perf_counter() - start) * 1e3
+
+
+def paired(
+    model: Any,
+    reference: Any,
+    batch: dict[str, torch.Tensor],
+    warmup: int,
+    rounds: int,
+    device: torch.device,
+    reference_device: torch.device,
+) -> dict[str, float]:
+    """How many times faster `model` is than `reference`, timed in interleaved rounds in this process.
+
+    Each round times them in the order model, reference, reference, model, so whatever else slows
+    the machine (a parallel job, frequency changes) slows both alike, and a slowdown that grows or
+    fades within the round cancels out; `speedup` is the median of the rounds' ratios, with its
+    interquartile range. Absolute latencies of the same rounds come along.
+    """
+    model.eval()
+    reference.eval()
+    sync = torch.cuda.synchronize if "cuda" in (device.type, reference_device.type) else (lambda: None)
+    mine = {k: v.to(device) for k, v in batch.items()}
+    theirs = {k: v.to(reference_device) for k, v in batch.items()}
+    for _ in range(warmup):
+        _once(model, mine, sync)
+        _once(reference, theirs, sync)
+    ours, refs = [], []
+    for _ in tqdm(range(rounds), desc="Timing against the uncompressed model", leave=False, disable=None):
+        first = _once(model, mine, sync)
+        refs.append(_once(reference, theirs, sync) + _once(reference, theirs, sync))
+        ours.append(first + _once(model, mine, sync))
+    ratios = np.array(refs) / np.array(ours)
+    q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+    return {
+        "speedup": float(median),
+        "speedup_q1": float(q1),
+        "speedup_q3": float(q3),
+        "speedup_iqr": float(q3 - q1),
+        "paired_latency_ms": float(np.median(ours)) / 2,
+        "reference_latency_ms": float(np.median(refs)) / 2,
+    }
+
+
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 

@@ -100,6 +100,7 @@ class BenchmarkConfig(Section):
     warmup: int = Field(default=3, ge=0)
     repeats: int = Field(default=10, gt=0)
     num_threads: int | None = Field(default=None, gt=0)
+    reference: bool = True
 
 
 class ReportConfig(Section):

@@ -419,6 +419,17 @@ def _measure(job: JobConfig, model, inputs: Dataset, examples: data.Examples, de
     return metrics
 
 
+def _against_reference(job: JobConfig, model, reference, inputs: Dataset, device: torch.device,
+                       reference_device: torch.device) -> dict[str, float]:  # fmt: skip
+    """Speed-up over the uncompressed model, timed in interleaved rounds in this job (see benchmark.paired)."""
+    b = job.benchmark
+    timed = benchmark.paired(model, reference, benchmark.batch_of(inputs, b.batch_size), b.warmup, b.repeats,
+                             device, reference_device)  # fmt: skip
+    log.info("%.2fx the uncompressed model's speed (interquartile range %.2f-%.2f over %d paired rounds)",
+             timed["speedup"], timed["speedup_q1"], timed["speedup_q3"], b.repeats)  # fmt: skip
+    return timed
+
+
 def _log_layer_table(rows: list[dict], output_dir: Path) -> Path:
     """Per-layer sparsity as an MLflow table and a CSV next to the job's other outputs."""
     columns = {key: [row[key] for row in rows] for key in rows[0]} if rows else {}
@@ -477,6 +488,8 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
     train_device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     teacher = _teacher(job, model, tokenizer, train_features, train_device) if job.pruning.distill else None
+    # The uncompressed model, kept to time against the compressed one in the same process.
+    reference = copy.deepcopy(model).cpu() if job.benchmark.enabled and job.benchmark.reference else None
 
     def before_recovery(candidate: Any, pruned: Pruned) -> dict[str, float]:
         evaluation = _evaluate(job, candidate.to(train_device), inputs, eval_examples, eval_features, train_device)
@@ -512,6 +525,10 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
         metrics.update(calibrated)
     metrics.update(_scores(evaluation, eval_examples, len(eval_features)))
     metrics.update(_measure(job, model, inputs, eval_examples, device))
+    if reference is not None:
+        reference_device = quantize.get("none").device()
+        metrics.update(_against_reference(job, model, reference.to(reference_device), inputs, device, reference_device))
+        del reference
 
     _log_results(metrics, evaluation, rows, output_dir)
     if job.save_model or job.export:
@@ -532,6 +549,9 @@ def summary(
     speed = (
         f"{metrics['latency_ms']:.1f} ms per batch of {batch_size}" if "latency_ms" in metrics else "not benchmarked"
     )
+    if "speedup" in metrics:
+        speed += (f", {metrics['speedup']:.2f}x the uncompressed model's speed "
+                  f"(IQR {metrics['speedup_q1']:.2f}-{metrics['speedup_q3']:.2f})")  # fmt: skip
     return (
         f"{name}: F1 {metrics['f1']:.2f}{change}, HasAns {metrics.get('HasAns_f1', math.nan):.2f}, "
         f"NoAns {metrics.get('NoAns_f1', math.nan):.2f}, always-no-answer {metrics['always_no_answer_f1']:.2f} | "

@@ -21,7 +21,7 @@ import logging
 import math
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,8 +46,8 @@ STEPS = {
 # Decimals of every figure the report shows, in report.md, report.csv and the terminal alike.
 DECIMALS = {"latency_ms": 1, "samples_per_s": 1, "sparsity": 3, "null_threshold": 3, "x_faster": 2, "x_smaller": 2}
 DEFAULT_DECIMALS = 2
-PLOTS = ("f1_vs_sparsity.png", "f1_vs_latency.png", "f1_vs_size.png")
-COSTS = {"speed": "latency_ms", "size": "size_mb"}  # what a Pareto front trades F1 against
+PLOTS = ("f1_vs_sparsity.png", "f1_vs_speed.png", "f1_vs_size.png")
+NOISY_TIMING = 0.15  # a speed-up whose interquartile range is wider than this fraction of it is flagged
 DEFAULT_MAX_F1_DROP = 1.0
 GENERATED_DATA_NOTE = (
     "> **Generated data.** These jobs ran on generated biographies (`dataset=synthetic_bios`): the figures show how "
@@ -156,14 +156,31 @@ def baseline_of(jobs: Sequence[Job]) -> Job | None:
 # The recommendation --------------------------------------------------------------------------------
 
 
+def speed_cost(jobs: Sequence[Job]) -> tuple[str, Callable[[Job], float]]:
+    """What "faster" means in this sweep: the paired `speedup` when every finished job has one (negated, so lower
+    is better like a latency), else the median latency each job measured on its own."""
+    done = [job for job in jobs if job.done]
+    if done and all("speedup" in job.metrics for job in done):
+        return "speedup", lambda job: -job.metrics["speedup"]
+    return "latency_ms", lambda job: job.metrics["latency_ms"]
+
+
 def pareto_marks(jobs: Sequence[Job]) -> dict[str, list[str]]:
     """For each finished job, the costs (speed, size) on whose Pareto front against F1 it lies."""
     marks: dict[str, list[str]] = {job.run_id: [] for job in jobs if job.done}
-    for cost, metric in COSTS.items():
+    speed_metric, speed = speed_cost(jobs)
+    costs = {"speed": (speed_metric, speed), "size": ("size_mb", lambda job: job.metrics["size_mb"])}
+    for name, (metric, cost) in costs.items():
         candidates = [job for job in jobs if job.done and metric in job.metrics]
-        for i in pareto_front([(job.metrics[metric], job.metrics["f1"]) for job in candidates]):
-            marks[candidates[i].run_id].append(cost)
+        for i in pareto_front([(cost(job), job.metrics["f1"]) for job in candidates]):
+            marks[candidates[i].run_id].append(name)
     return marks
+
+
+def noisy(job: Job) -> bool:
+    """Whether the job's paired timing spread too widely to trust its speed-up."""
+    m = job.metrics
+    return "speedup_iqr" in m and m["speedup_iqr"] > NOISY_TIMING * m["speedup"]
 
 
 def speedup(job: Job, reference: Job | None) -> float:
@@ -211,9 +228,9 @@ def recommend(jobs: Sequence[Job], max_f1_drop: float = DEFAULT_MAX_F1_DROP) -> 
         scored = [job for job in within if metric in job.metrics]
         return min(scored, key=lambda job: (job.metrics[metric], -job.metrics["f1"]), default=None)
 
-    fastest = best("latency_ms")
-    if any("speedup" in job.metrics for job in within):
-        fastest = max(within, key=lambda job: (speedup(job, reference), job.metrics["f1"]))
+    speed_metric, speed = speed_cost(jobs)
+    timed = [job for job in within if speed_metric in job.metrics]
+    fastest = min(timed, key=lambda job: (speed(job), -job.metrics["f1"]), default=None)
     losers = [job for job in jobs if job.done and f1_drop(job, reference) > max_f1_drop + 1e-9]
     return Recommendation(reference, max_f1_drop, fastest, best("size_mb"), losers)
 
@@ -307,6 +324,8 @@ def rows(jobs: Sequence[Job], max_f1_drop: float = DEFAULT_MAX_F1_DROP) -> list[
             row[column] = _round(value, column)
             row[f"Δ{column}"] = _round(value - reference, column)
         row["x_faster"] = _round(speedup(job, baseline), "x_faster")
+        row["x_faster_iqr"] = _round(job.metrics.get("speedup_iqr", math.nan), "x_faster")
+        row["noisy_timing"] = noisy(job)
         row["x_smaller"] = _round(shrink(job, baseline), "x_smaller")
         for key in steps:
             row[STEPS[key]] = _round(job.metrics.get(key, math.nan), key)
@@ -380,6 +399,9 @@ def document(jobs: Sequence[Job], sweep: dict[str, str], max_f1_drop: float = DE
             note.append(f"recommended ({row['recommended'].replace(',', ', ')})")
         if job.uncompressed and baseline_of(jobs) is job:
             note.append("reference")
+        if noisy(job):
+            m = job.metrics
+            note.append(f"noisy timing (× faster {m['speedup_q1']:.2f}–{m['speedup_q3']:.2f})")
         delta = _num(row["Δf1"], "f1", sign=True) + (" ⚠" if row[loses] else "")
         cells = [
             str(row["job"]), _label(job, len(models)), _num(row["f1"], "f1"), delta,
@@ -393,11 +415,13 @@ def document(jobs: Sequence[Job], sweep: dict[str, str], max_f1_drop: float = DE
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     lines += [
         "",
-        f"ΔF1 against the uncompressed job (⚠: loses more than {max_f1_drop:g} F1). × smaller and × faster: the "
-        "uncompressed job's size and latency (per batch, median) over this job's. Pareto: no other job is at least "
-        "as accurate and at least as fast (speed) or as small (size), and better in one. Every job was timed on its "
-        "own: compare speeds within one sweep on an otherwise idle machine. `report.csv` has full run ids; the "
-        "plots number points as the # column does.",
+        f"ΔF1 against the uncompressed job (⚠: loses more than {max_f1_drop:g} F1). × smaller: the uncompressed "
+        "job's size over this job's. × faster: the median ratio of the uncompressed model's time to this model's "
+        "over rounds in which the job timed both, interleaved, in its own process (so a busy machine slows both "
+        "alike); noisy timing: that ratio's interquartile range is wider than "
+        f"{NOISY_TIMING:.0%} of it. latency ms: this model alone, median per batch. Pareto: no other job is at "
+        "least as accurate and at least as fast (speed) or as small (size), and better in one. `report.csv` has "
+        "full run ids; the plots number points as the # column does.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -476,21 +500,32 @@ def plot(jobs: Sequence[Job], out_dir: Path) -> list[Path]:
     fig.savefig(paths[-1], dpi=100)
     plt.close(fig)
 
-    for filename, metric, label in (
-        (PLOTS[1], "latency_ms", "latency per batch (ms, median)"),
-        (PLOTS[2], "size_mb", "size on disk (MB)"),
-    ):
+    speed_metric, _ = speed_cost(done)
+    speed_label = (
+        "speed-up over the uncompressed model (x, paired rounds in each job; bars: interquartile range)"
+        if speed_metric == "speedup"
+        else "latency per batch (ms, median; each job timed on its own)"
+    )
+    for filename, metric, label in ((PLOTS[1], speed_metric, speed_label), (PLOTS[2], "size_mb", "size on disk (MB)")):
         points = [(j.metrics[metric], j.metrics["f1"], j) for j in done if metric in j.metrics]
+        higher_is_better = metric == "speedup"
         fig, ax = plt.subplots(figsize=(10, 5))
         for quantization in sorted({p[2].quantization for p in points}):
             group = [p for p in points if p[2].quantization == quantization]
             ax.scatter([p[0] for p in group], [p[1] for p in group], label=f"quantization: {quantization}", zorder=3)
-        front = sorted(points[i][:2] for i in pareto_front([p[:2] for p in points]))
+        if higher_is_better:
+            spread = [(p[0] - p[2].metrics.get("speedup_q1", p[0]), p[2].metrics.get("speedup_q3", p[0]) - p[0])
+                      for p in points]  # fmt: skip
+            ax.errorbar([p[0] for p in points], [p[1] for p in points], xerr=list(zip(*spread, strict=True)) or None,
+                        fmt="none", ecolor="0.6", elinewidth=1, zorder=1)  # fmt: skip
+        sign = -1 if higher_is_better else 1
+        front = sorted(points[i][:2] for i in pareto_front([(sign * p[0], p[1]) for p in points]))
         if front:
-            ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="black", linewidth=1.2,
-                    label="Pareto front", zorder=2)  # fmt: skip
+            ax.step([p[0] for p in front], [p[1] for p in front], where="pre" if higher_is_better else "post",
+                    color="black", linewidth=1.2, label="Pareto front", zorder=2)  # fmt: skip
         references(ax)
-        ax.set(xlabel=label, ylabel="F1 (%)", title=f"F1 against {label.split(' (')[0]}: {model} on {dataset}")
+        what = "speed-up" if higher_is_better else label.split(" (")[0]
+        ax.set(xlabel=label, ylabel="F1 (%)", title=f"F1 against {what}: {model} on {dataset}")
         ax.grid(alpha=0.3)
         fig.tight_layout()
         key(fig, ax, [p[2] for p in points])

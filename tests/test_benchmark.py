@@ -1,5 +1,7 @@
 """Sizes and timings, measured the same way for every variant."""
 
+import time
+
 import pytest
 import torch
 from datasets import Dataset
@@ -51,3 +53,27 @@ def test_parallel_gzip_size_matches_one_stream_within_a_kilobyte():
 def test_the_cpu_is_described_with_the_flags_that_decide_int8_speed():
     description = benchmark.cpu_description()
     assert "(flags: " in description and description.split(" (flags:")[0]
+
+
+class _Sleeper(torch.nn.Module):
+    """A model whose forward pass takes `ms` milliseconds (sleeping frees the CPU: no contention between the two)."""
+
+    def __init__(self, ms: float) -> None:
+        super().__init__()
+        self.ms = ms
+
+    def forward(self, **inputs):
+        time.sleep(self.ms / 1e3)
+
+
+def test_paired_timing_gives_the_ratio_of_the_two_models_times_and_its_spread():
+    batch = {"input_ids": torch.zeros(2, 8, dtype=torch.long)}
+    cpu = torch.device("cpu")
+    timed = benchmark.paired(_Sleeper(4), _Sleeper(12), batch, warmup=1, rounds=9, device=cpu, reference_device=cpu)
+    assert timed["speedup"] == pytest.approx(3.0, rel=0.25)
+    assert timed["speedup_q1"] <= timed["speedup"] <= timed["speedup_q3"]
+    assert timed["speedup_iqr"] == pytest.approx(timed["speedup_q3"] - timed["speedup_q1"])
+    assert timed["paired_latency_ms"] == pytest.approx(4, rel=0.5)
+    assert timed["reference_latency_ms"] == pytest.approx(12, rel=0.5)
+    same = benchmark.paired(_Sleeper(5), _Sleeper(5), batch, warmup=1, rounds=9, device=cpu, reference_device=cpu)
+    assert same["speedup"] == pytest.approx(1.0, rel=0.25)

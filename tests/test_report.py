@@ -126,6 +126,24 @@ def test_recommendation_is_the_fastest_and_smallest_within_the_allowed_loss_and_
     assert "| 3 | l1_unstructured 0.2 \\| dynamic_int8 | 70.00 | -10.00 ⚠ |" in text
 
 
+def test_with_paired_timing_the_fastest_is_the_highest_speedup_and_a_wide_spread_is_flagged():
+    def timed(job, speedup, q1, q3):
+        return replace(job, metrics={**job.metrics, "speedup": speedup, "speedup_q1": q1, "speedup_q3": q3,
+                                     "speedup_iqr": q3 - q1})  # fmt: skip
+
+    jobs = [
+        timed(_job(0, 80.0, 100.0, 250.0, "none", uncompressed=True), 1.0, 0.98, 1.02),
+        timed(_job(1, 79.5, 70.0, 90.0), 1.4, 1.35, 1.45),  # measured alone, slower than job 2...
+        timed(_job(2, 79.6, 60.0, 90.0), 1.2, 0.7, 1.9),  # ...but paired, job 1 is the faster; job 2 is noisy
+    ]
+    rec = report.recommend(jobs, 1.0)
+    assert rec.fastest.run_id == "run1" and "1.40x faster" in report.advice(rec)[0]
+    table = report.rows(jobs, 1.0)
+    assert [row["x_faster"] for row in table] == [1.0, 1.4, 1.2]
+    assert [row["noisy_timing"] for row in table] == [False, False, True]
+    assert "noisy timing (× faster 0.70–1.90)" in report.document(jobs, {}, 1.0)
+
+
 def test_without_a_reference_the_report_says_why_nothing_is_recommended():
     jobs = [_job(1, 79.5, 70.0, 90.0), _job(2, 70.0, 40.0, 60.0)]
     assert report.advice(report.recommend(jobs)) == [

@@ -1,15 +1,21 @@
 """Sweeps: every job checked before the first starts, launchers, and an interrupted sweep resumed."""
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
+from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
 
-from qa_compress import tracking
+from qa_compress import report, tracking
 from qa_compress.sweep import BasicSweeper, sweep_jobs
 
 from .conftest import (
@@ -143,3 +149,57 @@ def test_two_sweeps_started_together_run_a_shared_job_once(tmp_path, tiny_distil
     assert len(parents(tmp_path)) == 2
     reused = [p for p in parents(tmp_path) if p.info.run_id != jobs[0].data.tags["mlflow.parentRunId"]]
     assert jobs[0].data.tags[tracking.reuse_tag(reused[0].info.run_id)] == "true"  # a job of both sweeps
+
+
+@pytest.fixture
+def tracking_server(tmp_path):
+    """`mlflow server` on a free local port (SQLite behind it, artifacts served through it); its URI."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    store = tmp_path / "server"
+    store.mkdir()
+    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+               "--artifacts-destination", str(store / "artifacts"), "--host", "127.0.0.1",
+               "--port", str(port)]  # fmt: skip
+    log = (store / "server.log").open("w")
+    server = subprocess.Popen(command, cwd=store, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=5):
+                    break
+            except OSError:
+                assert server.poll() is None, (store / "server.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "mlflow server did not answer in 2 minutes"
+                time.sleep(0.5)
+        yield uri
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def test_a_parallel_sweep_logs_to_a_tracking_server_and_the_report_is_rebuilt_from_it(
+    tmp_path, tiny_distilbert_dir, squad_files, tracking_server, capsys
+):
+    args = ["-m", *tiny_job_args(tiny_distilbert_dir, squad_files, "pruning=l1_unstructured", "pruning.amount=0.0,0.5",
+                                 "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"tracking.uri={tracking_server}",
+                                 "benchmark.enabled=false")]  # fmt: skip
+    result = run_cli(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(tracking_server)
+    experiment = client.get_experiment_by_name("qa-compress").experiment_id
+    logged = client.search_runs([experiment])
+    (parent,) = [r for r in logged if "sweep_dir" in r.data.tags]
+    jobs = [r for r in logged if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(jobs) == 2 and {r.info.status for r in [parent, *jobs]} == {"FINISHED"}
+    served = client.download_artifacts(jobs[0].info.run_id, "predictions.json", str(tmp_path / "dl"))
+    assert json.loads(Path(served).read_text())  # artifacts went through the server, not to a local directory
+    assert not (tmp_path / "mlruns").exists() and not (ROOT / "mlruns" / "artifacts" / experiment).exists()
+
+    capsys.readouterr()
+    assert report.main(["--tracking-uri", tracking_server, "--out-dir", str(tmp_path / "again")]) == 0
+    assert f"Report of sweep {parent.info.run_id}" in capsys.readouterr().out
+    assert len((tmp_path / "again" / "report.csv").read_text().splitlines()) == 1 + 2

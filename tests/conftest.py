@@ -10,8 +10,12 @@ import json
 import logging
 import os
 import re
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,6 +201,34 @@ def start_cli(args: list[str], tmp_path: Path, **popen) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     tracking.experiment_id(store_uri(tmp_path), "qa-compress")  # schema before polling
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def local_server(command: list[str], ready_url: str, log: Path, env: dict | None = None, timeout_s: float = 180):
+    """A server process (its output in `log`), once `ready_url` answers; stopped with its children on exit."""
+    with log.open("w") as output:
+        server = subprocess.Popen(command, cwd=log.parent, env=env, stdout=output, stderr=subprocess.STDOUT,
+                                  start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with urllib.request.urlopen(ready_url, timeout=5):
+                    break
+            except OSError:
+                assert server.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, f"{command[:5]} did not answer {ready_url} in {timeout_s:.0f} s"
+                time.sleep(0.5)
+        yield server
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
 
 
 def help_line(option: str, description: str) -> re.Pattern:

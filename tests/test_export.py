@@ -2,11 +2,7 @@
 
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -16,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from qa_compress import data, export
 
-from .conftest import children, parents, run_in_process, runs, store_uri, tiny_job_args
+from .conftest import children, free_port, local_server, parents, run_in_process, runs, store_uri, tiny_job_args
 
 
 def _export_command(capsys, *args) -> tuple[int, str, str]:
@@ -81,12 +77,6 @@ def test_export_refuses_in_one_line_and_registers_nothing(tiny_sweep, capsys):
     assert client.search_registered_models(filter_string="name='refused'") == []
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _post(url: str, payload: dict) -> dict:
     request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:
@@ -105,26 +95,12 @@ def test_a_job_with_export_serves_its_answers_over_http(tmp_path, tiny_bert_dir,
     (version,) = client.search_model_versions("name='tiny-onnx'")
     assert version.run_id == job.info.run_id and job.data.tags["registered_model"] == "tiny-onnx/1"
 
-    port = _free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
-    log = (tmp_path / "serve.log").open("w")
+    port = free_port()
     command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/tiny-onnx/1", "--env-manager",
                "local", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
-    server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=5):
-                    break
-            except (urllib.error.URLError, OSError):
-                assert server.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "the model server did not start in 3 minutes"
-                time.sleep(1)
+    environment = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    with local_server(command, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", environment):
         questions = _questions(squad_files[1])
         reply = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": questions.to_dict("records")})
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     served = {row["id"]: row["answer"] for row in reply["predictions"]}
     assert served == json.loads((tmp_path / "run" / "predictions.json").read_text())

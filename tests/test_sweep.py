@@ -3,11 +3,9 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +20,8 @@ from .conftest import (
     ROOT,
     assert_refused,
     children,
+    free_port,
+    local_server,
     parents,
     run_cli,
     run_in_process,
@@ -154,31 +154,14 @@ def test_two_sweeps_started_together_run_a_shared_job_once(tmp_path, tiny_distil
 @pytest.fixture
 def tracking_server(tmp_path):
     """`mlflow server` on a free local port (SQLite behind it, artifacts served through it); its URI."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
     store = tmp_path / "server"
     store.mkdir()
+    uri = f"http://127.0.0.1:{free_port()}"
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
                "--artifacts-destination", str(store / "artifacts"), "--host", "127.0.0.1",
-               "--port", str(port)]  # fmt: skip
-    log = (store / "server.log").open("w")
-    server = subprocess.Popen(command, cwd=store, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=5):
-                    break
-            except OSError:
-                assert server.poll() is None, (store / "server.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "mlflow server did not answer in 2 minutes"
-                time.sleep(0.5)
+               "--port", uri.rsplit(":", 1)[1]]  # fmt: skip
+    with local_server(command, f"{uri}/health", store / "server.log"):
         yield uri
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
 
 def test_a_parallel_sweep_logs_to_a_tracking_server_and_the_report_is_rebuilt_from_it(

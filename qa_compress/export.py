@@ -194,7 +194,7 @@ def export(client: MlflowClient, run_id: str, name: str, workdir: Path) -> tuple
     if not client.list_artifacts(run_id, MODEL_ARTIFACT):
         from qa_compress import report
 
-        again = report.reproduce_command(report._job(run)) or "python run.py <its overrides> save_model=true"
+        again = report.reproduce_command(report.job_of(run)) or "python run.py <its overrides> save_model=true"
         raise ExportError(f"--run-id={run_id}: the job kept no model; run it again to keep one: {again}")
     directory = Path(client.download_artifacts(run_id, MODEL_ARTIFACT, str(workdir)))
     serving = Serving.of_run(run)

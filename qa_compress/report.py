@@ -97,7 +97,8 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _job(run: Run) -> Job:
+def job_of(run: Run) -> Job:
+    """A job's run, as the report reads it."""
     params, tags = run.data.params, run.data.tags
     try:
         overrides = tuple(json.loads(tags["overrides"])) if "overrides" in tags else None
@@ -131,7 +132,7 @@ def sweep_jobs(client: MlflowClient, parent_run_id: str) -> list[Job]:
     ):
         runs += client.search_runs([experiment], filter_string=condition, max_results=10_000)
     unique = {run.info.run_id: run for run in runs}.values()  # a child its own sweep reused is found twice
-    return [_job(run) for run in sorted(unique, key=lambda run: run.info.start_time)]
+    return [job_of(run) for run in sorted(unique, key=lambda run: run.info.start_time)]
 
 
 def latest_sweep(client: MlflowClient, experiment_name: str) -> str | None:
@@ -364,10 +365,15 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
-def document(jobs: Sequence[Job], sweep: dict[str, str], max_f1_drop: float = DEFAULT_MAX_F1_DROP) -> str:
+def document(
+    jobs: Sequence[Job],
+    sweep: dict[str, str],
+    max_f1_drop: float = DEFAULT_MAX_F1_DROP,
+    table: Sequence[dict[str, object]] | None = None,
+) -> str:
     """The report as GitHub-flavoured Markdown: what was swept, the recommendation, then every job."""
     rec = recommend(jobs, max_f1_drop)
-    table = rows(jobs, max_f1_drop)
+    table = rows(jobs, max_f1_drop) if table is None else table
     models = sorted({j.model for j in jobs}) or ["?"]
     datasets = sorted({j.dataset for j in jobs}) or ["?"]
     cpus = sorted({j.cpu for j in jobs if j.cpu})
@@ -397,7 +403,7 @@ def document(jobs: Sequence[Job], sweep: dict[str, str], max_f1_drop: float = DE
         note = [] if job.status == "FINISHED" else [f"{job.status}" + (f": {job.error}" if job.error else "")]
         if row["recommended"]:
             note.append(f"recommended ({row['recommended'].replace(',', ', ')})")
-        if job.uncompressed and baseline_of(jobs) is job:
+        if rec.reference is not None and job.run_id == rec.reference.run_id:
             note.append("reference")
         if noisy(job):
             m = job.metrics
@@ -574,7 +580,7 @@ def build(
     facts = _sweep_facts(client, parent_run_id)
     facts["reference_note"] = reference_note
     table = rows(jobs, max_f1_drop)
-    text = document(jobs, facts, max_f1_drop)
+    text = document(jobs, facts, max_f1_drop, table)
     (out_dir / "report.md").write_text(text)
     write_csv(table, out_dir / "report.csv")
     files = [out_dir / "report.md", out_dir / "report.csv", *plot(jobs, out_dir)]

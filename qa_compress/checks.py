@@ -1,7 +1,9 @@
 """Everything about a job's inputs that can be refused before a model is loaded or a run is created.
 
-A bad value ends in one `UserError` line that names it. The pipeline runs these checks
-before it opens a job's MLflow run; a sweep runs them for every job before the first starts.
+A bad value ends in one `UserError` line that names it. `early` needs neither torch nor
+transformers (files, headers, places, the store), so run.py calls it before importing them;
+`inputs` adds what needs the checkpoint's config and tokenizer. The pipeline runs `inputs`
+before it opens a job's MLflow run; a sweep runs it for every job before the first starts.
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ import re
 from pathlib import Path
 from typing import Any
 
-from qa_compress import data, models, prune, quantize
+from qa_compress import prune, quantize, sources, squad_json, store
 from qa_compress.config import JobConfig
 from qa_compress.errors import UserError
 
 
 @functools.lru_cache(maxsize=64)
 def _checked_squad_json(path: str, mtime_ns: int, key: str) -> tuple[tuple[str, str], ...]:
-    content = data.validate_squad_json(Path(path), key)
+    content = squad_json.validate(Path(path), key)
     return tuple((qa["id"], qa["question"]) for article in content["data"] for paragraph in article["paragraphs"]
                  for qa in paragraph["qas"])  # fmt: skip
 
@@ -75,7 +77,7 @@ def model_config(job: JobConfig) -> Any:
     name = job.model.name_or_path
     try:
         return transformers.AutoConfig.from_pretrained(
-            name, trust_remote_code=job.model.trust_remote_code, local_files_only=models.is_cached(name)
+            name, trust_remote_code=job.model.trust_remote_code, local_files_only=sources.is_cached(name)
         )
     except (OSError, ValueError) as err:
         raise UserError(f"model.name_or_path={name}: its config could not be read ({err})") from None
@@ -91,15 +93,16 @@ def _positions(job: JobConfig, config: Any) -> None:
 
 
 def _layer_patterns(job: JobConfig, config: Any) -> None:
-    patterns = prune.layer_patterns(job.pruning, config.model_type)
-    if patterns is None:
-        if job.pruning.name != "none":
-            raise UserError(
-                f"pruning.layer_patterns=null: model_type={config.model_type!r} belongs to no known model family, "
-                "so name the Linear layers to prune (regular expressions over module names)"
-            )
-        return
-    for pattern in patterns:
+    """Without explicit `pruning.layer_patterns`, the model's family must say which layers to prune."""
+    if job.pruning.name != "none" and prune.layer_patterns(job.pruning, config.model_type) is None:
+        raise UserError(
+            f"pruning.layer_patterns=null: model_type={config.model_type!r} belongs to no known model family, "
+            "so name the Linear layers to prune (regular expressions over module names)"
+        )
+
+
+def _explicit_patterns(job: JobConfig) -> None:
+    for pattern in job.pruning.layer_patterns or ():
         try:
             re.compile(pattern)
         except re.error as err:
@@ -116,14 +119,15 @@ def _methods(job: JobConfig, config: Any) -> None:
             raise UserError(f"{key}={method.name}: {reason}")
 
 
-def _weights(job: JobConfig) -> None:
-    """A local checkpoint's weights: safetensors only, readable, and a QA head where no training adds one.
+def _weights(job: JobConfig) -> dict[str, tuple[int, ...]]:
+    """A local checkpoint's weights: safetensors only, intact, and a QA head where no training adds one.
 
-    Read from the safetensors headers (names and shapes), without loading a tensor.
+    Read from the safetensors headers (names and shapes), without loading a tensor; returns the shapes
+    (none for a Hub model).
     """
     name = job.model.name_or_path
-    if not models.looks_like_path(name):
-        return
+    if not sources.looks_like_path(name):
+        return {}
     directory = Path(name).expanduser()
     files = sorted(directory.glob("*.safetensors"))
     if not files:
@@ -134,27 +138,59 @@ def _weights(job: JobConfig) -> None:
             f"model.name_or_path={name}: no safetensors weights{found}; save the weights as model.safetensors "
             "(safetensors.torch.save_file or save_pretrained(..., safe_serialization=True)) where you trust them"
         )
-    from safetensors import SafetensorError, safe_open
-
-    names: set[str] = set()
-    matrices: set[str] = set()  # modules with a 2-D weight: Linear layers (and embedding tables)
+    shapes: dict[str, tuple[int, ...]] = {}
     for file in files:
         try:
-            with safe_open(str(file), framework="pt") as weights:
-                for key in weights.keys():  # noqa: SIM118 (safe_open is not a mapping)
-                    names.add(key)
-                    if key.endswith(".weight") and len(weights.get_slice(key).get_shape()) == 2:
-                        matrices.add(key.removesuffix(".weight"))
-        except (SafetensorError, OSError, ValueError) as err:
+            shapes.update(_header(str(file), file.stat().st_mtime_ns))
+        except (ValueError, OSError) as err:
             raise UserError(
                 f"model.name_or_path={name}: {file.name} is not a readable safetensors file ({err})"
             ) from None
-    if job.training.name == "none" and not any(key.split(".")[-2:-1] == ["qa_outputs"] for key in names):
+    if job.training.name == "none" and not any(key.split(".")[-2:-1] == ["qa_outputs"] for key in shapes):
         raise UserError(
             f"model.name_or_path={name}: no question-answering head (no qa_outputs weights), and training=none "
             "would score a randomly drawn one; fine-tune it (training=finetune) or give a SQuAD checkpoint"
         )
+    matrices = {
+        key.removesuffix(".weight") for key, shape in shapes.items() if key.endswith(".weight") and len(shape) == 2
+    }
     _patterns_match(job, matrices, name)
+    return shapes
+
+
+@functools.lru_cache(maxsize=16)
+def _header(file: str, mtime_ns: int) -> dict[str, tuple[int, ...]]:
+    return sources.safetensors_shapes(Path(file))
+
+
+def _shapes_fit(job: JobConfig, config: Any, shapes: dict[str, tuple[int, ...]]) -> None:
+    """Every stored tensor has the shape the checkpoint's config gives it (a model built on the meta device)."""
+    if not shapes:
+        return
+    import torch
+
+    from qa_compress import families
+
+    name = job.model.name_or_path
+    try:
+        with torch.device("meta"):
+            model = families.from_config(config)
+    except Exception as err:  # any failure to build is the config's: the load would fail the same way
+        raise UserError(f"model.name_or_path={name}: no model can be built from its config.json ({err})") from None
+    expected = {key: tuple(tensor.shape) for key, tensor in model.state_dict().items()}
+    prefix = f"{model.base_model_prefix}."
+    misfits = [
+        (key, shape, wanted)
+        for key, shape in sorted(shapes.items())
+        if (wanted := expected.get(key, expected.get(prefix + key))) is not None and wanted != shape
+    ]
+    if misfits:
+        key, shape, wanted = misfits[0]
+        raise UserError(
+            f"model.name_or_path={name}: its weights do not fit its config.json ({len(misfits)} tensors differ, "
+            f"first {key}: {list(shape)} in the safetensors file, {list(wanted)} by the config); use the config "
+            "the weights were saved with"
+        )
 
 
 def _patterns_match(job: JobConfig, matrices: set[str], name: str) -> None:
@@ -172,19 +208,24 @@ def _patterns_match(job: JobConfig, matrices: set[str], name: str) -> None:
 
 
 def _writable(job: JobConfig) -> None:
-    """The cache, the MLflow store's directory and the output directory can be written, probed with a file."""
-    import tempfile
-
+    """The cache, the MLflow store's directory and the output directory can be written."""
     places = {"paths.cache_dir": job.paths.cache_dir, "paths.output_dir": job.paths.output_dir}
-    if (job.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite").startswith("sqlite"):
+    if store.scheme(store.tracking_uri(job.tracking.uri, job.paths.mlruns_dir)) == "sqlite":
         places["paths.mlruns_dir"] = job.paths.mlruns_dir
     for key, place in places.items():
-        try:
-            Path(place).mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=place, prefix=".write-probe-"):
-                pass
-        except OSError as err:
-            raise UserError(f"{key}={place}: cannot be written ({err.strerror or err})") from None
+        writable(place, key)
+
+
+def writable(place: str, key: str) -> None:
+    """`place` exists or can be made, and takes a file (probed with one, removed at once)."""
+    import tempfile
+
+    try:
+        Path(place).mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=place, prefix=".write-probe-"):
+            pass
+    except OSError as err:
+        raise UserError(f"{key}={place}: cannot be written ({err.strerror or err})") from None
 
 
 def _threads(job: JobConfig) -> None:
@@ -194,7 +235,19 @@ def _threads(job: JobConfig) -> None:
         raise UserError(f"benchmark.num_threads={threads}: this machine gives the job {cores} cores; use at most that")
 
 
-def _data(job: JobConfig) -> None:
+def _data_files(job: JobConfig) -> None:
+    """SQuAD JSON files readable and in the official layout, with enough training questions for what carves them."""
+    dataset = job.dataset
+    if dataset.source == "json":
+        squad_file(dataset.validation_file, "dataset.validation_file")
+        if job.reads_training_data():
+            training = squad_file(dataset.train_file, "dataset.train_file")[: dataset.max_train_samples]
+            _threshold_questions(job, len(training))
+    _calibration_file(job)
+
+
+def _data_windows(job: JobConfig) -> None:
+    """Each question fits a window of the model's tokens; a Hub dataset is reachable."""
     dataset = job.dataset
     if dataset.source == "json":
         evaluation = squad_file(dataset.validation_file, "dataset.validation_file")
@@ -202,10 +255,10 @@ def _data(job: JobConfig) -> None:
         if job.reads_training_data():
             training = squad_file(dataset.train_file, "dataset.train_file")[: dataset.max_train_samples]
             _windows(job, training, "dataset.train_file")
-            _threshold_questions(job, len(training))
     elif dataset.source == "hub":
+        from qa_compress import data
+
         data.check_hub_dataset(dataset.hub_name)
-    _calibration_file(job)
 
 
 def _threshold_questions(job: JobConfig, questions: int) -> None:
@@ -246,14 +299,23 @@ def _held_out_file(job: JobConfig, path: str | None, key: str) -> None:
             )
 
 
-def inputs(job: JobConfig) -> None:
-    """Every check of a job's inputs that needs no model weights and no training."""
+def early(job: JobConfig) -> dict[str, tuple[int, ...]]:
+    """The checks that need neither torch nor transformers; returns the checkpoint's tensor shapes (if local)."""
     _threads(job)
     _writable(job)
-    models.check_available(job.model.name_or_path)
+    store.check(store.tracking_uri(job.tracking.uri, job.paths.mlruns_dir))
+    sources.check_available(job.model.name_or_path)
+    _explicit_patterns(job)
+    _data_files(job)
+    return _weights(job)
+
+
+def inputs(job: JobConfig) -> None:
+    """Every check of a job's inputs that needs no model weights and no training."""
+    shapes = early(job)
     config = model_config(job)
     _positions(job, config)
     _methods(job, config)
     _layer_patterns(job, config)
-    _data(job)
-    _weights(job)
+    _data_windows(job)
+    _shapes_fit(job, config, shapes)

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from qa_compress.data import validate_squad_json
 from qa_compress.errors import UserError
 from qa_compress.score import evaluate, gold_from_squad_json, precision_recall_analysis
+from qa_compress.squad_json import validate as validate_squad_json
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

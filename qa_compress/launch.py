@@ -1,8 +1,10 @@
-"""What run.py calls for each composed job: config values refused before torch loads, then the job.
+"""What run.py calls for each composed job: its config and inputs checked, then the job.
 
-A bad value in a single run ends in one line on stderr and exit code 1, in well under the
-seconds that importing torch, transformers and MLflow takes. Within a sweep every job's config
-was checked before the first started (`sweep`); an error there is the launcher's to record.
+A bad value or file in a single run ends in one line on stderr and exit code 1: values, data
+files, the weights' headers, places and the store before torch is imported (about a second),
+what needs the checkpoint's config or tokenizer before MLflow and the stages are. Within a
+sweep every job was checked before the first started (`sweep`); an error there is the
+launcher's to record.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from qa_compress import config
+from qa_compress import checks, config
 from qa_compress.errors import UserError
 
 
@@ -22,9 +24,12 @@ def _in_sweep() -> bool:
 
 
 def job(cfg: DictConfig) -> float:
-    """Check the config's values, then run the job (importing the heavy stages only then); returns its F1."""
+    """Check the config's values and the job's inputs, then run the job (importing the stages only then).
+
+    Returns its F1.
+    """
     try:
-        config.from_hydra(cfg)
+        checks.inputs(config.from_hydra(cfg))
         from qa_compress import pipeline
 
         return pipeline.run(cfg)

@@ -19,40 +19,8 @@ from transformers import (
 )
 
 from qa_compress import cache, families
-from qa_compress.data import hub_reachable
 from qa_compress.errors import UserError
-
-
-def looks_like_path(name_or_path: str) -> bool:
-    """A Hub id has at most one '/', and never starts like a file system path."""
-    return name_or_path.startswith(("/", ".", "~")) or name_or_path.count("/") > 1 or Path(name_or_path).exists()
-
-
-def is_cached(name_or_path: str) -> bool:
-    """Whether a Hub id's config is in the local Hugging Face cache (which then answers without the network)."""
-    if looks_like_path(name_or_path):
-        return False
-    from huggingface_hub import try_to_load_from_cache
-
-    return isinstance(try_to_load_from_cache(name_or_path, "config.json"), str)
-
-
-def check_available(name_or_path: str, key: str = "model.name_or_path") -> None:
-    """Fail with one clear line if the model can be neither found on disk nor fetched."""
-    if looks_like_path(name_or_path):
-        path = Path(name_or_path).expanduser()
-        if not path.is_dir():
-            raise UserError(f"{key}={name_or_path}: no such directory")
-        if not (path / "config.json").is_file():
-            raise UserError(f"{key}={name_or_path}: not a Hugging Face model directory (no config.json)")
-        return
-    if is_cached(name_or_path):
-        return  # transformers falls back to the cache offline
-    if not hub_reachable():
-        raise UserError(
-            f"{key}={name_or_path}: not a local directory, not in the Hugging Face cache, and the Hugging Face Hub "
-            "cannot be reached; use model=minilm_l6 or model.name_or_path=<local model directory>"
-        )
+from qa_compress.sources import looks_like_path
 
 
 def load(name_or_path: str, trust_remote_code: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:

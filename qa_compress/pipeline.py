@@ -44,6 +44,7 @@ from qa_compress import (
     quantize,
     report,
     score,
+    store,
     synthetic,
     threshold,
     tracking,
@@ -619,11 +620,10 @@ def run(cfg: DictConfig) -> float:
     """Validate, then run one job as one MLflow run; returns its F1 (what a sweeper would optimise)."""
     _progress_bars_only_on_a_terminal()
     _quiet_library_logs()
-    job = validate(cfg)
+    job = validate(cfg)  # the store included: a URI of a known kind, a server that answers
     torch.set_num_threads(job.benchmark.num_threads or torch.get_num_threads())
     parent, output_dir = _hydra_context()
-    uri = tracking.tracking_uri(job.tracking.uri, job.paths.mlruns_dir)
-    tracking.check_reachable(uri)
+    uri = store.tracking_uri(job.tracking.uri, job.paths.mlruns_dir)
     experiment = tracking.experiment_id(uri, job.tracking.experiment_name)
     if parent is None:  # a sweep's parent reaped before its first job
         tracking.reap_dead_runs(uri, experiment)

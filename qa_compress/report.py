@@ -30,7 +30,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from qa_compress import tracking
+from qa_compress import store, tracking
 
 log = logging.getLogger(__name__)
 
@@ -617,15 +617,12 @@ class ReportError(Exception):
     """A report that cannot be made, in one line; nothing was written."""
 
 
-STORE_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
-
-
 def _store(configured: str | None) -> str:
     """The store's URI, refused when its scheme is unknown or a local store does not exist (none is created)."""
-    uri = tracking.tracking_uri(configured, "mlruns")
+    uri = store.tracking_uri(configured, "mlruns")
     what = f"--tracking-uri {uri}" if configured else f"the MLflow store {uri}"
-    scheme = uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else "file"
-    if scheme not in STORE_SCHEMES:
+    scheme = store.scheme(uri)
+    if scheme not in store.SCHEMES:
         raise ReportError(f"{what}: unknown scheme {scheme!r}; use sqlite:///<path>/mlflow.db or http(s)://<server>")
     if scheme == "sqlite" and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise ReportError(f"{what}: no such store (run a sweep first, or give --tracking-uri)")

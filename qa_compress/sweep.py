@@ -61,7 +61,8 @@ def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
 def check_jobs(config: DictConfig, config_name: str, jobs: list[list[str]]) -> list:
     """Compose and check each job's config; returns them (JobConfig), or raises UserError naming the first bad value.
 
-    Values are checked for every job first (cheap), then each job's inputs (files, models).
+    Values are checked for every job first, then what each job reads (files, weights' headers), then what
+    needs each checkpoint's config and tokenizer: the cheap refusals come first.
     """
     checked = []
     for overrides in jobs:
@@ -75,6 +76,8 @@ def check_jobs(config: DictConfig, config_name: str, jobs: list[list[str]]) -> l
             HydraConfig.instance().set_config(config)
     from qa_compress import checks
 
+    for job in checked:
+        checks.early(job)
     for job in checked:
         checks.inputs(job)
     return checked
@@ -140,6 +143,16 @@ class MlflowSweep(Callback):
         self._finished = False
         self.reference_run_id: str | None = None
 
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """A single run: Hydra makes its directory before the job's checks, so it is probed here."""
+        from qa_compress import checks
+
+        try:
+            checks.writable(config.hydra.run.dir, "hydra.run.dir")
+        except UserError as err:
+            sys.stderr.write(f"{err}\n")
+            sys.exit(1)
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns a callback's exceptions into warnings; a bad config must stop the sweep instead.
         try:
@@ -154,9 +167,10 @@ class MlflowSweep(Callback):
             sys.exit(1)
 
     def _start(self, config: DictConfig, config_name: str) -> None:
-        from qa_compress import tracking
+        from qa_compress import checks, store, tracking
 
         HydraConfig.instance().set_config(config)  # lets ${hydra:...} resolve before the first job
+        checks.writable(config.hydra.sweep.dir, "hydra.sweep.dir")
         self.config_name = config_name
         self.config = config
         self.stage = "checking its jobs"
@@ -165,9 +179,9 @@ class MlflowSweep(Callback):
         checked = check_jobs(config, config_name, jobs) if jobs is not None else []
         if jobs is not None:
             log.info("Checked the configs of %d jobs", len(jobs))
-        self.uri = tracking.tracking_uri(OmegaConf.select(config, "tracking.uri"), config.paths.mlruns_dir)
+        self.uri = store.tracking_uri(OmegaConf.select(config, "tracking.uri"), config.paths.mlruns_dir)
         self.stage = f"creating its MLflow parent run in {self.uri}"
-        tracking.check_reachable(self.uri)
+        store.check(self.uri)
         experiment = tracking.experiment_id(self.uri, config.tracking.experiment_name)
         tracking.reap_dead_runs(self.uri, experiment)
         sweep_dir = Path(config.hydra.sweep.dir)

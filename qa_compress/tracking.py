@@ -28,42 +28,10 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from transformers import TrainerCallback
 
-from qa_compress.errors import UserError
-
 log = logging.getLogger(__name__)
 
 PARENT_RUN_FILE = "mlflow_parent_run_id"
 MAX_PARAM_LENGTH = 6000
-
-
-def tracking_uri(configured: str | None, mlruns_dir: str) -> str:
-    """The store to use: the config's, then MLFLOW_TRACKING_URI, then SQLite under `mlruns_dir`."""
-    if configured:
-        return configured
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    return f"sqlite:///{Path(mlruns_dir).resolve() / 'mlflow.db'}"
-
-
-def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
-    """A tracking server answers its health check within seconds, or the job is refused before any run.
-
-    MLflow's own client retries an unreachable server for minutes, once per job.
-    """
-    if not uri.startswith(("http://", "https://")):
-        return
-    import urllib.error
-    import urllib.request
-
-    source = "$MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") == uri else "tracking.uri"
-    try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
-            return
-    except urllib.error.HTTPError as err:
-        reason = f"HTTP {err.code} from its health check"
-    except (urllib.error.URLError, OSError) as err:
-        reason = str(getattr(err, "reason", err))
-    raise UserError(f"{source}={uri}: no MLflow tracking server answers ({reason}); start it, or use another store")
 
 
 # Opens the experiment in the MLflow UI's model-training view (runs, metrics, charts), not its GenAI

@@ -61,7 +61,7 @@ def tokenizer():
     return AutoTokenizer.from_pretrained(str(MINILM_DIR))
 
 
-def _save_tiny(model_class, config, tokenizer, path: Path) -> Path:
+def save_tiny(model_class, config, tokenizer, path: Path) -> Path:
     """A randomly initialised model, the same whatever ran before it (seeded), saved like any checkpoint."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
@@ -77,7 +77,7 @@ def tiny_distilbert_dir(tmp_path_factory, tokenizer) -> Path:
     config = DistilBertConfig(
         vocab_size=tokenizer.vocab_size, dim=32, n_layers=2, n_heads=2, hidden_dim=64, max_position_embeddings=512
     )
-    return _save_tiny(DistilBertForQuestionAnswering, config, tokenizer, tmp_path_factory.mktemp("tiny_distilbert"))
+    return save_tiny(DistilBertForQuestionAnswering, config, tokenizer, tmp_path_factory.mktemp("tiny_distilbert"))
 
 
 @pytest.fixture(scope="session")
@@ -87,7 +87,7 @@ def tiny_bert_dir(tmp_path_factory, tokenizer) -> Path:
         vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
         intermediate_size=64, max_position_embeddings=512,
     )  # fmt: skip
-    return _save_tiny(BertForQuestionAnswering, config, tokenizer, tmp_path_factory.mktemp("tiny_bert"))
+    return save_tiny(BertForQuestionAnswering, config, tokenizer, tmp_path_factory.mktemp("tiny_bert"))
 
 
 def small_bert(heads: int = 4, width: int = 64) -> BertForQuestionAnswering:
@@ -135,6 +135,12 @@ def _output_overrides(tmp_path: Path) -> list[str]:
     ]
 
 
+def _with_outputs(args: list[str], tmp_path: Path) -> list[str]:
+    """ARGS with the output overrides after the leading flags (-m) and before the rest, which may change them."""
+    flags = [a for a in args if a.startswith("-")]
+    return [*flags, *_output_overrides(tmp_path), *(a for a in args if not a.startswith("-"))]
+
+
 def tiny_job_args(model_dir: Path, squad_files: tuple[Path, Path], *extra: str, fine_tune: bool = True) -> list[str]:
     """Overrides for a job on a tiny model that fine-tunes for 2 steps (or not at all) and times 2 batches."""
     train, validation = squad_files
@@ -166,7 +172,7 @@ def run_in_process(args: list[str], tmp_path: Path) -> Result:
     finally:
         sys.path.remove(str(ROOT))
     argv, environment = sys.argv, os.environ.pop("MLFLOW_TRACKING_URI", None)
-    sys.argv = [str(ROOT / "run.py"), *args, *_output_overrides(tmp_path)]
+    sys.argv = [str(ROOT / "run.py"), *_with_outputs(args, tmp_path)]
     out, err = io.StringIO(), io.StringIO()
     GlobalHydra.instance().clear()
     code = 0
@@ -188,19 +194,23 @@ def run_in_process(args: list[str], tmp_path: Path) -> Result:
 
 def run_cli(args: list[str], tmp_path: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     """`python run.py ARGS` as a user runs it, in a new process, with every output under `tmp_path`."""
-    command = [sys.executable, str(ROOT / "run.py"), *args, *_output_overrides(tmp_path)]
+    command = [sys.executable, str(ROOT / "run.py"), *_with_outputs(args, tmp_path)]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def start_cli(args: list[str], tmp_path: Path, **popen) -> subprocess.Popen:
-    """`python run.py ARGS` in the background, output discarded; its MLflow store exists before it starts."""
+def start_cli(args: list[str], tmp_path: Path, env: dict[str, str] | None = None, **popen) -> subprocess.Popen:
+    """`python run.py ARGS` in the background (in `env`, if given), its output in `tmp_path/cli.log`.
+
+    Its MLflow store exists before it starts, so a test can poll it at once.
+    """
     from qa_compress import tracking
 
-    command = [sys.executable, str(ROOT / "run.py"), *args, *_output_overrides(tmp_path)]
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    command = [sys.executable, str(ROOT / "run.py"), *_with_outputs(args, tmp_path)]
+    environment = {k: v for k, v in (env or os.environ).items() if k != "MLFLOW_TRACKING_URI"}
     tracking.experiment_id(store_uri(tmp_path), "qa-compress")  # schema before polling
-    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
+    with (tmp_path / "cli.log").open("ab") as log:
+        return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, **popen)
 
 
 def free_port() -> int:

@@ -1,5 +1,6 @@
 """Input checks that refuse a job before any model is loaded or any run is created."""
 
+import json
 import os
 from pathlib import Path
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2ForQuestionAnswering
 
-from qa_compress import checks, data, models
+from qa_compress import checks, data, sources
 from qa_compress.config import from_hydra
 from qa_compress.errors import UserError
 from qa_compress.quantize import dynamic_int8
@@ -19,7 +20,7 @@ def _check(overrides: list[str]) -> None:
     checks.inputs(from_hydra(compose_config(overrides)))
 
 
-def test_bad_files_models_and_windows_are_refused_naming_the_value(tmp_path, tiny_distilbert_dir):
+def test_bad_files_models_and_windows_are_refused_naming_the_value(tmp_path, tiny_distilbert_dir, squad_files):
     records = write_json(tmp_path / "records.json", [{"question": "q", "answer": "a"}])
     base = ["training=none", "dataset=squad_json"]
     cases = [
@@ -27,14 +28,14 @@ def test_bad_files_models_and_windows_are_refused_naming_the_value(tmp_path, tin
          f"dataset.validation_file={records}: not SQuAD 2.0 JSON"),
         ([f"model.name_or_path={tiny_distilbert_dir}", f"dataset.validation_file={ROOT / 'pyproject.toml'}"],
          "not a JSON file"),
-        ([f"model.name_or_path={tiny_distilbert_dir}", f"dataset.validation_file={records}",
+        ([f"model.name_or_path={tiny_distilbert_dir}", f"dataset.validation_file={squad_files[1]}",
           "dataset.max_seq_length=600"],
          f"dataset.max_seq_length=600: longer than the 512 positions of model.name_or_path={tiny_distilbert_dir}"),
         (["model.name_or_path=./no/such/model", f"dataset.validation_file={records}"],
          "model.name_or_path=./no/such/model: no such directory"),
         (["model=minilm_l6", "dataset.validation_file=/no/such/file.json"],
          "dataset.validation_file=/no/such/file.json: no such file"),
-        ([f"model.name_or_path={tiny_distilbert_dir}", f"dataset.validation_file={records}",
+        ([f"model.name_or_path={tiny_distilbert_dir}", f"dataset.validation_file={squad_files[1]}",
           "pruning=l1_unstructured", "pruning.layer_patterns=['(unclosed']"],
          "pruning.layer_patterns: '(unclosed' is not a regular expression"),
     ]  # fmt: skip
@@ -78,7 +79,7 @@ def test_hub_model_or_dataset_without_hub_names_it_and_the_offline_options(monke
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(UserError) as err:
-        models.check_available("some-org/model-not-cached")
+        sources.check_available("some-org/model-not-cached")
     message = str(err.value)
     assert "model.name_or_path=some-org/model-not-cached" in message
     assert "Hugging Face Hub cannot be reached" in message and "model=minilm_l6" in message
@@ -103,6 +104,11 @@ def test_checkpoint_weights_are_checked_from_their_headers_before_any_run(tmp_pa
     (pickled / "model.safetensors").rename(pickled / "pytorch_model.bin")
     torn = checkpoint("torn")
     (torn / "model.safetensors").write_bytes((torn / "model.safetensors").read_bytes()[:100])
+    noise = checkpoint("noise")
+    (noise / "model.safetensors").write_bytes(os.urandom(4096))
+    misfit = checkpoint("misfit")
+    config = json.loads((misfit / "config.json").read_text())
+    (misfit / "config.json").write_text(json.dumps({**config, "intermediate_size": 2 * config["intermediate_size"]}))
     headless = checkpoint("headless")
     weights = load_file(str(headless / "model.safetensors"))
     save_file({k: v for k, v in weights.items() if "qa_outputs" not in k}, str(headless / "model.safetensors"))
@@ -111,6 +117,9 @@ def test_checkpoint_weights_are_checked_from_their_headers_before_any_run(tmp_pa
     cases = [
         (pickled, ["training=none"], "no safetensors weights (found pytorch_model.bin: pickle files"),
         (torn, ["training=none"], "model.safetensors is not a readable safetensors file"),
+        (noise, ["training=none"], "model.safetensors is not a readable safetensors file"),
+        (misfit, ["training=none"], "its weights do not fit its config.json (6 tensors differ, first "
+         "bert.encoder.layer.0.intermediate.dense.bias: [64] in the safetensors file, [128] by the config)"),
         (headless, ["training=none"], "no question-answering head (no qa_outputs weights), and training=none"),
         (tiny_bert_dir, ["training=none", f"benchmark.num_threads={os.cpu_count() * 64}"],
          f"benchmark.num_threads={os.cpu_count() * 64}: this machine gives the job"),

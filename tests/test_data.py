@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from qa_compress import data
+from qa_compress import data, squad_json
 from qa_compress.errors import UserError
 
 from .conftest import write_json
@@ -67,7 +67,7 @@ def test_bad_files_are_refused_naming_the_value(tmp_path, content, message):
     path = tmp_path / "bad.json"
     path.write_text(content)
     with pytest.raises(UserError) as err:
-        data.validate_squad_json(path, "dataset.validation_file")
+        squad_json.validate(path, "dataset.validation_file")
     assert str(err.value).startswith(f"dataset.validation_file={path}: ")
     assert message in str(err.value)
 
@@ -89,7 +89,7 @@ def test_duplicate_ids_and_negative_offsets_are_refused(tmp_path, qas, message):
     path = tmp_path / "bad.json"
     path.write_text(_file(qas))
     with pytest.raises(UserError, match=re.escape(message)):
-        data.validate_squad_json(path, "dataset.validation_file")
+        squad_json.validate(path, "dataset.validation_file")
 
 
 def test_odd_but_valid_layouts_load_and_hostile_ones_are_refused(tmp_path, monkeypatch):
@@ -106,12 +106,12 @@ def test_odd_but_valid_layouts_load_and_hostile_ones_are_refused(tmp_path, monke
     empty = write_json(tmp_path / "empty.json", {"data": [{"paragraphs": [{"context": "x", "qas": []}]}]})
     for path, message in [(deep, "nested deeper than Python's parser"), (empty, "no paragraph holds a question")]:
         with pytest.raises(UserError, match=re.escape(message)):
-            data.validate_squad_json(path, "k")
-    monkeypatch.setattr(data, "MAX_FILE_BYTES", 100)
+            squad_json.validate(path, "k")
+    monkeypatch.setattr(squad_json, "MAX_FILE_BYTES", 100)
     with pytest.raises(UserError, match="MiB a SQuAD file is read whole"):
-        data.validate_squad_json(write_json(tmp_path / "big.json", odd), "k")
+        squad_json.validate(write_json(tmp_path / "big.json", odd), "k")
 
 
 def test_missing_file_is_refused(tmp_path):
     with pytest.raises(UserError, match="no such file"):
-        data.validate_squad_json(tmp_path / "absent.json", "dataset.train_file")
+        squad_json.validate(tmp_path / "absent.json", "dataset.train_file")

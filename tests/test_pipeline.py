@@ -2,18 +2,27 @@
 
 import json
 import pickle
-import shutil
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
 import torch
-from transformers import AutoModelForQuestionAnswering
+from transformers import AutoModelForQuestionAnswering, DistilBertConfig, DistilBertForQuestionAnswering
 
 from qa_compress import cache, data, eval_squad_v2, export, features, onnxrt, predict, quantize
 
-from .conftest import METRICS, children, compressed, parents, run_in_process, runs, store_uri, tiny_job_args
+from .conftest import (
+    METRICS,
+    children,
+    compressed,
+    parents,
+    run_in_process,
+    runs,
+    save_tiny,
+    store_uri,
+    tiny_job_args,
+)
 
 
 def test_sweep_trains_once_and_logs_every_job_under_one_parent(tiny_sweep):
@@ -88,11 +97,11 @@ def test_logged_predictions_rescore_to_the_logged_metrics_with_the_official_inte
     assert official["best_f1"] == pytest.approx(job.data.metrics["best_f1"])
 
 
-def test_a_failing_job_does_not_lose_the_others(tmp_path, tiny_distilbert_dir, squad_files):
-    # Weights that do not fit the config's shapes pass the up-front checks (names, not shapes) and fail on load.
-    broken = shutil.copytree(tiny_distilbert_dir, tmp_path / "damaged_model")
-    config = json.loads((broken / "config.json").read_text())
-    (broken / "config.json").write_text(json.dumps({**config, "hidden_dim": 2 * config["hidden_dim"]}))
+def test_a_failing_job_does_not_lose_the_others(tmp_path, tiny_distilbert_dir, tokenizer, squad_files):
+    # Embeddings for 1,000 tokens behind a 30,522-token vocabulary: every check passes, the first
+    # question with a rarer word fails inside the model.
+    config = DistilBertConfig(vocab_size=1000, dim=32, n_layers=2, n_heads=2, hidden_dim=64)
+    broken = save_tiny(DistilBertForQuestionAnswering, config, tokenizer, tmp_path / "damaged_model")
     args = [a for a in tiny_job_args(tiny_distilbert_dir, squad_files, "benchmark.enabled=false")
             if "name_or_path" not in a]  # fmt: skip
     result = run_in_process(["-m", *args, f"model.name_or_path={tiny_distilbert_dir},{broken}"], tmp_path)

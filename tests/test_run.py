@@ -1,7 +1,10 @@
 """The command line as a user meets it: a new process, --help, and refusals in one line before any work."""
 
+import json
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import torch
 from transformers import BertConfig, BertModel
@@ -9,7 +12,7 @@ from transformers import BertConfig, BertModel
 from qa_compress import prune, quantize
 from qa_compress.resolvers import HELP_GROUPS
 
-from .conftest import ROOT, assert_refused, help_line, run_cli, tiny_job_args
+from .conftest import ROOT, assert_refused, help_line, run_cli, tiny_job_args, write_json
 
 
 def test_help_lists_every_group_option_with_its_description():
@@ -31,14 +34,42 @@ def test_an_unknown_option_is_refused_by_the_command_line_in_one_line(tmp_path):
     assert_refused(result, tmp_path, "Could not find 'pruning/magnitude_of_doom'", "l1_unstructured")
 
 
+def _imported(args: list[str], cwd: Path) -> set[str]:
+    """The modules `python run.py ARGS` imports."""
+    command = [sys.executable, "-X", "importtime", str(ROOT / "run.py"), *args]
+    imported = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=120).stderr
+    return {line.rsplit("|", 1)[-1].strip() for line in imported.splitlines() if line.startswith("import time:")}
+
+
+HEAVY = {"torch", "mlflow", "transformers", "datasets"}
+
+
 def test_a_bad_value_is_refused_in_one_line_before_torch_or_mlflow_load(tmp_path):
     result = run_cli(["pruning=l1_unstructured", "pruning.amount=1.5"], tmp_path, timeout=120)
     assert_refused(result, tmp_path, "pruning.amount=1.5: Input should be less than or equal to 1")
     assert result.stderr.strip().splitlines() == ["pruning.amount=1.5: Input should be less than or equal to 1"]
-    command = [sys.executable, "-X", "importtime", str(ROOT / "run.py"), "pruning=l1_unstructured", "pruning.amount=2"]
-    imported = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120).stderr
-    modules = {line.rsplit("|", 1)[-1].strip() for line in imported.splitlines() if line.startswith("import time:")}
-    assert "hydra" in modules and not modules & {"torch", "mlflow", "transformers", "datasets"}
+    modules = _imported(["pruning=l1_unstructured", "pruning.amount=2"], tmp_path)
+    assert "hydra" in modules and not modules & HEAVY
+
+
+def test_bad_files_and_weights_are_refused_before_torch_loads(tmp_path, tiny_bert_dir, squad_files):
+    train, validation = squad_files
+    content = json.loads(validation.read_text())
+    qas = [qa for article in content["data"] for p in article["paragraphs"] for qa in p["qas"]]
+    qas[2]["id"] = qas[0]["id"]
+    duplicated = write_json(tmp_path / "duplicated.json", content)
+    torn = shutil.copytree(tiny_bert_dir, tmp_path / "torn")
+    (torn / "model.safetensors").write_bytes((torn / "model.safetensors").read_bytes()[:1000])
+    base = ["dataset=squad_json", f"dataset.train_file={train}", f"hydra.run.dir={tmp_path / 'run'}"]
+    for args, message in [
+        ([f"model.name_or_path={tiny_bert_dir}", f"dataset.validation_file={duplicated}"],
+         f"dataset.validation_file={duplicated}: question ids must be unique"),
+        ([f"model.name_or_path={torn}", f"dataset.validation_file={validation}"],
+         f"model.name_or_path={torn}: model.safetensors is not a readable safetensors file"),
+    ]:  # fmt: skip
+        result = run_cli([*base, *args], tmp_path, timeout=120)
+        assert_refused(result, tmp_path, message)
+        assert not _imported([*base, *args], tmp_path) & HEAVY
 
 
 def test_library_noise_stays_out_of_the_output_unless_hydra_verbose_asks(tmp_path, tokenizer, squad_files):

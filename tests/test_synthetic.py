@@ -2,7 +2,7 @@
 
 import json
 
-from qa_compress import data, synthetic
+from qa_compress import squad_json, synthetic
 
 
 def test_generator_is_seeded_and_consistent():
@@ -18,6 +18,6 @@ def test_generator_is_seeded_and_consistent():
 def test_written_file_is_the_generated_data_and_passes_validation(tmp_path):
     path = synthetic.write(tmp_path / "s.json", 3, seed=0)
     assert json.loads(path.read_text()) == synthetic.generate(3, seed=0)
-    assert data.validate_squad_json(path, "k")["version"] == "v2.0"
+    assert squad_json.validate(path, "k")["version"] == "v2.0"
     questions = [qa for p in synthetic.generate(3, seed=0)["data"][0]["paragraphs"] for qa in p["qas"]]
     assert len(questions) == 3 * 8 and sum(1 for qa in questions if not qa["answers"]) == 3 * 4

@@ -1,0 +1,59 @@
+"""Which MLflow store a job logs to, and whether it answers: decided before MLflow is imported."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from qa_compress.errors import UserError
+
+
+def tracking_uri(configured: str | None, mlruns_dir: str) -> str:
+    """The store to use: the config's, then MLFLOW_TRACKING_URI, then SQLite under `mlruns_dir`."""
+    if configured:
+        return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{Path(mlruns_dir).resolve() / 'mlflow.db'}"
+
+
+SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
+
+
+def scheme(uri: str) -> str:
+    """The store's kind: `sqlite` for sqlite:///..., `postgresql` for postgresql+psycopg2://..., `file` for a path."""
+    return uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else "file"
+
+
+def _source(uri: str) -> str:
+    return "$MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") == uri else "tracking.uri"
+
+
+def check(uri: str) -> None:
+    """A store MLflow can open, and a tracking server that answers; refused in one line otherwise."""
+    if scheme(uri) not in SCHEMES:
+        raise UserError(
+            f"{_source(uri)}={uri}: unknown scheme {scheme(uri)!r}; use sqlite:///<path>/mlflow.db or http(s)://<server>"
+        )
+    check_reachable(uri)
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """A tracking server answers its health check within seconds, or the job is refused before any run.
+
+    MLflow's own client retries an unreachable server for minutes, once per job.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    source = _source(uri)
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+            return
+    except urllib.error.HTTPError as err:
+        reason = f"HTTP {err.code} from its health check"
+    except (urllib.error.URLError, OSError) as err:
+        reason = str(getattr(err, "reason", err))
+    raise UserError(f"{source}={uri}: no MLflow tracking server answers ({reason}); start it, or use another store")

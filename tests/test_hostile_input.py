@@ -1,0 +1,330 @@
+"""Hostile input, gathered: each case goes through run.py as a user types it and must end in one line.
+
+Every case asserts exit code 1, one line on stderr that names the bad value, no traceback, no
+MLflow run, and nothing half-written (no predictions, no temporary cache directory). Cases that
+are valid but odd (an article without a title, a paragraph without questions) are in test_data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from .conftest import MINILM_DIR, free_port, run_in_process, tiny_job_args, write_json
+
+
+@dataclass
+class Inputs:
+    """What a case may start from: a tiny BERT QA checkpoint, valid SQuAD files, and a directory of its own."""
+
+    model: Path
+    train: Path
+    validation: Path
+    tmp: Path
+
+    def squad(self, edit: Callable[[dict], object]) -> Path:
+        """The validation file after `edit` changed its content in place."""
+        content = json.loads(self.validation.read_text())
+        edit(content)
+        return write_json(self.tmp / "edited.json", content)
+
+    def file(self, data: bytes) -> Path:
+        (self.tmp / "file.json").write_bytes(data)
+        return self.tmp / "file.json"
+
+    def checkpoint(self, damage: Callable[[Path], object]) -> Path:
+        """A copy of the tiny checkpoint after `damage` changed its directory."""
+        directory = shutil.copytree(self.model, self.tmp / "checkpoint")
+        damage(directory)
+        return directory
+
+
+def _first_qa(content: dict) -> dict:
+    return next(qa for p in content["data"][0]["paragraphs"] for qa in p["qas"] if qa["answers"])
+
+
+def _duplicate_ids(content: dict) -> None:
+    qas = [qa for article in content["data"] for p in article["paragraphs"] for qa in p["qas"]]
+    qas[1]["id"] = qas[0]["id"]
+
+
+def _set_answer_start(value: int) -> Callable[[dict], None]:
+    def edit(content: dict) -> None:
+        _first_qa(content)["answers"][0]["answer_start"] = value
+
+    return edit
+
+
+def _long_question(content: dict) -> None:
+    content["data"][0]["paragraphs"][0]["qas"][0]["question"] = "what is the name of the river " * 3 + "?"
+
+
+def _config_edit(**changes: object) -> Callable[[Path], None]:
+    def damage(directory: Path) -> None:
+        config = json.loads((directory / "config.json").read_text())
+        (directory / "config.json").write_text(json.dumps({**config, **changes}))
+
+    return damage
+
+
+def _truncate_weights(directory: Path) -> None:
+    weights = directory / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+
+
+def _sparse(path: Path, size: int) -> Path:
+    with path.open("wb") as handle:
+        handle.truncate(size)  # a hole: the size is there, the bytes are not
+    return path
+
+
+Case = Callable[[Inputs], tuple[list[str], str]]  # the overrides, and what the one line must say
+CASES: dict[str, Case] = {}
+
+
+def case(name: str) -> Callable[[Case], Case]:
+    def register(build: Case) -> Case:
+        CASES[name] = build
+        return build
+
+    return register
+
+
+def data_file(path: Path, message: str) -> tuple[list[str], str]:
+    return [f"dataset.validation_file={path}"], f"dataset.validation_file={path}: {message}"
+
+
+def checkpoint(path: Path, message: str, *extra: str) -> tuple[list[str], str]:
+    return [f"model.name_or_path={path}", *extra], f"model.name_or_path={path}: {message}"
+
+
+# SQuAD files ----------------------------------------------------------------------------------
+
+
+@case("duplicate question ids")
+def _(i: Inputs):
+    return data_file(i.squad(_duplicate_ids), "question ids must be unique, and 1 occur more than once")
+
+
+@case("negative answer_start")
+def _(i: Inputs):
+    return data_file(
+        i.squad(_set_answer_start(-3)), "not SQuAD 2.0 JSON (data[0].paragraphs[0].qas[0].answers[0].answer_start=-3"
+    )
+
+
+@case("answer_start off its text")
+def _(i: Inputs):
+    return data_file(
+        i.squad(_set_answer_start(1)),
+        "not SQuAD 2.0 JSON (data[0].paragraphs[0].qas[0].answers[0].answer_start=1 does not point",
+    )
+
+
+@case("empty file")
+def _(i: Inputs):
+    return data_file(i.file(b""), "not a JSON file")
+
+
+@case("truncated JSON")
+def _(i: Inputs):
+    return data_file(i.file(i.validation.read_bytes()[:500]), "not a JSON file")
+
+
+@case("not UTF-8")
+def _(i: Inputs):
+    return data_file(i.file(b'{"data": "\xff\xfe"}'), "not a JSON file")
+
+
+@case("records, not SQuAD")
+def _(i: Inputs):
+    records = write_json(i.tmp / "records.json", [{"question": "q", "answer": "a"}])
+    return data_file(records, "not SQuAD 2.0 JSON (expected a non-empty top-level 'data' list)")
+
+
+@case("nested 200,000 levels")
+def _(i: Inputs):
+    return data_file(i.file(b"[" * 200_000 + b"]" * 200_000), "not SQuAD 2.0 JSON (nested deeper than")
+
+
+@case("paragraph without context")
+def _(i: Inputs):
+    edited = i.squad(lambda c: c["data"][0]["paragraphs"][0].pop("context"))
+    return data_file(edited, "not SQuAD 2.0 JSON (data[0].paragraphs[0] needs a str field 'context')")
+
+
+@case("no question at all")
+def _(i: Inputs):
+    edited = i.squad(lambda c: [p.update(qas=[]) for a in c["data"] for p in a["paragraphs"]])
+    return data_file(edited, "not SQuAD 2.0 JSON (no paragraph holds a question)")
+
+
+@case("a 600 MiB file")
+def _(i: Inputs):
+    return data_file(_sparse(i.tmp / "huge.json", 600 * 2**20), "600 MiB, more than the 512 MiB")
+
+
+@case("no such data file")
+def _(i: Inputs):
+    return data_file(Path("/no/such/file.json"), "no such file")
+
+
+@case("a bad training file when fine-tuning")
+def _(i: Inputs):
+    edited = i.squad(_duplicate_ids)
+    return (
+        ["training=finetune", "training.max_steps=2", f"dataset.train_file={edited}"],
+        f"dataset.train_file={edited}: question ids must be unique",
+    )
+
+
+# Checkpoints ----------------------------------------------------------------------------------
+
+
+@case("no such model directory")
+def _(i: Inputs):
+    return checkpoint(Path("./no/such/model"), "no such directory")
+
+
+@case("a directory without config.json")
+def _(i: Inputs):
+    damaged = i.checkpoint(lambda d: (d / "config.json").unlink())
+    return checkpoint(damaged, "not a Hugging Face model directory (no config.json)")
+
+
+@case("pickle weights only")
+def _(i: Inputs):
+    damaged = i.checkpoint(lambda d: (d / "model.safetensors").rename(d / "pytorch_model.bin"))
+    return checkpoint(damaged, "no safetensors weights (found pytorch_model.bin: pickle files")
+
+
+@case("truncated safetensors")
+def _(i: Inputs):
+    return checkpoint(i.checkpoint(_truncate_weights), "model.safetensors is not a readable safetensors file")
+
+
+@case("random bytes as safetensors")
+def _(i: Inputs):
+    damaged = i.checkpoint(lambda d: (d / "model.safetensors").write_bytes(os.urandom(5000)))
+    return checkpoint(damaged, "model.safetensors is not a readable safetensors file")
+
+
+@case("weights that do not fit the config")
+def _(i: Inputs):
+    damaged = i.checkpoint(_config_edit(hidden_size=64))
+    return checkpoint(damaged, "its weights do not fit its config.json")
+
+
+@case("config.json that is not JSON")
+def _(i: Inputs):
+    damaged = i.checkpoint(lambda d: (d / "config.json").write_text("{oops"))
+    return checkpoint(damaged, "its config could not be read")
+
+
+@case("no QA head with training=none")
+def _(i: Inputs):
+    return checkpoint(
+        MINILM_DIR, "no question-answering head (no qa_outputs weights), and training=none", "dataset.max_seq_length=64"
+    )
+
+
+# Values ---------------------------------------------------------------------------------------
+
+
+def value(override: str, message: str = "", *extra: str) -> Case:
+    return lambda i: ([*extra, override], f"{override}: {message}")
+
+
+CASES.update(
+    {
+        "a NaN threshold": value("predict.null_score_diff_threshold=nan"),
+        "an infinite threshold": value("predict.null_score_diff_threshold=inf"),
+        "a seed beyond 32 bits": value("seed=99999999999999999999999"),
+        "more threads than cores": value("benchmark.num_threads=10000", "this machine gives the job"),
+        "an amount above 1": value("pruning.amount=1.5", "", "pruning=l1_unstructured"),
+        "layer patterns that match no layer": value(
+            "pruning.layer_patterns=['decoder']", "no layer of model.name_or_path=", "pruning=l1_unstructured"
+        ),
+        "windows longer than the model's positions": value(
+            "dataset.max_seq_length=600", "longer than the 512 positions"
+        ),
+    }
+)
+
+
+@case("a layer pattern that is no regular expression")
+def _(i: Inputs):
+    return [
+        "pruning=l1_unstructured",
+        "pruning.layer_patterns=['(unclosed']",
+    ], "'(unclosed' is not a regular expression"
+
+
+@case("a question longer than the window")
+def _(i: Inputs):
+    edited = i.squad(_long_question)
+    return (
+        [f"dataset.validation_file={edited}", "dataset.max_seq_length=16", "dataset.doc_stride=4"],
+        "dataset.max_seq_length=16, dataset.doc_stride=4: question",
+    )
+
+
+@case("a stride as long as the window")
+def _(i: Inputs):
+    return [
+        "dataset.max_seq_length=64",
+        "dataset.doc_stride=60",
+    ], "dataset.max_seq_length=64, dataset.doc_stride=60: question"
+
+
+@case("calibrating on the evaluation file")
+def _(i: Inputs):
+    override = f"quantization.calibration_file={i.validation}"
+    return ["quantization=onnx_static_int8", override], f"{override}: the same data as dataset.validation_file"
+
+
+# Places ---------------------------------------------------------------------------------------
+
+CASES.update(
+    {
+        "a cache under a file": lambda i: value(f"paths.cache_dir={i.validation}/cache", "cannot be written")(i),
+        "a store under a file": lambda i: value(f"paths.mlruns_dir={i.validation}", "cannot be written")(i),
+        "no tracking server": lambda i: value(
+            f"tracking.uri=http://127.0.0.1:{free_port()}", "no MLflow tracking server answers"
+        )(i),
+        "an unknown store scheme": value("tracking.uri=foo://bar", "unknown scheme 'foo'"),
+        "a run directory under a file": lambda i: value(f"hydra.run.dir={i.validation}/run", "cannot be written")(i),
+        "a sweep directory under a file": lambda i: value(
+            f"hydra.sweep.dir={i.validation}/s", "cannot be written", "-m"
+        )(i),
+    }
+)
+
+
+RUN_ONLY = {"a run directory under a file"}  # a sweep has no run directory
+MODES = [(case, mode) for case in CASES for mode in ("run", "sweep") if not (mode == "sweep" and case in RUN_ONLY)]
+
+
+@pytest.mark.parametrize(("case", "mode"), MODES, ids=[f"{case}-{mode}" for case, mode in MODES])
+def test_hostile_input_is_refused_in_one_line_before_any_run(case, mode, tmp_path, tiny_bert_dir, squad_files):
+    own = tmp_path / "inputs"
+    own.mkdir()
+    overrides, expected = CASES[case](Inputs(tiny_bert_dir, *squad_files, own))
+    if mode == "sweep":  # two jobs with that value: refused before the first starts
+        overrides = ["-m", "seed=1,2", *overrides]
+    result = run_in_process([*tiny_job_args(tiny_bert_dir, squad_files, fine_tune=False), *overrides], tmp_path)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr[-2000:]
+    assert "weights_only" not in result.stderr
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()  # no store opened, so no run in it
+    hydras_own = {tmp_path / "run" / "run.log", *(tmp_path / "run" / ".hydra").glob("*.yaml")}
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and own not in p.parents and p not in hydras_own]
+    assert written == []

@@ -105,14 +105,6 @@ def _durations(out: Path, path: Path) -> str:
     return f"Quiet sweep {seconds['quiet']:.0f} s ({baseline}), crowded sweep {seconds['crowded']:.0f} s."
 
 
-def place(document: str, text: str) -> str:
-    """`document` with its paired-timing section replaced by `text` (appended when it has none)."""
-    if BEGIN in document and END in document:
-        head, rest = document.split(BEGIN, 1)
-        return head + text.rstrip("\n") + rest.split(END, 1)[1]
-    return document.rstrip("\n") + "\n\n" + text
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "paired_timing")
@@ -131,10 +123,7 @@ def main() -> int:
             burner.terminate()
         durations_file.write_text(json.dumps({"quiet": quiet_s, "crowded": crowded_s}))
     text = "\n".join(section(opts.out, _durations(opts.out, durations_file))) + "\n"
-    print(text)
-    if opts.benchmarks.is_file():
-        opts.benchmarks.write_text(place(opts.benchmarks.read_text(), text))
-        print(f"written to {opts.benchmarks}")
+    tradeoffs.write_section(opts.benchmarks, BEGIN, END, text)
     return 0
 
 

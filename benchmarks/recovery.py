@@ -165,14 +165,6 @@ def section(args: argparse.Namespace, jobs: list[report.Job], command: str) -> s
     return "\n".join(lines) + "\n"
 
 
-def splice(document: str, text: str) -> str:
-    """`document` with its recovery section replaced by `text` (appended when it has none)."""
-    if BEGIN in document and END in document:
-        head, rest = document.split(BEGIN, 1)
-        return head + text.rstrip("\n") + rest.split(END, 1)[1]
-    return document.rstrip("\n") + "\n\n" + text
-
-
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
     shared = tradeoffs.ROOT.parent / "shared"
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -203,9 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_sweeps:
         run_sweeps(args)
     text = section(args, collect(args), command.strip())
-    document = args.out.read_text() if args.out.exists() else ""
-    args.out.write_text(splice(document, text))
-    print(text)
+    tradeoffs.write_section(args.out, BEGIN, END, text)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ UNSTRUCTURED = tuple(m.name for m in prune.registry if isinstance(m, prune.Unstr
 KEPT_SECTIONS = [
     ("<!-- recovery:begin -->", "<!-- recovery:end -->"),  # written by benchmarks/recovery.py
     ("<!-- paired-timing:begin -->", "<!-- paired-timing:end -->"),  # written by benchmarks/paired_timing.py
+    ("<!-- refusal-time:begin -->", "<!-- refusal-time:end -->"),  # written by benchmarks/refusal_time.py
 ]
 RUNTIME_FP32 = "openvino_fp32"  # the fastest FP32 runtime: speed-ups are also given against it
 TARGETS = {  # name: (pruning, quantization, recovery steps > 0, OpenVINO INT8 mode), speed-up at --batch-size,
@@ -444,6 +445,21 @@ def write(args: argparse.Namespace, jobs: list[report.Job], timing: dict, comman
         *targets(args, jobs, timing), *profiles(args, timing),
     ]  # fmt: skip
     return "\n".join(sections)
+
+
+def write_section(path: Path, begin: str, end: str, text: str) -> None:
+    """Print `text` (a section from `begin` to `end`) and put it in `path` in place of the old one, or at its end."""
+    print(text)
+    if not path.is_file():
+        return
+    document = path.read_text()
+    if begin in document and end in document:
+        head, rest = document.split(begin, 1)
+        document = head + text.strip("\n") + rest.split(end, 1)[1]
+    else:
+        document = document.rstrip("\n") + "\n\n" + text.strip("\n") + "\n"
+    path.write_text(document)
+    print(f"written to {path}")
 
 
 def keep_sections(document: str, previous: str) -> str:

@@ -45,13 +45,19 @@ def recovery(tradeoffs):
     return module
 
 
-def test_the_recovery_section_replaces_its_old_self_and_survives_a_rewrite_of_the_rest(tradeoffs, recovery):
+def test_the_recovery_section_replaces_its_old_self_and_survives_a_rewrite_of_the_rest(tradeoffs, recovery, tmp_path):
     for experiment in recovery.EXPERIMENTS:
         assert (ROOT / "conf" / "experiment" / f"{experiment}.yaml").is_file()
     section = f"{recovery.BEGIN}\nnew figures\n{recovery.END}\n"
     old = f"# Benchmarks\n\ntimings\n\n{recovery.BEGIN}\nold figures\n{recovery.END}\n\ntail\n"
-    assert recovery.splice(old, section) == old.replace("old figures", "new figures")
-    assert recovery.splice("# Benchmarks\n", section) == f"# Benchmarks\n\n{section}"
+    document = tmp_path / "BENCHMARKS.md"
+    for before, after in [
+        (old, old.replace("old figures", "new figures")),
+        ("# Benchmarks\n", f"# Benchmarks\n\n{section}"),
+    ]:
+        document.write_text(before)
+        tradeoffs.write_section(document, recovery.BEGIN, recovery.END, section)
+        assert document.read_text() == after
     rewritten = tradeoffs.keep_sections("# Benchmarks\n\nnew timings\n", old)
     assert rewritten == f"# Benchmarks\n\nnew timings\n\n{recovery.BEGIN}\nold figures\n{recovery.END}\n"
     assert tradeoffs.keep_sections("# B\n", "# B\n") == "# B\n"

@@ -1,0 +1,139 @@
+"""How long a refusal takes: `python run.py` with one bad input, timed from start to exit.
+
+    python benchmarks/refusal_time.py             # about a minute on 2 CPU cores
+    python benchmarks/refusal_time.py --repeats 9
+
+Each case runs --repeats times in a new process (after one warm-up run that fills the OS file
+cache); the table gives the median and the range, the exit code and the one line printed, with
+the CPU, and is written as BENCHMARKS.md's "Refusal times" section. Inputs are the real SQuAD 2.0
+files and the fine-tuned MiniLM-L6 checkpoint under ../shared, damaged copies of them in a
+temporary directory.
+
+Target: refusals that need no model weights (values, data files, the weights' headers, places,
+the store) take at most 2 s on an idle 2-core machine; they come before torch is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+import tradeoffs  # noqa: E402  (the sibling script: the sections BENCHMARKS.md keeps)
+
+from qa_compress import benchmark  # noqa: E402
+
+BEGIN, END = tradeoffs.KEPT_SECTIONS[2]
+SHARED = ROOT.parent / "shared"
+TARGET_S = 2.0
+
+
+def cases(work: Path, squad: Path, checkpoint: Path) -> dict[str, tuple[list[str], bool]]:
+    """Name: (run.py arguments, whether the refusal needs torch: the checkpoint's config or tokenizer)."""
+    content = json.loads((squad / "validation.json").read_text())
+    qas = [qa for article in content["data"] for p in article["paragraphs"] for qa in p["qas"]]
+    qas[7]["id"] = qas[0]["id"]
+    duplicated = work / "duplicated.json"
+    duplicated.write_text(json.dumps(content))
+    torn = Path(shutil.copytree(checkpoint, work / "torn"))
+    weights = torn / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    data = ["dataset=squad_json", f"dataset.train_file={squad / 'train.json'}"]
+    good = [*data, f"dataset.validation_file={squad / 'validation.json'}", f"model.name_or_path={checkpoint}"]
+    return {
+        "unknown option (Hydra's own)": (["pruning=magnitude_of_doom"], False),
+        "value out of range": ([*good, "pruning=l1_unstructured", "pruning.amount=1.5"], False),
+        "duplicate question ids (real SQuAD files)": (
+            [*data, f"dataset.validation_file={duplicated}", f"model.name_or_path={checkpoint}"],
+            False,
+        ),
+        "truncated model.safetensors": ([*good[:-1], f"model.name_or_path={torn}", "training=none"], False),
+        "more threads than cores": ([*good, "training=none", "benchmark.num_threads=10000"], False),
+        "a stride as long as the window (tokenizer)": (
+            [*good, "training=none", "dataset.max_seq_length=64", "dataset.doc_stride=60"],
+            True,
+        ),
+    }
+
+
+def time_once(args: list[str], out: Path) -> tuple[float, int, str]:
+    command = [sys.executable, str(ROOT / "run.py"), *args, f"hydra.run.dir={out}", f"paths.cache_dir={out}/cache"]
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    seconds = time.perf_counter() - start
+    lines = result.stderr.strip().splitlines()
+    return seconds, result.returncode, lines[0] if lines else ""
+
+
+def section(rows: list[dict], repeats: int) -> str:
+    table = [
+        "| refusal | needs torch | median s | range s | exit | the line printed (abridged) |",
+        "|---|---|---:|---:|---:|---|",
+    ]
+    for row in rows:
+        line = row["line"] if len(row["line"]) <= 110 else row["line"][:107] + "..."
+        line = line.replace(str(ROOT.parent), "..").replace("|", "\\|")
+        table.append(
+            f"| {row['name']} | {'yes' if row['torch'] else 'no'} | {row['median']:.2f} | "
+            f"{row['low']:.2f}-{row['high']:.2f} | {row['exit']} | {line} |"
+        )
+    light = [row["median"] for row in rows if not row["torch"]]
+    verdict = "met" if max(light) <= TARGET_S else "not met"
+    return "\n".join(
+        [
+            BEGIN,
+            "## Refusal times",
+            "",
+            f"`python benchmarks/refusal_time.py --repeats {repeats}` on {benchmark.cpu_description()}, "
+            f"{os.cpu_count()} cores: `python run.py` with one bad input, start to exit, median of {repeats} runs "
+            "after a warm-up.",
+            "",
+            *table,
+            "",
+            f"Target: refusals that need no model weights take at most {TARGET_S:.0f} s. Slowest of them: "
+            f"{max(light):.2f} s ({verdict}). A refusal that needs the checkpoint's tokenizer or config imports "
+            "torch and transformers first.",
+            END,
+        ]
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--squad-dir", type=Path, default=SHARED / "data" / "squad_v2")
+    parser.add_argument("--checkpoint", type=Path, default=SHARED / "models" / "minilm-l6-squad2")
+    parser.add_argument("--benchmarks", type=Path, default=ROOT / "BENCHMARKS.md")
+    opts = parser.parse_args()
+    for needed in (opts.squad_dir / "validation.json", opts.checkpoint / "model.safetensors"):
+        if not needed.is_file():
+            sys.exit(f"{needed}: not found (see --squad-dir and --checkpoint)")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for name, (args, needs_torch) in cases(work, opts.squad_dir, opts.checkpoint).items():
+            time_once(args, work / "warm-up")
+            timed = [time_once(args, work / "out") for _ in range(opts.repeats)]
+            seconds = [t for t, _, _ in timed]
+            _, code, line = timed[-1]
+            line = line.replace(str(work), "<tmp>")
+            rows.append({"name": name, "torch": needs_torch, "median": statistics.median(seconds),
+                         "low": min(seconds), "high": max(seconds), "exit": code, "line": line})  # fmt: skip
+            print(f"{name}: median {rows[-1]['median']:.2f} s, exit {code}: {line[:150]}", flush=True)
+    text = section(rows, opts.repeats)
+    tradeoffs.write_section(opts.benchmarks, BEGIN, END, text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

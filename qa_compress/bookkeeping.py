@@ -46,9 +46,18 @@ def job_hash(job: JobConfig) -> str:
     return cache.key({"settings": settings, "inputs": inputs})
 
 
+SLURM_TAGS = {  # tag: the variable SLURM sets in a job; what `sacct -j` and `scancel` take
+    "slurm_job_id": "SLURM_JOB_ID",
+    "slurm_array_job_id": "SLURM_ARRAY_JOB_ID",
+    "slurm_array_task_id": "SLURM_ARRAY_TASK_ID",
+    "slurm_cluster": "SLURM_CLUSTER_NAME",
+    "slurm_node": "SLURMD_NODENAME",
+}
+
+
 def tags(job: JobConfig, num_threads: int, versions: dict[str, str], overrides: list[str]) -> dict[str, str]:
-    """What a run is tagged with: its choices, its provenance, the machine it ran on, its configuration hash,
-    and the command-line overrides that reproduce it (the report's `python run.py ...` line)."""
+    """What a run is tagged with: its choices, its provenance, the machine (and SLURM job) it ran on, its
+    configuration hash, and the command-line overrides that reproduce it (the report's `python run.py ...` line)."""
     result = {
         "git_commit": tracking.git_commit(job.paths.root_dir),
         "model": job.model.name,
@@ -65,6 +74,7 @@ def tags(job: JobConfig, num_threads: int, versions: dict[str, str], overrides: 
         "versions": json.dumps(versions),
         "config_hash": job_hash(job),
     }
+    result.update({tag: os.environ[variable] for tag, variable in SLURM_TAGS.items() if variable in os.environ})
     if job.model.trust_remote_code:
         result["trust_remote_code"] = "true"
     return result

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,8 @@ from transformers import (
 import qa_compress.resolvers  # noqa: F401  (the ${package_path:...} resolver)
 from qa_compress import sweep, synthetic
 from qa_compress.resolvers import package_path
+
+from . import slurm_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -299,6 +302,21 @@ needs_qa_checkpoint = pytest.mark.skipif(
     reason=f"fine-tuned MiniLM-L6 SQuAD 2.0 checkpoint not found at {QA_CHECKPOINT}: put a BERT-family SQuAD 2.0 "
     "checkpoint there (config.json, model.safetensors, tokenizer) to run it",
 )
+
+
+@pytest.fixture(scope="session")
+def slurm(tmp_path_factory) -> Iterator[slurm_cluster.Cluster]:
+    """A one-node SLURM cluster with accounting on this machine (root and Debian's packages; CI has both).
+
+    Skipped where it cannot come up, except in CI (CI=true), where that is a failure.
+    """
+    try:
+        with slurm_cluster.running(tmp_path_factory.mktemp("slurm")) as cluster:
+            yield cluster
+    except slurm_cluster.Unavailable as err:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run the SLURM tests: {err}")
+        pytest.skip(str(err))
 
 
 @pytest.fixture(scope="session")

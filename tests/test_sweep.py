@@ -86,6 +86,43 @@ def test_submitit_launcher_fine_tunes_once_and_groups_runs_under_the_sweep(tmp_p
     assert Counter(c.data.tags["baseline_cache"] for c in jobs)["miss"] == 1
 
 
+def test_a_sweep_on_a_slurm_cluster_is_accounted_and_a_cancelled_job_completes_on_rerun(
+    slurm, tmp_path, tiny_distilbert_dir, squad_files
+):
+    launcher = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1",
+                "hydra.launcher.timeout_min=10"]  # fmt: skip
+    args = ["-m", *tiny_job_args(tiny_distilbert_dir, squad_files, "pruning=l1_unstructured",
+                                 "pruning.amount=0.0,0.3,0.6", *launcher, "benchmark.repeats=100")]  # fmt: skip
+    process = start_cli(args, tmp_path, env=slurm.env)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and not _started_after_a_finish(children(tmp_path)):
+            time.sleep(0.5)
+        running = [c for c in children(tmp_path) if c.info.status == "RUNNING"]
+        victim = max(running, key=lambda run: run.info.start_time)  # started after a job finished
+        slurm.run("scancel", victim.data.tags["slurm_job_id"])  # SLURM sends SIGTERM, then SIGKILL
+        process.wait(timeout=180)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    log = (tmp_path / "cli.log").read_text()[-3000:]
+    assert process.returncode != 0, log
+    jobs = {c.data.tags["slurm_job_id"]: c for c in children(tmp_path)}
+    assert jobs[victim.data.tags["slurm_job_id"]].info.status == "KILLED", log
+    (parent,) = parents(tmp_path)
+    assert {c.data.tags["mlflow.parentRunId"] for c in jobs.values()} == {parent.info.run_id}
+    accounted = {row["JobIDRaw"]: row["State"] for row in slurm.accounting()}
+    assert set(jobs) <= set(accounted)  # every job's run names a job sacct knows
+    assert accounted[victim.data.tags["slurm_job_id"]].startswith("CANCELLED")
+    assert any(accounted[job] == "COMPLETED" for job in jobs)
+
+    result = run_in_process([a for a in args if a not in launcher], tmp_path)  # the rerun, here on this machine
+    assert result.returncode == 0, result.stderr[-2000:]
+    finished = Counter(c.data.params["pruning.amount"] for c in children(tmp_path) if c.info.status == "FINISHED")
+    assert finished == {"0.0": 1, "0.3": 1, "0.6": 1}  # every job once, none twice
+    assert Counter(c.data.tags.get("baseline_cache") for c in children(tmp_path))["miss"] == 1  # nothing retrained
+
+
 def _started_after_a_finish(runs) -> bool:
     """A job is under way that started after another finished, so its whole benchmark lies ahead.
 

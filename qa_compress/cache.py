@@ -120,6 +120,30 @@ def locked(
         lock.release()
 
 
+def remove_orphans(root: Path) -> list[Path]:
+    """Remove the temporary build directories under `root` whose builder died (its entry's lock is free).
+
+    A process killed mid-build (kill -9, power loss) leaves one; a build still under way holds the
+    lock, so it is left alone. Returns what was removed.
+    """
+    removed = []
+    for tmp in root.glob("*/.*-*"):
+        if not tmp.is_dir():
+            continue
+        lock = FileLock(str(tmp.with_name(f"{tmp.name[1:].rsplit('-', 1)[0]}.lock")))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            continue
+        try:
+            log.warning("Removing %s, left by a build that did not finish", tmp)
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+        finally:
+            lock.release()
+    return removed
+
+
 @contextlib.contextmanager
 def building(entry: Path) -> Iterator[Path]:
     """Yield a temporary directory to fill; on success it is sealed and becomes `entry`, on failure removed.

@@ -627,6 +627,7 @@ def run(cfg: DictConfig) -> float:
     experiment = tracking.experiment_id(uri, job.tracking.experiment_name)
     if parent is None:  # a sweep's parent reaped before its first job
         tracking.reap_dead_runs(uri, experiment)
+    cache.remove_orphans(Path(job.paths.cache_dir))  # builds whose process died
     name = bookkeeping.run_name(job)
     tags = bookkeeping.tags(job, torch.get_num_threads(), _versions(), _overrides())
     # Claimed by its configuration hash: a second sweep on the same cache waits, then reuses the result.

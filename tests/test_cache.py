@@ -61,3 +61,18 @@ def test_a_build_left_by_a_dead_process_is_removed_by_the_next_builder(tmp_path)
     with cache.locked(entry, 10), cache.building(entry) as tmp:
         (tmp / "data.txt").write_text("done")
     assert not orphan.exists() and other.exists() and cache.usable(entry)
+
+
+def test_builds_whose_builder_died_are_removed_at_the_next_start_and_live_ones_are_not(tmp_path):
+    dead = tmp_path / "baselines" / ".a4fc486c-x1y2"
+    dead.mkdir(parents=True)
+    (dead / "model.safetensors").write_bytes(b"x" * 1000)
+    alive = tmp_path / "features" / ".3d9f-01a1-k9z8"  # an entry name with dashes, still being built
+    alive.mkdir(parents=True)
+    entry_file = tmp_path / "synthetic" / ".not-a-build"  # a file, not a build directory
+    entry_file.parent.mkdir()
+    entry_file.write_text("x")
+    with cache.locked(tmp_path / "features" / "3d9f-01a1", 10):
+        assert cache.remove_orphans(tmp_path) == [dead]
+    assert alive.is_dir() and entry_file.is_file()
+    assert cache.remove_orphans(tmp_path) == [alive]  # its builder let go without finishing

@@ -1,9 +1,11 @@
 """Everything about a job's inputs that can be refused before a model is loaded or a run is created.
 
 A bad value ends in one `UserError` line that names it. `early` needs neither torch nor
-transformers (files, headers, places, the store), so run.py calls it before importing them;
-`inputs` adds what needs the checkpoint's config and tokenizer. The pipeline runs `inputs`
-before it opens a job's MLflow run; a sweep runs it for every job before the first starts.
+transformers (files, headers, places, the store); `inputs` runs it first, then what needs the
+checkpoint's config and tokenizer, so a refusal of the first kind comes before torch loads.
+run.py runs `inputs` before it imports the stages, the pipeline again before it opens a job's
+MLflow run (cheaply: files are read once per process); a sweep runs `early` for every job, then
+`inputs` for every job, before the first starts.
 """
 
 from __future__ import annotations

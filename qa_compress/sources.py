@@ -1,4 +1,5 @@
-"""Where a job's model comes from (a local directory, the Hugging Face cache, the Hub), checked without loading it."""
+"""Where a job's model comes from (a local directory, the Hugging Face cache, the Hub) and what its weight
+files hold (names and shapes from the safetensors headers), checked without loading a tensor."""
 
 from __future__ import annotations
 

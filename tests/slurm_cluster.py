@@ -128,6 +128,7 @@ def _mariadb(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
 
 
 def _configs(root: Path, database_port: int) -> tuple[Path, int]:
+    """slurmdbd.conf and slurm.conf; this host reached at 127.0.0.1, so no name needs to resolve."""
     host = socket.gethostname().split(".")[0]
     dbd_port, ctld_port, slurmd_port = _free_port(), _free_port(), _free_port()
     cpus = os.cpu_count() or 1
@@ -142,7 +143,7 @@ def _configs(root: Path, database_port: int) -> tuple[Path, int]:
     )
     _write(
         root / "slurm.conf",
-        f"ClusterName=qatest\nSlurmctldHost={host}\nSlurmctldPort={ctld_port}\nSlurmdPort={slurmd_port}\n"
+        f"ClusterName=qatest\nSlurmctldHost={host}(127.0.0.1)\nSlurmctldPort={ctld_port}\nSlurmdPort={slurmd_port}\n"
         f"SlurmUser=root\nSlurmdUser=root\n{auth}StateSaveLocation={root / 'state'}\n"
         f"SlurmdSpoolDir={root / 'spool'}\nSlurmctldPidFile={root / 'slurmctld.pid'}\n"
         f"SlurmdPidFile={root / 'slurmd.pid'}\nSlurmctldLogFile={root / 'log' / 'slurmctld.log'}\n"
@@ -150,7 +151,7 @@ def _configs(root: Path, database_port: int) -> tuple[Path, int]:
         "ReturnToService=2\nSchedulerType=sched/backfill\nSelectType=select/cons_tres\nSelectTypeParameters=CR_CPU\n"
         "JobAcctGatherType=jobacct_gather/linux\nAccountingStorageType=accounting_storage/slurmdbd\n"
         f"AccountingStorageHost=localhost\nAccountingStoragePort={dbd_port}\nKillWait=10\nMpiDefault=none\n"
-        f"NodeName={host} CPUs={cpus} State=UNKNOWN\nPartitionName=debug Nodes={host} Default=YES "
+        f"NodeName={host} NodeAddr=127.0.0.1 CPUs={cpus} State=UNKNOWN\nPartitionName=debug Nodes={host} Default=YES "
         "MaxTime=INFINITE State=UP\n",
     )
     return root / "slurm.conf", dbd_port

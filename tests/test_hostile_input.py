@@ -1,8 +1,10 @@
 """Hostile input, gathered: each case goes through run.py as a user types it and must end in one line.
 
-Every case asserts exit code 1, one line on stderr that names the bad value, no traceback, no
-MLflow run, and nothing half-written (no predictions, no temporary cache directory). Cases that
-are valid but odd (an article without a title, a paragraph without questions) are in test_data.
+Each case runs as a single run and as a two-job sweep, and must end with exit code 1, one line on
+stderr that names the bad value, no traceback, no MLflow store or run, and nothing written beyond
+Hydra's own run log. Elsewhere: the scorer and report commands' refusals (test_score,
+test_report), valid but odd files (test_data), and faults such as kill -9, SIGTERM and damaged
+cache entries (test_tracking, test_sweep, test_cache).
 """
 
 from __future__ import annotations

@@ -100,6 +100,27 @@ def reference_overrides(overrides: Sequence[str]) -> list[str]:
     return [*kept, "pruning=none", "quantization=none"]
 
 
+def reference_job(config_name: str, overrides: Sequence[str]) -> tuple[DictConfig, list[str]]:
+    """The reference job's composed config and the overrides that reproduce it.
+
+    An experiment may set keys of its compression method (`quantization.qat_steps`); the `none`
+    methods do not have them, so they are deleted (`~quantization.qat_steps`).
+    """
+    from qa_compress import prune, quantize
+
+    wanted = reference_overrides(overrides)
+    job_cfg = compose(config_name=config_name, overrides=wanted, return_hydra_config=True)
+    known = {
+        "pruning": prune.get("none").settings.model_fields,
+        "quantization": quantize.get("none").settings.model_fields,
+    }
+    extra = [f"~{group}.{key}" for group, fields in known.items() for key in job_cfg[group] if key not in fields]
+    if extra:
+        wanted += extra
+        job_cfg = compose(config_name=config_name, overrides=wanted, return_hydra_config=True)
+    return job_cfg, wanted
+
+
 def _previous_sweep(uri: str, experiment: str, jobs: list) -> str | None:
     """The earlier sweep whose jobs include all of these (FINISHED, same hashes); None if any job is new."""
     if not jobs or any(job.force for job in jobs):
@@ -282,7 +303,8 @@ class MlflowSweep(Callback):
         command = " ".join(["python run.py", *overrides])
         output_dir = sweep_dir / "reference"
         try:
-            job_cfg = compose(config_name=self.config_name, overrides=overrides, return_hydra_config=True)
+            job_cfg, overrides = reference_job(self.config_name, done[0].overrides)
+            command = " ".join(["python run.py", *overrides])
             with open_dict(job_cfg):
                 job_cfg.hydra.sweep.dir = str(sweep_dir)
                 job_cfg.hydra.runtime.output_dir = str(output_dir)

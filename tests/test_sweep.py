@@ -11,10 +11,13 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
+from omegaconf import open_dict
 
 from qa_compress import report, tracking
-from qa_compress.sweep import BasicSweeper, sweep_jobs
+from qa_compress.config import from_hydra
+from qa_compress.sweep import BasicSweeper, reference_job, sweep_jobs
 
 from .conftest import (
     ROOT,
@@ -60,6 +63,19 @@ def test_the_job_list_comes_from_hydras_own_basic_sweeper():
     parsed = OverridesParser.create().parse_overrides(["pruning.amount=0.1,0.2", "quantization=none,bf16"])
     jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
     assert len(jobs) == 4 and ["pruning.amount=0.2", "quantization=bf16"] in jobs
+
+
+def test_the_reference_of_an_experiment_that_sets_its_method_keys_composes_without_them(tmp_path):
+    """tradeoffs_qat sets quantization.qat_steps, which quantization=none does not have."""
+    job = ["experiment=tradeoffs_qat", "quantization.qat_learning_rate=1e-5", "pruning.amount=0.3"]
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        job_cfg, overrides = reference_job("config", job)
+    assert overrides == ["experiment=tradeoffs_qat", "pruning=none", "quantization=none", "~quantization.qat_steps"]
+    with open_dict(job_cfg):
+        job_cfg.hydra.runtime.output_dir = str(tmp_path)
+    HydraConfig.instance().set_config(job_cfg)
+    reference = from_hydra(job_cfg)
+    assert (reference.pruning.name, reference.quantization.name) == ("none", "none")
 
 
 def test_a_bad_value_in_any_job_stops_the_sweep_before_the_first(tmp_path, tiny_distilbert_dir, squad_files):

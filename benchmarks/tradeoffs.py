@@ -235,8 +235,10 @@ def target_jobs(jobs: list[report.Job]) -> dict[str, report.Job | None]:
         return next((j for j in jobs if j.pruning == pruning and j.quantization == quantization
                      and recovered(j) == with_recovery and int8_mode(j) == mode), None)  # fmt: skip
 
-    return {"uncompressed": next(j for j in jobs if j.uncompressed),
-            **{name: find(*variant) for name, (variant, *_) in TARGETS.items()}}  # fmt: skip
+    uncompressed = next((j for j in jobs if j.uncompressed), None)
+    if uncompressed is None:
+        raise SystemExit("no uncompressed job among these sweeps: nothing to time the variants against")
+    return {"uncompressed": uncompressed, **{name: find(*variant) for name, (variant, *_) in TARGETS.items()}}
 
 
 def time_and_profile(args: argparse.Namespace, jobs: list[report.Job]) -> dict:

@@ -109,7 +109,8 @@ def run_sweeps(args: argparse.Namespace) -> None:
 
 
 def collect(args: argparse.Namespace) -> list[report.Job]:
-    """The jobs of the latest sweep of each experiment, every one finished."""
+    """The jobs of the latest sweep of each experiment, every one finished; a variant two sweeps both ran
+    (each sweep's uncompressed reference) is kept once, from the first."""
     client = MlflowClient(store(args))
     jobs = []
     args.included = []
@@ -125,7 +126,10 @@ def collect(args: argparse.Namespace) -> list[report.Job]:
     unfinished = [job.name for job in jobs if job.status != "FINISHED"]
     if unfinished:
         raise SystemExit(f"these jobs did not finish: {unfinished}")
-    return jobs
+    kept: dict[str, report.Job] = {}
+    for job in jobs:
+        kept.setdefault(label(job), job)
+    return list(kept.values())
 
 
 def recovered(job: report.Job) -> bool:

@@ -4,8 +4,8 @@ A bad value ends in one `UserError` line that names it. `early` needs neither to
 transformers (files, headers, places, the store); `inputs` runs it first, then what needs the
 checkpoint's config and tokenizer, so a refusal of the first kind comes before torch loads.
 run.py runs `inputs` before it imports the stages, the pipeline again before it opens a job's
-MLflow run (cheaply: files are read once per process); a sweep runs `early` for every job, then
-`inputs` for every job, before the first starts.
+MLflow run when it was not given the checked job; a sweep runs `early` for every job, then `late`
+for every job, before the first starts.
 """
 
 from __future__ import annotations
@@ -314,7 +314,11 @@ def early(job: JobConfig) -> dict[str, tuple[int, ...]]:
 
 def inputs(job: JobConfig) -> None:
     """Every check of a job's inputs that needs no model weights and no training."""
-    shapes = early(job)
+    late(job, early(job))
+
+
+def late(job: JobConfig, shapes: dict[str, tuple[int, ...]]) -> None:
+    """The checks that need the checkpoint's config or tokenizer, after `early` (which gave `shapes`)."""
     config = model_config(job)
     _positions(job, config)
     _methods(job, config)

@@ -29,10 +29,11 @@ def job(cfg: DictConfig) -> float:
     Returns its F1.
     """
     try:
-        checks.inputs(config.from_hydra(cfg))
+        checked = config.from_hydra(cfg)
+        checks.inputs(checked)
         from qa_compress import pipeline
 
-        return pipeline.run(cfg)
+        return pipeline.run(cfg, checked)
     except UserError as err:
         if _in_sweep():
             raise

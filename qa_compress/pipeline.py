@@ -616,11 +616,15 @@ def _versions() -> dict[str, str]:
     }
 
 
-def run(cfg: DictConfig) -> float:
-    """Validate, then run one job as one MLflow run; returns its F1 (what a sweeper would optimise)."""
+def run(cfg: DictConfig, checked: JobConfig | None = None) -> float:
+    """Run one job as one MLflow run; returns its F1 (what a sweeper would optimise).
+
+    `checked` is the job's config when its inputs were checked already (run.py does that before it
+    imports this module); otherwise they are checked here, the store included.
+    """
     _progress_bars_only_on_a_terminal()
     _quiet_library_logs()
-    job = validate(cfg)  # the store included: a URI of a known kind, a server that answers
+    job = checked if checked is not None else validate(cfg)
     torch.set_num_threads(job.benchmark.num_threads or torch.get_num_threads())
     parent, output_dir = _hydra_context()
     uri = store.tracking_uri(job.tracking.uri, job.paths.mlruns_dir)

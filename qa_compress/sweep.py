@@ -76,10 +76,9 @@ def check_jobs(config: DictConfig, config_name: str, jobs: list[list[str]]) -> l
             HydraConfig.instance().set_config(config)
     from qa_compress import checks
 
-    for job in checked:
-        checks.early(job)
-    for job in checked:
-        checks.inputs(job)
+    shapes = [checks.early(job) for job in checked]
+    for job, weights in zip(checked, shapes, strict=True):
+        checks.late(job, weights)
     return checked
 
 

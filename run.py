@@ -16,7 +16,7 @@ CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # absolute, so tests
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
-def main(cfg: DictConfig) -> float:
+def main(cfg: DictConfig) -> dict:
     from qa_compress import launch  # here, so that --help and --cfg answer without loading torch
 
     return launch.job(cfg)

@@ -23,10 +23,10 @@ def _in_sweep() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def job(cfg: DictConfig) -> float:
+def job(cfg: DictConfig) -> dict[str, float | str]:
     """Check the config's values and the job's inputs, then run the job (importing the stages only then).
 
-    Returns its F1.
+    Returns its metrics and run id: every objective a sweeper may ask for.
     """
     try:
         checked = config.from_hydra(cfg)

@@ -616,8 +616,10 @@ def _versions() -> dict[str, str]:
     }
 
 
-def run(cfg: DictConfig, checked: JobConfig | None = None) -> float:
-    """Run one job as one MLflow run; returns its F1 (what a sweeper would optimise).
+def run(cfg: DictConfig, checked: JobConfig | None = None) -> dict[str, float | str]:
+    """Run one job as one MLflow run; returns every metric it logged and its `run_id` (what a sweeper optimises).
+
+    A job that finished before with the same configuration is not run again: its metrics are returned.
 
     `checked` is the job's config when its inputs were checked already (run.py does that before it
     imports this module); otherwise they are checked here, the store included.
@@ -641,8 +643,8 @@ def run(cfg: DictConfig, checked: JobConfig | None = None) -> float:
             None if job.force else bookkeeping.reuse_finished(experiment, tags["config_hash"], parent, output_dir, name)
         )
         if previous is not None:
-            return previous.data.metrics.get("f1", math.nan)
-        with tracking.job_run(experiment, name, parent, tags):
+            return {**previous.data.metrics, "run_id": previous.info.run_id}
+        with tracking.job_run(experiment, name, parent, tags) as run_id:
             resolved = OmegaConf.to_container(job_section(cfg), resolve=True)
             tracking.log_params(tracking.flatten(resolved))
             output_dir.mkdir(parents=True, exist_ok=True)
@@ -650,4 +652,4 @@ def run(cfg: DictConfig, checked: JobConfig | None = None) -> float:
             tracking.log_artifacts([output_dir / "config.yaml"])
             metrics, baseline_cache = execute(job, output_dir)
     log.info(summary(name, metrics, baseline_cache, _sweep_baseline_f1(parent, uri), job.benchmark.batch_size))
-    return metrics["f1"]
+    return {**metrics, "run_id": run_id}

@@ -30,7 +30,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from qa_compress import store, tracking
+from qa_compress import search_report, store, tracking
 
 log = logging.getLogger(__name__)
 
@@ -370,8 +370,10 @@ def document(
     sweep: dict[str, str],
     max_f1_drop: float = DEFAULT_MAX_F1_DROP,
     table: Sequence[dict[str, object]] | None = None,
+    extra: Sequence[str] = (),
 ) -> str:
-    """The report as GitHub-flavoured Markdown: what was swept, the recommendation, then every job."""
+    """The report as GitHub-flavoured Markdown: what was swept, the recommendation, `extra` (a search's
+    section), then every job."""
     rec = recommend(jobs, max_f1_drop)
     table = rows(jobs, max_f1_drop) if table is None else table
     models = sorted({j.model for j in jobs}) or ["?"]
@@ -391,6 +393,8 @@ def document(
         lines += ["", f"> {sweep['reference_note']}"]
     lines += ["", f"## Recommendation (report.max_f1_drop={max_f1_drop:g})", ""]
     lines += [f"- {line}" for line in advice(rec, len(models))]
+    if extra:
+        lines += ["", *extra]
     lines += ["", "## Jobs", ""]
     header = ["#", "job", "F1", "ΔF1", "HasAns F1", "NoAns F1", "size MB", "× smaller", "latency ms", "× faster",
               "sparsity", "Pareto", "run", "note"]  # fmt: skip
@@ -426,7 +430,8 @@ def document(
         "over rounds in which the job timed both, interleaved, in its own process (so a busy machine slows both "
         "alike); noisy timing: that ratio's interquartile range is wider than "
         f"{NOISY_TIMING:.0%} of it. latency ms: this model alone, median per batch. Pareto: no other job is at "
-        "least as accurate and at least as fast (speed) or as small (size), and better in one. `report.csv` has "
+        "least as accurate and at least as fast (speed) or as small (size), and better in one; search: on the "
+        "front of the search's own objectives. `report.csv` has "
         "full run ids; the plots number points as the # column does.",
     ]
     return "\n".join(lines) + "\n"
@@ -580,10 +585,16 @@ def build(
     facts = _sweep_facts(client, parent_run_id)
     facts["reference_note"] = reference_note
     table = rows(jobs, max_f1_drop)
-    text = document(jobs, facts, max_f1_drop, table)
+    found = search_report.load(client, parent_run_id)
+    searched = search_report.section(found, jobs, baseline_of(jobs), out_dir) if found else None
+    if searched is not None:
+        for row in table:
+            if row["run_id"] in searched.front_runs:
+                row["pareto"] = ",".join(filter(None, [str(row["pareto"]), "search"]))
+    text = document(jobs, facts, max_f1_drop, table, searched.lines if searched else ())
     (out_dir / "report.md").write_text(text)
     write_csv(table, out_dir / "report.csv")
-    files = [out_dir / "report.md", out_dir / "report.csv", *plot(jobs, out_dir)]
+    files = [out_dir / "report.md", out_dir / "report.csv", *plot(jobs, out_dir), *(searched.files if searched else [])]
     for path in files:
         client.log_artifact(parent_run_id, str(path), "report")
     if table:

@@ -48,6 +48,11 @@ def finish_unfinished() -> None:
 atexit.register(finish_unfinished)
 
 
+def callback_for(sweep_dir: Path) -> MlflowSweep | None:
+    """The callback that opened the parent run of the sweep writing to `sweep_dir` (the pareto sweeper asks)."""
+    return next((callback for callback, directory in _unfinished if directory == sweep_dir), None)
+
+
 def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
     """Override lists of every job the basic sweeper will launch; None for other sweepers."""
     if not config.hydra.sweeper._target_.endswith("BasicSweeper"):
@@ -56,6 +61,11 @@ def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
     arguments = params + list(config.hydra.overrides.task)
     parsed = OverridesParser.create().parse_overrides(arguments)
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+
+
+def _composed(config_name: str, overrides: list[str]) -> dict:
+    """A job's config without Hydra's section, interpolations left as written (what identifies it)."""
+    return OmegaConf.to_container(compose(config_name=config_name, overrides=overrides), resolve=False)
 
 
 def check_jobs(config: DictConfig, config_name: str, jobs: list[list[str]]) -> list:
@@ -162,6 +172,8 @@ class MlflowSweep(Callback):
         self.stage = "starting"  # what the sweep was doing, for a one-line refusal if it fails
         self._finished = False
         self.reference_run_id: str | None = None
+        self.search_plan = None  # hydra/sweeper=pareto: the search, checked before the parent run opens
+        self.search_trials: Path | None = None  # ... and the trials it ran, for the report
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         """A single run: Hydra makes its directory before the job's checks, so it is probed here."""
@@ -187,7 +199,7 @@ class MlflowSweep(Callback):
             sys.exit(1)
 
     def _start(self, config: DictConfig, config_name: str) -> None:
-        from qa_compress import checks, store, tracking
+        from qa_compress import checks, search, store, tracking
 
         HydraConfig.instance().set_config(config)  # lets ${hydra:...} resolve before the first job
         checks.writable(config.hydra.sweep.dir, "hydra.sweep.dir")
@@ -200,12 +212,21 @@ class MlflowSweep(Callback):
         if jobs is not None:
             log.info("Checked the configs of %d jobs", len(jobs))
         self.uri = store.tracking_uri(OmegaConf.select(config, "tracking.uri"), config.paths.mlruns_dir)
+        planned = len(jobs) if jobs is not None else None
+        if search.is_pareto(config):
+            self.search_plan = search.plan(config, lambda o: _composed(config_name, o), self.uri)
+            corners = search.corners(self.search_plan)
+            check_jobs(config, config_name, corners)
+            log.info("Checked the search space at %d corners", len(corners))
+            planned = self.search_plan.settings.n_trials
+            if self.search_plan.settings.max_f1_drop is not None:
+                self.max_f1_drop = self.search_plan.settings.max_f1_drop
         self.stage = f"creating its MLflow parent run in {self.uri}"
         store.check(self.uri)
         experiment = tracking.experiment_id(self.uri, config.tracking.experiment_name)
         tracking.reap_dead_runs(self.uri, experiment)
         sweep_dir = Path(config.hydra.sweep.dir)
-        self.planned = len(jobs) if jobs is not None else None
+        self.planned = planned
         previous = _previous_sweep(self.uri, experiment, checked)
         if previous is not None:
             self.parent_run_id = previous

@@ -1,0 +1,1 @@
+"""qa-compress's Hydra sweeper plugin (`hydra/sweeper=pareto`), found through Hydra's hydra_plugins namespace."""

@@ -1,0 +1,230 @@
+"""hydra/sweeper=pareto: the search space, the fronts it measures, and searches through run.py on a tiny model."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from collections import Counter
+
+import optuna
+import pytest
+
+from qa_compress import front, search, search_space
+from qa_compress.errors import UserError
+from tests.conftest import assert_refused, children, parents, run_in_process, start_cli, tiny_job_args
+
+GROUPS = ["model", "dataset", "training", "pruning", "quantization"]
+SPACE = ["pruning=choice(none,l1_unstructured,structured)", "pruning.amount=interval(0.1,0.9)",
+         "quantization=choice(none,dynamic_int8)"]  # fmt: skip
+PARETO = ["hydra/sweeper=pareto"]
+
+
+# The space and the fronts -----------------------------------------------------------------------------
+
+
+def test_the_space_reads_hydras_sweep_syntax_and_keeps_the_rest_fixed():
+    more = ["seed=1", "predict.n_best_size=range(10,30,10)", "x=tag(log,interval(1e-5,1e-3))"]
+    space = search_space.parse([*SPACE, *more], None, GROUPS)
+    params = {p.key: p for p in space.params}
+    assert params["pruning"].choices == ("none", "l1_unstructured", "structured")
+    assert (params["pruning.amount"].kind, params["pruning.amount"].low, params["pruning.amount"].high) == (
+        "float", 0.1, 0.9)  # fmt: skip
+    assert (params["predict.n_best_size"].kind, params["predict.n_best_size"].high) == ("int", 20)
+    assert params["x"].log
+    assert space.fixed == ("seed=1",)
+    assert set(space.searched_groups()) == {"pruning", "quantization"}
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [["seed=1"], ["pruning=choice(none)"], ["pruning=none", "pruning.amount=0.3"]],
+    ids=["no sweep", "one choice", "fixed values"],
+)
+def test_a_space_with_nothing_to_search_is_refused(arguments):
+    with pytest.raises(UserError, match="search space is empty"):
+        search_space.parse(arguments, None, GROUPS)
+
+
+def test_the_config_params_are_a_space_the_command_line_overrides():
+    space = search_space.parse(["pruning.amount=interval(0.2,0.4)"],
+                               {"pruning": "choice(none,l1_unstructured)", "pruning.amount": "interval(0.1,0.9)"},
+                               GROUPS)  # fmt: skip
+    assert {p.key: (p.low, p.high) for p in space.params if p.kind == "float"} == {"pruning.amount": (0.2, 0.4)}
+
+
+def test_a_key_applies_only_to_the_options_that_have_it():
+    keys = {("pruning", "none"): frozenset({"name", "finetune_steps"}),
+            ("pruning", "l1_unstructured"): frozenset({"name", "finetune_steps", "amount"})}  # fmt: skip
+    assert search_space.applies("pruning.amount", {"pruning": "l1_unstructured"}, keys)
+    assert not search_space.applies("pruning.amount", {"pruning": "none"}, keys)
+    assert search_space.applies("pruning.finetune_steps", {"pruning": "none"}, keys)
+    assert search_space.applies("seed", {"pruning": "none"}, keys)
+    space = search_space.parse(["pruning=choice(none,structured)", "pruning.amount=interval(0.1,0.9)"], None, GROUPS)
+    only_structured = {**keys, ("pruning", "structured"): frozenset({"name", "heads_amount"})}
+    with pytest.raises(UserError, match="pruning.amount: no option of pruning=choice"):
+        search_space.check_applicable(space, only_structured)
+
+
+def test_numbers_go_to_the_command_line_without_float_noise():
+    amount = search_space.Param("pruning.amount", "float", low=0.1, high=0.9)
+    assert search_space.format_value(amount, 0.123456789) == "0.1235"
+    stepped = search_space.Param("pruning.amount", "float", low=0.1, high=0.5, step=0.1)
+    assert search_space.format_value(stepped, 0.30000000000000004) == "0.3"
+    assert search_space.format_value(search_space.Param("k", "int", low=1, high=9), 4.0) == "4"
+
+
+def test_hypervolume_of_a_two_objective_front():
+    directions = [front.MAXIMIZE, front.MINIMIZE]  # F1 up, latency down
+    reference = [50.0, 100.0]
+    points = [[60.0, 80.0], [55.0, 40.0], [52.0, 90.0]]  # the third is dominated by the second
+    assert front.front(points, directions) == [0, 1]
+    # (60-50)*(100-80) + (55-50)*(80-40) = 200 + 200
+    assert front.hypervolume(points, reference, directions) == pytest.approx(400.0)
+    assert front.hypervolume([[49.0, 10.0]], reference, directions) == 0.0  # worse than always-no-answer
+    assert front.growth(points, reference, directions) == pytest.approx([200.0, 400.0, 400.0])
+
+
+def test_hypervolume_in_three_objectives_matches_the_box_it_spans():
+    directions = [front.MAXIMIZE, front.MINIMIZE, front.MINIMIZE]
+    assert front.hypervolume([[3.0, 1.0, 1.0]], [0.0, 2.0, 2.0], directions) == pytest.approx(3.0)
+    two = [[3.0, 1.0, 1.0], [1.0, 0.0, 0.0]]  # 3*1*1 + 1*2*2 - overlap 1*1*1
+    assert front.hypervolume(two, [0.0, 2.0, 2.0], directions) == pytest.approx(6.0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"objectives": ["f2"]}, "unknown objective 'f2'"),
+        ({"objectives": ["f1", "f1"]}, "named twice"),
+        ({"objectives": []}, "objectives is empty"),
+        ({"n_trials": 0}, "n_trials=0"),
+        ({"sampler": "grid"}, "sampler=grid"),
+        ({"max_f1_drop": -1}, "max_f1_drop=-1"),
+        ({"objectives": ["f1", "latency_ms"], "benchmark": {"enabled": False}}, "latency_ms is measured only"),
+    ],
+)
+def test_bad_sweeper_options_are_refused_by_name(options, message):
+    sweeper = {"objectives": ["f1"], "n_trials": 6, "batch_size": 1, "sampler": "tpe", "seed": 0,
+               "n_startup_trials": 2, **{k: v for k, v in options.items() if k != "benchmark"}}  # fmt: skip
+    with pytest.raises(UserError, match=message.replace("(", r"\(")):
+        search.settings(sweeper, options.get("benchmark", {"enabled": True}))
+
+
+def test_objectives_take_their_natural_direction():
+    chosen = search.settings({"objectives": ["f1", "size_mb", "speedup"], "n_trials": 3, "batch_size": 1,
+                              "sampler": "nsga2", "seed": 0, "n_startup_trials": 0}, {})  # fmt: skip
+    assert chosen.objectives == {"f1": "maximize", "size_mb": "minimize", "speedup": "maximize"}
+
+
+# Searches through run.py ----------------------------------------------------------------------------
+
+
+def _study(tmp_path, name: str | None = None):
+    storage = f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"
+    summaries = optuna.get_all_study_summaries(storage)
+    assert len(summaries) == 1
+    return optuna.load_study(study_name=summaries[0].study_name, storage=storage)
+
+
+def _ran(study) -> list:
+    """Trials that ran a job (not proposals that repeated one)."""
+    return [t for t in study.trials if "overrides" in t.user_attrs and "duplicate_of" not in t.user_attrs]
+
+
+def test_a_six_trial_constrained_search_runs_as_one_sweep_and_names_the_fastest_within_the_loss(
+    tmp_path, tiny_distilbert_dir, squad_files
+):
+    args = tiny_job_args(tiny_distilbert_dir, squad_files, *PARETO, *SPACE, fine_tune=False)
+    options = ["hydra.sweeper.n_trials=6", "hydra.sweeper.n_startup_trials=3", "hydra.sweeper.max_f1_drop=0.5",
+               "hydra.sweeper.objectives=[f1,size_mb]", "benchmark.enabled=false"]  # fmt: skip
+    result = run_in_process(["-m", *args, *options], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    (parent,) = parents(tmp_path)
+    jobs = children(tmp_path)
+    assert len(jobs) == 6 and all(j.info.status == "FINISHED" for j in jobs) and parent.info.status == "FINISHED"
+    assert {j.data.tags["mlflow.parentRunId"] for j in jobs} == {parent.info.run_id}
+    assert len({j.data.tags["config_hash"] for j in jobs}) == 6  # six different configurations
+    for job in jobs:  # an amount only where the method has one: no trial spent on a meaningless combination
+        overrides = json.loads(job.data.tags["overrides"])
+        has_amount = any(o.startswith("pruning.amount=") for o in overrides)
+        assert has_amount == (job.data.tags["pruning"] == "l1_unstructured"), overrides
+
+    study = _study(tmp_path)
+    ran = _ran(study)
+    assert len(ran) == 6 and all(t.state == optuna.trial.TrialState.COMPLETE for t in ran)
+    assert ran[0].user_attrs.get("reference")  # trial 0: the uncompressed model, what the constraint is measured from
+    reference = next(j for j in jobs if j.info.run_id == ran[0].user_attrs["run_id"])
+    assert reference.data.tags["uncompressed"] == "true"
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+
+    assert "Fastest within 0.5 F1 of uncompressed" in result.stdout  # the sweep's last words name it...
+    report = (tmp_path / "sweep" / "report.md").read_text()
+    assert "## Search" in report and "Front found" in report and "python run.py" in report  # ...and how to rerun it
+    assert "search" in report.split("## Jobs")[1]  # the front is marked in the jobs table
+    assert (tmp_path / "sweep" / "search_front_growth.png").is_file()
+
+
+def _trials_finished(path) -> int:
+    return path.read_text().count("] - Trial ") if path.is_file() else 0
+
+
+def test_a_search_stopped_by_sigterm_continues_to_n_trials_with_no_trial_twice(
+    tmp_path, tiny_distilbert_dir, squad_files
+):
+    parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.batch_size=2"]
+    args = ["-m", *tiny_job_args(tiny_distilbert_dir, squad_files, *PARETO, *SPACE, fine_tune=False),
+            "hydra.sweeper.n_trials=5", "hydra.sweeper.n_startup_trials=2", "hydra.sweeper.objectives=[f1,size_mb]",
+            "benchmark.enabled=false"]  # fmt: skip
+    process = start_cli([*args, *parallel], tmp_path, start_new_session=True)
+    log = tmp_path / "cli.log"
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and "f1 " not in log.read_text():  # a batch has finished
+            time.sleep(0.3)
+        os.killpg(process.pid, signal.SIGTERM)  # what a cluster sends at a time limit
+        process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    assert process.returncode != 0
+    (first,) = parents(tmp_path)
+    assert first.info.status == "KILLED"
+    before = {t.number: t.user_attrs["config_key"] for t in _ran(_study(tmp_path))
+              if t.state == optuna.trial.TrialState.COMPLETE}  # fmt: skip
+    assert 1 <= len(before) < 5
+
+    resumed = run_in_process(args, tmp_path)  # the same search, started again (here with the basic launcher)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    study = _study(tmp_path)
+    ran = _ran(study)
+    assert len(ran) == 5 and all(t.state == optuna.trial.TrialState.COMPLETE for t in ran)
+    keys = [t.user_attrs["config_key"] for t in ran]
+    assert len(set(keys)) == 5  # no configuration twice
+    assert {t.number: t.user_attrs["config_key"] for t in ran if t.number in before} == before  # none lost
+    jobs = children(tmp_path)
+    finished = Counter(j.data.tags["config_hash"] for j in jobs if j.info.status == "FINISHED")
+    assert len(finished) == 5 and set(finished.values()) == {1}  # each job ran to the end exactly once
+    second = next(p for p in parents(tmp_path) if p.info.run_id != first.info.run_id)
+    assert second.info.status == "FINISHED"
+    report = (tmp_path / "sweep" / "report.md").read_text()
+    assert "5 finished" in report.split("## Search")[1]  # the resumed sweep reports every trial of the study
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["hydra.sweeper.objectives=[f1,accuracy]"], "unknown objective 'accuracy'"),
+        (["pruning=l1_unstructured", "pruning.amount=0.3"], "search space is empty"),
+        (["pruning=choice(none,structured)", "pruning.amount=interval(0.1,0.9)"], "pruning.amount: no option"),
+        (["pruning=choice(none,l1_unstructured)", "pruning.amount=interval(0.1,1.5)"], "pruning.amount=1.5"),
+    ],
+    ids=["unknown objective", "empty space", "key no option has", "bound out of range"],
+)
+def test_a_bad_search_is_refused_before_any_trial(tmp_path, tiny_distilbert_dir, squad_files, extra, message):
+    args = tiny_job_args(tiny_distilbert_dir, squad_files, *PARETO, *extra, fine_tune=False)
+    result = run_in_process(["-m", *args], tmp_path)
+    assert_refused(result, tmp_path, message)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "mlruns" / "optuna.db").exists()

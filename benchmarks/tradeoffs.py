@@ -44,6 +44,7 @@ KEPT_SECTIONS = [
     ("<!-- recovery:begin -->", "<!-- recovery:end -->"),  # written by benchmarks/recovery.py
     ("<!-- paired-timing:begin -->", "<!-- paired-timing:end -->"),  # written by benchmarks/paired_timing.py
     ("<!-- refusal-time:begin -->", "<!-- refusal-time:end -->"),  # written by benchmarks/refusal_time.py
+    ("<!-- search:begin -->", "<!-- search:end -->"),  # written by benchmarks/search.py
 ]
 RUNTIME_FP32 = "openvino_fp32"  # the fastest FP32 runtime: speed-ups are also given against it
 TARGETS = {  # name: (pruning, quantization, recovery steps > 0, OpenVINO INT8 mode), speed-up at --batch-size,

@@ -142,6 +142,15 @@ def is_pareto(config: DictConfig) -> bool:
     return str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).endswith(".ParetoSweeper")
 
 
+def _inert(group: str, option: str) -> frozenset[str]:
+    """Keys a method has that mean nothing to it (recovery steps without pruning): never searched with it."""
+    if group != "pruning":
+        return frozenset()
+    from qa_compress import prune
+
+    return prune.get(option).inert_keys if option in prune.registry else frozenset()
+
+
 def plan(config: DictConfig, compose: Callable[[list[str]], Mapping], tracking_uri: str) -> Plan:
     """Read and check the search: settings, space, which keys apply to which options. Raises UserError."""
     sweeper = OmegaConf.to_container(config.hydra.sweeper, resolve=True)
@@ -149,7 +158,8 @@ def plan(config: DictConfig, compose: Callable[[list[str]], Mapping], tracking_u
     groups = list(config.hydra.runtime.choices.keys())
     task = [str(o) for o in config.hydra.overrides.task]
     space = search_space.parse(task, sweeper.get("params"), groups)
-    keys = search_space.option_keys(space, compose)
+    keys = {(group, option): found - _inert(group, option) for (group, option), found in
+            search_space.option_keys(space, compose).items()}  # fmt: skip
     search_space.check_applicable(space, keys)
     storage = storage_url(chosen.storage, tracking_uri, config.paths.mlruns_dir)
     name = study_name(space, chosen, config.tracking.experiment_name)
@@ -218,7 +228,7 @@ def reference_point(objectives: Mapping[str, str], reference: Mapping[str, float
         elif name == "NoAns_f1":
             point.append(100.0 if floor < 100 else 0.0)
         elif name == "speedup":
-            point.append(reference.get("speedup", 1.0))
+            point.append(1.0)  # the uncompressed model's speed, by definition (its own paired timing is noise)
         else:
             point.append(reference.get(name, float("nan")))
     return point

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -135,7 +136,8 @@ def _ran(study) -> list:
 def test_a_six_trial_constrained_search_runs_as_one_sweep_and_names_the_fastest_within_the_loss(
     tmp_path, tiny_distilbert_dir, squad_files
 ):
-    args = tiny_job_args(tiny_distilbert_dir, squad_files, *PARETO, *SPACE, fine_tune=False)
+    recovery = "pruning.finetune_steps=choice(0,2)"  # pruning=none has the key, but recovery needs pruning
+    args = tiny_job_args(tiny_distilbert_dir, squad_files, *PARETO, *SPACE, recovery, fine_tune=False)
     options = ["hydra.sweeper.n_trials=6", "hydra.sweeper.n_startup_trials=3", "hydra.sweeper.max_f1_drop=0.5",
                "hydra.sweeper.objectives=[f1,size_mb]", "benchmark.enabled=false"]  # fmt: skip
     result = run_in_process(["-m", *args, *options], tmp_path)
@@ -150,6 +152,8 @@ def test_a_six_trial_constrained_search_runs_as_one_sweep_and_names_the_fastest_
         overrides = json.loads(job.data.tags["overrides"])
         has_amount = any(o.startswith("pruning.amount=") for o in overrides)
         assert has_amount == (job.data.tags["pruning"] == "l1_unstructured"), overrides
+        has_steps = any(o.startswith("pruning.finetune_steps=") for o in overrides)
+        assert has_steps == (job.data.tags["pruning"] != "none"), overrides
 
     study = _study(tmp_path)
     ran = _ran(study)
@@ -228,3 +232,17 @@ def test_a_bad_search_is_refused_before_any_trial(tmp_path, tiny_distilbert_dir,
     assert_refused(result, tmp_path, message)
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert not (tmp_path / "mlruns" / "optuna.db").exists()
+
+
+def test_a_study_another_live_process_searches_is_refused(tmp_path):
+    space = search_space.parse(["quantization=choice(none,dynamic_int8)"], None, GROUPS)
+    chosen = search.settings({"objectives": ["f1"], "n_trials": 2, "batch_size": 1, "sampler": "random", "seed": 0,
+                              "n_startup_trials": 0}, {})  # fmt: skip
+    plan = search.Plan(space, chosen, {}, f"sqlite:///{tmp_path / 'optuna.db'}", "study")
+    first = search.Search(plan, None, None, str, [], None, "")
+    first.study.set_user_attr("searcher", {"host": socket.gethostname(), "pid": os.getppid()})  # alive: our parent
+    with pytest.raises(UserError, match=f"being searched by process {os.getppid()}"):
+        first.claim()
+    first.study.set_user_attr("searcher", {"host": socket.gethostname(), "pid": 2**22 + 1})  # no such process
+    first.claim()  # a searcher that died leaves the study to the next
+    assert first.study.user_attrs["searcher"]["pid"] == os.getpid()

@@ -21,6 +21,11 @@ class NoPruning(PruningMethod):
     name = "none"
     description = "No pruning. The layer selection still defines which weights `sparsity` is measured on."
     settings: ClassVar[type[PruningSettings]] = NoPruningSettings
+    # Recovery and its schedule need something pruned: a search never sets them with pruning=none.
+    inert_keys: ClassVar[frozenset[str]] = frozenset(
+        {"finetune_steps", "finetune_learning_rate", "finetune_batch_size", "distill", "distill_temperature",
+         "distill_weight", "schedule", "gradual_stages", "gradual_end"}
+    )  # fmt: skip
 
     def apply(self, model, layers, settings, context) -> dict[str, float]:
         return {}

@@ -1,0 +1,266 @@
+"""Search against grid: does `hydra/sweeper=pareto` find the grid's front with a third of its jobs?
+
+    python benchmarks/search.py                        # the 60-job grid (about an hour on 2 cores), then searches
+    python benchmarks/search.py --seeds 0 1 2 --trials 20
+
+The grid is 60 jobs of `experiment=search_common` (the fine-tuned MiniLM-L6 under ../shared, the
+first 1,000 questions of the real SQuAD 2.0 validation file, each job timed against the
+uncompressed model in its own process): no pruning, global magnitude and L1 pruning at amounts
+0.1-0.5, structured pruning at three head and three FFN amounts, each with no quantization,
+dynamic INT8 and ONNX Runtime INT8. The searches explore the same space, written as choices, with
+at most --trials jobs each (a third of the grid by default), for each sampler and seed; a trial
+whose configuration the grid ran reuses that run (same configuration hash), so search and grid
+are compared on the same measurements and differ only in which jobs they chose to run.
+
+Objectives: F1 up and speed up (`speedup`: the job's paired speed-up over the uncompressed model,
+which a busy machine does not bias, where a job's own latency would be). Hypervolume reference
+point: always-no-answer F1 on the slice, and the uncompressed model's speed (speed-up 1).
+Targets: each TPE search covers at least 95% of the grid front's hypervolume, and in constraint
+mode (`hydra.sweeper.max_f1_drop=1.0`) finds a configuration at least as fast as the grid's
+fastest within 1.0 F1. Written to BENCHMARKS.md ("Search against grid") with docs/search_vs_grid.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+
+import tradeoffs  # noqa: E402  (the sibling script: how BENCHMARKS.md sections are written)
+
+from qa_compress import benchmark, front, report, search, tracking  # noqa: E402
+
+BEGIN, END = "<!-- search:begin -->", "<!-- search:end -->"
+QUANTIZATION = "quantization=none,dynamic_int8,onnx_int8"
+GRID = {  # sweep name: its overrides (60 jobs in all)
+    "grid_none": ["pruning=none", QUANTIZATION],
+    "grid_unstructured": ["pruning=global_magnitude,l1_unstructured", "pruning.amount=0.1,0.2,0.3,0.4,0.5",
+                          QUANTIZATION],
+    "grid_structured": ["pruning=structured", "pruning.heads_amount=0,0.25,0.5", "pruning.ffn_amount=0.25,0.5,0.75",
+                        QUANTIZATION],
+}  # fmt: skip
+SPACE = [
+    "pruning=choice(none,global_magnitude,l1_unstructured,structured)",
+    "pruning.amount=choice(0.1,0.2,0.3,0.4,0.5)",
+    "pruning.heads_amount=choice(0,0.25,0.5)",
+    "pruning.ffn_amount=choice(0.25,0.5,0.75)",
+    "quantization=choice(none,dynamic_int8,onnx_int8)",
+]
+OBJECTIVES = ["f1", "speedup"]
+DIRECTIONS = [search.OBJECTIVES[name] for name in OBJECTIVES]
+HYPERVOLUME_TARGET = 0.95
+PLOT = ROOT / "docs" / "search_vs_grid.png"
+
+
+def common(args: argparse.Namespace) -> list[str]:
+    """What every job is told: the inputs, the threads, where to write."""
+    root = args.root.resolve()
+    return [
+        "experiment=search_common",
+        f"model.name_or_path={args.model.resolve()}",
+        f"dataset.validation_file={args.eval.resolve()}",
+        f"dataset.train_file={args.train.resolve()}",
+        f"benchmark.num_threads={args.threads}",
+        f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
+        f"paths.mlruns_dir={root}",
+        f"paths.cache_dir={root / 'cache'}",
+    ]
+
+
+def run(command: list[str]) -> None:
+    print("$", " ".join(command), flush=True)
+    subprocess.run(command, cwd=ROOT, check=True)
+
+
+def study_name(sampler: str, seed: int, trials: int, max_f1_drop: float | None) -> str:
+    mode = f"within{max_f1_drop:g}" if max_f1_drop is not None else "front"
+    return f"bench-{mode}-{sampler}-seed{seed}-trials{trials}"
+
+
+def run_search(args: argparse.Namespace, sampler: str, seed: int, max_f1_drop: float | None = None) -> str:
+    name = study_name(sampler, seed, args.trials, max_f1_drop)
+    options = [
+        "hydra/sweeper=pareto",
+        f"hydra.sweeper.sampler={sampler}",
+        f"hydra.sweeper.seed={seed}",
+        f"hydra.sweeper.n_trials={args.trials}",
+        f"hydra.sweeper.n_startup_trials={args.startup}",
+        f"hydra.sweeper.objectives=[{','.join(OBJECTIVES)}]",
+        f"hydra.sweeper.study_name={name}",
+        f"hydra.sweep.dir={args.root.resolve() / 'sweeps' / name}",
+    ]
+    if max_f1_drop is not None:
+        options.append(f"hydra.sweeper.max_f1_drop={max_f1_drop}")
+    run([sys.executable, str(ROOT / "run.py"), "-m", *common(args), *SPACE, *options])
+    return name
+
+
+def grid_jobs(args: argparse.Namespace) -> list[report.Job]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{args.root.resolve() / 'mlflow.db'}")
+    jobs = {}
+    for name in GRID:
+        parent = tracking.sweep_parent(args.root.resolve() / "sweeps" / name)
+        if parent is None:
+            raise SystemExit(f"the grid sweep {name} has not run (drop --skip-grid)")
+        for job in report.sweep_jobs(client, parent):
+            if job.done:
+                jobs[job.run_id] = job
+    return list(jobs.values())
+
+
+def study_points(args: argparse.Namespace, name: str) -> tuple[list[list[float]], list[dict], int]:
+    """The objective values of a study's finished trials (in trial order), their metrics, and the jobs it ran."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{args.root.resolve() / 'optuna.db'}")
+    ran = [t for t in study.trials if "overrides" in t.user_attrs and "duplicate_of" not in t.user_attrs]
+    done = [t for t in ran if t.state == optuna.trial.TrialState.COMPLETE]
+    return [list(t.values) for t in done], [dict(t.user_attrs["metrics"]) for t in done], len(ran)
+
+
+def fastest_within(metrics: list[dict], reference_f1: float, drop: float) -> dict | None:
+    within = [m for m in metrics if m["f1"] >= reference_f1 - drop - 1e-9]
+    return max(within, key=lambda m: (m["speedup"], m["f1"]), default=None)
+
+
+def plot(grid: list[list[float]], reference: list[float], searches: dict, shown: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    left.scatter([p[1] for p in grid], [p[0] for p in grid], s=18, color="lightgray", label=f"grid ({len(grid)} jobs)")
+    fronts = ((grid, "k--", "grid front"), (searches[shown]["points"], "b-", f"search front ({shown})"))
+    for points, style, label in fronts:
+        on = sorted((points[i] for i in front.front(points, DIRECTIONS)), key=lambda p: p[1])
+        left.plot([p[1] for p in on], [p[0] for p in on], style, marker="o", markersize=4, label=label)
+    chosen = searches[shown]["points"]
+    left.scatter([p[1] for p in chosen], [p[0] for p in chosen], s=10, color="tab:blue", alpha=0.5,
+                 label=f"search trials ({len(chosen)})")  # fmt: skip
+    left.axhline(reference[0], color="tab:red", lw=0.8, label="always-no-answer F1")
+    left.set_xlabel("speed-up over the uncompressed model")
+    left.set_ylabel("F1")
+    left.legend(fontsize=7)
+    whole = front.hypervolume(grid, reference, DIRECTIONS)
+    for name, found in searches.items():
+        growth = [100 * v / whole for v in front.growth(found["points"], reference, DIRECTIONS)]
+        right.step(range(1, len(growth) + 1), growth, where="post", label=name, alpha=0.8,
+                   color="tab:blue" if name.startswith("tpe") else "tab:orange")  # fmt: skip
+    right.axhline(100 * HYPERVOLUME_TARGET, color="k", lw=0.8, ls="--", label="95% of the grid front")
+    right.set_xlabel("trials (jobs)")
+    right.set_ylabel("hypervolume, % of the grid front's")
+    right.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def measure(args: argparse.Namespace) -> str:
+    jobs = grid_jobs(args)
+    reference_job = report.baseline_of(jobs)
+    if reference_job is None:
+        raise SystemExit("the grid has no finished uncompressed job")
+    reference = search.reference_point(dict(zip(OBJECTIVES, DIRECTIONS, strict=True)), reference_job.metrics)
+    grid = [[job.metrics[n] for n in OBJECTIVES] for job in jobs]
+    whole = front.hypervolume(grid, reference, DIRECTIONS)
+    ref_f1 = reference_job.metrics["f1"]
+    grid_best = fastest_within([job.metrics for job in jobs], ref_f1, args.max_f1_drop)
+    searches, rows = {}, []
+    shares: dict[str, list[float]] = {sampler: [] for sampler in args.samplers}
+    for sampler in args.samplers:
+        for seed in args.seeds:
+            points, _, ran = study_points(args, study_name(sampler, seed, args.trials, None))
+            share = front.hypervolume(points, reference, DIRECTIONS) / whole
+            shares[sampler].append(100 * share)
+            searches[f"{sampler} seed {seed}"] = {"points": points}
+            verdict = ("met" if share >= HYPERVOLUME_TARGET else "missed") if sampler == "tpe" else "baseline"
+            constrained = ""
+            if sampler == "tpe":
+                name = study_name(sampler, seed, args.trials, args.max_f1_drop)
+                _, metrics, constrained_ran = study_points(args, name)
+                best = fastest_within(metrics, ref_f1, args.max_f1_drop)
+                met = "met" if best and best["speedup"] >= grid_best["speedup"] - 1e-9 else "missed"
+                found = f"{best['speedup']:.2f}× at F1 {best['f1']:.2f}" if best else "none"
+                constrained = f"{found} in {constrained_ran} jobs ({met})"
+            cells = [sampler, str(seed), f"{ran} of {len(jobs)}", f"{100 * share:.1f}% ({verdict})", constrained]
+            rows.append("| " + " | ".join(cells) + " |")
+    shown = next(iter(searches))
+    plot(grid, reference, searches, shown, PLOT)
+    medians = ", ".join(f"{sampler} {statistics.median(values):.1f}%" for sampler, values in shares.items() if values)
+    on_grid_front = len(front.front(grid, DIRECTIONS))
+    lines = [
+        BEGIN,
+        "## Search against grid",
+        "",
+        f"`python benchmarks/search.py --trials {args.trials} --seeds {' '.join(map(str, args.seeds))}` on "
+        f"{benchmark.cpu_description()}, {args.threads} threads: the fine-tuned MiniLM-L6 on the first 1,000 "
+        "questions of the real SQuAD 2.0 validation file (`experiment=search_common`). The grid: "
+        f"{len(jobs)} jobs (no pruning; global magnitude and L1 at 0.1-0.5; structured at heads 0/0.25/0.5 × FFN "
+        "0.25/0.5/0.75; each with no quantization, dynamic_int8, onnx_int8). Each search explores the same space "
+        f"(`{' '.join(SPACE)}`) with at most {args.trials} jobs; a trial the grid ran reuses the grid's run, so "
+        "both are judged on the same measurements. Objectives F1 and `speedup` (paired against the uncompressed "
+        f"model in each job); hypervolume reference point: always-no-answer F1 ({reference[0]:.2f}) and the "
+        f"uncompressed model's speed (1×). The grid front has {on_grid_front} jobs and hypervolume {whole:.3f}; "
+        f"the uncompressed model scores F1 {ref_f1:.2f}. Constraint mode (`hydra.sweeper.max_f1_drop="
+        f"{args.max_f1_drop:g}`): the grid's fastest within {args.max_f1_drop:g} F1 is "
+        f"{grid_best['speedup']:.2f}× at F1 {grid_best['f1']:.2f}.",
+        "",
+        f"| sampler | seed | jobs | hypervolume (target ≥ {HYPERVOLUME_TARGET:.0%} for tpe) | constraint mode: fastest "
+        f"within {args.max_f1_drop:g} F1 (target ≥ {grid_best['speedup']:.2f}×) |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Median hypervolume by sampler: {medians}. Left: the grid and the search front of {shown}; right: each "
+        "search's hypervolume after each trial (`docs/search_vs_grid.png`).",
+        "",
+        "![search against grid](docs/search_vs_grid.png)",
+        END,
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    shared = ROOT.parent / "shared"
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=shared / "models" / "minilm-l6-squad2")
+    parser.add_argument("--eval", type=Path, default=shared / "data" / "squad_v2" / "validation.json")
+    parser.add_argument("--train", type=Path, default=shared / "data" / "squad_v2" / "train.json")
+    parser.add_argument("--root", type=Path, default=ROOT / "outputs" / "search", help="store, cache and sweeps")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--trials", type=int, default=20, help="jobs per search (default: a third of the grid)")
+    parser.add_argument("--startup", type=int, default=8, help="random trials before TPE models the space")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--samplers", nargs="+", default=["tpe", "random"], choices=search.SAMPLERS)
+    parser.add_argument("--max-f1-drop", type=float, default=1.0)
+    parser.add_argument("--skip-grid", action="store_true", help="the grid ran already: do not start it")
+    parser.add_argument("--skip-searches", action="store_true", help="only measure the studies already run")
+    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    if not args.skip_grid:
+        for name, overrides in GRID.items():
+            run([sys.executable, str(ROOT / "run.py"), "-m", *common(args), *overrides,
+                 f"hydra.sweep.dir={args.root.resolve() / 'sweeps' / name}"])  # fmt: skip
+    if not args.skip_searches:
+        for sampler in args.samplers:
+            for seed in args.seeds:
+                run_search(args, sampler, seed)
+                if sampler == "tpe":
+                    run_search(args, sampler, seed, args.max_f1_drop)
+    tradeoffs.write_section(args.output, BEGIN, END, measure(args))
+
+
+if __name__ == "__main__":
+    main()

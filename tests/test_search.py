@@ -13,7 +13,7 @@ import pytest
 
 from qa_compress import front, search, search_space
 from qa_compress.errors import UserError
-from tests.conftest import assert_refused, children, parents, run_in_process, start_cli, tiny_job_args
+from tests.conftest import assert_refused, children, parents, run_cli, run_in_process, start_cli, tiny_job_args
 
 GROUPS = ["model", "dataset", "training", "pruning", "quantization"]
 SPACE = ["pruning=choice(none,l1_unstructured,structured)", "pruning.amount=interval(0.1,0.9)",
@@ -246,3 +246,20 @@ def test_a_study_another_live_process_searches_is_refused(tmp_path):
     first.study.set_user_attr("searcher", {"host": socket.gethostname(), "pid": 2**22 + 1})  # no such process
     first.claim()  # a searcher that died leaves the study to the next
     assert first.study.user_attrs["searcher"]["pid"] == os.getpid()
+
+
+def test_a_search_launches_its_batches_through_submitit(tmp_path, tiny_distilbert_dir, squad_files):
+    """The basic launcher runs the searches above, joblib the stopped one; submitit here (SLURM's is the same call),
+    with the NSGA-II sampler."""
+    launcher = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "hydra.sweeper.batch_size=2",
+                "hydra.sweeper.sampler=nsga2"]  # fmt: skip
+    args = tiny_job_args(tiny_distilbert_dir, squad_files, *PARETO, "quantization=choice(none,dynamic_int8)",
+                         "hydra.sweeper.n_trials=2", "hydra.sweeper.objectives=[f1,size_mb]", "benchmark.enabled=false",
+                         *launcher, fine_tune=False)  # fmt: skip
+    result = run_cli(["-m", *args], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (parent,) = parents(tmp_path)
+    jobs = children(tmp_path)
+    assert sorted(j.data.tags["quantization"] for j in jobs) == ["dynamic_int8", "none"]  # one batch, both options
+    assert {j.data.tags["mlflow.parentRunId"] for j in jobs} == {parent.info.run_id}
+    assert [t.state.name for t in _ran(_study(tmp_path))] == ["COMPLETE", "COMPLETE"]

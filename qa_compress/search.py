@@ -110,6 +110,37 @@ def storage_url(configured: str | None, tracking_uri: str, mlruns_dir: str) -> s
     return f"sqlite:///{Path(mlruns_dir).resolve() / 'optuna.db'}"
 
 
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")  # databases Optuna's RDB storage is tested on
+
+
+def check_storage(url: str, key: str) -> None:
+    """Refuse a storage Optuna cannot keep a study in, or a SQLite file that cannot be written, before any run."""
+    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
+    if scheme not in STORAGE_SCHEMES:
+        raise UserError(
+            f"hydra.sweeper.storage={url}: not a database URL Optuna can keep a study in "
+            f"({', '.join(s + '://...' for s in STORAGE_SCHEMES)})"
+        )
+    if scheme == "sqlite":
+        from qa_compress import checks
+
+        checks.writable(str(Path(url.split(":///", 1)[-1]).parent), key)
+
+
+def probe_storage(url: str) -> None:
+    """Connect to the storage (creating Optuna's tables on first use); UserError if it does not answer.
+
+    The last check before a search's parent run opens, so a refused search leaves no database behind.
+    """
+    import optuna
+
+    try:
+        optuna.storages.RDBStorage(url)
+    except Exception as err:
+        reason = (str(err).strip().splitlines() or [""])[0][:300]
+        raise UserError(f"hydra.sweeper.storage={url}: Optuna could not open it ({reason})") from None
+
+
 def study_name(space: Space, chosen: Settings, experiment: str) -> str:
     """The study a search is: its space, fixed overrides, objectives and sampler; not n_trials or batch size,
     so the same command with more trials continues it."""
@@ -162,6 +193,7 @@ def plan(config: DictConfig, compose: Callable[[list[str]], Mapping], tracking_u
             search_space.option_keys(space, compose).items()}  # fmt: skip
     search_space.check_applicable(space, keys)
     storage = storage_url(chosen.storage, tracking_uri, config.paths.mlruns_dir)
+    check_storage(storage, "hydra.sweeper.storage" if chosen.storage else "paths.mlruns_dir")
     name = study_name(space, chosen, config.tracking.experiment_name)
     return Plan(space, chosen, keys, storage, name, sweeper)
 
@@ -321,9 +353,15 @@ class Search:
         # Metric names and TPE's grouped (conditional) spaces are marked experimental; the search relies on both.
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         directions = [plan.settings.objectives[n] for n in self.names]
-        self.study = optuna.create_study(
-            storage=plan.storage, study_name=plan.study, directions=directions, load_if_exists=True
-        )
+        try:
+            self.study = optuna.create_study(
+                storage=plan.storage, study_name=plan.study, directions=directions, load_if_exists=True
+            )
+        except ValueError as err:  # a study of this name with other objectives
+            raise UserError(f"hydra.sweeper.study_name={plan.study}: {err}") from None
+        except Exception as err:  # the database does not answer
+            reason = (str(err).strip().splitlines() or [""])[0][:300]
+            raise UserError(f"hydra.sweeper.storage={plan.storage}: Optuna could not open it ({reason})") from None
         self.study.set_metric_names(self.names)
         self.State = optuna.trial.TrialState
         self.next_index = len(self.study.trials)  # job numbers above every earlier process's

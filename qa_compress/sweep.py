@@ -218,6 +218,7 @@ class MlflowSweep(Callback):
             corners = search.corners(self.search_plan)
             check_jobs(config, config_name, corners)
             log.info("Checked the search space at %d corners", len(corners))
+            search.probe_storage(self.search_plan.storage)
             planned = self.search_plan.settings.n_trials
             if self.search_plan.settings.max_f1_drop is not None:
                 self.max_f1_drop = self.search_plan.settings.max_f1_drop

@@ -223,8 +223,20 @@ def test_a_search_stopped_by_sigterm_continues_to_n_trials_with_no_trial_twice(
         (["pruning=l1_unstructured", "pruning.amount=0.3"], "search space is empty"),
         (["pruning=choice(none,structured)", "pruning.amount=interval(0.1,0.9)"], "pruning.amount: no option"),
         (["pruning=choice(none,l1_unstructured)", "pruning.amount=interval(0.1,1.5)"], "pruning.amount=1.5"),
+        (["quantization=choice(none,dynamic_int8)", "hydra.sweeper.storage=redis://localhost"], "not a database URL"),
+        (
+            ["quantization=choice(none,dynamic_int8)", "hydra.sweeper.storage=postgresql://nobody@127.0.0.1:1/x"],
+            "Optuna could not open it",
+        ),
     ],
-    ids=["unknown objective", "empty space", "key no option has", "bound out of range"],
+    ids=[
+        "unknown objective",
+        "empty space",
+        "key no option has",
+        "bound out of range",
+        "storage scheme",
+        "storage down",
+    ],
 )
 def test_a_bad_search_is_refused_before_any_trial(tmp_path, tiny_distilbert_dir, squad_files, extra, message):
     args = tiny_job_args(tiny_distilbert_dir, squad_files, *PARETO, *extra, fine_tune=False)

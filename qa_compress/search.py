@@ -414,6 +414,14 @@ class Search:
         """Run trials until n_trials have run; returns the study's finished trials."""
         with _held():
             self.claim()
+        try:
+            return self._search()
+        finally:
+            with _held():
+                self.study.set_user_attr("searcher", None)  # a later process whose pid matches is not refused
+
+    def _search(self) -> list:
+        with _held():
             pending = self.stale()
         goal = self.plan.settings.n_trials
         if pending:

@@ -243,6 +243,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-f1-drop", type=float, default=1.0)
     parser.add_argument("--skip-grid", action="store_true", help="the grid ran already: do not start it")
     parser.add_argument("--skip-searches", action="store_true", help="only measure the studies already run")
+    parser.add_argument("--skip-measure", action="store_true", help="run the sweeps, write nothing (grid unfinished)")
     parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
     return parser.parse_args(argv)
 
@@ -259,7 +260,8 @@ def main(argv: list[str] | None = None) -> None:
                 run_search(args, sampler, seed)
                 if sampler == "tpe":
                     run_search(args, sampler, seed, args.max_f1_drop)
-    tradeoffs.write_section(args.output, BEGIN, END, measure(args))
+    if not args.skip_measure:
+        tradeoffs.write_section(args.output, BEGIN, END, measure(args))
 
 
 if __name__ == "__main__":

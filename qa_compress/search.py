@@ -15,7 +15,7 @@ import os
 import socket
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +166,6 @@ class Plan:
     option_keys: dict[tuple[str, str], frozenset[str]]
     storage: str
     study: str
-    sweeper: dict = field(default_factory=dict)  # the sweeper's config as given, for the parent run's tags
 
 
 def is_pareto(config: DictConfig) -> bool:
@@ -195,7 +194,7 @@ def plan(config: DictConfig, compose: Callable[[list[str]], Mapping], tracking_u
     storage = storage_url(chosen.storage, tracking_uri, config.paths.mlruns_dir)
     check_storage(storage, "hydra.sweeper.storage" if chosen.storage else "paths.mlruns_dir")
     name = study_name(space, chosen, config.tracking.experiment_name)
-    return Plan(space, chosen, keys, storage, name, sweeper)
+    return Plan(space, chosen, keys, storage, name)
 
 
 def trial_overrides(plan: Plan, suggest: Callable[[Param], object]) -> list[str]:
@@ -348,6 +347,7 @@ class Search:
         self.reference_overrides = reference_overrides
         self.parent_run_id = parent_run_id
         self.tracking_uri = tracking_uri
+        self._client = None  # MLflow, opened when a trial's run first joins the parent run
         self.names = list(plan.settings.objectives)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         # Metric names and TPE's grouped (conditional) spaces are marked experimental; the search relies on both.
@@ -546,7 +546,8 @@ class Search:
 
         from qa_compress import tracking
 
-        client = MlflowClient(self.tracking_uri)
+        self._client = self._client or MlflowClient(self.tracking_uri)
+        client = self._client
         if client.get_run(run_id).data.tags.get("mlflow.parentRunId") != self.parent_run_id:
             tracking.mark_reused(run_id, self.parent_run_id)
         client.set_tag(run_id, f"search_trial.{self.parent_run_id}", str(number))
@@ -584,16 +585,17 @@ def trials_table(trials: Sequence, names: Sequence[str]) -> list[dict[str, Any]]
     return rows
 
 
-def write_trials(rows: list[dict[str, Any]], settings_: Settings, plan_: Plan, path: Path) -> None:
+def write_trials(rows: list[dict[str, Any]], plan: Plan, path: Path) -> None:
+    """The search's trials and what they searched, as the report reads them (search/trials.json)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
-        "study": plan_.study,
-        "storage": plan_.storage,
-        "space": plan_.space.describe(),
-        "fixed": list(plan_.space.fixed),
-        "objectives": settings_.objectives,
-        "sampler": settings_.sampler,
-        "max_f1_drop": settings_.max_f1_drop,
+        "study": plan.study,
+        "storage": plan.storage,
+        "space": plan.space.describe(),
+        "fixed": list(plan.space.fixed),
+        "objectives": plan.settings.objectives,
+        "sampler": plan.settings.sampler,
+        "max_f1_drop": plan.settings.max_f1_drop,
         "trials": rows,
     }
     path.write_text(json.dumps(document, indent=1))

@@ -63,7 +63,7 @@ def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
     return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
-def _composed(config_name: str, overrides: list[str]) -> dict:
+def composed(config_name: str, overrides: list[str]) -> dict:
     """A job's config without Hydra's section, interpolations left as written (what identifies it)."""
     return OmegaConf.to_container(compose(config_name=config_name, overrides=overrides), resolve=False)
 
@@ -173,7 +173,6 @@ class MlflowSweep(Callback):
         self._finished = False
         self.reference_run_id: str | None = None
         self.search_plan = None  # hydra/sweeper=pareto: the search, checked before the parent run opens
-        self.search_trials: Path | None = None  # ... and the trials it ran, for the report
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         """A single run: Hydra makes its directory before the job's checks, so it is probed here."""
@@ -214,7 +213,7 @@ class MlflowSweep(Callback):
         self.uri = store.tracking_uri(OmegaConf.select(config, "tracking.uri"), config.paths.mlruns_dir)
         planned = len(jobs) if jobs is not None else None
         if search.is_pareto(config):
-            self.search_plan = search.plan(config, lambda o: _composed(config_name, o), self.uri)
+            self.search_plan = search.plan(config, lambda o: composed(config_name, o), self.uri)
             corners = search.corners(self.search_plan)
             check_jobs(config, config_name, corners)
             log.info("Checked the search space at %d corners", len(corners))

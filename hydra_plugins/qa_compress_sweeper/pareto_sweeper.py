@@ -42,8 +42,7 @@ ConfigStore.instance().store(group="hydra/sweeper", name="pareto", node=ParetoSw
 class ParetoSweeper(Sweeper):
     """Ask Optuna for a batch of trials, check and launch them as jobs, tell it what each job measured."""
 
-    def __init__(self, **options: Any) -> None:
-        self.options = options
+    def __init__(self, **options: Any) -> None:  # the options are read from the config a search is planned from
         self.config: Any = None
         self.launcher = None
 
@@ -63,7 +62,6 @@ class ParetoSweeper(Sweeper):
             sys.exit(1)
 
     def _search(self) -> list:
-        from hydra import compose
         from hydra.core.utils import JobStatus
         from omegaconf import OmegaConf
 
@@ -76,7 +74,7 @@ class ParetoSweeper(Sweeper):
         callback = sweep.callback_for(sweep_dir)
 
         def composed(overrides: list[str]) -> dict:
-            return OmegaConf.to_container(compose(config_name=config_name, overrides=overrides), resolve=False)
+            return sweep.composed(config_name, overrides)
 
         plan = callback.search_plan if callback is not None else None  # checked before the parent run opened
         plan = plan or search.plan(config, composed, uri)
@@ -108,12 +106,11 @@ class ParetoSweeper(Sweeper):
         log.info("Study %s in %s: %s", plan.study, plan.storage, plan.space.describe())
         finished = runner.run()
         rows = search.trials_table(runner.study.get_trials(deepcopy=False), names)
-        search.write_trials(rows, plan.settings, plan, sweep_dir / search.TRIALS_FILE)
+        search.write_trials(rows, plan, sweep_dir / search.TRIALS_FILE)
         if runner.parent_run_id is not None:
             from mlflow.tracking import MlflowClient
 
             MlflowClient(uri).log_artifact(runner.parent_run_id, str(sweep_dir / search.TRIALS_FILE), "search")
         if callback is not None:
             callback.planned = len(runner.counted())  # fewer than n_trials when the space ran out
-            callback.search_trials = sweep_dir / search.TRIALS_FILE
         return finished

@@ -42,6 +42,7 @@ TIMED = ("latency_ms", "latency_bs1_ms", "speedup")  # objectives only a benchma
 SAMPLERS = ("tpe", "nsga2", "random")
 MAX_DUPLICATES = 50  # proposals in a row that repeat a tried configuration before the sampler is replaced by random
 MAX_RANDOM_DUPLICATES = 200  # then random proposals in a row before the space counts as exhausted
+ORDERED_SUFFIX = "#position"  # study parameter of a numeric choice: its position on the sorted scale
 TRIALS_FILE = "trials.json"  # the search's trials, in the sweep directory and the parent run (search/)
 
 
@@ -282,8 +283,11 @@ def _sampler(optuna, chosen: Settings, seed: int):
     )
 
 
-def _suggest(trial, param: Param) -> object:
+def _suggest(trial, param: Param, space: Space) -> object:
     if param.kind == "choice":
+        scale = search_space.numeric_scale(param, space)
+        if scale:  # amounts as a scale: a sampler that found 0.2 good tries 0.1 and 0.3 next, not any value alike
+            return scale[trial.suggest_int(param.key + ORDERED_SUFFIX, 0, len(scale) - 1)]
         return trial.suggest_categorical(param.key, list(param.choices))
     if param.kind == "int":
         step = int(param.step) if param.step is not None else 1
@@ -485,7 +489,7 @@ class Search:
                 break
             with _held():
                 trial = self.study.ask()
-                overrides = trial_overrides(self.plan, lambda param, t=trial: _suggest(t, param))
+                overrides = trial_overrides(self.plan, lambda param, t=trial: _suggest(t, param, self.plan.space))
                 key = self.identify(overrides)
                 if key in tried:
                     trial.set_user_attr("duplicate_of", tried[key])

@@ -153,6 +153,19 @@ def applies(key: str, chosen: Mapping[str, str], keys: Mapping[tuple[str, str], 
     return rest.split(".", 1)[0] in keys[(group, chosen[group])]
 
 
+def numeric_scale(param: Param, space: Space) -> tuple[str, ...]:
+    """A choice of three or more numbers (not a config group's options), sorted by value; () otherwise."""
+    if param.kind != "choice" or len(param.choices) < 3 or param.key in space.groups:
+        return ()
+    try:
+        values = [float(choice) for choice in param.choices]
+    except ValueError:
+        return ()
+    if any(v != v or v in (float("inf"), float("-inf")) for v in values):
+        return ()
+    return tuple(choice for _, choice in sorted(zip(values, param.choices, strict=True)))
+
+
 def format_value(param: Param, value: object) -> str:
     """A suggested value as an override writes it: choices as given, numbers without float noise."""
     if param.kind == "choice":

@@ -75,6 +75,26 @@ def test_numbers_go_to_the_command_line_without_float_noise():
     assert search_space.format_value(search_space.Param("k", "int", low=1, high=9), 4.0) == "4"
 
 
+def test_numeric_choices_are_searched_as_a_sorted_scale_and_options_as_categories():
+    space = search_space.parse(["pruning=choice(none,l1_unstructured)", "pruning.amount=choice(0.3,0.1,0.2)",
+                                "quantization=choice(none,dynamic_int8)", "model.dropout=choice(0.1,0.2)",
+                                "predict.mode=choice(fast,exact,slow)"], None, GROUPS)  # fmt: skip
+    study = optuna.create_study()
+    study.enqueue_trial({f"pruning.amount{search.ORDERED_SUFFIX}": 0})
+    trial = study.ask()
+    values = {p.key: search._suggest(trial, p, space) for p in space.params}
+    assert values["pruning.amount"] == "0.1"  # position 0: the smallest amount, wherever the user wrote it
+    kinds = {name: type(d).__name__ for name, d in trial.distributions.items()}
+    assert kinds == {
+        f"pruning.amount{search.ORDERED_SUFFIX}": "IntDistribution",  # neighbours on the scale are near
+        "pruning": "CategoricalDistribution",  # a group's options have no order, even numeric-looking ones
+        "quantization": "CategoricalDistribution",
+        "model.dropout": "CategoricalDistribution",  # two values: nothing lies between them
+        "predict.mode": "CategoricalDistribution",
+    }
+    assert trial.distributions[f"pruning.amount{search.ORDERED_SUFFIX}"].high == 2
+
+
 def test_hypervolume_of_a_two_objective_front():
     directions = [front.MAXIMIZE, front.MINIMIZE]  # F1 up, latency down
     reference = [50.0, 100.0]

@@ -26,6 +26,8 @@ import argparse
 import statistics
 import subprocess
 import sys
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +53,7 @@ SPACE = [
     "pruning.ffn_amount=choice(0.25,0.5,0.75)",
     "quantization=choice(none,dynamic_int8,onnx_int8)",
 ]
+SEARCHED = tuple(item.split("=", 1)[0] for item in SPACE)
 OBJECTIVES = ["f1", "speedup"]
 DIRECTIONS = [search.OBJECTIVES[name] for name in OBJECTIVES]
 HYPERVOLUME_TARGET = 0.95
@@ -80,6 +83,21 @@ def run(command: list[str]) -> None:
 def study_name(sampler: str, seed: int, trials: int, max_f1_drop: float | None) -> str:
     mode = f"within{max_f1_drop:g}" if max_f1_drop is not None else "front"
     return f"bench-{mode}-{sampler}-seed{seed}-trials{trials}"
+
+
+def forget_studies(args: argparse.Namespace) -> None:
+    """Delete the studies this run would otherwise continue (the grid's runs stay: trials reuse them)."""
+    import optuna
+
+    storage = f"sqlite:///{args.root.resolve() / 'optuna.db'}"
+    existing = {summary.study_name for summary in optuna.get_all_study_summaries(storage)}
+    for sampler in args.samplers:
+        for seed in args.seeds:
+            for drop in (None, args.max_f1_drop):
+                name = study_name(sampler, seed, args.trials, drop)
+                if name in existing:
+                    optuna.delete_study(study_name=name, storage=storage)
+                    print(f"deleted study {name}", flush=True)
 
 
 def run_search(args: argparse.Namespace, sampler: str, seed: int, max_f1_drop: float | None = None) -> str:
@@ -129,6 +147,110 @@ def study_points(args: argparse.Namespace, name: str) -> tuple[list[list[float]]
 def fastest_within(metrics: list[dict], reference_f1: float, drop: float) -> dict | None:
     within = [m for m in metrics if m["f1"] >= reference_f1 - drop - 1e-9]
     return max(within, key=lambda m: (m["speedup"], m["f1"]), default=None)
+
+
+# Replay ------------------------------------------------------------------------------------------
+
+
+IDENTITIES: dict[tuple[str, ...], str] = {}  # a trial's overrides -> its configuration key, across replays
+
+
+def grid_lookup(jobs: list[report.Job]) -> Callable[[list[str]], report.Job]:
+    """The grid job a trial's overrides describe (same method, quantization and amounts)."""
+
+    def find(overrides: list[str]) -> report.Job:
+        chosen = dict(o.split("=", 1) for o in overrides if o.split("=", 1)[0] in SEARCHED)
+        for job in jobs:
+            methods = job.params["pruning.name"], job.params["quantization.name"]
+            if methods == (chosen["pruning"], chosen["quantization"]) and all(
+                float(job.params[k]) == float(v) for k, v in chosen.items() if k.startswith("pruning.")
+            ):
+                return job
+        raise SystemExit(f"the grid has no job for {overrides}: the replay needs the whole grid")
+
+    return find
+
+
+def replay(args: argparse.Namespace, jobs: list[report.Job], sampler: str, seed: int, max_f1_drop: float | None):
+    """One search through the shipped loop (`search.Search`, the sampler, the space, the duplicate and constraint
+    handling), each trial answered with the grid's measurement of its configuration instead of a new job."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from qa_compress import search_space, sweep
+
+    settings = [f"hydra.sweeper.sampler={sampler}", f"hydra.sweeper.seed={seed}",
+                f"hydra.sweeper.n_trials={args.trials}", f"hydra.sweeper.n_startup_trials={args.startup}",
+                f"hydra.sweeper.objectives=[{','.join(OBJECTIVES)}]", f"hydra.sweeper.storage={args.replay_storage}",
+                f"hydra.sweeper.study_name=replay-{sampler}-{seed}-{max_f1_drop}"]  # fmt: skip
+    if max_f1_drop is not None:
+        settings.append(f"hydra.sweeper.max_f1_drop={max_f1_drop}")
+    find = grid_lookup(jobs)
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        config = compose("config", overrides=[*common(args), "hydra/sweeper=pareto", *settings],
+                         return_hydra_config=True)  # fmt: skip
+        with open_dict(config):
+            config.hydra.overrides.task = [*common(args), *SPACE]
+
+        def composed(overrides: list[str]) -> dict:
+            return sweep.composed("config", overrides)
+
+        plan = search.plan(config, composed, "")
+        _, reference = sweep.reference_job("config", list(plan.space.fixed))
+
+        def launch(batch: list[list[str]], first_index: int) -> list[search.Outcome]:
+            return [search.outcome_of(OBJECTIVES, dict(find(overrides).metrics), None) for overrides in batch]
+
+        def identify(overrides: list[str]) -> str:
+            if tuple(overrides) not in IDENTITIES:  # every replay proposes the same few configurations
+                IDENTITIES[tuple(overrides)] = search_space.config_key(composed(overrides))
+            return IDENTITIES[tuple(overrides)]
+
+        runner = search.Search(plan, launch, lambda batch: None, identify, reference, None, "")
+        finished = runner.run()
+    return [list(t.values) for t in finished], [dict(t.user_attrs["metrics"]) for t in finished]
+
+
+def replays(args: argparse.Namespace, jobs: list[report.Job], reference: list[float], whole: float,
+            grid_best: dict, ref_f1: float) -> list[str]:  # fmt: skip
+    """Each sampler replayed over --replay-seeds seeds: the median share of the grid front's hypervolume, how
+    many seeds reached the target, and (TPE) how many found the grid's fastest within --max-f1-drop."""
+    rows = []
+    for sampler in args.samplers:
+        shares, met = [], 0
+        for seed in range(args.replay_seeds):
+            points, _ = replay(args, jobs, sampler, seed, None)
+            shares.append(front.hypervolume(points, reference, DIRECTIONS) / whole)
+            if sampler == "tpe":
+                _, metrics = replay(args, jobs, sampler, seed, args.max_f1_drop)
+                best = fastest_within(metrics, ref_f1, args.max_f1_drop)
+                met += bool(best and best["speedup"] >= grid_best["speedup"] - 1e-9)
+        print(f"replay {sampler}: {' '.join(f'{100 * v:.0f}' for v in shares)}", flush=True)
+        quartiles = statistics.quantiles([100 * v for v in shares], n=4)
+        cells = [sampler, str(args.replay_seeds), f"{100 * statistics.median(shares):.1f}%",
+                 f"{quartiles[0]:.1f}–{quartiles[2]:.1f}%", f"{100 * min(shares):.1f}%",
+                 f"{sum(v >= HYPERVOLUME_TARGET for v in shares)} of {len(shares)}",
+                 f"{met} of {args.replay_seeds}" if sampler == "tpe" else ""]  # fmt: skip
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
+
+
+def replay_section(args: argparse.Namespace, rows: list[str]) -> list[str]:
+    if not rows:
+        return []
+    return [
+        "",
+        f"Three seeds say little about a sampler. The replay runs each sampler's search {args.replay_seeds} times "
+        f"(seeds 0 to {args.replay_seeds - 1}) through the same search loop, space and settings, answering each "
+        "trial with the grid's measurement of its configuration instead of running a job (so it costs seconds): "
+        "the share of the grid front's hypervolume each search's front covers, and (TPE) how many constraint-mode "
+        f"searches found a configuration at least as fast as the grid's fastest within {args.max_f1_drop:g} F1.",
+        "",
+        f"| sampler | searches | median hypervolume | interquartile range | worst | reached {HYPERVOLUME_TARGET:.0%} "
+        f"| constraint mode: found the grid's fastest within {args.max_f1_drop:g} F1 |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+    ]
 
 
 def plot(grid: list[list[float]], reference: list[float], searches: dict, shown: str, path: Path) -> None:
@@ -199,6 +321,11 @@ def measure(args: argparse.Namespace) -> str:
                 constrained = f"{found} in {constrained_ran} jobs ({met})"
             cells = [sampler, str(seed), f"{ran} of {len(jobs)}", f"{100 * share:.1f}% ({verdict})", constrained]
             rows.append("| " + " | ".join(cells) + " |")
+    replayed = []
+    if args.replay_seeds:
+        with tempfile.TemporaryDirectory() as scratch:
+            args.replay_storage = f"sqlite:///{Path(scratch) / 'replay.db'}"
+            replayed = replays(args, jobs, reference, whole, grid_best, ref_f1)
     shown = next(iter(searches))
     plot(grid, reference, searches, shown, PLOT)
     medians = ", ".join(f"{sampler} {statistics.median(values):.1f}%" for sampler, values in shares.items() if values)
@@ -236,6 +363,7 @@ def measure(args: argparse.Namespace) -> str:
         "search's hypervolume after each trial (`docs/search_vs_grid.png`).",
         "",
         "![search against grid](docs/search_vs_grid.png)",
+        *replay_section(args, replayed),
         END,
     ]
     return "\n".join(lines) + "\n"
@@ -254,6 +382,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--samplers", nargs="+", default=["tpe", "random"], choices=search.SAMPLERS)
     parser.add_argument("--max-f1-drop", type=float, default=1.0)
+    parser.add_argument("--replay-seeds", type=int, default=24,
+                        help="searches per sampler replayed on the grid's measurements (0: none)")  # fmt: skip
+    parser.add_argument("--fresh", action="store_true",
+                        help="delete the benchmark's earlier studies first, so the searches start anew")  # fmt: skip
     parser.add_argument("--skip-grid", action="store_true", help="the grid ran already: do not start it")
     parser.add_argument("--skip-searches", action="store_true", help="only measure the studies already run")
     parser.add_argument("--skip-measure", action="store_true", help="run the sweeps, write nothing (grid unfinished)")
@@ -268,6 +400,8 @@ def main(argv: list[str] | None = None) -> None:
             run([sys.executable, str(ROOT / "run.py"), "-m", *common(args), *overrides,
                  f"hydra.sweep.dir={args.root.resolve() / 'sweeps' / name}"])  # fmt: skip
     if not args.skip_searches:
+        if args.fresh:
+            forget_studies(args)
         for sampler in args.samplers:
             for seed in args.seeds:
                 run_search(args, sampler, seed)

@@ -271,8 +271,8 @@ def reference_point(objectives: Mapping[str, str], reference: Mapping[str, float
 
 def _sampler(optuna, chosen: Settings, seed: int):
     """The configured sampler; each reads a trial's constraint (constraint mode) from the trial itself."""
-    if chosen.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
+    if chosen.sampler == "nsga2":  # generations of n_startup_trials: Optuna's default of 50 outlasts most searches
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, chosen.n_startup_trials))
     if chosen.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(

@@ -138,6 +138,18 @@ def test_objectives_take_their_natural_direction():
     assert chosen.objectives == {"f1": "maximize", "size_mb": "minimize", "speedup": "maximize"}
 
 
+def test_nsga2_evolves_after_its_random_start_within_a_short_search():
+    """Optuna's NSGA-II default generation of 50 would leave a 20-trial search random from start to end."""
+    chosen = search.settings({"objectives": ["f1", "size_mb"], "n_trials": 8, "batch_size": 1, "sampler": "nsga2",
+                              "seed": 0, "n_startup_trials": 4}, {})  # fmt: skip
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=search._sampler(optuna, chosen, 0))
+    for _ in range(6):
+        trial = study.ask()
+        x = trial.suggest_float("x", 0, 1)
+        study.tell(trial, [x, x])
+    assert [t.system_attrs["NSGAIISampler:generation"] for t in study.trials] == [0, 0, 0, 0, 1, 1]
+
+
 # Searches through run.py ----------------------------------------------------------------------------
 
 

@@ -29,7 +29,7 @@ class ParetoSweeperConf:
     batch_size: int = 1  # trials launched together (the launcher may run them in parallel)
     sampler: str = "tpe"  # tpe (multi-objective TPE), nsga2 or random
     seed: int = 42
-    n_startup_trials: int = 8  # tpe: random trials before it models the space
+    n_startup_trials: int = 8  # tpe: random trials before it models the space; nsga2: its generation size
     max_f1_drop: Any = None  # constraint mode: the fastest configuration within this many F1 points of uncompressed
     storage: Any = None  # Optuna storage URL; null = optuna.db beside the MLflow SQLite store
     study_name: Any = None  # null = named after the search, so the same command continues the same study

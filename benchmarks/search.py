@@ -1,7 +1,8 @@
 """Search against grid: does `hydra/sweeper=pareto` find the grid's front with a third of its jobs?
 
     python benchmarks/search.py                        # the 60-job grid (about an hour on 2 cores), then searches
-    python benchmarks/search.py --seeds 0 1 2 --trials 20
+    python benchmarks/search.py --skip-grid --fresh    # searches anew over the finished grid (minutes)
+    python benchmarks/search.py --seeds 0 1 2 --trials 20 --replay-seeds 24
 
 The grid is 60 jobs of `experiment=search_common` (the fine-tuned MiniLM-L6 under ../shared, the
 first 1,000 questions of the real SQuAD 2.0 validation file, each job timed against the
@@ -15,6 +16,9 @@ are compared on the same measurements and differ only in which jobs they chose t
 Objectives: F1 up and speed up (`speedup`: the job's paired speed-up over the uncompressed model,
 which a busy machine does not bias, where a job's own latency would be). Hypervolume reference
 point: always-no-answer F1 on the slice, and the uncompressed model's speed (speed-up 1).
+Then each sampler is replayed --replay-seeds times through the same search loop, each trial answered
+with the grid's measurement of its configuration: many seeds in minutes, where three real searches
+say little about a sampler.
 Targets: each TPE search covers at least 95% of the grid front's hypervolume, and in constraint
 mode (`hydra.sweeper.max_f1_drop=1.0`) finds a configuration at least as fast as the grid's
 fastest within 1.0 F1. Written to BENCHMARKS.md ("Search against grid") with docs/search_vs_grid.png.
@@ -212,39 +216,50 @@ def replay(args: argparse.Namespace, jobs: list[report.Job], sampler: str, seed:
 
 
 def replays(args: argparse.Namespace, jobs: list[report.Job], reference: list[float], whole: float,
-            grid_best: dict, ref_f1: float) -> list[str]:  # fmt: skip
+            grid_best: dict, ref_f1: float) -> tuple[list[str], dict[str, list[float]]]:  # fmt: skip
     """Each sampler replayed over --replay-seeds seeds: the median share of the grid front's hypervolume, how
-    many seeds reached the target, and (TPE) how many found the grid's fastest within --max-f1-drop."""
-    rows = []
-    for sampler in args.samplers:
+    many seeds reached the target, and how many constraint-mode searches found the grid's fastest within
+    --max-f1-drop."""
+    rows, by_sampler = [], {}
+    for sampler in args.replay_samplers:
         shares, met = [], 0
         for seed in range(args.replay_seeds):
             points, _ = replay(args, jobs, sampler, seed, None)
             shares.append(front.hypervolume(points, reference, DIRECTIONS) / whole)
-            if sampler == "tpe":
-                _, metrics = replay(args, jobs, sampler, seed, args.max_f1_drop)
-                best = fastest_within(metrics, ref_f1, args.max_f1_drop)
-                met += bool(best and best["speedup"] >= grid_best["speedup"] - 1e-9)
+            _, metrics = replay(args, jobs, sampler, seed, args.max_f1_drop)
+            best = fastest_within(metrics, ref_f1, args.max_f1_drop)
+            met += bool(best and best["speedup"] >= grid_best["speedup"] - 1e-9)
         print(f"replay {sampler}: {' '.join(f'{100 * v:.0f}' for v in shares)}", flush=True)
         quartiles = statistics.quantiles([100 * v for v in shares], n=4)
         cells = [sampler, str(args.replay_seeds), f"{100 * statistics.median(shares):.1f}%",
                  f"{quartiles[0]:.1f}–{quartiles[2]:.1f}%", f"{100 * min(shares):.1f}%",
                  f"{sum(v >= HYPERVOLUME_TARGET for v in shares)} of {len(shares)}",
-                 f"{met} of {args.replay_seeds}" if sampler == "tpe" else ""]  # fmt: skip
+                 f"{met} of {args.replay_seeds}"]  # fmt: skip
         rows.append("| " + " | ".join(cells) + " |")
-    return rows
+        by_sampler[sampler] = shares
+    return rows, by_sampler
 
 
-def replay_section(args: argparse.Namespace, rows: list[str]) -> list[str]:
+def replay_section(args: argparse.Namespace, rows: list[str], real: dict[str, list[float]],
+                   replayed: dict[str, list[float]]) -> list[str]:  # fmt: skip
     if not rows:
         return []
+    covered = all(seed < args.replay_seeds for seed in args.seeds)
+    pairs = [(sampler, real[sampler], [100 * replayed[sampler][seed] for seed in args.seeds])
+             for sampler in real if sampler in replayed and covered]  # fmt: skip
+    check = " ".join(
+        f"Replayed with the real searches' seeds, {sampler} covers {', '.join(f'{v:.1f}' for v in again)}% "
+        f"(the real searches: {', '.join(f'{v:.1f}' for v in first)}%)."
+        for sampler, first, again in pairs
+    )
     return [
         "",
         f"Three seeds say little about a sampler. The replay runs each sampler's search {args.replay_seeds} times "
         f"(seeds 0 to {args.replay_seeds - 1}) through the same search loop, space and settings, answering each "
         "trial with the grid's measurement of its configuration instead of running a job (so it costs seconds): "
-        "the share of the grid front's hypervolume each search's front covers, and (TPE) how many constraint-mode "
-        f"searches found a configuration at least as fast as the grid's fastest within {args.max_f1_drop:g} F1.",
+        "the share of the grid front's hypervolume each search's front covers, and how many constraint-mode "
+        "searches (same seeds) found a configuration at least as fast as the grid's fastest within "
+        f"{args.max_f1_drop:g} F1. {check}",
         "",
         f"| sampler | searches | median hypervolume | interquartile range | worst | reached {HYPERVOLUME_TARGET:.0%} "
         f"| constraint mode: found the grid's fastest within {args.max_f1_drop:g} F1 |",
@@ -321,11 +336,11 @@ def measure(args: argparse.Namespace) -> str:
                 constrained = f"{found} in {constrained_ran} jobs ({met})"
             cells = [sampler, str(seed), f"{ran} of {len(jobs)}", f"{100 * share:.1f}% ({verdict})", constrained]
             rows.append("| " + " | ".join(cells) + " |")
-    replayed = []
+    replayed, replayed_shares = [], {}
     if args.replay_seeds:
         with tempfile.TemporaryDirectory() as scratch:
             args.replay_storage = f"sqlite:///{Path(scratch) / 'replay.db'}"
-            replayed = replays(args, jobs, reference, whole, grid_best, ref_f1)
+            replayed, replayed_shares = replays(args, jobs, reference, whole, grid_best, ref_f1)
     shown = next(iter(searches))
     plot(grid, reference, searches, shown, PLOT)
     medians = ", ".join(f"{sampler} {statistics.median(values):.1f}%" for sampler, values in shares.items() if values)
@@ -363,7 +378,7 @@ def measure(args: argparse.Namespace) -> str:
         "search's hypervolume after each trial (`docs/search_vs_grid.png`).",
         "",
         "![search against grid](docs/search_vs_grid.png)",
-        *replay_section(args, replayed),
+        *replay_section(args, replayed, shares, replayed_shares),
         END,
     ]
     return "\n".join(lines) + "\n"
@@ -384,6 +399,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-f1-drop", type=float, default=1.0)
     parser.add_argument("--replay-seeds", type=int, default=24,
                         help="searches per sampler replayed on the grid's measurements (0: none)")  # fmt: skip
+    parser.add_argument("--replay-samplers", nargs="+", default=list(search.SAMPLERS), choices=search.SAMPLERS)
     parser.add_argument("--fresh", action="store_true",
                         help="delete the benchmark's earlier studies first, so the searches start anew")  # fmt: skip
     parser.add_argument("--skip-grid", action="store_true", help="the grid ran already: do not start it")

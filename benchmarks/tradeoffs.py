@@ -421,7 +421,40 @@ def targets(args: argparse.Namespace, jobs: list[report.Job], timing: dict) -> l
         f"Speed-ups from a separate head-to-head timing of just these variants and the uncompressed model: "
         f"{args.target_rounds} interleaved rounds at batch {args.batch_size}; each round's paired ratio (the "
         "uncompressed time of that round over the variant's) cancels drift common to the round. Median, with the "
-        "interquartile range of the rounds.", "", report.markdown(rows),
+        "interquartile range of the rounds.", "", report.markdown(rows), *int8_explained(timing),
+    ]  # fmt: skip
+
+
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # the instructions that give INT8 matrix multiplies a fast path
+
+
+def linear_time(ops: list) -> tuple[float, list[str]]:
+    """Milliseconds per pass in an OpenVINO profile's linear layers (FullyConnected), and their kernels."""
+    chosen = [(op, ms) for op, ms, _ in ops if op.startswith("FullyConnected")]
+    kernels = sorted({op.split("(", 1)[1].rstrip(")") for op, _ in chosen if "(" in op})
+    return sum(ms for _, ms in chosen), kernels
+
+
+def int8_explained(timing: dict) -> list[str]:
+    """Why INT8 is or is not faster on this CPU, read from the OpenVINO profiles: the same runtime's matrix
+    multiplies in INT8 and in FP32."""
+    profiled = timing.get("profiled", {})
+    int8, fp32 = profiled.get("none | openvino_int8"), profiled.get(f"none | {RUNTIME_FP32}")
+    if not int8 or not fp32:
+        return []
+    (int8_ms, int8_kernels), (fp32_ms, fp32_kernels) = linear_time(int8), linear_time(fp32)
+    flags = timing["cpu"].split("flags:", 1)[-1].rstrip(")").split()
+    present = [flag for flag in INT8_FLAGS if flag in flags]
+    missing = f"none of {', '.join(INT8_FLAGS)}, the instructions that give INT8 matrix multiplies a fast path"
+    cpu = f"it has {', '.join(present) if present else missing}"
+    return [
+        f"Where INT8 stands on this CPU, {timing['cpu']}: {cpu}. In the profiles below, OpenVINO's INT8 model "
+        f"spends {int8_ms:.0f} ms per pass in its linear layers (kernels {', '.join(int8_kernels)}) against "
+        f"{fp32_ms:.0f} ms for the same layers in FP32 ({', '.join(fp32_kernels)}): "
+        + (f"INT8 makes them {fp32_ms / int8_ms:.2f}× faster." if int8_ms < fp32_ms else
+           f"INT8 makes them {int8_ms / fp32_ms:.2f}× slower, so the INT8 speed targets cannot be met here; "
+           "measure them on a CPU with VNNI or AMX."),
+        "",
     ]  # fmt: skip
 
 

@@ -28,6 +28,23 @@ def test_speedups_are_paired_round_by_round(tradeoffs):
     assert tradeoffs.paired(times, "fp32") == {"fp32": [1.0, 1.0], "int8": [2.0, 2.5]}
 
 
+def test_the_int8_explanation_reads_the_profiles_and_the_cpu_flags(tradeoffs):
+    fp32 = [["FullyConnected (gemm_mlas_f32)", 300.0, 0.5], ["FullyConnected (brgemm_avx2_f32)", 200.0, 0.3],
+            ["Subgraph (jit_avx2_f32)", 100.0, 0.2]]  # fmt: skip
+    slow = [["FullyConnected (jit_gemm_I8)", 750.0, 0.7], ["MatMul (jit_gemm_i8)", 70.0, 0.1]]
+    without = {"cpu": "AMD EPYC (flags: avx2)",
+               "profiled": {"none | openvino_fp32": fp32, "none | openvino_int8": slow}}  # fmt: skip
+    (text, _) = tradeoffs.int8_explained(without)
+    assert "none of avx512_vnni, avx_vnni, amx_int8" in text
+    assert "750 ms" in text and "500 ms" in text and "1.50× slower" in text  # linear layers only, not MatMul
+    fast = [["FullyConnected (brgemm_avx512_amx_I8)", 125.0, 0.6]]
+    amx = {"cpu": "Xeon (flags: avx2 avx512f avx512_vnni amx_int8)",
+           "profiled": {"none | openvino_fp32": fp32, "none | openvino_int8": fast}}  # fmt: skip
+    (text, _) = tradeoffs.int8_explained(amx)
+    assert "it has avx512_vnni, amx_int8" in text and "4.00× faster" in text
+    assert tradeoffs.int8_explained({"cpu": "x (flags: avx2)", "profiled": {}}) == []
+
+
 def test_the_experiments_it_runs_exist_and_the_unstructured_methods_come_from_the_registry(tradeoffs):
     for experiment in tradeoffs.EXPERIMENTS:
         assert (ROOT / "conf" / "experiment" / f"{experiment}.yaml").is_file()

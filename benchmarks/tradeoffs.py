@@ -436,8 +436,8 @@ def linear_time(ops: list) -> tuple[float, list[str]]:
 
 
 def int8_explained(timing: dict) -> list[str]:
-    """Why INT8 is or is not faster on this CPU, read from the OpenVINO profiles: the same runtime's matrix
-    multiplies in INT8 and in FP32."""
+    """Why INT8 is or is not faster on the CPU that timed it, read from the OpenVINO profiles: the same runtime's
+    linear layers in INT8 and in FP32, and the CPU's INT8 instruction-set flags."""
     profiled = timing.get("profiled", {})
     int8, fp32 = profiled.get("none | openvino_int8"), profiled.get(f"none | {RUNTIME_FP32}")
     if not int8 or not fp32:

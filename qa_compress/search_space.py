@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -161,7 +162,7 @@ def numeric_scale(param: Param, space: Space) -> tuple[str, ...]:
         values = [float(choice) for choice in param.choices]
     except ValueError:
         return ()
-    if any(v != v or v in (float("inf"), float("-inf")) for v in values):
+    if not all(math.isfinite(v) for v in values):
         return ()
     return tuple(choice for _, choice in sorted(zip(values, param.choices, strict=True)))
 

@@ -91,8 +91,9 @@ def optimize(
     return {k: v for k, v in optimized.get_fused_operator_statistics().items() if v}
 
 
-def quantize(source: Path, target: Path, per_channel: bool = True) -> Path:
-    """Dynamic INT8 quantization of the graph's weights (activations quantized at run time).
+def quantize(source: Path, target: Path, per_channel: bool = True, operators: list[str] | None = None) -> Path:
+    """Dynamic INT8 quantization of the graph's weights (activations quantized at run time), of every operator
+    ONNX Runtime can quantize or only of `operators` (types).
 
     Per-channel weight scales cost no speed here and keep more of the answerable questions.
     """
@@ -108,6 +109,7 @@ def quantize(source: Path, target: Path, per_channel: bool = True) -> Path:
             str(target),
             weight_type=QuantType.QInt8,
             per_channel=per_channel,
+            op_types_to_quantize=operators,
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},  # fused ops carry no inferred types
         )
     finally:
@@ -124,14 +126,20 @@ def quantize_static(
     calibration_items: list[dict[str, np.ndarray]],
     calibration_method: str = "minmax",
     per_channel: bool = True,
-) -> Path:
-    """Static INT8 quantization in QDQ format: activation ranges measured on the calibration windows.
+) -> tuple[Path, dict[str, int]]:
+    """Static INT8: the matrix products in QDQ format, their activation ranges measured on the calibration
+    windows; returns the graph and its count of each kind of quantized operator (`quantized_operators`).
 
-    Activations are unsigned and weights signed (U8S8, the x86 fast path); matrix products and the
-    fused attention are quantized, layer norms and GELU stay FP32.
+    Activations are unsigned and weights signed (U8S8, the x86 fast path). ONNX Runtime's quantizer leaves a
+    tensor alone when it does not know its type, and the fused graph's operators carry none, so symbolic shape
+    inference types them first: without it the graph came out weight-only. The static quantizer has no form of
+    the fused attention and embedding operators; those two are quantized as `onnx_int8` does (QAttention,
+    QEmbedLayerNormalization). Layer norms and GELU stay FP32.
     """
+    import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -142,25 +150,57 @@ def quantize_static(
 
     methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                "percentile": CalibrationMethod.Percentile}  # fmt: skip
+    typed = target.with_name("model.typed.onnx")
+    static = target.with_name("model.qdq.onnx")
+    onnx.save(SymbolicShapeInference.infer_shapes(onnx.load(str(source)), auto_merge=True), str(typed))
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer's pre-processing advice, on the root logger
     try:
         ort_quantize_static(
-            str(source),
-            str(target),
+            str(typed),
+            str(static),
             Reader(),
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=methods[calibration_method],
-            op_types_to_quantize=["MatMul", "Attention"],
-            extra_options={"DefaultTensorType": 1},  # fused ops carry no inferred types (1 = FLOAT)
+            op_types_to_quantize=["MatMul"],
+            extra_options={"DefaultTensorType": 1},  # for any tensor inference could not type (1 = FLOAT)
         )
     finally:
         root.setLevel(level)
-    return target
+    quantize(static, target, per_channel, operators=["Attention", "EmbedLayerNormalization"])
+    for scratch in (typed, static):
+        scratch.unlink(missing_ok=True)
+    counts = quantized_operators(target)
+    if counts["static_int8_matmuls"] == 0:
+        raise RuntimeError(f"static quantization of {source} quantized no activation: {counts}")
+    return target, counts
+
+
+def quantized_operators(path: Path) -> dict[str, int]:
+    """How many matrix products take an int8 activation calibrated ahead of time (a weight and an input both
+    dequantized from int8), how many stay floating point, and how many operators quantize at run time."""
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    producers = {out: node.op_type for node in graph.node for out in node.output}
+    initial = {t.name for t in graph.initializer}
+    static = floating = 0
+    for node in graph.node:
+        if node.op_type != "MatMul":
+            continue
+        if all(producers.get(name) == "DequantizeLinear" for name in node.input):
+            static += 1
+        elif not any(name in initial for name in node.input):
+            continue  # a product of two activations (none in the fused graph; attention does its own)
+        else:
+            floating += 1
+    dynamic = sum(node.op_type in ("QAttention", "QEmbedLayerNormalization", "MatMulInteger", "DynamicQuantizeMatMul")
+                  for node in graph.node)  # fmt: skip
+    return {"static_int8_matmuls": static, "float_matmuls": floating, "dynamic_int8_operators": dynamic}
 
 
 def build_int8(
@@ -173,7 +213,8 @@ def build_int8(
 ) -> tuple[Path, dict[str, int]]:
     """Export, fuse and quantize `model` into `directory`; returns the INT8 graph and the fused operators.
 
-    Dynamic quantization without `calibration_items`, static (QDQ) with them.
+    Dynamic quantization without `calibration_items`, static (QDQ) with them; the fused operators' counts
+    gain the quantized operators' (`quantized_operators`) in the static case.
     """
     from qa_compress import families
 
@@ -185,8 +226,9 @@ def build_int8(
     if calibration_items is None:
         target = quantize(directory / "model.fused.onnx", directory / QUANTIZED_FILE, per_channel)
     else:
-        target = quantize_static(directory / "model.fused.onnx", directory / QUANTIZED_FILE, calibration_items,
-                                 calibration_method, per_channel)  # fmt: skip
+        target, quantized = quantize_static(directory / "model.fused.onnx", directory / QUANTIZED_FILE,
+                                            calibration_items, calibration_method, per_channel)  # fmt: skip
+        fused = {**fused, **quantized}
     for scratch in ("model.onnx", "model.fused.onnx"):
         (directory / scratch).unlink(missing_ok=True)
     return target, fused

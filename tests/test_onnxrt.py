@@ -45,3 +45,30 @@ def test_structured_then_onnx_keeps_pruned_attention_fused(tmp_path):
     exported = onnxrt.export(model, list(inputs), tmp_path / "model.onnx")
     assert onnxrt.optimize(exported, tmp_path / "fused.onnx", *onnxrt.attention_shape(model)).get("Attention") == 2
     assert torch.allclose(onnxrt.OrtModel(tmp_path / "fused.onnx", 1)(**inputs).start_logits, reference, atol=1e-4)
+
+
+def test_static_int8_runs_every_weight_product_on_calibrated_int8_activations(tmp_path):
+    """The static graph must quantize activations, not weights alone: ONNX Runtime then runs each product as
+    QLinearMatMul, and what calibration measured decides the outputs."""
+    import onnx
+    import onnxruntime as ort
+
+    model = small_bert().eval()
+    inputs = small_inputs()
+    generator = torch.Generator().manual_seed(2)
+    calibration = [{"input_ids": torch.randint(5, 120, (1, 12), generator=generator).numpy(),
+                    "attention_mask": torch.ones(1, 12, dtype=torch.long).numpy()} for _ in range(8)]  # fmt: skip
+    outputs = {}
+    for method in ("minmax", "percentile"):
+        path, counts = onnxrt.build_int8(model, list(inputs), tmp_path / method, True, calibration, method)
+        assert counts["static_int8_matmuls"] == 2 * 3 + 1 and counts["float_matmuls"] == 0  # per layer: O, FFN×2; QA
+        assert counts["dynamic_int8_operators"] == 2 + 1  # attention (no static form) and the embedding
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / method / "as_run.onnx")
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        run = [node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node]
+        assert run.count("QLinearMatMul") == counts["static_int8_matmuls"] and "MatMulNBits" not in run
+        outputs[method] = onnxrt.OrtModel(path, num_threads=1)(**inputs).start_logits
+        with torch.no_grad():
+            assert torch.allclose(outputs[method], model(**inputs).start_logits, atol=0.1)
+    assert not torch.equal(outputs["minmax"], outputs["percentile"])  # the calibration method matters

@@ -226,6 +226,8 @@ def test_calibrated_runtimes_run_through_run_py_calibrate_on_training_data_and_r
         assert job.data.metrics["calibration_windows"] > 0
         assert job.data.params["quantization.calibration_samples"] == "300"
     assert jobs["openvino_int8"].data.metrics["size_mb"] < 0.6 * jobs["openvino_fp32"].data.metrics["size_mb"]
+    assert jobs["onnx_static_int8"].data.metrics["static_int8_matmuls"] > 0  # activations really quantized
+    assert jobs["onnx_static_int8"].data.metrics["float_matmuls"] == 0
     for directory in sorted((tmp_path / "sweep").glob("*/model")):
         assert not any(p.suffix in {".pt", ".pkl", ".pth"} for p in directory.iterdir())
         logged = json.loads((directory.parent / "predictions.json").read_text())

@@ -45,6 +45,16 @@ def test_the_int8_explanation_reads_the_profiles_and_the_cpu_flags(tradeoffs):
     assert tradeoffs.int8_explained({"cpu": "x (flags: avx2)", "profiled": {}}) == []
 
 
+def test_the_onnx_static_explanation_compares_the_same_products_static_and_dynamic(tradeoffs):
+    static = [["QAttention", 200.0, 0.4], ["QLinearMatMul", 220.0, 0.4], ["QuantizeLinear", 12.0, 0.02]]
+    dynamic = [["DynamicQuantizeMatMul", 264.0, 0.5], ["QAttention", 200.0, 0.4]]
+    timing = {"profiled": {"none | onnx_static_int8": static, "none | onnx_int8": dynamic}}
+    (text, _) = tradeoffs.onnx_static_explained(timing)
+    assert "as QLinearMatMul in 220 ms" in text and "as DynamicQuantizeMatMul in 264 ms" in text
+    assert "1.20× as fast" in text  # products only: attention and quantize steps are left out
+    assert tradeoffs.onnx_static_explained({"profiled": {"none | onnx_int8": dynamic}}) == []
+
+
 def test_the_experiments_it_runs_exist_and_the_unstructured_methods_come_from_the_registry(tradeoffs):
     for experiment in tradeoffs.EXPERIMENTS:
         assert (ROOT / "conf" / "experiment" / f"{experiment}.yaml").is_file()

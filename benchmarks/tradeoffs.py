@@ -246,6 +246,17 @@ def target_jobs(jobs: list[report.Job]) -> dict[str, report.Job | None]:
     return {"uncompressed": uncompressed, **{name: find(*variant) for name, (variant, *_) in TARGETS.items()}}
 
 
+TIMING_SETTINGS = ("threads", "batch_size", "warmup", "rounds", "target_rounds")  # what the text says of the timing
+
+
+def reuse_timing(args: argparse.Namespace) -> dict:
+    """The last timing run's figures, with its settings put back in `args` so the text describes that run."""
+    timing = json.loads((args.root / "timing.json").read_text())
+    for key, value in timing.get("settings", {}).items():
+        setattr(args, key, value)
+    return timing
+
+
 def time_and_profile(args: argparse.Namespace, jobs: list[report.Job]) -> dict:
     """Latencies of every saved model side by side, head-to-head speed-ups of the targets, and profiles."""
     client = MlflowClient(store(args))
@@ -272,6 +283,7 @@ def time_and_profile(args: argparse.Namespace, jobs: list[report.Job]) -> dict:
         "speedups_vs_runtime_fp32": paired(at_batch, runtime_fp32.run_id) if runtime_fp32 else {},
         "profiled": profiled,
         "cpu": benchmark.cpu_description(),
+        "settings": {key: getattr(args, key) for key in TIMING_SETTINGS},
     }
     (args.root / "timing.json").write_text(json.dumps(timing))
     return json.loads(json.dumps(timing))  # the same shape as a reused timing.json (keys as strings)
@@ -598,7 +610,7 @@ def main(argv: list[str] | None = None) -> None:
     settings = jobs[0].params  # the window settings the sweeps used, for the timing windows
     args.max_seq_length, args.doc_stride = int(settings["dataset.max_seq_length"]), int(settings["dataset.doc_stride"])
     if args.reuse_timing:
-        timing = json.loads((args.root / "timing.json").read_text())
+        timing = reuse_timing(args)
     else:
         timing = time_and_profile(args, jobs)
     previous = args.out.read_text() if args.out.exists() else ""

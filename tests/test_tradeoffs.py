@@ -2,6 +2,7 @@
 
 import argparse
 import importlib.util
+import json
 
 import pytest
 
@@ -53,6 +54,14 @@ def test_the_onnx_static_explanation_compares_the_same_products_static_and_dynam
     assert "as QLinearMatMul in 220 ms" in text and "as DynamicQuantizeMatMul in 264 ms" in text
     assert "1.20× as fast" in text  # products only: attention and quantize steps are left out
     assert tradeoffs.onnx_static_explained({"profiled": {"none | onnx_int8": dynamic}}) == []
+
+
+def test_a_reused_timing_is_described_with_the_settings_it_ran_with(tradeoffs, tmp_path):
+    timing = {"cpu": "x (flags: avx2)", "settings": {"target_rounds": 20, "rounds": 10, "batch_size": 8}}
+    (tmp_path / "timing.json").write_text(json.dumps(timing))
+    args = argparse.Namespace(root=tmp_path, threads=2, batch_size=16, warmup=3, rounds=10, target_rounds=30)
+    assert tradeoffs.reuse_timing(args)["cpu"] == "x (flags: avx2)"
+    assert (args.target_rounds, args.rounds, args.batch_size) == (20, 10, 8)
 
 
 def test_the_experiments_it_runs_exist_and_the_unstructured_methods_come_from_the_registry(tradeoffs):

@@ -141,6 +141,9 @@ def quantize_static(
     from onnxruntime.quantization import quantize_static as ort_quantize_static
     from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
+    if calibration_method != "minmax":  # histograms stack each tensor across windows: one length for all
+        calibration_items = padded(calibration_items)
+
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self.items = iter(calibration_items)
@@ -178,6 +181,18 @@ def quantize_static(
     if counts["static_int8_matmuls"] == 0:
         raise RuntimeError(f"static quantization of {source} quantized no activation: {counts}")
     return target, counts
+
+
+def padded(items: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """The windows padded with token 0 (attention masked) to the longest one's length.
+
+    ONNX Runtime's histogram calibrators (entropy, percentile) stack a tensor's values from every window into one
+    array, which windows of different lengths cannot form; the padded positions' activations join the
+    histograms, as they do in a padded evaluation batch.
+    """
+    length = max(item["input_ids"].shape[1] for item in items)
+    return [{name: np.pad(array, ((0, 0), (0, length - array.shape[1]))) for name, array in item.items()}
+            for item in items]  # fmt: skip
 
 
 def quantized_operators(path: Path) -> dict[str, int]:

@@ -8,6 +8,8 @@ session's thread count is fixed so that timings compare with PyTorch's.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import sys
 import warnings
@@ -155,28 +157,31 @@ def quantize_static(
                "percentile": CalibrationMethod.Percentile}  # fmt: skip
     typed = target.with_name("model.typed.onnx")
     static = target.with_name("model.qdq.onnx")
-    onnx.save(SymbolicShapeInference.infer_shapes(onnx.load(str(source)), auto_merge=True), str(typed))
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # the quantizer's pre-processing advice, on the root logger
+    printed = io.StringIO()  # the histogram calibrators print their bin counts
     try:
-        ort_quantize_static(
-            str(typed),
-            str(static),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=per_channel,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=methods[calibration_method],
-            op_types_to_quantize=["MatMul"],
-            extra_options={"DefaultTensorType": 1},  # for any tensor inference could not type (1 = FLOAT)
-        )
+        onnx.save(SymbolicShapeInference.infer_shapes(onnx.load(str(source)), auto_merge=True), str(typed))
+        with contextlib.redirect_stdout(printed):
+            ort_quantize_static(
+                str(typed),
+                str(static),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=methods[calibration_method],
+                op_types_to_quantize=["MatMul"],
+                extra_options={"DefaultTensorType": 1},  # for any tensor inference could not type (1 = FLOAT)
+            )
+        quantize(static, target, per_channel, operators=["Attention", "EmbedLayerNormalization"])
     finally:
         root.setLevel(level)
-    quantize(static, target, per_channel, operators=["Attention", "EmbedLayerNormalization"])
-    for scratch in (typed, static):
-        scratch.unlink(missing_ok=True)
+        for scratch in (typed, static):
+            scratch.unlink(missing_ok=True)
+    log.debug("ONNX Runtime calibration: %s", printed.getvalue().strip())
     counts = quantized_operators(target)
     if counts["static_int8_matmuls"] == 0:
         raise RuntimeError(f"static quantization of {source} quantized no activation: {counts}")

@@ -47,7 +47,7 @@ def test_structured_then_onnx_keeps_pruned_attention_fused(tmp_path):
     assert torch.allclose(onnxrt.OrtModel(tmp_path / "fused.onnx", 1)(**inputs).start_logits, reference, atol=1e-4)
 
 
-def test_static_int8_runs_every_weight_product_on_calibrated_int8_activations(tmp_path):
+def test_static_int8_runs_every_weight_product_on_calibrated_int8_activations(tmp_path, tiny_distilbert_dir):
     """The static graph must quantize activations, not weights alone: ONNX Runtime then runs each product as
     QLinearMatMul, and what calibration measured decides the outputs."""
     import onnx
@@ -73,3 +73,7 @@ def test_static_int8_runs_every_weight_product_on_calibrated_int8_activations(tm
         with torch.no_grad():
             assert torch.allclose(outputs[method], model(**inputs).start_logits, atol=0.1)
     assert not torch.equal(outputs["minmax"], outputs["percentile"])  # the calibration method matters
+    distilbert = AutoModelForQuestionAnswering.from_pretrained(str(tiny_distilbert_dir)).eval()
+    _, counts = onnxrt.build_int8(distilbert, list(inputs), tmp_path / "distilbert", True, calibration, "entropy")
+    assert (counts["static_int8_matmuls"], counts["float_matmuls"], counts["dynamic_int8_operators"]) == (7, 0, 3)
+    assert sorted(p.name for p in (tmp_path / "distilbert").iterdir()) == [onnxrt.QUANTIZED_FILE]  # no scratch left

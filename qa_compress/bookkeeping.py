@@ -33,7 +33,8 @@ def is_uncompressed(job: JobConfig) -> bool:
 def job_hash(job: JobConfig) -> str:
     """Identity of a job's result: its settings and the content of its inputs, not where it writes.
 
-    Two jobs with the same hash produce the same metrics (up to timing noise), so a rerun may reuse one.
+    Two jobs with the same hash produce the same metrics (up to timing noise), so a rerun may reuse one; a
+    method's `revision` (above 1) joins it, so a run made before the method's results changed is not reused.
     """
     settings = job.model_dump(exclude={"paths", "tracking", "report", "force", "cache_lock_timeout_s"})
     inputs = {"model": models.fingerprint(job.model.name_or_path)}
@@ -43,7 +44,12 @@ def job_hash(job: JobConfig) -> str:
     for key, path in files.items():
         if path is not None and Path(path).is_file():
             inputs[key] = cache.input_digest(Path(path))
-    return cache.key({"settings": settings, "inputs": inputs})
+    identity = {"settings": settings, "inputs": inputs}
+    methods = {"pruning": prune.get(job.pruning.name), "quantization": quantize.get(job.quantization.name)}
+    revised = {stage: method.revision for stage, method in methods.items() if method.revision > 1}
+    if revised:  # left out at revision 1, so the hashes of runs made before revisions existed still match
+        identity["revisions"] = revised
+    return cache.key(identity)
 
 
 SLURM_TAGS = {  # tag: the variable SLURM sets in a job; what `sacct -j` and `scancel` take

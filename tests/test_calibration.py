@@ -5,7 +5,7 @@ import shutil
 import pytest
 from datasets import Dataset
 
-from qa_compress import bookkeeping, calibration, checks, data, features
+from qa_compress import bookkeeping, calibration, checks, data, features, quantize
 from qa_compress.config import from_hydra
 from qa_compress.errors import UserError
 
@@ -65,3 +65,16 @@ def test_a_changed_calibration_file_changes_the_configuration_hash(tiny_bert_dir
     text = calibration_file.read_text().replace('"question": "', '"question": "Tell me: ', 1)
     calibration_file.write_text(text)
     assert bookkeeping.job_hash(job) != before
+
+
+def test_a_method_whose_results_changed_does_not_reuse_the_runs_of_its_earlier_revision(
+    tiny_bert_dir, squad_files, monkeypatch
+):
+    static = from_hydra(compose_config(tiny_job_args(tiny_bert_dir, squad_files, "quantization=onnx_static_int8",
+                                                     fine_tune=False)))  # fmt: skip
+    dynamic = from_hydra(compose_config(tiny_job_args(tiny_bert_dir, squad_files, "quantization=onnx_int8",
+                                                      fine_tune=False)))  # fmt: skip
+    before = bookkeeping.job_hash(static), bookkeeping.job_hash(dynamic)
+    monkeypatch.setattr(type(quantize.get("onnx_static_int8")), "revision", 3)
+    assert bookkeeping.job_hash(static) != before[0]
+    assert bookkeeping.job_hash(dynamic) == before[1]  # other methods' runs are still reused

@@ -79,6 +79,7 @@ class PruningMethod:
     settings: ClassVar[type[PruningSettings]] = PruningSettings
     staged: ClassVar[bool] = False  # gradual schedule: pruned for good in stages (`stages`), recovery between them
     inert_keys: ClassVar[frozenset[str]] = frozenset()  # settings it has that mean nothing to it (a search skips them)
+    revision: ClassVar[int] = 1  # raised when the method's results change, so older runs are not reused as its own
 
     def stages(self, model: nn.Module, settings: PruningSettings, fractions: list[float]) -> Iterator[PruningSettings]:
         """For a staged method: the settings of each stage, computed as the stage comes, that together reach

@@ -80,6 +80,7 @@ class QuantizationMethod:
     runs_on: ClassVar[Literal["cpu", "gpu", "any"]] = "any"  # "cpu": CPU kernels only; "gpu": refused without one
     needs: ClassVar[frozenset[str]] = frozenset()  # data it reads whatever its settings (see `reads`)
     identity: ClassVar[bool] = False  # leaves the model as it is (the sweep's uncompressed reference)
+    revision: ClassVar[int] = 1  # raised when the method's results change, so older runs are not reused as its own
 
     def reads(self, settings: QuantizationSettings) -> frozenset[str]:
         """The data this method reads with these settings: TRAINING_WINDOWS, CALIBRATION_WINDOWS, HELD_OUT_QUESTIONS."""

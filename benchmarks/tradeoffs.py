@@ -26,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
@@ -441,11 +442,16 @@ def targets(args: argparse.Namespace, jobs: list[report.Job], timing: dict) -> l
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # the instructions that give INT8 matrix multiplies a fast path
 
 
+def summed(ops: list, keep: Callable[[str], bool]) -> tuple[float, list[str]]:
+    """Milliseconds per pass of a profile's operators that `keep` accepts, and their names."""
+    chosen = [(op, ms) for op, ms, _ in ops if keep(op)]
+    return sum(ms for _, ms in chosen), sorted({op for op, _ in chosen})
+
+
 def linear_time(ops: list) -> tuple[float, list[str]]:
     """Milliseconds per pass in an OpenVINO profile's linear layers (FullyConnected), and their kernels."""
-    chosen = [(op, ms) for op, ms, _ in ops if op.startswith("FullyConnected")]
-    kernels = sorted({op.split("(", 1)[1].rstrip(")") for op, _ in chosen if "(" in op})
-    return sum(ms for _, ms in chosen), kernels
+    ms, names = summed(ops, lambda op: op.startswith("FullyConnected"))
+    return ms, sorted({name.split("(", 1)[1].rstrip(")") for name in names if "(" in name})
 
 
 def int8_explained(timing: dict) -> list[str]:
@@ -481,12 +487,8 @@ def onnx_static_explained(timing: dict) -> list[str]:
     static, dynamic = profiled.get("none | onnx_static_int8"), profiled.get("none | onnx_int8")
     if not static or not dynamic:
         return []
-
-    def products(ops: list) -> tuple[float, list[str]]:
-        chosen = [(op, ms) for op, ms, _ in ops if op in ORT_INT8_PRODUCTS]
-        return sum(ms for _, ms in chosen), sorted({op for op, _ in chosen})
-
-    (static_ms, static_ops), (dynamic_ms, dynamic_ops) = products(static), products(dynamic)
+    (static_ms, static_ops), (dynamic_ms, dynamic_ops) = (summed(ops, ORT_INT8_PRODUCTS.__contains__)
+                                                          for ops in (static, dynamic))  # fmt: skip
     if not static_ops or not dynamic_ops:
         return []
     return [

@@ -214,9 +214,7 @@ def quantized_operators(path: Path) -> dict[str, int]:
             continue
         if all(producers.get(name) == "DequantizeLinear" for name in node.input):
             static += 1
-        elif not any(name in initial for name in node.input):
-            continue  # a product of two activations (none in the fused graph; attention does its own)
-        else:
+        elif any(name in initial for name in node.input):  # a weight product (attention's own are fused)
             floating += 1
     dynamic = sum(node.op_type in ("QAttention", "QEmbedLayerNormalization", "MatMulInteger", "DynamicQuantizeMatMul")
                   for node in graph.node)  # fmt: skip

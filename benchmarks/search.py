@@ -61,6 +61,12 @@ SEARCHED = tuple(item.split("=", 1)[0] for item in SPACE)
 OBJECTIVES = ["f1", "speedup"]
 DIRECTIONS = [search.OBJECTIVES[name] for name in OBJECTIVES]
 HYPERVOLUME_TARGET = 0.95
+SEARCHERS = {  # name: (hydra.sweeper.sampler, hydra.sweeper.refine); "tpe" is the sweeper's default
+    "tpe": ("tpe", True),
+    "tpe-unrefined": ("tpe", False),
+    "nsga2": ("nsga2", True),
+    "random": ("random", False),
+}
 PLOT = ROOT / "docs" / "search_vs_grid.png"
 
 
@@ -82,6 +88,11 @@ def common(args: argparse.Namespace) -> list[str]:
 def run(command: list[str]) -> None:
     print("$", " ".join(command), flush=True)
     subprocess.run(command, cwd=ROOT, check=True)
+
+
+def sweeper_options(searcher: str) -> list[str]:
+    sampler, refine = SEARCHERS[searcher]
+    return [f"hydra.sweeper.sampler={sampler}", f"hydra.sweeper.refine={str(refine).lower()}"]
 
 
 def study_name(sampler: str, seed: int, trials: int, max_f1_drop: float | None) -> str:
@@ -108,7 +119,7 @@ def run_search(args: argparse.Namespace, sampler: str, seed: int, max_f1_drop: f
     name = study_name(sampler, seed, args.trials, max_f1_drop)
     options = [
         "hydra/sweeper=pareto",
-        f"hydra.sweeper.sampler={sampler}",
+        *sweeper_options(sampler),
         f"hydra.sweeper.seed={seed}",
         f"hydra.sweeper.n_trials={args.trials}",
         f"hydra.sweeper.n_startup_trials={args.startup}",
@@ -183,7 +194,7 @@ def replay(args: argparse.Namespace, jobs: list[report.Job], sampler: str, seed:
 
     from qa_compress import search_space, sweep
 
-    settings = [f"hydra.sweeper.sampler={sampler}", f"hydra.sweeper.seed={seed}",
+    settings = [*sweeper_options(sampler), f"hydra.sweeper.seed={seed}",
                 f"hydra.sweeper.n_trials={args.trials}", f"hydra.sweeper.n_startup_trials={args.startup}",
                 f"hydra.sweeper.objectives=[{','.join(OBJECTIVES)}]", f"hydra.sweeper.storage={args.replay_storage}",
                 f"hydra.sweeper.study_name=replay-{sampler}-{seed}-{max_f1_drop}"]  # fmt: skip
@@ -395,11 +406,13 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trials", type=int, default=20, help="jobs per search (default: a third of the grid)")
     parser.add_argument("--startup", type=int, default=8, help="random trials before TPE models the space")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--samplers", nargs="+", default=["tpe", "random"], choices=search.SAMPLERS)
+    parser.add_argument("--samplers", nargs="+", default=["tpe", "tpe-unrefined", "random"], choices=SEARCHERS,
+                        help="searches to run: tpe (the default: TPE with front refinement), tpe-unrefined, nsga2, "
+                             "random (no refinement: the baseline)")  # fmt: skip
     parser.add_argument("--max-f1-drop", type=float, default=1.0)
     parser.add_argument("--replay-seeds", type=int, default=24,
                         help="searches per sampler replayed on the grid's measurements (0: none)")  # fmt: skip
-    parser.add_argument("--replay-samplers", nargs="+", default=list(search.SAMPLERS), choices=search.SAMPLERS)
+    parser.add_argument("--replay-samplers", nargs="+", default=list(SEARCHERS), choices=SEARCHERS)
     parser.add_argument("--fresh", action="store_true",
                         help="delete the benchmark's earlier studies first, so the searches start anew")  # fmt: skip
     parser.add_argument("--skip-grid", action="store_true", help="the grid ran already: do not start it")

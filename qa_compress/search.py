@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import random
 import socket
+import statistics
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -21,7 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from qa_compress import front, search_space
+from qa_compress import front, refine, search_space
 from qa_compress.errors import UserError
 from qa_compress.search_space import Param, Space
 
@@ -59,6 +62,7 @@ class Settings:
     max_f1_drop: float | None
     storage: str | None
     study_name: str | None
+    refine: bool = True
 
 
 def settings(sweeper: Mapping[str, Any], benchmark: Mapping[str, Any]) -> Settings:
@@ -92,12 +96,16 @@ def settings(sweeper: Mapping[str, Any], benchmark: Mapping[str, Any]) -> Settin
         if isinstance(drop, bool) or not isinstance(drop, int | float) or not 0 <= float(drop) < 100:
             raise UserError(f"hydra.sweeper.max_f1_drop={drop}: expected F1 points in [0, 100), or null")
         drop = float(drop)
+    refine = sweeper.get("refine", True)
+    if not isinstance(refine, bool):
+        raise UserError(f"hydra.sweeper.refine={refine}: expected true or false")
     return Settings(
         objectives=objectives,
         sampler=sampler,
         max_f1_drop=drop,
         storage=sweeper.get("storage"),
         study_name=sweeper.get("study_name"),
+        refine=refine,
         **ints,
     )
 
@@ -154,6 +162,7 @@ def study_name(space: Space, chosen: Settings, experiment: str) -> str:
         "seed": chosen.seed,
         "n_startup_trials": chosen.n_startup_trials,
         "max_f1_drop": chosen.max_f1_drop,
+        "refine": chosen.refine,
     }
     return chosen.study_name or f"pareto-{search_space.config_key(identity)}"
 
@@ -295,6 +304,42 @@ def _suggest(trial, param: Param, space: Space) -> object:
     return trial.suggest_float(param.key, param.low, param.high, step=param.step, log=param.log)
 
 
+def steps(params: Mapping[str, object], space: Space) -> list[dict[str, object]]:
+    """Study parameters one step from `params`: one searched choice changed, a numeric choice by one position."""
+    found = []
+    for param in space.params:
+        if param.kind != "choice":
+            continue
+        scale = search_space.numeric_scale(param, space)
+        name = param.key + ORDERED_SUFFIX if scale else param.key
+        if name not in params:
+            continue
+        if scale:
+            found += [{**params, name: params[name] + d} for d in (-1, 1) if 0 <= params[name] + d < len(scale)]
+        else:
+            found += [{**params, name: choice} for choice in param.choices if choice != params[name]]
+    return found
+
+
+def configuration(plan: Plan, params: Mapping[str, object]) -> tuple[list[str], dict[str, object]] | None:
+    """The overrides of a trial with these study parameters, and the parameters it uses; None when it needs one
+    `params` lacks (a change to an option with keys the trial never had: left to the sampler)."""
+    used: dict[str, object] = {}
+
+    def suggest(param: Param) -> object:
+        scale = search_space.numeric_scale(param, plan.space)
+        name = param.key + ORDERED_SUFFIX if scale else param.key
+        if name not in params:
+            raise KeyError(name)
+        used[name] = params[name]
+        return scale[params[name]] if scale else params[name]
+
+    try:
+        return trial_overrides(plan, suggest), used
+    except KeyError:
+        return None
+
+
 def _alive(host: str, pid: int) -> bool:
     if host != socket.gethostname():
         return False  # another machine's searcher cannot be asked; the study is taken over
@@ -369,6 +414,7 @@ class Search:
         self.study.set_metric_names(self.names)
         self.State = optuna.trial.TrialState
         self.next_index = len(self.study.trials)  # job numbers above every earlier process's
+        self._keys: dict[tuple[str, ...], str] = {}
 
     # bookkeeping over the study's trials ---------------------------------------------------------
 
@@ -474,7 +520,7 @@ class Search:
 
     def _record(self, trial, overrides: list[str]) -> None:
         trial.set_user_attr("overrides", overrides)
-        trial.set_user_attr("config_key", self.identify(overrides))
+        trial.set_user_attr("config_key", self._key(overrides))
 
     def _propose(self, count: int) -> list:
         """`count` new trials whose configurations no earlier trial had."""
@@ -487,10 +533,13 @@ class Search:
                 self.study.sampler = self.optuna.samplers.RandomSampler(seed=self.plan.settings.seed + repeats)
             if repeats >= MAX_DUPLICATES + MAX_RANDOM_DUPLICATES:
                 break
+            wanted = self._refinement(tried) if repeats == 0 else None
             with _held():
+                if wanted is not None:
+                    self.study.enqueue_trial(wanted)
                 trial = self.study.ask()
                 overrides = trial_overrides(self.plan, lambda param, t=trial: _suggest(t, param, self.plan.space))
-                key = self.identify(overrides)
+                key = self._key(overrides)
                 if key in tried:
                     trial.set_user_attr("duplicate_of", tried[key])
                     self.study.tell(trial, state=self.State.FAIL)
@@ -498,12 +547,66 @@ class Search:
                     continue
                 self._record(trial, overrides)
             tried[key] = trial.number
+            if wanted is not None:
+                trial.set_user_attr("refines_front", True)
+                log.info("Trial %d refines the front: %s", trial.number, " ".join(overrides))
             proposed.append(self.study.get_trials(deepcopy=False)[trial.number])
             repeats = 0
         if repeats >= MAX_DUPLICATES:
             seed = self.plan.settings.seed + len(self.study.trials)
             self.study.sampler = _sampler(self.optuna, self.plan.settings, seed)
         return proposed
+
+    def _key(self, overrides: list[str]) -> str:
+        """The configuration key of these overrides, composed once per search process."""
+        if tuple(overrides) not in self._keys:
+            self._keys[tuple(overrides)] = self.identify(overrides)
+        return self._keys[tuple(overrides)]
+
+    def _refinement(self, tried: Mapping[str, int]) -> dict[str, object] | None:
+        """Study parameters of the untried neighbour of the front that promises most (`refine`); None: the
+        sampler proposes (refinement off, still in the startup trials, or no neighbour promises a gain)."""
+        chosen = self.plan.settings
+        finished = [t for t in self._trials(self.State.COMPLETE) if "metrics" in t.user_attrs]
+        if not chosen.refine or len(finished) < max(1, chosen.n_startup_trials):
+            return None
+        directions = [chosen.objectives[name] for name in self.names]
+
+        def neighbours(params: Mapping[str, object]) -> list[dict[str, object]]:
+            found = []
+            for step in steps(params, self.plan.space):
+                made = configuration(self.plan, step)
+                if made is not None and self._key(made[0]) not in tried:
+                    found.append(made[1])
+            return found
+
+        return refine.next_candidate(
+            [refine.Point(t.params, t.values) for t in finished],
+            self.names,
+            directions,
+            self._refinement_reference([t.user_attrs["metrics"] for t in finished], directions),
+            neighbours,
+            random.Random(chosen.seed + len(self.study.trials)),
+        )
+
+    def _refinement_reference(self, metrics: list[Mapping[str, float]], directions: list[str]) -> list[float]:
+        """The point refinement measures gains from: the front's reference point (constraint mode: F1 at the
+        allowed loss, so only admissible trials count); objectives without one start at the worst value seen."""
+        base = dict(self.reference() or {})
+        for name in ("always_no_answer_f1", "reference_latency_ms"):
+            seen = [m[name] for m in metrics if name in m]
+            if seen and name not in base:
+                base[name] = statistics.median(seen)
+        base.setdefault("latency_ms", base.get("reference_latency_ms", math.nan))
+        point = reference_point(self.plan.settings.objectives, base)
+        drop = self.plan.settings.max_f1_drop
+        for i, (name, direction) in enumerate(zip(self.names, directions, strict=True)):
+            if name == "f1" and drop is not None and "f1" in base:
+                point[i] = max(point[i], base["f1"] - drop)
+            if not math.isfinite(point[i]):
+                seen = [m[name] for m in metrics if name in m]
+                point[i] = (min if direction == front.MAXIMIZE else max)(seen)
+        return point
 
     def _run(self, batch: list) -> None:
         overrides = [list(t.user_attrs["overrides"]) for t in batch]

@@ -122,6 +122,7 @@ def test_hypervolume_in_three_objectives_matches_the_box_it_spans():
         ({"n_trials": 0}, "n_trials=0"),
         ({"sampler": "grid"}, "sampler=grid"),
         ({"max_f1_drop": -1}, "max_f1_drop=-1"),
+        ({"refine": "yes"}, "refine=yes: expected true or false"),
         ({"objectives": ["f1", "latency_ms"], "benchmark": {"enabled": False}}, "latency_ms is measured only"),
     ],
 )

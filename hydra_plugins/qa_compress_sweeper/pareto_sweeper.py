@@ -30,6 +30,7 @@ class ParetoSweeperConf:
     sampler: str = "tpe"  # tpe (multi-objective TPE), nsga2 or random
     seed: int = 42
     n_startup_trials: int = 8  # tpe: random trials before it models the space; nsga2: its generation size
+    refine: bool = True  # after the startup trials, run first the untried neighbour of the front that promises most
     max_f1_drop: Any = None  # constraint mode: the fastest configuration within this many F1 points of uncompressed
     storage: Any = None  # Optuna storage URL; null = optuna.db beside the MLflow SQLite store
     study_name: Any = None  # null = named after the search, so the same command continues the same study

@@ -24,7 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from qa_compress import front, refine, search_space
+from qa_compress import front, refine, search_space, store
 from qa_compress.errors import UserError
 from qa_compress.search_space import Param, Space
 
@@ -110,13 +110,83 @@ def settings(sweeper: Mapping[str, Any], benchmark: Mapping[str, Any]) -> Settin
     )
 
 
+OWN_SCHEMA = "optuna"  # PostgreSQL: the schema a study gets in the tracking database (search_path)
+OWN_DATABASE_SUFFIX = "_optuna"  # MySQL: the database a study gets beside the tracking database
+
+
 def storage_url(configured: str | None, tracking_uri: str, mlruns_dir: str) -> str:
-    """Where the study lives: the configured storage, else SQLite beside a SQLite MLflow store (or in mlruns_dir)."""
+    """Where the study lives: the configured storage, else beside the MLflow store.
+
+    A SQLite store gets `optuna.db` next to it; a PostgreSQL store, the schema `optuna` of the same
+    database; a MySQL store, the database `<name>_optuna` on the same server. Optuna and MLflow both keep
+    their schema version in a table named `alembic_version`, so a study cannot share MLflow's own tables;
+    for the same reason a configured PostgreSQL storage gets the schema `optuna` unless it names a
+    `search_path`, so it may be the very database behind a tracking server. Anything else (a tracking
+    server over HTTP, whose database is not known here) gets SQLite in mlruns_dir.
+    """
     if configured:
-        return configured
-    if tracking_uri.startswith("sqlite:///"):
+        return _own_schema(configured) if store.scheme(configured) == "postgresql" else configured
+    scheme = store.scheme(tracking_uri)
+    if scheme == "sqlite" and tracking_uri.startswith("sqlite:///"):
         return f"sqlite:///{Path(tracking_uri.removeprefix('sqlite:///')).parent / 'optuna.db'}"
+    if scheme == "postgresql":
+        return _own_schema(tracking_uri)
+    if scheme == "mysql":
+        from sqlalchemy.engine import make_url
+
+        url = make_url(tracking_uri)
+        return url.set(database=f"{url.database}{OWN_DATABASE_SUFFIX}").render_as_string(hide_password=False)
     return f"sqlite:///{Path(mlruns_dir).resolve() / 'optuna.db'}"
+
+
+def shown(url: str) -> str:
+    """A storage URL fit for logs and reports: its password masked."""
+    if "@" not in url:
+        return url
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url.split("://", 1)[0] + "://***@" + url.rsplit("@", 1)[1]
+
+
+def _own_schema(url: str) -> str:
+    """A PostgreSQL URL whose tables go to the schema `optuna` (libpq's search_path), unless it names one."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    options = str(parsed.query.get("options", ""))
+    if "search_path" in options:
+        return url
+    options = f"{options} -csearch_path={OWN_SCHEMA}".strip()
+    return parsed.update_query_dict({"options": options}).render_as_string(hide_password=False)
+
+
+def _create_home(url: str) -> None:
+    """Create the schema (PostgreSQL `search_path`) or database (MySQL) a study URL names, if missing."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import URL, make_url
+
+    parsed = make_url(url)
+    scheme = store.scheme(url)
+    if scheme == "mysql" and parsed.database:
+        server = URL.create(parsed.drivername, parsed.username, parsed.password, parsed.host, parsed.port,
+                            query=parsed.query)  # fmt: skip
+        engine = create_engine(server)
+        statement = f"CREATE DATABASE IF NOT EXISTS `{parsed.database.replace('`', '``')}`"
+    elif scheme == "postgresql" and "search_path=" in str(parsed.query.get("options", "")):
+        options = str(parsed.query["options"])
+        schema = options.split("search_path=", 1)[1].split()[0].split(",")[0]
+        engine = create_engine(parsed.difference_update_query(["options"]))
+        statement = f'CREATE SCHEMA IF NOT EXISTS "{schema.replace(chr(34), chr(34) * 2)}"'
+    else:
+        return
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(statement))
+    finally:
+        engine.dispose()
 
 
 STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")  # databases Optuna's RDB storage is tested on
@@ -124,10 +194,10 @@ STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")  # databases Optuna's RDB st
 
 def check_storage(url: str, key: str) -> None:
     """Refuse a storage Optuna cannot keep a study in, or a SQLite file that cannot be written, before any run."""
-    scheme = url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
+    scheme = store.scheme(url)
     if scheme not in STORAGE_SCHEMES:
         raise UserError(
-            f"hydra.sweeper.storage={url}: not a database URL Optuna can keep a study in "
+            f"hydra.sweeper.storage={shown(url)}: not a database URL Optuna can keep a study in "
             f"({', '.join(s + '://...' for s in STORAGE_SCHEMES)})"
         )
     if scheme == "sqlite":
@@ -144,10 +214,11 @@ def probe_storage(url: str) -> None:
     import optuna
 
     try:
+        _create_home(url)
         optuna.storages.RDBStorage(url)
     except Exception as err:
         reason = (str(err).strip().splitlines() or [""])[0][:300]
-        raise UserError(f"hydra.sweeper.storage={url}: Optuna could not open it ({reason})") from None
+        raise UserError(f"hydra.sweeper.storage={shown(url)}: Optuna could not open it ({reason})") from None
 
 
 def study_name(space: Space, chosen: Settings, experiment: str) -> str:
@@ -410,7 +481,9 @@ class Search:
             raise UserError(f"hydra.sweeper.study_name={plan.study}: {err}") from None
         except Exception as err:  # the database does not answer
             reason = (str(err).strip().splitlines() or [""])[0][:300]
-            raise UserError(f"hydra.sweeper.storage={plan.storage}: Optuna could not open it ({reason})") from None
+            raise UserError(
+                f"hydra.sweeper.storage={shown(plan.storage)}: Optuna could not open it ({reason})"
+            ) from None
         self.study.set_metric_names(self.names)
         self.State = optuna.trial.TrialState
         self.next_index = len(self.study.trials)  # job numbers above every earlier process's
@@ -443,7 +516,7 @@ class Search:
         me = {"host": socket.gethostname(), "pid": os.getpid()}
         if owner and owner != me and _alive(owner["host"], int(owner["pid"])):
             raise UserError(
-                f"study {self.plan.study} in {self.plan.storage} is being searched by process {owner['pid']}; "
+                f"study {self.plan.study} in {shown(self.plan.storage)} is being searched by process {owner['pid']}; "
                 "wait for it to end, or give this search another hydra.sweeper.study_name"
             )
         self.study.set_user_attr("searcher", me)
@@ -697,7 +770,7 @@ def write_trials(rows: list[dict[str, Any]], plan: Plan, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "study": plan.study,
-        "storage": plan.storage,
+        "storage": shown(plan.storage),
         "space": plan.space.describe(),
         "fixed": list(plan.space.fixed),
         "objectives": plan.settings.objectives,

@@ -43,6 +43,9 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
 
     MLflow's own client retries an unreachable server for minutes, once per job.
     """
+    if scheme(uri) in ("postgresql", "mysql", "mssql"):
+        _check_database(uri, timeout_s)
+        return
     if not uri.startswith(("http://", "https://")):
         return
     import urllib.error
@@ -57,3 +60,26 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
     except (urllib.error.URLError, OSError) as err:
         reason = str(getattr(err, "reason", err))
     raise UserError(f"{source}={uri}: no MLflow tracking server answers ({reason}); start it, or use another store")
+
+
+def _check_database(uri: str, timeout_s: float) -> None:
+    """A database store that does not answer, or does not exist, is refused at once (MLflow retries for minutes)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    source, shown = _source(uri), make_url(uri).render_as_string(hide_password=True)
+    connect_args = {"connect_timeout": max(1, int(timeout_s))} if scheme(uri) in ("postgresql", "mysql") else {}
+    try:
+        engine = create_engine(uri, connect_args=connect_args)
+    except Exception as err:  # no driver for it
+        raise UserError(f"{source}={shown}: MLflow cannot open this database ({err})") from None
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as err:
+        reason = (str(getattr(err, "orig", None) or err).strip().splitlines() or [""])[0][:300]
+        raise UserError(
+            f"{source}={shown}: the database does not answer ({reason}); create it, or use another store"
+        ) from None
+    finally:
+        engine.dispose()

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 PARENT_RUN_FILE = "mlflow_parent_run_id"
 MAX_PARAM_LENGTH = 6000
+MAX_RUN_NAME_LENGTH = 250  # MLflow's runs.name column; PostgreSQL and MySQL refuse longer, SQLite does not check
 
 
 # Opens the experiment in the MLflow UI's model-training view (runs, metrics, charts), not its GenAI
@@ -196,7 +197,7 @@ def job_run(experiment: str, name: str, parent_run_id: str | None, tags: dict[st
     with _interrupts.scope():
         try:
             with held():  # a signal held during the start is raised here, with the run open
-                run = mlflow.start_run(experiment_id=experiment, run_name=name, parent_run_id=parent_run_id,
+                run = mlflow.start_run(experiment_id=experiment, run_name=run_name(name), parent_run_id=parent_run_id,
                                        tags={**tags, **owner_tags()})  # fmt: skip
             yield run.info.run_id
         except KeyboardInterrupt as err:
@@ -348,11 +349,16 @@ def reap_dead_runs(uri: str, experiment: str) -> list[str]:
     return marked
 
 
+def run_name(name: str) -> str:
+    """A run name every MLflow store keeps: cut to its column's length, the cut marked."""
+    return name if len(name) <= MAX_RUN_NAME_LENGTH else name[: MAX_RUN_NAME_LENGTH - 1] + "…"
+
+
 def start_sweep(uri: str, experiment: str, sweep_dir: Path, name: str, tags: dict[str, str]) -> str:
     """Create the parent run of a multirun and leave its id in the sweep directory for the jobs."""
     client = MlflowClient(uri)
     tags = {**tags, **owner_tags(), "sweep_dir": str(sweep_dir)}
-    run = client.create_run(experiment, run_name=name, tags=tags)
+    run = client.create_run(experiment, run_name=run_name(name), tags=tags)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     (sweep_dir / PARENT_RUN_FILE).write_text(run.info.run_id)
     return run.info.run_id

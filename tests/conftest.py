@@ -38,7 +38,7 @@ import qa_compress.resolvers  # noqa: F401  (the ${package_path:...} resolver)
 from qa_compress import sweep, synthetic
 from qa_compress.resolvers import package_path
 
-from . import slurm_cluster
+from . import daemons, slurm_cluster
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -317,6 +317,49 @@ def slurm(tmp_path_factory) -> Iterator[slurm_cluster.Cluster]:
         if os.environ.get("CI"):
             pytest.fail(f"CI must run the SLURM tests: {err}")
         pytest.skip(str(err))
+
+
+def _unavailable(service: str, err: Exception) -> None:
+    """Skip a test whose service cannot come up here; in CI (CI=true), fail it."""
+    if os.environ.get("CI"):
+        pytest.fail(f"CI must run the {service} tests: {err}")
+    pytest.skip(str(err))
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server on 127.0.0.1 (Debian's postgresql; CI installs it): `postgresql://qa@host:port`."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="qa-compress-postgres-"))  # not under pytest's root-only directory
+    try:
+        daemon, port = daemons.postgres(root, "qa")
+    except daemons.Unavailable as err:
+        shutil.rmtree(root, ignore_errors=True)
+        _unavailable("PostgreSQL", err)
+    try:
+        yield f"postgresql://qa@127.0.0.1:{port}"
+    finally:
+        daemons.stop(daemon)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mariadb_server(tmp_path_factory) -> Iterator[str]:
+    """MariaDB on 127.0.0.1 (Debian's mariadb-server; CI installs it): `mysql+pymysql://qa:...@host:port`,
+    a user who may create and use every database named mlflow*."""
+    try:
+        daemon, port, client = daemons.mariadb(tmp_path_factory.mktemp("mariadb"))
+    except daemons.Unavailable as err:
+        _unavailable("MariaDB", err)
+    try:
+        grants = ("CREATE USER 'qa'@'127.0.0.1' IDENTIFIED BY 'qa-test-only';"
+                  "GRANT ALL ON `mlflow%`.* TO 'qa'@'127.0.0.1';")  # fmt: skip
+        subprocess.run([*client, "-e", grants], check=True, capture_output=True, timeout=30)
+        yield f"mysql+pymysql://qa:qa-test-only@127.0.0.1:{port}"
+    finally:
+        daemons.stop(daemon)
 
 
 @pytest.fixture(scope="session")

@@ -15,21 +15,19 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from . import daemons
+from .daemons import Unavailable, _free_port, _succeeds, _wait
 
 PACKAGES = "apt-get install slurm-wlm slurmdbd munge mariadb-server"
 PROGRAMS = ("munge", "munged", "mungekey", "mariadbd", "mariadb-install-db", "mariadb", "slurmdbd", "slurmctld",
             "slurmd", "sbatch", "sacct", "sacctmgr", "scancel", "sinfo")  # fmt: skip
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
 DATABASE_USER, DATABASE_PASSWORD = "slurm", "slurm-test-only"
-
-
-class Unavailable(RuntimeError):
-    """The cluster cannot be brought up here; the message says why and what would fix it."""
 
 
 @dataclass
@@ -53,26 +51,6 @@ class Cluster:
         out = self.run("sacct", "--allusers", "--parsable2", "--noheader", f"--format={','.join(fields)}",
                        "--starttime=now-1day", "--allocations")  # fmt: skip
         return [dict(zip(fields, line.split("|"), strict=True)) for line in out.splitlines() if line]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait(check, what: str, log: Path | None, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.25)
-    tail = log.read_text()[-1500:] if log is not None and log.is_file() else ""
-    raise Unavailable(f"{what} did not come up within {timeout_s:.0f} s: {tail}")
-
-
-def _succeeds(command: list[str], env: dict[str, str]) -> bool:
-    return subprocess.run(command, env=env, capture_output=True, timeout=30).returncode == 0
 
 
 def _write(path: Path, text: str, mode: int = 0o644) -> None:
@@ -100,24 +78,9 @@ def _munge(root: Path, env: dict[str, str]) -> subprocess.Popen | None:
     return daemon
 
 
-def _mariadb(root: Path, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
-    data, sock, port = root / "db", root / "db.sock", _free_port()
-    result = subprocess.run(
-        ["mariadb-install-db", "--user=root", f"--datadir={data}", "--auth-root-authentication-method=socket",
-         "--skip-test-db"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    if result.returncode != 0:
-        raise Unavailable(f"mariadb-install-db failed: {result.stderr.strip()[-500:]}")
-    log = root / "log" / "mariadb.log"
-    daemon = subprocess.Popen(
-        ["mariadbd", "--no-defaults", "--user=root", f"--datadir={data}", f"--socket={sock}", f"--port={port}",
-         "--bind-address=127.0.0.1", f"--pid-file={root / 'mariadb.pid'}", f"--log-error={log}",
-         "--innodb-buffer-pool-size=64M", "--skip-name-resolve"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    client = ["mariadb", "--no-defaults", f"--socket={sock}", "-uroot"]
-    _wait(lambda: _succeeds([*client, "-e", "SELECT 1"], env), "MariaDB", log)
+def _mariadb(root: Path) -> tuple[subprocess.Popen, int]:
+    """MariaDB for slurmdbd's accounting, with its user."""
+    daemon, port, client = daemons.mariadb(root)
     grants = "".join(
         f"CREATE USER '{DATABASE_USER}'@'{host}' IDENTIFIED BY '{DATABASE_PASSWORD}';"
         f"GRANT ALL ON slurm_acct_db.* TO '{DATABASE_USER}'@'{host}';"
@@ -176,7 +139,7 @@ def running(root: Path) -> Iterator[Cluster]:
         munged = _munge(root, cluster.env)
         if munged is not None:
             cluster.daemons.append(munged)
-        database, database_port = _mariadb(root, cluster.env)
+        database, database_port = _mariadb(root)
         cluster.daemons.append(database)
         conf, _ = _configs(root, database_port)
         cluster.env["SLURM_CONF"] = str(conf)

@@ -308,3 +308,59 @@ def test_a_search_launches_its_batches_through_submitit(tmp_path, tiny_distilber
     assert sorted(j.data.tags["quantization"] for j in jobs) == ["dynamic_int8", "none"]  # one batch, both options
     assert {j.data.tags["mlflow.parentRunId"] for j in jobs} == {parent.info.run_id}
     assert [t.state.name for t in _ran(_study(tmp_path))] == ["COMPLETE", "COMPLETE"]
+
+
+# Where the study lives -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("configured", "tracking", "expected"),
+    [
+        (None, "sqlite:////data/mlflow.db", "sqlite:////data/optuna.db"),
+        (None, "postgresql+psycopg://u:pw@db:5432/mlflow", "postgresql+psycopg://u:pw@db:5432/mlflow?options=-csearch_path%3Doptuna"),
+        (None, "mysql+pymysql://u:pw@db/mlflow", "mysql+pymysql://u:pw@db/mlflow_optuna"),
+        (None, "http://server:5000", "sqlite:////runs/optuna.db"),
+        ("postgresql://db/mlflow", "http://server:5000", "postgresql://db/mlflow?options=-csearch_path%3Doptuna"),
+        ("postgresql://db/x?options=-csearch_path%3Dmine", "http://server:5000", "postgresql://db/x?options=-csearch_path%3Dmine"),
+        ("mysql://db/studies", "http://server:5000", "mysql://db/studies"),
+    ],
+)  # fmt: skip
+def test_the_study_lives_beside_the_mlflow_store_in_a_schema_of_its_own(configured, tracking, expected):
+    assert search.storage_url(configured, tracking, "/runs") == expected
+    assert "pw" not in search.shown(expected)  # logs and reports mask a password
+
+
+@pytest.mark.parametrize("server", ["postgres_server", "mariadb_server"])
+def test_a_search_keeps_its_study_in_the_tracking_database(request, server, tmp_path, tiny_distilbert_dir, squad_files):
+    """With MLflow in PostgreSQL or MySQL, the study goes into the same database (PostgreSQL: schema `optuna`) or
+    server (MySQL: `<name>_optuna`), created on first use, and the same command started again continues it."""
+    from mlflow.tracking import MlflowClient
+    from sqlalchemy import create_engine, text
+
+    base, database = request.getfixturevalue(server), f"mlflow_{server.split('_')[0]}"
+    uri = f"{base}/{database}"
+    missing = run_cli([*tiny_job_args(tiny_distilbert_dir, squad_files, f"tracking.uri={uri}")], tmp_path)
+    assert_refused(missing, tmp_path, "the database does not answer")  # at once: MLflow would retry for minutes
+    engine = create_engine(f"{base}/postgres" if server == "postgres_server" else base, isolation_level="AUTOCOMMIT")
+    with engine.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {database}"))
+    engine.dispose()
+    args = tiny_job_args(tiny_distilbert_dir, squad_files, *PARETO, "quantization=choice(none,dynamic_int8)",
+                         f"tracking.uri={uri}", fine_tune=False)  # fmt: skip
+    options = ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_startup_trials=1", "hydra.sweeper.objectives=[f1,size_mb]",
+               "benchmark.enabled=false"]  # fmt: skip
+    for _ in range(2):  # the second time, the study is found where the first left it: nothing runs again
+        result = run_in_process(["-m", *args, *options], tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+    assert "has 2 of 2 trials already" in result.stdout + result.stderr
+
+    storage = search.storage_url(None, uri, str(tmp_path / "mlruns"))
+    (summary,) = optuna.get_all_study_summaries(storage)
+    study = optuna.load_study(study_name=summary.study_name, storage=storage)
+    assert len(_ran(study)) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in _ran(study))
+    assert not list(tmp_path.rglob("optuna.db"))  # no study in a file beside the runs' outputs
+    client = MlflowClient(uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert {r.info.run_id for r in children} == {t.user_attrs["run_id"] for t in _ran(study)}
+    assert len(runs) - len(children) == 2  # a parent run for each time the search ran

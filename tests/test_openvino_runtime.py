@@ -56,6 +56,29 @@ def test_openvino_fp32_matches_pytorch_and_int8_stays_close_and_smaller(tmp_path
     assert sizes["openvino_int8"]["size_mb"] < sizes["openvino_fp32"]["size_mb"] - 2 * linear_weights / 1e6
 
 
+def test_full_bias_correction_is_the_default_and_the_choice_reaches_nncf(tmp_path, monkeypatch):
+    """Which correction NNCF runs; what it changes on the real checkpoint is measured in BENCHMARKS.md (a tiny
+    random model's biases need none)."""
+    import nncf
+
+    asked, quantize_for_real = [], nncf.quantize
+
+    def recording(*args, **kwargs):
+        asked.append(kwargs["fast_bias_correction"])
+        return quantize_for_real(*args, **kwargs)
+
+    monkeypatch.setattr(nncf, "quantize", recording)
+    model = small_bert().eval()
+    for choice in ("full", "fast"):
+        int8, _ = _apply("openvino_int8", model, tmp_path / choice, _windows(8), calibration_samples=8,
+                         bias_correction=choice)  # fmt: skip
+        assert int8.record["bias_correction"] == choice
+    assert asked == [False, True]
+    assert quantize.get("openvino_int8").settings(name="openvino_int8").bias_correction == "full"
+    with pytest.raises(ValueError, match="bias_correction"):
+        quantize.get("openvino_int8").settings(name="openvino_int8", bias_correction="slow")
+
+
 @pytest.mark.parametrize("name", ["openvino_int8", "onnx_static_int8"])
 def test_static_int8_saves_without_pickles_and_loads_back_to_the_same_outputs(tmp_path, name):
     model = small_bert().eval()

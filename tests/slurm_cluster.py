@@ -157,9 +157,4 @@ def running(root: Path) -> Iterator[Cluster]:
         yield cluster
     finally:
         for daemon in reversed(cluster.daemons):
-            daemon.terminate()
-            try:
-                daemon.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
+            daemons.stop(daemon)

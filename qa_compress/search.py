@@ -757,6 +757,7 @@ def trials_table(trials: Sequence, names: Sequence[str]) -> list[dict[str, Any]]
             "trial": t.number,
             "state": t.state.name,
             "reference": bool(t.user_attrs.get("reference")),
+            "refines_front": bool(t.user_attrs.get("refines_front")),
             "run_id": t.user_attrs.get("run_id"),
             "overrides": list(t.user_attrs["overrides"]),
         }
@@ -775,6 +776,7 @@ def write_trials(rows: list[dict[str, Any]], plan: Plan, path: Path) -> None:
         "fixed": list(plan.space.fixed),
         "objectives": plan.settings.objectives,
         "sampler": plan.settings.sampler,
+        "refine": plan.settings.refine,
         "max_f1_drop": plan.settings.max_f1_drop,
         "trials": rows,
     }

@@ -35,6 +35,14 @@ def load(client: MlflowClient, parent_run_id: str) -> dict | None:
         return json.loads(Path(client.download_artifacts(parent_run_id, ARTIFACT, directory)).read_text())
 
 
+def _refined(document: dict) -> str:
+    """How many trials front refinement proposed, when it was on (searches written before it say nothing)."""
+    if not document.get("refine"):
+        return ""
+    proposed = sum(bool(t.get("refines_front")) for t in document["trials"])
+    return f" with front refinement ({proposed} trial(s) proposed by it)"
+
+
 def _complete(document: dict) -> list[dict]:
     names = list(document["objectives"])
     return [t for t in document["trials"] if t["state"] == "COMPLETE" and all(t.get(n) is not None for n in names)]
@@ -86,8 +94,9 @@ def section(document: dict, jobs: Sequence, reference, out_dir: Path) -> Section
     lines = [
         "## Search",
         "",
-        f"`hydra/sweeper=pareto`, sampler {document['sampler']}: {len(document['trials'])} trial(s), "
-        f"{len(trials)} finished, over `{document['space']}`; objectives {objectives}. "
+        f"`hydra/sweeper=pareto`, sampler {document['sampler']}{_refined(document)}: "
+        f"{len(document['trials'])} trial(s), {len(trials)} finished, over `{document['space']}`; "
+        f"objectives {objectives}. "
         f"Optuna study `{document['study']}` in `{document['storage']}` (the same command continues it).",
     ]
     if document.get("max_f1_drop") is not None:

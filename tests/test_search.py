@@ -199,6 +199,8 @@ def test_a_six_trial_constrained_search_runs_as_one_sweep_and_names_the_fastest_
     assert "Fastest within 0.5 F1 of uncompressed" in result.stdout  # the sweep's last words name it...
     report = (tmp_path / "sweep" / "report.md").read_text()
     assert "## Search" in report and "Front found" in report and "python run.py" in report  # ...and how to rerun it
+    refined = sum(bool(t.user_attrs.get("refines_front")) for t in ran)
+    assert f"with front refinement ({refined} trial(s) proposed by it)" in report
     assert "search" in report.split("## Jobs")[1]  # the front is marked in the jobs table
     assert (tmp_path / "sweep" / "search_front_growth.png").is_file()
 

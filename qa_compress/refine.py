@@ -49,16 +49,14 @@ def change(a: Mapping[str, object], b: Mapping[str, object]) -> Change | None:
 def effects(points: Sequence[Point], names: Sequence[str]) -> dict[Change, list[float]]:
     """Each observed single change: its mean effect on every objective (a difference, or a ratio for speed and size)."""
     seen: dict[Change, list[list[float]]] = {}
+    ratios = [name in RATIO_OBJECTIVES for name in names]
     for a in points:
         for b in points:
             moved = change(a.params, b.params)
-            if moved is None:
-                continue
+            if moved is None or any(r and va <= 0 for r, va in zip(ratios, a.values, strict=True)):
+                continue  # no single change, or no ratio to take from a value that is not positive
             seen.setdefault(moved, []).append(
-                [
-                    vb / va if name in RATIO_OBJECTIVES and va else vb - va
-                    for name, va, vb in zip(names, a.values, b.values, strict=True)
-                ]
+                [vb / va if r else vb - va for r, va, vb in zip(ratios, a.values, b.values, strict=True)]
             )
     return {moved: [statistics.fmean(column) for column in zip(*rows, strict=True)] for moved, rows in seen.items()}
 

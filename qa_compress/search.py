@@ -24,7 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from qa_compress import front, refine, search_space, store
+from qa_compress import front, refine, search_space, store, study_storage
 from qa_compress.errors import UserError
 from qa_compress.search_space import Param, Space
 
@@ -110,117 +110,6 @@ def settings(sweeper: Mapping[str, Any], benchmark: Mapping[str, Any]) -> Settin
     )
 
 
-OWN_SCHEMA = "optuna"  # PostgreSQL: the schema a study gets in the tracking database (search_path)
-OWN_DATABASE_SUFFIX = "_optuna"  # MySQL: the database a study gets beside the tracking database
-
-
-def storage_url(configured: str | None, tracking_uri: str, mlruns_dir: str) -> str:
-    """Where the study lives: the configured storage, else beside the MLflow store.
-
-    A SQLite store gets `optuna.db` next to it; a PostgreSQL store, the schema `optuna` of the same
-    database; a MySQL store, the database `<name>_optuna` on the same server. Optuna and MLflow both keep
-    their schema version in a table named `alembic_version`, so a study cannot share MLflow's own tables;
-    for the same reason a configured PostgreSQL storage gets the schema `optuna` unless it names a
-    `search_path`, so it may be the very database behind a tracking server. Anything else (a tracking
-    server over HTTP, whose database is not known here) gets SQLite in mlruns_dir.
-    """
-    if configured:
-        return _own_schema(configured) if store.scheme(configured) == "postgresql" else configured
-    scheme = store.scheme(tracking_uri)
-    if scheme == "sqlite" and tracking_uri.startswith("sqlite:///"):
-        return f"sqlite:///{Path(tracking_uri.removeprefix('sqlite:///')).parent / 'optuna.db'}"
-    if scheme == "postgresql":
-        return _own_schema(tracking_uri)
-    if scheme == "mysql":
-        from sqlalchemy.engine import make_url
-
-        url = make_url(tracking_uri)
-        return url.set(database=f"{url.database}{OWN_DATABASE_SUFFIX}").render_as_string(hide_password=False)
-    return f"sqlite:///{Path(mlruns_dir).resolve() / 'optuna.db'}"
-
-
-def shown(url: str) -> str:
-    """A storage URL fit for logs and reports: its password masked."""
-    if "@" not in url:
-        return url
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return url.split("://", 1)[0] + "://***@" + url.rsplit("@", 1)[1]
-
-
-def _own_schema(url: str) -> str:
-    """A PostgreSQL URL whose tables go to the schema `optuna` (libpq's search_path), unless it names one."""
-    from sqlalchemy.engine import make_url
-
-    parsed = make_url(url)
-    options = str(parsed.query.get("options", ""))
-    if "search_path" in options:
-        return url
-    options = f"{options} -csearch_path={OWN_SCHEMA}".strip()
-    return parsed.update_query_dict({"options": options}).render_as_string(hide_password=False)
-
-
-def _create_home(url: str) -> None:
-    """Create the schema (PostgreSQL `search_path`) or database (MySQL) a study URL names, if missing."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import URL, make_url
-
-    parsed = make_url(url)
-    scheme = store.scheme(url)
-    if scheme == "mysql" and parsed.database:
-        server = URL.create(parsed.drivername, parsed.username, parsed.password, parsed.host, parsed.port,
-                            query=parsed.query)  # fmt: skip
-        engine = create_engine(server)
-        statement = f"CREATE DATABASE IF NOT EXISTS `{parsed.database.replace('`', '``')}`"
-    elif scheme == "postgresql" and "search_path=" in str(parsed.query.get("options", "")):
-        options = str(parsed.query["options"])
-        schema = options.split("search_path=", 1)[1].split()[0].split(",")[0]
-        engine = create_engine(parsed.difference_update_query(["options"]))
-        statement = f'CREATE SCHEMA IF NOT EXISTS "{schema.replace(chr(34), chr(34) * 2)}"'
-    else:
-        return
-    try:
-        with engine.begin() as connection:
-            connection.execute(text(statement))
-    finally:
-        engine.dispose()
-
-
-STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql")  # databases Optuna's RDB storage is tested on
-
-
-def check_storage(url: str, key: str) -> None:
-    """Refuse a storage Optuna cannot keep a study in, or a SQLite file that cannot be written, before any run."""
-    scheme = store.scheme(url)
-    if scheme not in STORAGE_SCHEMES:
-        raise UserError(
-            f"hydra.sweeper.storage={shown(url)}: not a database URL Optuna can keep a study in "
-            f"({', '.join(s + '://...' for s in STORAGE_SCHEMES)})"
-        )
-    if scheme == "sqlite":
-        from qa_compress import checks
-
-        checks.writable(str(Path(url.split(":///", 1)[-1]).parent), key)
-
-
-def probe_storage(url: str) -> None:
-    """Connect to the storage (creating Optuna's tables on first use); UserError if it does not answer.
-
-    The last check before a search's parent run opens, so a refused search leaves no database behind.
-    """
-    import optuna
-
-    try:
-        _create_home(url)
-        optuna.storages.RDBStorage(url)
-    except Exception as err:
-        reason = (str(err).strip().splitlines() or [""])[0][:300]
-        raise UserError(f"hydra.sweeper.storage={shown(url)}: Optuna could not open it ({reason})") from None
-
-
 def study_name(space: Space, chosen: Settings, experiment: str) -> str:
     """The study a search is: its space, fixed overrides, objectives and sampler; not n_trials or batch size,
     so the same command with more trials continues it."""
@@ -272,8 +161,8 @@ def plan(config: DictConfig, compose: Callable[[list[str]], Mapping], tracking_u
     keys = {(group, option): found - _inert(group, option) for (group, option), found in
             search_space.option_keys(space, compose).items()}  # fmt: skip
     search_space.check_applicable(space, keys)
-    storage = storage_url(chosen.storage, tracking_uri, config.paths.mlruns_dir)
-    check_storage(storage, "hydra.sweeper.storage" if chosen.storage else "paths.mlruns_dir")
+    storage = study_storage.storage_url(chosen.storage, tracking_uri, config.paths.mlruns_dir)
+    study_storage.check_storage(storage, "hydra.sweeper.storage" if chosen.storage else "paths.mlruns_dir")
     name = study_name(space, chosen, config.tracking.experiment_name)
     return Plan(space, chosen, keys, storage, name)
 
@@ -363,11 +252,17 @@ def _sampler(optuna, chosen: Settings, seed: int):
     )
 
 
+def _study_param(param: Param, space: Space) -> tuple[str, tuple[str, ...]]:
+    """The study parameter a searched key is asked as, and its sorted values when it is a numeric scale."""
+    scale = search_space.numeric_scale(param, space)
+    return (param.key + ORDERED_SUFFIX if scale else param.key), scale
+
+
 def _suggest(trial, param: Param, space: Space) -> object:
     if param.kind == "choice":
-        scale = search_space.numeric_scale(param, space)
+        name, scale = _study_param(param, space)
         if scale:  # amounts as a scale: a sampler that found 0.2 good tries 0.1 and 0.3 next, not any value alike
-            return scale[trial.suggest_int(param.key + ORDERED_SUFFIX, 0, len(scale) - 1)]
+            return scale[trial.suggest_int(name, 0, len(scale) - 1)]
         return trial.suggest_categorical(param.key, list(param.choices))
     if param.kind == "int":
         step = int(param.step) if param.step is not None else 1
@@ -381,8 +276,7 @@ def steps(params: Mapping[str, object], space: Space) -> list[dict[str, object]]
     for param in space.params:
         if param.kind != "choice":
             continue
-        scale = search_space.numeric_scale(param, space)
-        name = param.key + ORDERED_SUFFIX if scale else param.key
+        name, scale = _study_param(param, space)
         if name not in params:
             continue
         if scale:
@@ -398,8 +292,7 @@ def configuration(plan: Plan, params: Mapping[str, object]) -> tuple[list[str], 
     used: dict[str, object] = {}
 
     def suggest(param: Param) -> object:
-        scale = search_space.numeric_scale(param, plan.space)
-        name = param.key + ORDERED_SUFFIX if scale else param.key
+        name, scale = _study_param(param, plan.space)
         if name not in params:
             raise KeyError(name)
         used[name] = params[name]
@@ -482,7 +375,7 @@ class Search:
         except Exception as err:  # the database does not answer
             reason = (str(err).strip().splitlines() or [""])[0][:300]
             raise UserError(
-                f"hydra.sweeper.storage={shown(plan.storage)}: Optuna could not open it ({reason})"
+                f"hydra.sweeper.storage={store.masked(plan.storage)}: Optuna could not open it ({reason})"
             ) from None
         self.study.set_metric_names(self.names)
         self.State = optuna.trial.TrialState
@@ -516,7 +409,8 @@ class Search:
         me = {"host": socket.gethostname(), "pid": os.getpid()}
         if owner and owner != me and _alive(owner["host"], int(owner["pid"])):
             raise UserError(
-                f"study {self.plan.study} in {shown(self.plan.storage)} is being searched by process {owner['pid']}; "
+                f"study {self.plan.study} in {store.masked(self.plan.storage)} is being searched by process "
+                f"{owner['pid']}; "
                 "wait for it to end, or give this search another hydra.sweeper.study_name"
             )
         self.study.set_user_attr("searcher", me)
@@ -771,7 +665,7 @@ def write_trials(rows: list[dict[str, Any]], plan: Plan, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     document = {
         "study": plan.study,
-        "storage": shown(plan.storage),
+        "storage": store.masked(plan.storage),
         "space": plan.space.describe(),
         "fixed": list(plan.space.fixed),
         "objectives": plan.settings.objectives,

@@ -25,6 +25,18 @@ def scheme(uri: str) -> str:
     return uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else "file"
 
 
+def masked(uri: str) -> str:
+    """A store or storage URL fit for logs, messages and reports: its password masked."""
+    if "@" not in uri:
+        return uri
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(uri).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy reads (an HTTP server's): mask what precedes the host
+        return uri.split("://", 1)[0] + "://***@" + uri.rsplit("@", 1)[1]
+
+
 def _source(uri: str) -> str:
     return "$MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") == uri else "tracking.uri"
 
@@ -59,15 +71,16 @@ def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
         reason = f"HTTP {err.code} from its health check"
     except (urllib.error.URLError, OSError) as err:
         reason = str(getattr(err, "reason", err))
-    raise UserError(f"{source}={uri}: no MLflow tracking server answers ({reason}); start it, or use another store")
+    raise UserError(
+        f"{source}={masked(uri)}: no MLflow tracking server answers ({reason}); start it, or use another store"
+    )
 
 
 def _check_database(uri: str, timeout_s: float) -> None:
     """A database store that does not answer, or does not exist, is refused at once (MLflow retries for minutes)."""
     from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
 
-    source, shown = _source(uri), make_url(uri).render_as_string(hide_password=True)
+    source, shown = _source(uri), masked(uri)
     connect_args = {"connect_timeout": max(1, int(timeout_s))} if scheme(uri) in ("postgresql", "mysql") else {}
     try:
         engine = create_engine(uri, connect_args=connect_args)

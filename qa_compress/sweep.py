@@ -198,7 +198,7 @@ class MlflowSweep(Callback):
             sys.exit(1)
 
     def _start(self, config: DictConfig, config_name: str) -> None:
-        from qa_compress import checks, search, store, tracking
+        from qa_compress import checks, search, store, study_storage, tracking
 
         HydraConfig.instance().set_config(config)  # lets ${hydra:...} resolve before the first job
         checks.writable(config.hydra.sweep.dir, "hydra.sweep.dir")
@@ -217,7 +217,7 @@ class MlflowSweep(Callback):
             corners = search.corners(self.search_plan)
             check_jobs(config, config_name, corners)
             log.info("Checked the search space at %d corners", len(corners))
-            search.probe_storage(self.search_plan.storage)
+            study_storage.probe_storage(self.search_plan.storage)
             planned = self.search_plan.settings.n_trials
             if self.search_plan.settings.max_f1_drop is not None:
                 self.max_f1_drop = self.search_plan.settings.max_f1_drop

@@ -11,7 +11,7 @@ from collections import Counter
 import optuna
 import pytest
 
-from qa_compress import front, search, search_space
+from qa_compress import front, search, search_space, store, study_storage
 from qa_compress.errors import UserError
 from tests.conftest import assert_refused, children, parents, run_cli, run_in_process, start_cli, tiny_job_args
 
@@ -328,8 +328,8 @@ def test_a_search_launches_its_batches_through_submitit(tmp_path, tiny_distilber
     ],
 )  # fmt: skip
 def test_the_study_lives_beside_the_mlflow_store_in_a_schema_of_its_own(configured, tracking, expected):
-    assert search.storage_url(configured, tracking, "/runs") == expected
-    assert "pw" not in search.shown(expected)  # logs and reports mask a password
+    assert study_storage.storage_url(configured, tracking, "/runs") == expected
+    assert "pw" not in store.masked(expected)  # logs and reports mask a password
 
 
 @pytest.mark.parametrize("server", ["postgres_server", "mariadb_server"])
@@ -356,7 +356,7 @@ def test_a_search_keeps_its_study_in_the_tracking_database(request, server, tmp_
         assert result.returncode == 0, result.stderr[-3000:]
     assert "has 2 of 2 trials already" in result.stdout + result.stderr
 
-    storage = search.storage_url(None, uri, str(tmp_path / "mlruns"))
+    storage = study_storage.storage_url(None, uri, str(tmp_path / "mlruns"))
     (summary,) = optuna.get_all_study_summaries(storage)
     study = optuna.load_study(study_name=summary.study_name, storage=storage)
     assert len(_ran(study)) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in _ran(study))

@@ -104,7 +104,7 @@ class ParetoSweeper(Sweeper):
             tracking.sweep_parent(sweep_dir),
             uri,
         )
-        log.info("Study %s in %s: %s", plan.study, search.shown(plan.storage), plan.space.describe())
+        log.info("Study %s in %s: %s", plan.study, store.masked(plan.storage), plan.space.describe())
         finished = runner.run()
         rows = search.trials_table(runner.study.get_trials(deepcopy=False), names)
         search.write_trials(rows, plan, sweep_dir / search.TRIALS_FILE)

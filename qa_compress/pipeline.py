@@ -14,6 +14,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -187,13 +188,14 @@ def _before_recovery(pruned: Pruned, evaluation: Evaluation) -> dict[str, float]
     return {"sparsity_before_recovery": prune_layers.sparsity(rows), **scores}
 
 
-def _teacher(job: JobConfig, model, tokenizer, train_features: Dataset, device: torch.device) -> distill.Teacher:
-    """The uncompressed model's logits on every training window (cached), for distillation during recovery."""
+def _teacher(job: JobConfig, model, tokenizer, train_features: Dataset, device: torch.device, temperature: float,
+             weight: float, tag: str = "teacher_cache") -> distill.Teacher:  # fmt: skip
+    """`model`'s logits on every training window (cached), for distillation during recovery or QAT."""
     start, end, origin = distill.teacher_logits(model, train_features, models.input_names(tokenizer, model),
                                                 job.predict.batch_size, device, Path(job.paths.cache_dir),
                                                 job.cache_lock_timeout_s)  # fmt: skip
-    tracking.set_tags({"teacher_cache": origin})
-    return distill.Teacher(start, end, job.pruning.distill_temperature, job.pruning.distill_weight)
+    tracking.set_tags({tag: origin})
+    return distill.Teacher(start, end, temperature, weight)
 
 
 def _recovery_settings(job: JobConfig, steps: int) -> dict[str, Any]:
@@ -316,6 +318,14 @@ def _quantize(job: JobConfig, model, tokenizer, output_dir: Path, train_examples
         training=job.training.model_dump(),
         seed=job.seed,
         evaluate=evaluate,
+        teacher=partial(
+            _teacher,
+            job,
+            tokenizer=tokenizer,
+            train_features=train_features,
+            device=torch.device("cpu"),
+            tag="qat_teacher_cache",
+        ),
     )
     return method.apply(model, job.quantization, context).to(method.device())
 
@@ -488,7 +498,10 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
         train_features = _features(job, train_examples, tokenizer, "train")
     train_device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    teacher = _teacher(job, model, tokenizer, train_features, train_device) if job.pruning.distill else None
+    teacher = None
+    if job.pruning.distill:
+        teacher = _teacher(job, model, tokenizer, train_features, train_device, job.pruning.distill_temperature,
+                           job.pruning.distill_weight)  # fmt: skip
     # The uncompressed model, kept to time against the compressed one in the same process.
     reference = copy.deepcopy(model).cpu() if job.benchmark.enabled and job.benchmark.reference else None
 

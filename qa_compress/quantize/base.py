@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
     from qa_compress.calibration import Calibration, HeldOut
     from qa_compress.config import JobConfig
+    from qa_compress.distill import Teacher
 
 SAVED_RECORD = "compression.json"  # beside a saved model: which method wrote it, so loading needs no hint
 TRAINING_WINDOWS = "training_windows"  # the job's training windows, labels included (calibration draws, QAT)
@@ -58,7 +59,8 @@ class CalibrationSettings(QuantizationSettings):
 class QuantizeContext:
     """What a method may use besides the model: its input names, a scratch directory, the thread count,
     and the data it `reads`: training windows, calibration windows, held-out questions to score on,
-    the training settings (for training steps of its own) and a scorer on the evaluation set."""
+    the training settings (for training steps of its own), a scorer on the evaluation set, and a maker of
+    distillation teachers (`teacher(model, temperature=, weight=)`: its cached logits on the training windows)."""
 
     input_names: list[str]
     workdir: Path
@@ -69,6 +71,7 @@ class QuantizeContext:
     training: dict[str, Any] | None = None
     seed: int = 0
     evaluate: Callable[[Any], dict[str, float]] | None = None  # scores of a model on the evaluation set
+    teacher: Callable[[nn.Module, float, float], Teacher] | None = None
 
 
 class QuantizationMethod:

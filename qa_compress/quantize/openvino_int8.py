@@ -6,7 +6,9 @@ or followed by quantization-aware training; runs compiled for the CPU.
 - `max_f1_drop=X`: `nncf.quantize_with_accuracy_control`, scoring candidates by SQuAD 2.0 F1 on
   `held_out_questions` training questions; the matrix products it keeps in FP32 are recorded.
 - `qat_steps=N`: quantize the PyTorch model with NNCF (fake quantizers calibrated the same way),
-  fine-tune it for N steps with the Trainer, then convert; F1 before and after is recorded.
+  fine-tune it for N steps with the Trainer, then convert; F1 before and after is recorded. By default
+  the fake-quantized student learns the FP32 model's own start/end logits (`qat_distill_weight`): QAT's
+  aim is to behave like the model it quantizes, not to fit the labels afresh.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ class OpenVinoInt8Settings(CalibrationSettings):
     qat_steps: int = Field(default=0, ge=0, le=1_000_000)  # quantization-aware training steps; 0: post-training
     qat_learning_rate: float = Field(default=1e-5, gt=0, lt=1)
     qat_batch_size: int = Field(default=16, ge=1, le=4096)
+    # Share of the distillation loss (the FP32 model's logits as teacher) in the QAT loss; 0: labels only.
+    qat_distill_weight: float = Field(default=1.0, ge=0, le=1)
+    qat_distill_temperature: float = Field(default=2.0, gt=0, le=100)
 
     @model_validator(mode="after")
     def _one_recovery(self) -> OpenVinoInt8Settings:
@@ -100,6 +105,11 @@ class OpenVinoInt8(OpenVinoMethod):
         openvino_runtime.quiet_nncf()
         batches = context.calibration.batches(context.input_names, 1)
         model = model.to("cpu").eval()
+        teacher = None
+        if settings.qat_distill_weight > 0:  # the FP32 model's logits, taken before NNCF touches it
+            teacher = context.teacher(
+                model, temperature=settings.qat_distill_temperature, weight=settings.qat_distill_weight
+            )
         with openvino_runtime.native_section():
             fake_quantized = nncf.quantize(
                 model,
@@ -108,7 +118,7 @@ class OpenVinoInt8(OpenVinoMethod):
                 subset_size=len(batches),
             )
         before = openvino_runtime.convert(fake_quantized, context.input_names)
-        record = {"calibration_windows": len(batches)}
+        record = {"calibration_windows": len(batches), "qat_distill_weight": settings.qat_distill_weight}
         if context.evaluate is not None:
             scores = context.evaluate(openvino_runtime.OvModel(before, context.num_threads))
             kept = ("f1", "exact", "HasAns_f1", "NoAns_f1")
@@ -123,7 +133,7 @@ class OpenVinoInt8(OpenVinoMethod):
             "mixed_precision": "no",
             "logging_steps": max(1, settings.qat_steps // 5),
         }
-        result = train.fine_tune(fake_quantized, None, context.train_features, training, context.seed, [])
+        result = train.fine_tune(fake_quantized, None, context.train_features, training, context.seed, [], teacher)
         record.update({f"qat_{k}": v for k, v in result.items()})
         with torch.no_grad():
             graph = openvino_runtime.convert(fake_quantized.eval(), context.input_names)

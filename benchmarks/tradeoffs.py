@@ -39,7 +39,8 @@ from qa_compress import benchmark, data, features, onnxrt, openvino_runtime, pre
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ("tradeoffs_quantization", "tradeoffs_unstructured", "tradeoffs_structured", "tradeoffs_qat",
-               "tradeoffs_accuracy_control")  # fmt: skip
+               "tradeoffs_accuracy_control", "tradeoffs_bf16")  # fmt: skip
+NEEDS_BF16 = ("tradeoffs_bf16",)  # run only where the CPU has AVX512-BF16 or AMX (run.py refuses them elsewhere)
 UNSTRUCTURED = tuple(m.name for m in prune.registry if isinstance(m, prune.UnstructuredMethod))
 KEPT_SECTIONS = [
     ("<!-- recovery:begin -->", "<!-- recovery:end -->"),  # written by benchmarks/recovery.py
@@ -57,6 +58,8 @@ TARGETS = {  # name: (pruning, quantization, recovery steps > 0, OpenVINO INT8 m
     "openvino_int8": (("none", "openvino_int8", False, "post-training"), 3.0, 2.0, 1.0),
     "openvino_int8, accuracy control": (("none", "openvino_int8", False, "accuracy control"), None, None, 1.0),
     "openvino_int8, QAT": (("none", "openvino_int8", False, "QAT"), None, None, 0.5),
+    "bf16": (("none", "bf16", False, None), None, None, None),  # tradeoffs_bf16, where the CPU has bf16
+    "openvino_bf16": (("none", "openvino_bf16", False, None), None, None, None),
     "structured + recovery": (("structured", "none", True, None), 1.4, None, 5.0),
     "structured + recovery + openvino_int8": (("structured", "openvino_int8", True, "post-training"), 4.5, None, 2.0),
     "structured, no recovery": (("structured", "none", False, None), None, None, None),
@@ -98,9 +101,17 @@ def store(args: argparse.Namespace) -> str:
     return f"sqlite:///{args.root.resolve() / 'mlflow.db'}"
 
 
+def chosen(args: argparse.Namespace) -> dict[str, str | None]:
+    """Each experiment, and why it is left out this time (None: it runs): --only, or a CPU without bf16."""
+    bf16 = quantize.cpu_has_bf16()
+    return {e: "--only" if args.only and e not in args.only else
+               "this CPU has neither AVX512-BF16 nor AMX" if e in NEEDS_BF16 and not bf16 else None
+            for e in EXPERIMENTS}  # fmt: skip
+
+
 def run_sweeps(args: argparse.Namespace) -> None:
-    for experiment in EXPERIMENTS:
-        if args.only and experiment not in args.only:
+    for experiment, left_out in chosen(args).items():
+        if left_out:
             continue
         command = [sys.executable, str(ROOT / "run.py"), "-m", f"experiment={experiment}", *overrides(args, experiment),
                    f"hydra.sweep.dir={args.root.resolve() / 'sweeps' / experiment}"]  # fmt: skip
@@ -115,10 +126,11 @@ def collect(args: argparse.Namespace) -> list[report.Job]:
     (each sweep's uncompressed reference) is kept once, from the first."""
     client = MlflowClient(store(args))
     jobs = []
-    args.included = []
-    for experiment in EXPERIMENTS:
-        if args.only and experiment not in args.only:
-            print(f"experiment={experiment}: left out (--only)", flush=True)
+    args.included, args.left_out = [], {}
+    for experiment, left_out in chosen(args).items():
+        if left_out:
+            print(f"experiment={experiment}: left out ({left_out})", flush=True)
+            args.left_out[experiment] = left_out
             continue
         parent = tracking.sweep_parent(args.root.resolve() / "sweeps" / experiment)
         if parent is None:
@@ -313,8 +325,8 @@ def header(args: argparse.Namespace, jobs: list[report.Job], timing: dict, comma
         + (f", first {args.max_eval_samples} questions" if args.max_eval_samples else "") + ").",
         f"- Sweeps: `python run.py -m experiment=...` for {', '.join(f'`{e}`' for e in args.included)} "
         "(conf/experiment/)"
-        + (f"; not run this time: {', '.join(f'`{e}`' for e in EXPERIMENTS if e not in args.included)}."
-           if len(args.included) < len(EXPERIMENTS) else "."),
+        + (f"; not run this time: {', '.join(f'`{e}` ({why})' for e, why in args.left_out.items())}."
+           if args.left_out else "."),
         f"- Machine: {timing['cpu']}, {os.cpu_count()} logical CPUs; {args.threads} threads for PyTorch and ONNX "
         "Runtime. Every speed figure below comes from this CPU; INT8 and bf16 speed-ups differ a lot between CPUs.",
         "- Versions: " + ", ".join(f"{p} {_version(p)}" for p in ("torch", "transformers", "onnxruntime", "onnx",

@@ -48,9 +48,9 @@ def test_quickstart_sweeps_six_jobs():
 def test_the_benchmark_sweeps_are_experiments_with_their_grids():
     counts = {e: len(sweep_jobs(_sweep_config([f"experiment={e}"]))) for e in
               ("tradeoffs_quantization", "tradeoffs_unstructured", "tradeoffs_structured", "tradeoffs_qat",
-               "tradeoffs_accuracy_control")}  # fmt: skip
+               "tradeoffs_accuracy_control", "tradeoffs_bf16")}  # fmt: skip
     assert counts == {"tradeoffs_quantization": 6, "tradeoffs_unstructured": 27, "tradeoffs_structured": 4,
-                      "tradeoffs_qat": 1, "tradeoffs_accuracy_control": 1}  # fmt: skip
+                      "tradeoffs_qat": 1, "tradeoffs_accuracy_control": 1, "tradeoffs_bf16": 2}  # fmt: skip
     narrowed = sweep_jobs(_sweep_config(["experiment=tradeoffs_unstructured", "pruning.amount=0.5"]))
     assert len(narrowed) == 3  # a command-line value replaces the experiment's grid for that key
 

@@ -250,6 +250,7 @@ def test_accuracy_control_and_quantization_aware_training_log_what_they_did(tmp_
     assert run_in_process(controlled, tmp_path).returncode == 0
     aware = tiny_job_args(tiny_bert_dir, squad_files, "quantization=openvino_int8", "quantization.qat_steps=2",
                           "quantization.qat_batch_size=4", "quantization.calibration_samples=16",
+                          "quantization.qat_distill_weight=0.5",
                           fine_tune=False)  # fmt: skip
     assert run_in_process(aware, tmp_path).returncode == 0
     client, jobs = runs(tmp_path)
@@ -263,6 +264,6 @@ def test_accuracy_control_and_quantization_aware_training_log_what_they_did(tmp_
     assert len(record["float_matmul_names"]) == ac["float_matmuls"]
     qat = by_kind["qat"].data.metrics
     assert qat["qat_train_steps"] == 2 and {"f1_before_qat", "HasAns_f1_before_qat", "f1"} <= set(qat)
-    # By default QAT learns the FP32 model's logits: its teacher's logits were computed (and cached) for the job.
-    assert qat["qat_distill_weight"] == 1.0 and by_kind["qat"].data.tags["qat_teacher_cache"] == "miss"
+    # Asked to distil, QAT learns the FP32 model's logits: its teacher's logits were computed (and cached) for the job.
+    assert qat["qat_distill_weight"] == 0.5 and by_kind["qat"].data.tags["qat_teacher_cache"] == "miss"
     assert by_kind["qat"].data.tags["config_hash"] != by_kind["ac"].data.tags["config_hash"]

@@ -6,9 +6,9 @@ or followed by quantization-aware training; runs compiled for the CPU.
 - `max_f1_drop=X`: `nncf.quantize_with_accuracy_control`, scoring candidates by SQuAD 2.0 F1 on
   `held_out_questions` training questions; the matrix products it keeps in FP32 are recorded.
 - `qat_steps=N`: quantize the PyTorch model with NNCF (fake quantizers calibrated the same way),
-  fine-tune it for N steps with the Trainer, then convert; F1 before and after is recorded. By default
-  the fake-quantized student learns the FP32 model's own start/end logits (`qat_distill_weight`): QAT's
-  aim is to behave like the model it quantizes, not to fit the labels afresh.
+  fine-tune it for N steps with the Trainer, then convert; F1 before and after is recorded.
+  `qat_distill_weight` > 0 also teaches it the FP32 model's start/end logits (off by default: on the
+  fine-tuned MiniLM-L6 it moved the no-answer balance and cost F1).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class OpenVinoInt8Settings(CalibrationSettings):
     qat_learning_rate: float = Field(default=1e-5, gt=0, lt=1)
     qat_batch_size: int = Field(default=16, ge=1, le=4096)
     # Share of the distillation loss (the FP32 model's logits as teacher) in the QAT loss; 0: labels only.
-    qat_distill_weight: float = Field(default=1.0, ge=0, le=1)
+    qat_distill_weight: float = Field(default=0.0, ge=0, le=1)
     qat_distill_temperature: float = Field(default=2.0, gt=0, le=100)
 
     @model_validator(mode="after")

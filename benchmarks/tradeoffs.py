@@ -101,7 +101,7 @@ def store(args: argparse.Namespace) -> str:
     return f"sqlite:///{args.root.resolve() / 'mlflow.db'}"
 
 
-def chosen(args: argparse.Namespace) -> dict[str, str | None]:
+def experiments(args: argparse.Namespace) -> dict[str, str | None]:
     """Each experiment, and why it is left out this time (None: it runs): --only, or a CPU without bf16."""
     bf16 = quantize.cpu_has_bf16()
     return {e: "--only" if args.only and e not in args.only else
@@ -110,7 +110,7 @@ def chosen(args: argparse.Namespace) -> dict[str, str | None]:
 
 
 def run_sweeps(args: argparse.Namespace) -> None:
-    for experiment, left_out in chosen(args).items():
+    for experiment, left_out in experiments(args).items():
         if left_out:
             continue
         command = [sys.executable, str(ROOT / "run.py"), "-m", f"experiment={experiment}", *overrides(args, experiment),
@@ -127,7 +127,7 @@ def collect(args: argparse.Namespace) -> list[report.Job]:
     client = MlflowClient(store(args))
     jobs = []
     args.included, args.left_out = [], {}
-    for experiment, left_out in chosen(args).items():
+    for experiment, left_out in experiments(args).items():
         if left_out:
             print(f"experiment={experiment}: left out ({left_out})", flush=True)
             args.left_out[experiment] = left_out
@@ -468,9 +468,9 @@ def linear_time(ops: list) -> tuple[float, list[str]]:
     return ms, sorted({name.split("(", 1)[1].rstrip(")") for name in names if "(" in name})
 
 
-def rest_of_pass(int8: list, fp32: list) -> str:
-    """What caps INT8's whole-model speed-up once its linear layers are fast: the largest other operator, in
-    INT8 and in FP32, and the share of the INT8 pass the linear layers still take (Amdahl's law)."""
+def rest_of_pass(int8: list, fp32: list, linear: float) -> str:
+    """What caps INT8's whole-model speed-up once its linear layers (`linear` ms) are fast: the largest other
+    operator, in INT8 and in FP32, and the share of the INT8 pass the linear layers still take (Amdahl's law)."""
     total = int8[0][1] / int8[0][2] if int8 and int8[0][2] else 0.0  # the profile's first row: ms and its share
     others = [(op, ms) for op, ms, _ in int8 if not op.startswith("FullyConnected")]
     if not total or not others:
@@ -478,7 +478,6 @@ def rest_of_pass(int8: list, fp32: list) -> str:
     op, ms = others[0]
     kind = op.split(" (", 1)[0]
     fp32_ms = next((m for o, m, _ in fp32 if o.split(" (", 1)[0] == kind), None)
-    linear = linear_time(int8)[0]
     return (f"The linear layers are now {linear / total:.0%} of the INT8 pass; the largest other operator, "
             f"`{op}`, takes {ms:.0f} ms" + (f" against {fp32_ms:.0f} ms in FP32" if fp32_ms else "")
             + ", and what INT8 does not speed up bounds the whole model's speed-up.")  # fmt: skip
@@ -500,7 +499,8 @@ def int8_explained(timing: dict) -> list[str]:
         f"Where INT8 stands on this CPU, {timing['cpu']}: {cpu}. In the profiles below, OpenVINO's INT8 model "
         f"spends {int8_ms:.0f} ms per pass in its linear layers (kernels {', '.join(int8_kernels)}) against "
         f"{fp32_ms:.0f} ms for the same layers in FP32 ({', '.join(fp32_kernels)}): "
-        + (f"INT8 makes them {fp32_ms / int8_ms:.2f}× faster. {rest_of_pass(int8, fp32)}" if int8_ms < fp32_ms else
+        + (f"INT8 makes them {fp32_ms / int8_ms:.2f}× faster. " + rest_of_pass(int8, fp32, int8_ms)
+           if int8_ms < fp32_ms else
            f"INT8 makes them {int8_ms / fp32_ms:.2f}× slower, so the INT8 speed targets cannot be met here; "
            "measure them on a CPU with VNNI or AMX."),
         "",

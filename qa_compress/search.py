@@ -373,10 +373,7 @@ class Search:
         except ValueError as err:  # a study of this name with other objectives
             raise UserError(f"hydra.sweeper.study_name={plan.study}: {err}") from None
         except Exception as err:  # the database does not answer
-            reason = (str(err).strip().splitlines() or [""])[0][:300]
-            raise UserError(
-                f"hydra.sweeper.storage={store.masked(plan.storage)}: Optuna could not open it ({reason})"
-            ) from None
+            raise study_storage.unreachable(plan.storage, err) from None
         self.study.set_metric_names(self.names)
         self.State = optuna.trial.TrialState
         self.next_index = len(self.study.trials)  # job numbers above every earlier process's

@@ -104,5 +104,10 @@ def probe_storage(url: str) -> None:
         _create_home(url)
         optuna.storages.RDBStorage(url)
     except Exception as err:
-        reason = (str(err).strip().splitlines() or [""])[0][:300]
-        raise UserError(f"hydra.sweeper.storage={store.masked(url)}: Optuna could not open it ({reason})") from None
+        raise unreachable(url, err) from None
+
+
+def unreachable(url: str, err: Exception) -> UserError:
+    """The one message for a storage that did not answer: its masked URL and the first line of the reason."""
+    reason = (str(err).strip().splitlines() or [""])[0][:300]
+    return UserError(f"hydra.sweeper.storage={store.masked(url)}: Optuna could not open it ({reason})")

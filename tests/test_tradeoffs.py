@@ -77,11 +77,11 @@ def test_the_bf16_sweep_runs_only_where_the_cpu_has_bf16_and_says_why_it_did_not
 
     everything = argparse.Namespace(only=None)
     monkeypatch.setattr(quantize, "cpu_has_bf16", lambda: False)
-    assert tradeoffs.chosen(everything)["tradeoffs_bf16"] == "this CPU has neither AVX512-BF16 nor AMX"
-    assert tradeoffs.chosen(everything)["tradeoffs_quantization"] is None
+    assert tradeoffs.experiments(everything)["tradeoffs_bf16"] == "this CPU has neither AVX512-BF16 nor AMX"
+    assert tradeoffs.experiments(everything)["tradeoffs_quantization"] is None
     monkeypatch.setattr(quantize, "cpu_has_bf16", lambda: True)
-    assert set(tradeoffs.chosen(everything).values()) == {None}
-    only = tradeoffs.chosen(argparse.Namespace(only=["tradeoffs_qat"]))
+    assert set(tradeoffs.experiments(everything).values()) == {None}
+    only = tradeoffs.experiments(argparse.Namespace(only=["tradeoffs_qat"]))
     assert only["tradeoffs_qat"] is None and only["tradeoffs_bf16"] == "--only"
 
 

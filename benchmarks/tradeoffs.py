@@ -507,12 +507,12 @@ def int8_explained(timing: dict) -> list[str]:
     ]  # fmt: skip
 
 
-ORT_INT8_PRODUCTS = ("QLinearMatMul", "DynamicQuantizeMatMul", "MatMulInteger", "MatMulNBits")
+ORT_INT8_PRODUCTS = ("MatMulIntegerToFloat", "QLinearMatMul", "DynamicQuantizeMatMul", "MatMulInteger", "MatMulNBits")
 
 
 def onnx_static_explained(timing: dict) -> list[str]:
     """What calibrating the activations buys in ONNX Runtime, read from its profiles: the time of the same matrix
-    products in `onnx_static_int8` (int8 in and out, ranges fixed ahead) and `onnx_int8` (quantized at run time)."""
+    products in `onnx_static_int8` (int8 in, ranges fixed ahead) and `onnx_int8` (quantized at run time)."""
     profiled = timing.get("profiled", {})
     static, dynamic = profiled.get("none | onnx_static_int8"), profiled.get("none | onnx_int8")
     if not static or not dynamic:

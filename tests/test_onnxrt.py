@@ -49,7 +49,7 @@ def test_structured_then_onnx_keeps_pruned_attention_fused(tmp_path):
 
 def test_static_int8_runs_every_weight_product_on_calibrated_int8_activations(tmp_path, tiny_distilbert_dir):
     """The static graph must quantize activations, not weights alone: ONNX Runtime then runs each product as
-    QLinearMatMul, and what calibration measured decides the outputs."""
+    MatMulIntegerToFloat (int8 in, FP32 out), and what calibration measured decides the outputs."""
     import onnx
     import onnxruntime as ort
 
@@ -68,7 +68,7 @@ def test_static_int8_runs_every_weight_product_on_calibrated_int8_activations(tm
         options.optimized_model_filepath = str(tmp_path / method / "as_run.onnx")
         ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         run = [node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node]
-        assert run.count("QLinearMatMul") == counts["static_int8_matmuls"] and "MatMulNBits" not in run
+        assert run.count("MatMulIntegerToFloat") == counts["static_int8_matmuls"] and "QLinearMatMul" not in run
         outputs[method] = onnxrt.OrtModel(path, num_threads=1)(**inputs).start_logits
         with torch.no_grad():
             assert torch.allclose(outputs[method], model(**inputs).start_logits, atol=0.1)

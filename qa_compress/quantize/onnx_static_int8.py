@@ -24,7 +24,7 @@ class OnnxStaticInt8(OnnxInt8):
         "windows); runs in ONNX Runtime."
     )
     settings: ClassVar[type[QuantizationSettings]] = OnnxStaticInt8Settings
-    revision = 2  # 2: activations quantized (revision 1 graphs held int8 weights only)
+    revision = 3  # 3: products' outputs stay FP32; 2: activations quantized (revision 1 graphs held int8 weights only)
 
     def reads(self, settings):
         return settings.calibration_reads()

@@ -55,6 +55,7 @@ def test_the_onnx_static_explanation_compares_the_same_products_static_and_dynam
     (text, _) = tradeoffs.onnx_static_explained(timing)
     assert "as QLinearMatMul in 220 ms" in text and "as DynamicQuantizeMatMul in 264 ms" in text
     assert "1.20× as fast" in text  # products only: attention and quantize steps are left out
+    assert "largest first: `QAttention` 200 ms (40% of the pass) and `QuantizeLinear` 12 ms (2% of the pass)" in text
     assert tradeoffs.onnx_static_explained({"profiled": {"none | onnx_int8": dynamic}}) == []
 
 

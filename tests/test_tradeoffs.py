@@ -48,6 +48,18 @@ def test_the_int8_explanation_reads_the_profiles_and_the_cpu_flags(tradeoffs):
     assert tradeoffs.int8_explained({"cpu": "x (flags: avx2)", "profiled": {}}) == []
 
 
+def test_the_structured_int8_explanation_compares_each_operator_type_dense_and_pruned(tradeoffs):
+    dense = [["FullyConnected (brgemm_avx512_I8)", 70.0, 0.5], ["Subgraph (jit_avx512_i8)", 50.0, 0.36]]
+    pruned = [["Subgraph (jit_avx512_i8)", 40.0, 0.4], ["FullyConnected (brgemm_avx512_I8)", 30.0, 0.3],
+              ["FullyConnected (brgemm_avx512_f32)", 10.0, 0.1], ["MVN (jit_avx512_f32)", 5.0, 0.05]]  # fmt: skip
+    profiled = {"none | openvino_int8": dense, "structured heads 0.25 ffn 0.5 | openvino_int8": dense,
+                "structured heads 0.25 ffn 0.5 +200 steps | openvino_int8": pruned}  # fmt: skip
+    (text, _) = tradeoffs.structured_int8_explained({"profiled": profiled})
+    assert "`FullyConnected` from 70 to 40 ms (40% of the pruned pass)" in text  # kernels merged, recovered model
+    assert "`Subgraph` from 50 to 40 ms (40% of the pruned pass)" in text and "MVN" not in text
+    assert tradeoffs.structured_int8_explained({"profiled": {"none | openvino_int8": dense}}) == []
+
+
 def test_the_onnx_static_explanation_compares_the_same_products_static_and_dynamic(tradeoffs):
     static = [["QAttention", 200.0, 0.4], ["QLinearMatMul", 220.0, 0.4], ["QuantizeLinear", 12.0, 0.02]]
     dynamic = [["DynamicQuantizeMatMul", 264.0, 0.5], ["QAttention", 200.0, 0.4]]

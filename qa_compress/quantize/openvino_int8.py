@@ -8,7 +8,8 @@ or followed by quantization-aware training; runs compiled for the CPU.
 - `qat_steps=N`: quantize the PyTorch model with NNCF (fake quantizers calibrated the same way),
   fine-tune it for N steps with the Trainer, then convert; F1 before and after is recorded.
   `qat_distill_weight` > 0 also teaches it the FP32 model's start/end logits (off by default: on the
-  fine-tuned MiniLM-L6 it moved the no-answer balance and cost F1).
+  fine-tuned MiniLM-L6 it moved the no-answer balance and cost F1). `qat_freeze_weights=true` trains the
+  fake quantizers' ranges alone, the model's weights staying as fine-tuned (learned step sizes, as in LSQ).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class OpenVinoInt8Settings(CalibrationSettings):
     # Share of the distillation loss (the FP32 model's logits as teacher) in the QAT loss; 0: labels only.
     qat_distill_weight: float = Field(default=0.0, ge=0, le=1)
     qat_distill_temperature: float = Field(default=2.0, gt=0, le=100)
+    qat_freeze_weights: bool = False  # true: QAT trains the quantizers' ranges only, not the model's weights
 
     @model_validator(mode="after")
     def _one_recovery(self) -> OpenVinoInt8Settings:
@@ -117,8 +119,12 @@ class OpenVinoInt8(OpenVinoMethod):
                 model_type=nncf.ModelType.TRANSFORMER,
                 subset_size=len(batches),
             )
+        if settings.qat_freeze_weights:
+            train_only_quantizers(fake_quantized)
         before = openvino_runtime.convert(fake_quantized, context.input_names)
-        record = {"calibration_windows": len(batches), "qat_distill_weight": settings.qat_distill_weight}
+        trainable = sum(p.numel() for p in fake_quantized.parameters() if p.requires_grad)
+        record = {"calibration_windows": len(batches), "qat_distill_weight": settings.qat_distill_weight,
+                  "qat_trainable_parameters": trainable}  # fmt: skip
         if context.evaluate is not None:
             scores = context.evaluate(openvino_runtime.OvModel(before, context.num_threads))
             kept = ("f1", "exact", "HasAns_f1", "NoAns_f1")
@@ -140,6 +146,17 @@ class OpenVinoInt8(OpenVinoMethod):
         floating = openvino_runtime.float_matmuls(graph)
         record.update({"float_matmuls": len(floating), "float_matmul_names": floating})
         return graph, record
+
+
+def train_only_quantizers(model) -> None:
+    """Freeze every parameter of an NNCF fake-quantized model except its quantizers' (their scales, or ranges
+    and lows), so training moves where values are rounded, not the weights themselves."""
+    ranges = {id(p) for m in model.modules() if type(m).__name__.endswith("Quantizer") for p in m.parameters()}
+    if not ranges:
+        raise RuntimeError("NNCF's fake-quantized model holds no quantizer module (*Quantizer) to train")
+    for parameter in model.parameters():
+        if id(parameter) not in ranges:
+            parameter.requires_grad_(False)
 
 
 METHOD = register(OpenVinoInt8())

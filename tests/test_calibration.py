@@ -75,6 +75,7 @@ def test_a_method_whose_results_changed_does_not_reuse_the_runs_of_its_earlier_r
     dynamic = from_hydra(compose_config(tiny_job_args(tiny_bert_dir, squad_files, "quantization=onnx_int8",
                                                       fine_tune=False)))  # fmt: skip
     before = bookkeeping.job_hash(static), bookkeeping.job_hash(dynamic)
-    monkeypatch.setattr(type(quantize.get("onnx_static_int8")), "revision", 3)
+    method = type(quantize.get("onnx_static_int8"))
+    monkeypatch.setattr(method, "revision", method.revision + 1)
     assert bookkeeping.job_hash(static) != before[0]
     assert bookkeeping.job_hash(dynamic) == before[1]  # other methods' runs are still reused

@@ -468,16 +468,33 @@ def linear_time(ops: list) -> tuple[float, list[str]]:
     return ms, sorted({name.split("(", 1)[1].rstrip(")") for name in names if "(" in name})
 
 
+def kind(op: str) -> str:
+    """An operator's type without its kernel: `Subgraph (jit_avx512_i8)` is a `Subgraph`."""
+    return op.split(" (", 1)[0]
+
+
+def pass_ms(ops: list) -> float:
+    """A profile's whole pass in ms, from its first row's time and share (0 when it has none)."""
+    return ops[0][1] / ops[0][2] if ops and ops[0][2] else 0.0
+
+
+def by_kind(ops: list) -> dict[str, float]:
+    """Milliseconds per pass of each operator type in a profile, kernels merged."""
+    kinds: dict[str, float] = {}
+    for op, ms, _ in ops:
+        kinds[kind(op)] = kinds.get(kind(op), 0.0) + ms
+    return kinds
+
+
 def rest_of_pass(int8: list, fp32: list, linear: float) -> str:
     """What caps INT8's whole-model speed-up once its linear layers (`linear` ms) are fast: the largest other
     operator, in INT8 and in FP32, and the share of the INT8 pass the linear layers still take (Amdahl's law)."""
-    total = int8[0][1] / int8[0][2] if int8 and int8[0][2] else 0.0  # the profile's first row: ms and its share
+    total = pass_ms(int8)
     others = [(op, ms) for op, ms, _ in int8 if not op.startswith("FullyConnected")]
     if not total or not others:
         return ""
     op, ms = others[0]
-    kind = op.split(" (", 1)[0]
-    fp32_ms = next((m for o, m, _ in fp32 if o.split(" (", 1)[0] == kind), None)
+    fp32_ms = next((m for o, m, _ in fp32 if kind(o) == kind(op)), None)
     return (f"The linear layers are now {linear / total:.0%} of the INT8 pass; the largest other operator, "
             f"`{op}`, takes {ms:.0f} ms" + (f" against {fp32_ms:.0f} ms in FP32" if fp32_ms else "")
             + ", and what INT8 does not speed up bounds the whole model's speed-up.")  # fmt: skip
@@ -507,29 +524,21 @@ def int8_explained(timing: dict) -> list[str]:
     ]  # fmt: skip
 
 
-def by_kind(ops: list) -> dict[str, float]:
-    """Milliseconds per pass of each operator type in a profile, kernels merged (`Subgraph (jit_avx512_i8)` and
-    `Subgraph (jit_avx512_f32)` are both `Subgraph`)."""
-    kinds: dict[str, float] = {}
-    for op, ms, _ in ops:
-        kinds[op.split(" (", 1)[0]] = kinds.get(op.split(" (", 1)[0], 0.0) + ms
-    return kinds
-
-
 def structured_int8_explained(timing: dict) -> list[str]:
     """What structured pruning removes from the INT8 pass, read from the OpenVINO profiles of the dense and the
     pruned, recovered INT8 models: each of the pruned pass's two largest operator types, before and after."""
     profiled = timing.get("profiled", {})
     dense = profiled.get("none | openvino_int8")
-    recovered = [name for name in profiled if name.startswith("structured") and "steps" in name]
-    pruned = next((profiled[name] for name in recovered if name.endswith("| openvino_int8")), None)
-    if not dense or not pruned or not pruned[0][2]:
+    recovered_int8 = [ops for name, ops in profiled.items() if name.startswith("structured") and "steps" in name
+                      and name.endswith("| openvino_int8")]  # fmt: skip
+    pruned = recovered_int8[0] if recovered_int8 else []
+    total = pass_ms(pruned)
+    if not dense or not total:
         return []
     before, after = by_kind(dense), by_kind(pruned)
-    total = pruned[0][1] / pruned[0][2]
-    largest = sorted((kind for kind in after if kind in before), key=lambda kind: -after[kind])[:2]
-    changes = ", ".join(f"`{kind}` from {before[kind]:.0f} to {after[kind]:.0f} ms ({after[kind] / total:.0%} of "
-                        "the pruned pass)" for kind in largest)  # fmt: skip
+    largest = sorted((op for op in after if op in before), key=lambda op: -after[op])[:2]
+    changes = ", ".join(f"`{op}` from {before[op]:.0f} to {after[op]:.0f} ms ({after[op] / total:.0%} of "
+                        "the pruned pass)" for op in largest)  # fmt: skip
     return [
         f"Structured pruning on top of OpenVINO INT8 (profiles of the dense and the pruned, recovered INT8 models, "
         f"ms per pass): {changes}. Removing FFN neurons and heads shrinks the linear layers (FullyConnected); "

@@ -139,9 +139,8 @@ def quantize_static(
 
     ONNX Runtime's quantizer leaves a tensor alone when it does not know its type, and the fused graph's
     operators carry none, so symbolic shape inference types them first: without it the graph came out
-    weight-only. The static quantizer has no form of
-    the fused attention and embedding operators; those two are quantized as `onnx_int8` does (QAttention,
-    QEmbedLayerNormalization). Layer norms and GELU stay FP32.
+    weight-only. The static quantizer has no form of the fused attention and embedding operators; those two are
+    quantized as `onnx_int8` does (QAttention, QEmbedLayerNormalization). Layer norms and GELU stay FP32.
     """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType

@@ -110,6 +110,23 @@ def small_inputs(batch: int = 3, length: int = 12) -> dict[str, torch.Tensor]:
     return {"input_ids": torch.randint(5, 120, (batch, length), generator=generator), "attention_mask": mask}
 
 
+TRAINING = {
+    "learning_rate": 1e-2, "num_train_epochs": 1.0, "max_steps": 8, "batch_size": 4,
+    "gradient_accumulation_steps": 1, "weight_decay": 0.0, "warmup_ratio": 0.0, "lr_scheduler_type": "constant",
+    "max_grad_norm": 1.0, "logging_steps": 1, "mixed_precision": "no",
+}  # fmt: skip
+"""`train.fine_tune` settings for a few quick steps on tiny models (override what a test needs)."""
+
+
+def answer_windows(tokenizer, count: int = 16, length: int = 24):
+    """`count` identical training windows whose answer is token 7 ("Ada"), padded to `length`."""
+    from datasets import Dataset
+
+    encoded = tokenizer(["Who wrote it?"] * count, ["Ada wrote it in 1843."] * count, padding="max_length",
+                        max_length=length)  # fmt: skip
+    return Dataset.from_dict({**dict(encoded), "start_positions": [7] * count, "end_positions": [7] * count})
+
+
 @pytest.fixture(scope="session")
 def squad_files(tmp_path_factory) -> tuple[Path, Path]:
     """Small generated train and validation files in the official SQuAD 2.0 JSON format."""

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from datasets import Dataset
 from torch import nn
 from transformers import AutoModelForQuestionAnswering
 
@@ -11,7 +10,7 @@ from qa_compress.prune import layers as prune_layers
 from qa_compress.prune import structured
 from qa_compress.quantize import get as quantization
 
-from .conftest import small_bert, small_inputs
+from .conftest import TRAINING, answer_windows, small_bert, small_inputs
 
 CONTEXT = prune.PruneContext(seed=0, train_features=None, device=torch.device("cpu"))
 
@@ -107,14 +106,8 @@ def test_recovery_fine_tuning_keeps_pruned_weights_at_zero(tiny_bert_dir, tokeni
     zeros_before = _zeros(layers)
     weights_before = {name: m.weight.detach().clone() for name, m in layers.items()}
     sparsity_before = prune_layers.sparsity(prune_layers.layer_sparsity(layers, original))
-    encoded = tokenizer(["Who wrote it?"] * 16, ["Ada wrote it in 1843."] * 16, padding="max_length", max_length=24)
-    features = Dataset.from_dict({**dict(encoded), "start_positions": [7] * 16, "end_positions": [7] * 16})
-    settings = {
-        "learning_rate": 1e-2, "num_train_epochs": 1.0, "max_steps": 4, "batch_size": 4,
-        "gradient_accumulation_steps": 1, "weight_decay": 0.0, "warmup_ratio": 0.0, "lr_scheduler_type": "linear",
-        "max_grad_norm": 1.0, "logging_steps": 1, "mixed_precision": "no",
-    }  # fmt: skip
-    result = train.fine_tune(model, tokenizer, features, settings, seed=0, callbacks=[])
+    settings = {**TRAINING, "max_steps": 4, "lr_scheduler_type": "linear"}
+    result = train.fine_tune(model, tokenizer, answer_windows(tokenizer), settings, seed=0, callbacks=[])
     assert result["train_steps"] == 4
     prune_layers.make_permanent(layers)
     for name, module in layers.items():

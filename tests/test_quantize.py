@@ -8,7 +8,7 @@ from transformers import AutoModelForQuestionAnswering
 from qa_compress import benchmark, prune, quantize
 from qa_compress.quantize import dynamic_int8
 
-from .conftest import small_bert, small_inputs
+from .conftest import TRAINING, answer_windows, small_bert, small_inputs
 
 
 def _apply(model, name: str, tmp_path=None, **settings):
@@ -94,26 +94,21 @@ def test_methods_say_where_they_run():
 def test_qat_with_frozen_weights_trains_the_quantizer_ranges_and_leaves_the_weights(tokenizer, tiny_bert_dir):
     """`qat_freeze_weights`: after QAT steps the model's weights are as before and the ranges have moved."""
     import nncf
-    from datasets import Dataset
 
     from qa_compress import train
     from qa_compress.quantize.openvino_int8 import train_only_quantizers
 
     model = AutoModelForQuestionAnswering.from_pretrained(str(tiny_bert_dir)).eval()
-    encoded = tokenizer(["Who wrote it?"] * 8, ["Ada wrote it in 1843."] * 8, padding="max_length", max_length=16)
-    calibration = [{name: torch.tensor(encoded[name][i : i + 1]) for name in encoded} for i in range(4)]
+    windows = answer_windows(tokenizer, count=8, length=16)
+    inputs = ("input_ids", "token_type_ids", "attention_mask")
+    calibration = [{name: torch.tensor(windows[i : i + 1][name]) for name in inputs} for i in range(4)]
     fake_quantized = nncf.quantize(model, nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER,
                                    subset_size=4)  # fmt: skip
     train_only_quantizers(fake_quantized)
     before = {name: p.detach().clone() for name, p in fake_quantized.named_parameters()}
     trainable = {name for name, p in fake_quantized.named_parameters() if p.requires_grad}
     assert trainable and all("__nncf_hooks" in name for name in trainable)
-    windows = Dataset.from_dict({**dict(encoded), "start_positions": [7] * 8, "end_positions": [7] * 8})
-    settings = {"learning_rate": 1e-2, "num_train_epochs": 1.0, "max_steps": 4, "batch_size": 4,
-                "gradient_accumulation_steps": 1, "weight_decay": 0.0, "warmup_ratio": 0.0,
-                "lr_scheduler_type": "constant", "max_grad_norm": 1.0, "logging_steps": 1,
-                "mixed_precision": "no"}  # fmt: skip
-    train.fine_tune(fake_quantized, tokenizer, windows, settings, seed=0, callbacks=[])
+    train.fine_tune(fake_quantized, tokenizer, windows, {**TRAINING, "max_steps": 4}, seed=0, callbacks=[])
     after = dict(fake_quantized.named_parameters())
     assert all(torch.equal(after[name], before[name]) for name in before if name not in trainable)
     assert any(not torch.equal(after[name], before[name]) for name in trainable)

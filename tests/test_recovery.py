@@ -13,19 +13,17 @@ from qa_compress import data, distill, families, models, predict, prune, synthet
 from qa_compress.prune import layers as prune_layers
 from qa_compress.prune import schedule
 
-from .conftest import assert_refused, children, run_in_process, runs, small_bert, small_inputs, tiny_job_args
-
-SETTINGS = {
-    "learning_rate": 1e-2, "num_train_epochs": 1.0, "max_steps": 8, "batch_size": 4,
-    "gradient_accumulation_steps": 1, "weight_decay": 0.0, "warmup_ratio": 0.0, "lr_scheduler_type": "constant",
-    "max_grad_norm": 1.0, "logging_steps": 1, "mixed_precision": "no",
-}  # fmt: skip
-
-
-def _windows(tokenizer, count: int = 16, length: int = 24) -> Dataset:
-    encoded = tokenizer(["Who wrote it?"] * count, ["Ada wrote it in 1843."] * count, padding="max_length",
-                        max_length=length)  # fmt: skip
-    return Dataset.from_dict({**dict(encoded), "start_positions": [7] * count, "end_positions": [7] * count})
+from .conftest import (
+    TRAINING,
+    answer_windows,
+    assert_refused,
+    children,
+    run_in_process,
+    runs,
+    small_bert,
+    small_inputs,
+    tiny_job_args,
+)
 
 
 def _tiny(directory: Path):
@@ -114,7 +112,7 @@ def test_distillation_loss_is_zero_for_a_perfect_student_ignores_padding_and_mix
 
 def test_teacher_logits_are_computed_once_then_read_from_the_cache(tokenizer, tiny_bert_dir, tmp_path, monkeypatch):
     model = _tiny(tiny_bert_dir)
-    windows = _windows(tokenizer)
+    windows = answer_windows(tokenizer)
     names = ["input_ids", "attention_mask", "token_type_ids"]
     calls = []
     real = predict.logits
@@ -136,7 +134,7 @@ def test_teacher_logits_are_computed_once_then_read_from_the_cache(tokenizer, ti
 
 def test_distillation_pulls_the_student_to_the_teacher_and_masks_hold(tokenizer, tiny_bert_dir):
     model = _tiny(tiny_bert_dir)
-    windows = _windows(tokenizer)
+    windows = answer_windows(tokenizer)
     layers = _layers(model)
     prune.get("l1_unstructured").apply(model, layers, prune.get("l1_unstructured").settings(name="l1_unstructured",
                                        amount=0.5), prune.PruneContext(0, None, torch.device("cpu")))  # fmt: skip
@@ -145,7 +143,7 @@ def test_distillation_pulls_the_student_to_the_teacher_and_masks_hold(tokenizer,
     peaked = torch.full((16, 24), -5.0)
     peaked[:, 3] = 5.0
     teacher = distill.Teacher(peaked, peaked.clone(), temperature=1.0, weight=1.0)
-    train.fine_tune(model, tokenizer, windows, {**SETTINGS, "max_steps": 30}, seed=0, callbacks=[], teacher=teacher)
+    train.fine_tune(model, tokenizer, windows, {**TRAINING, "max_steps": 30}, seed=0, callbacks=[], teacher=teacher)
     model.eval()
     with torch.no_grad():
         out = model(**{k: torch.tensor(windows[k][:4]) for k in ("input_ids", "attention_mask", "token_type_ids")})
@@ -183,7 +181,7 @@ def test_gradual_masks_nest_and_reach_exactly_the_one_shot_sparsity(method, toke
             seen.append({name: (m.weight_mask == 0).clone() for name, m in layers.items()})
 
     gradual = Watch(chosen, layers, 0.6, stages=4, end=0.5, seed=0, steps=8)
-    train.fine_tune(model, tokenizer, _windows(tokenizer), SETTINGS, seed=0, callbacks=[gradual])
+    train.fine_tune(model, tokenizer, answer_windows(tokenizer), TRAINING, seed=0, callbacks=[gradual])
     assert [step for step, _ in gradual.applied] == [0, 1, 2, 3]
     amounts = [amount for _, amount in gradual.applied]
     assert amounts == sorted(amounts) and amounts[0] < 0.6 and amounts[-1] == 0.6

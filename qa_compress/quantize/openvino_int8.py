@@ -151,9 +151,11 @@ class OpenVinoInt8(OpenVinoMethod):
 def train_only_quantizers(model) -> None:
     """Freeze every parameter of an NNCF fake-quantized model except its quantizers' (their scales, or ranges
     and lows), so training moves where values are rounded, not the weights themselves."""
-    ranges = {id(p) for m in model.modules() if type(m).__name__.endswith("Quantizer") for p in m.parameters()}
+    from nncf.torch.quantization.layers import BaseQuantizer
+
+    ranges = {id(p) for m in model.modules() if isinstance(m, BaseQuantizer) for p in m.parameters()}
     if not ranges:
-        raise RuntimeError("NNCF's fake-quantized model holds no quantizer module (*Quantizer) to train")
+        raise RuntimeError("NNCF's fake-quantized model holds no quantizer (BaseQuantizer) to train")
     for parameter in model.parameters():
         if id(parameter) not in ranges:
             parameter.requires_grad_(False)

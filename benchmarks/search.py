@@ -159,6 +159,18 @@ def study_points(args: argparse.Namespace, name: str) -> tuple[list[list[float]]
     return [list(t.values) for t in done], [dict(t.user_attrs["metrics"]) for t in done], len(ran)
 
 
+def same_work_spread(jobs: list[report.Job]) -> list[str]:
+    """Per quantization, the speed-ups of the jobs that do the same dense work (no pruning, or unstructured
+    pruning, which leaves every matrix its shape): how far apart the timing alone puts identical work."""
+    spans = []
+    for quantization in ("none", "dynamic_int8", "onnx_int8"):
+        same = [job.metrics["speedup"] for job in jobs if job.params["quantization.name"] == quantization
+                and job.params["pruning.name"] in ("none", "global_magnitude", "l1_unstructured")]  # fmt: skip
+        if same:
+            spans.append(f"{quantization} {min(same):.2f}–{max(same):.2f}× ({len(same)} jobs)")
+    return spans
+
+
 def fastest_within(metrics: list[dict], reference_f1: float, drop: float) -> dict | None:
     within = [m for m in metrics if m["f1"] >= reference_f1 - drop - 1e-9]
     return max(within, key=lambda m: (m["speedup"], m["f1"]), default=None)
@@ -376,7 +388,10 @@ def measure(args: argparse.Namespace) -> str:
         f"{key_job.pruning_label} | {key_job.quantization} (F1 {key_point[0]:.2f}, {key_point[1]:.2f}×); "
         '"found it" marks the searches that ran it. The next, '
         f"{jobs[runner_up].pruning_label} | {jobs[runner_up].quantization} (F1 {grid[runner_up][0]:.2f}, "
-        f"{grid[runner_up][1]:.2f}×), carries {100 * losses[runner_up] / whole:.1f}%. Searches: `tpe` (the "
+        f"{grid[runner_up][1]:.2f}×), carries {100 * losses[runner_up] / whole:.1f}%. Jobs that do the same dense "
+        f"work (no pruning or unstructured pruning) were timed at {'; '.join(same_work_spread(jobs))}: differences "
+        "within that spread are the timing's, not the configuration's, yet they decide which of those jobs sit "
+        "on the grid front. Searches: `tpe` (the "
         "sweeper's default: TPE, then front refinement, README), `tpe-unrefined` (`hydra.sweeper.refine=false`), "
         "`nsga2` (with refinement) and `random` (no refinement: the baseline).",
         "",

@@ -328,7 +328,8 @@ def header(args: argparse.Namespace, jobs: list[report.Job], timing: dict, comma
         + (f"; not run this time: {', '.join(f'`{e}` ({why})' for e, why in args.left_out.items())}."
            if args.left_out else "."),
         f"- Machine: {timing['cpu']}, {os.cpu_count()} logical CPUs; {args.threads} threads for PyTorch and ONNX "
-        "Runtime. Every speed figure below comes from this CPU; INT8 and bf16 speed-ups differ a lot between CPUs, "
+        "Runtime. Every speed figure of this script's sections comes from this CPU (the sections other benchmark "
+        "scripts write below name their own); INT8 and bf16 speed-ups differ a lot between CPUs, "
         "and so, by tenths of a point, does the F1 of the INT8 variants (they are calibrated and run with that "
         "CPU's kernels).",
         "- Versions: " + ", ".join(f"{p} {_version(p)}" for p in ("torch", "transformers", "onnxruntime", "onnx",

@@ -162,10 +162,11 @@ def study_points(args: argparse.Namespace, name: str) -> tuple[list[list[float]]
 def same_work_spread(jobs: list[report.Job]) -> list[str]:
     """Per quantization, the speed-ups of the jobs that do the same dense work (no pruning, or unstructured
     pruning, which leaves every matrix its shape): how far apart the timing alone puts identical work."""
+    dense = ("none", *tradeoffs.UNSTRUCTURED)  # read from the pruning registry
     spans = []
-    for quantization in ("none", "dynamic_int8", "onnx_int8"):
+    for quantization in QUANTIZATION.split("=", 1)[1].split(","):
         same = [job.metrics["speedup"] for job in jobs if job.params["quantization.name"] == quantization
-                and job.params["pruning.name"] in ("none", "global_magnitude", "l1_unstructured")]  # fmt: skip
+                and job.params["pruning.name"] in dense]  # fmt: skip
         if same:
             spans.append(f"{quantization} {min(same):.2f}–{max(same):.2f}× ({len(same)} jobs)")
     return spans

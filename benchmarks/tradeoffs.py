@@ -35,7 +35,20 @@ import torch
 from mlflow.tracking import MlflowClient
 from transformers import AutoTokenizer
 
-from qa_compress import benchmark, data, features, onnxrt, openvino_runtime, predict, prune, quantize, report, tracking
+from qa_compress import (
+    benchmark,
+    bootstrap,
+    data,
+    features,
+    onnxrt,
+    openvino_runtime,
+    predict,
+    prune,
+    quantize,
+    report,
+    score,
+    tracking,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ("tradeoffs_quantization", "tradeoffs_unstructured", "tradeoffs_structured", "tradeoffs_qat",
@@ -408,10 +421,38 @@ def curve_rows(jobs: list[report.Job]) -> list[dict[str, object]]:
              f"{curves[m][a].get('NoAns_f1', np.nan):.2f})" for m in UNSTRUCTURED}} for a in amounts]  # fmt: skip
 
 
+def question_f1(args: argparse.Namespace, client: MlflowClient, job: report.Job) -> dict[str, float]:
+    """A job's F1 on each evaluation question: its `question_f1.json`, or its answers rescored against --eval
+    (for jobs logged before jobs kept that file)."""
+    scores = report.question_f1(client, job.run_id)
+    if scores is None:
+        with tempfile.TemporaryDirectory() as directory:
+            answers = json.loads(Path(client.download_artifacts(job.run_id, "predictions.json", directory)).read_text())
+        gold = score.gold_from_squad_json(json.loads(args.eval.read_text())["data"])
+        scores = bootstrap.question_f1(gold, answers)
+    return scores
+
+
+def _interval(change: float, interval: tuple[float, float] | None) -> str:
+    return f"{change:+.2f}" + ("" if interval is None else f" [{interval[0]:+.2f}, {interval[1]:+.2f}]")
+
+
+def _bound_missed(change: float, bound: float, interval: tuple[float, float] | None) -> str:
+    """How far beyond an F1 bound a change is, and whether the questions could tell."""
+    miss = f"F1 lost {-change - bound:.2f} beyond the bound"
+    if interval is None:
+        return miss
+    if interval[1] >= -bound:
+        return f"{miss} (its 95% interval reaches {interval[1]:+.2f}: within the bound, so these questions cannot tell)"
+    return f"{miss} (its whole 95% interval is beyond it)"
+
+
 def targets(args: argparse.Namespace, jobs: list[report.Job], timing: dict) -> list[str]:
     """Each target against the head-to-head figures: met or missed, and by how much."""
     chosen = target_jobs(jobs)
     baseline = chosen.pop("uncompressed")
+    client = MlflowClient(store(args))
+    scores = {job.run_id: question_f1(args, client, job) for job in [baseline, *chosen.values()] if job is not None}
     rows = []
     for name, job in chosen.items():
         if job is None:
@@ -422,24 +463,27 @@ def targets(args: argparse.Namespace, jobs: list[report.Job], timing: dict) -> l
         over_runtime = timing.get("speedups_vs_runtime_fp32", {}).get(job.run_id)
         runtime_speedup = float(np.median(over_runtime)) if over_runtime else None
         change = job.metrics["f1"] - baseline.metrics["f1"]
+        interval = bootstrap.change_interval(scores[job.run_id], scores[baseline.run_id])
         misses = []
         if speed_target is not None and speedup < speed_target:
             misses.append(f"speed short by {speed_target - speedup:.2f}×")
         if runtime_target is not None and runtime_speedup is not None and runtime_speedup < runtime_target:
             misses.append(f"{runtime_speedup:.2f}× over OpenVINO FP32, short of {runtime_target}×")
         if f1_bound is not None and -change > f1_bound:
-            misses.append(f"F1 lost {-change - f1_bound:.2f} beyond the bound")
+            misses.append(_bound_missed(change, f1_bound, interval))
         if name == "openvino_int8, QAT" and chosen.get("openvino_int8") is not None:
-            post_training = chosen["openvino_int8"].metrics["f1"]
-            if job.metrics["f1"] < post_training:
-                misses.append(f"F1 {job.metrics['f1'] - post_training:+.2f} against post-training INT8")
+            post_training = chosen["openvino_int8"]
+            if job.metrics["f1"] < post_training.metrics["f1"]:
+                against = bootstrap.change_interval(scores[job.run_id], scores[post_training.run_id])
+                misses.append(f"F1 {_interval(job.metrics['f1'] - post_training.metrics['f1'], against)} against "
+                              "post-training INT8")  # fmt: skip
         checked = speed_target is not None or f1_bound is not None
         rows.append({
             "variant": name, f"speed-up at batch {args.batch_size} (IQR)": f"{speedup:.2f}× ({low:.2f}–{high:.2f})",
             "over OpenVINO FP32": "" if runtime_speedup is None else f"{runtime_speedup:.2f}×",
             "target": "" if speed_target is None else f"≥ {speed_target}×"
             + ("" if runtime_target is None else f", ≥ {runtime_target}× over OpenVINO FP32"),
-            "F1 change": f"{change:+.2f}",
+            "F1 change [95% interval]": _interval(change, interval),
             "F1 bound": "" if f1_bound is None else f"within {f1_bound}",
             "size ×": f"{baseline.metrics['size_mb'] / job.metrics['size_mb']:.2f}",
             "met?": "(reported)" if not checked else "yes" if not misses else "no: " + "; ".join(misses),
@@ -449,7 +493,10 @@ def targets(args: argparse.Namespace, jobs: list[report.Job], timing: dict) -> l
         f"Speed-ups from a separate head-to-head timing of just these variants and the uncompressed model: "
         f"{args.target_rounds} interleaved rounds at batch {args.batch_size}; each round's paired ratio (the "
         "uncompressed time of that round over the variant's) cancels drift common to the round. Median, with the "
-        "interquartile range of the rounds.", "", report.markdown(rows), *int8_explained(timing),
+        "interquartile range of the rounds. F1 change: against the uncompressed model, in brackets its 95% interval "
+        f"from a paired bootstrap over the evaluation questions ({bootstrap.RESAMPLES:,} resamples; "
+        "`qa_compress/bootstrap.py`): where it reaches both sides of a bound, these questions cannot tell whether the "
+        "bound is met.", "", report.markdown(rows), *int8_explained(timing),
         *structured_int8_explained(timing), *onnx_static_explained(timing),
     ]  # fmt: skip
 

@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from qa_compress import (
     benchmark,
     bookkeeping,
+    bootstrap,
     cache,
     calibration,
     checks,
@@ -451,11 +452,13 @@ def _log_layer_table(rows: list[dict], output_dir: Path) -> Path:
     return path
 
 
-def _log_results(metrics: dict, evaluation: Evaluation, rows: list[dict], output_dir: Path) -> None:
+def _log_results(metrics: dict, evaluation: Evaluation, gold: score.Gold, rows: list[dict], output_dir: Path) -> None:
+    """Metrics, the answers, and each question's F1 (what the sweep report's ΔF1 interval resamples)."""
     tracking.log_metrics(metrics)
     files = {
         "predictions.json": evaluation.predictions.answers,
         "na_probs.json": evaluation.predictions.na_probs,
+        bootstrap.QUESTION_F1: bootstrap.question_f1(gold, evaluation.predictions.answers),
         "metrics.json": metrics,
     }
     for name, content in files.items():
@@ -544,7 +547,7 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
         metrics.update(_against_reference(job, model, reference.to(reference_device), inputs, device, reference_device))
         del reference
 
-    _log_results(metrics, evaluation, rows, output_dir)
+    _log_results(metrics, evaluation, data.gold_answers(eval_examples.dataset), rows, output_dir)
     if job.save_model or job.export:
         _save_model(job, model, tokenizer, output_dir / "model")
     if job.export:

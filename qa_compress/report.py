@@ -21,7 +21,8 @@ import logging
 import math
 import shlex
 import sys
-from collections.abc import Callable, Sequence
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,7 +31,7 @@ from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from qa_compress import search_report, store, tracking
+from qa_compress import bootstrap, search_report, store, tracking
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,31 @@ def latest_sweep(client: MlflowClient, experiment_name: str) -> str | None:
 def baseline_of(jobs: Sequence[Job]) -> Job | None:
     """The sweep's uncompressed job (finished), the reference for every change."""
     return next((j for j in jobs if j.uncompressed and j.done), None)
+
+
+def question_f1(client: MlflowClient, run_id: str) -> dict[str, float] | None:
+    """A job's F1 on each evaluation question (its `question_f1.json`); None for a run that did not log one."""
+    if not any(a.path == bootstrap.QUESTION_F1 for a in client.list_artifacts(run_id)):
+        return None
+    with tempfile.TemporaryDirectory() as directory:
+        return json.loads(Path(client.download_artifacts(run_id, bootstrap.QUESTION_F1, directory)).read_text())
+
+
+def change_intervals(client: MlflowClient, jobs: Sequence[Job]) -> dict[str, tuple[float, float]]:
+    """Each finished job's ΔF1 interval against the sweep's uncompressed job, by run id (see `bootstrap`):
+    only for jobs scored on the very questions the uncompressed job was."""
+    baseline = baseline_of(jobs)
+    reference = question_f1(client, baseline.run_id) if baseline is not None else None
+    if not reference:
+        return {}
+    intervals = {}
+    for job in jobs:
+        if job.done and job.run_id != baseline.run_id:
+            scores = question_f1(client, job.run_id)
+            interval = bootstrap.change_interval(scores, reference) if scores else None
+            if interval is not None:
+                intervals[job.run_id] = interval
+    return intervals
 
 
 # The recommendation --------------------------------------------------------------------------------
@@ -300,8 +326,14 @@ def advice(rec: Recommendation, models: int = 1) -> list[str]:
 # The table ---------------------------------------------------------------------------------------------
 
 
-def rows(jobs: Sequence[Job], max_f1_drop: float = DEFAULT_MAX_F1_DROP) -> list[dict[str, object]]:
-    """One row per job: its run, choices, metrics and their change against the baseline, and its verdicts."""
+def rows(
+    jobs: Sequence[Job],
+    max_f1_drop: float = DEFAULT_MAX_F1_DROP,
+    intervals: Mapping[str, tuple[float, float]] | None = None,
+) -> list[dict[str, object]]:
+    """One row per job: its run, choices, metrics and their change against the baseline (with the ΔF1
+    `intervals` from `change_intervals`, where known), and its verdicts."""
+    intervals = intervals or {}
     rec = recommend(jobs, max_f1_drop)
     baseline = rec.reference
     marks = pareto_marks(jobs)
@@ -324,6 +356,8 @@ def rows(jobs: Sequence[Job], max_f1_drop: float = DEFAULT_MAX_F1_DROP) -> list[
             reference = baseline.metrics.get(column, math.nan) if baseline else math.nan
             row[column] = _round(value, column)
             row[f"Δ{column}"] = _round(value - reference, column)
+        low, high = intervals.get(job.run_id, (math.nan, math.nan))
+        row["Δf1_low"], row["Δf1_high"] = _round(low, "f1"), _round(high, "f1")
         row["x_faster"] = _round(speedup(job, baseline), "x_faster")
         row["x_faster_iqr"] = _round(job.metrics.get("speedup_iqr", math.nan), "x_faster")
         row["noisy_timing"] = noisy(job)
@@ -412,7 +446,10 @@ def document(
         if noisy(job):
             m = job.metrics
             note.append(f"noisy timing (× faster {m['speedup_q1']:.2f}–{m['speedup_q3']:.2f})")
-        delta = _num(row["Δf1"], "f1", sign=True) + (" ⚠" if row[loses] else "")
+        delta = _num(row["Δf1"], "f1", sign=True)
+        if not math.isnan(row["Δf1_low"]):
+            delta += f" [{_num(row['Δf1_low'], 'f1', sign=True)}, {_num(row['Δf1_high'], 'f1', sign=True)}]"
+        delta += " ⚠" if row[loses] else ""
         cells = [
             str(row["job"]), _label(job, len(models)), _num(row["f1"], "f1"), delta,
             _num(row["HasAns_f1"], "f1"), _num(row["NoAns_f1"], "f1"), _num(row["size_mb"], "size_mb"),
@@ -423,12 +460,19 @@ def document(
             f"`{job.run_id[:8]}`", "; ".join(note),
         ]  # fmt: skip
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    interval = (
+        f"; in brackets, its {bootstrap.LEVEL:.0%} interval from a paired bootstrap over the evaluation questions "
+        f"({bootstrap.RESAMPLES:,} resamples): the spread another draw of such questions would show, so an interval "
+        "that holds 0 is no evidence of a change"
+        if any(not math.isnan(row["Δf1_low"]) for row in table)
+        else ""
+    )
     lines += [
         "",
-        f"ΔF1 against the uncompressed job (⚠: loses more than {max_f1_drop:g} F1). × smaller: the uncompressed "
-        "job's size over this job's. × faster: the median ratio of the uncompressed model's time to this model's "
-        "over rounds in which the job timed both, interleaved, in its own process (so a busy machine slows both "
-        "alike); noisy timing: that ratio's interquartile range is wider than "
+        f"ΔF1 against the uncompressed job (⚠: loses more than {max_f1_drop:g} F1){interval}. × smaller: the "
+        "uncompressed job's size over this job's. × faster: the median ratio of the uncompressed model's time to "
+        "this model's over rounds in which the job timed both, interleaved, in its own process (so a busy machine "
+        "slows both alike); noisy timing: that ratio's interquartile range is wider than "
         f"{NOISY_TIMING:.0%} of it. latency ms: this model alone, median per batch. Pareto: no other job is at "
         "least as accurate and at least as fast (speed) or as small (size), and better in one; search: on the "
         "front of the search's own objectives. `report.csv` has "
@@ -584,7 +628,7 @@ def build(
     out_dir.mkdir(parents=True, exist_ok=True)
     facts = _sweep_facts(client, parent_run_id)
     facts["reference_note"] = reference_note
-    table = rows(jobs, max_f1_drop)
+    table = rows(jobs, max_f1_drop, change_intervals(client, jobs))
     found = search_report.load(client, parent_run_id)
     searched = search_report.section(found, jobs, baseline_of(jobs), out_dir) if found else None
     if searched is not None:

@@ -95,6 +95,9 @@ def test_logged_predictions_rescore_to_the_logged_metrics_with_the_official_inte
     official = json.loads(capsys.readouterr().out)
     assert official["f1"] == pytest.approx(job.data.metrics["f1"])
     assert official["best_f1"] == pytest.approx(job.data.metrics["best_f1"])
+    per_question = json.loads((Path(local) / "question_f1.json").read_text())  # what the ΔF1 interval resamples
+    assert len(per_question) == len(json.loads((Path(local) / "predictions.json").read_text()))
+    assert sum(per_question.values()) / len(per_question) == pytest.approx(job.data.metrics["f1"])
 
 
 def test_a_failing_job_does_not_lose_the_others(tmp_path, tiny_distilbert_dir, tokenizer, squad_files):

@@ -61,6 +61,14 @@ def test_sweep_ends_with_a_report_in_its_directory_and_parent_run(tiny_sweep):
             change = run.data.metrics[metric] - baseline[metric]
             assert float(row[f"Δ{metric}"]) == pytest.approx(change, abs=0.51 * 10**-places)
             assert len(row[metric].partition(".")[2]) <= places  # one precision per column, not 0.3125 beside 0.62
+        if run.data.tags["uncompressed"] == "false":  # ΔF1's interval over the questions holds ΔF1
+            assert float(row["Δf1_low"]) <= float(row["Δf1"]) <= float(row["Δf1_high"])
+            assert (
+                f"{float(row['Δf1']):+.2f} [{float(row['Δf1_low']):+.2f}, {float(row['Δf1_high']):+.2f}]"
+                in (sweep_dir / "report.md").read_text()
+            )
+        else:
+            assert row["Δf1_low"] == row["Δf1_high"] == "nan"  # the reference itself
         assert run.data.tags["pareto"] == (row["pareto"] or "no")  # the verdicts are tags on the runs too
         assert run.data.tags["recommended"] == (row["recommended"] or "no")
     recommended = {kind for row in table for kind in row["recommended"].split(",") if kind}

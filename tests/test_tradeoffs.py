@@ -125,3 +125,12 @@ def test_the_recovery_section_replaces_its_old_self_and_survives_a_rewrite_of_th
     rewritten = tradeoffs.keep_sections("# Benchmarks\n\nnew timings\n", old)
     assert rewritten == f"# Benchmarks\n\nnew timings\n\n{recovery.BEGIN}\nold figures\n{recovery.END}\n"
     assert tradeoffs.keep_sections("# B\n", "# B\n") == "# B\n"
+
+
+def test_a_missed_f1_bound_says_whether_the_questions_could_tell(tradeoffs):
+    unsure = tradeoffs._bound_missed(-0.56 - 0.5, 0.5, (-1.92, -0.24))
+    assert unsure.startswith("F1 lost 0.56 beyond the bound") and "cannot tell" in unsure
+    sure = tradeoffs._bound_missed(-3.0, 1.0, (-4.1, -1.9))
+    assert sure == "F1 lost 2.00 beyond the bound (its whole 95% interval is beyond it)"
+    assert tradeoffs._bound_missed(-3.0, 1.0, None) == "F1 lost 2.00 beyond the bound"
+    assert tradeoffs._interval(-0.2, (-1.17, 0.76)) == "-0.20 [-1.17, +0.76]"

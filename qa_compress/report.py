@@ -288,8 +288,21 @@ def _label(job: Job, models: int) -> str:
     return f"{job.model} | {label}" if models > 1 else label
 
 
-def advice(rec: Recommendation, models: int = 1) -> list[str]:
-    """The recommendation in three lines: fastest and smallest within the allowed loss, and the jobs beyond it."""
+def _change(job: Job, reference: Job, intervals: Mapping[str, tuple[float, float]]) -> str:
+    """ΔF1 against the reference, with its interval when known: "-0.66 [-2.39, +1.13]"."""
+    change = _num(-f1_drop(job, reference), "f1", sign=True)
+    if job.run_id not in intervals or math.isnan(intervals[job.run_id][0]):
+        return change
+    low, high = intervals[job.run_id]
+    return f"{change} [{_num(low, 'f1', sign=True)}, {_num(high, 'f1', sign=True)}]"
+
+
+def advice(
+    rec: Recommendation, models: int = 1, intervals: Mapping[str, tuple[float, float]] | None = None
+) -> list[str]:
+    """The recommendation in three lines: fastest and smallest within the allowed loss, and the jobs beyond it
+    (each ΔF1 with its interval from `change_intervals`, where known)."""
+    intervals = intervals or {}
     if rec.reference is None:
         return ["No uncompressed job finished, so nothing can be recommended against it."]
     allowed = f"within {rec.max_f1_drop:g} F1 of uncompressed ({_num(rec.reference.metrics['f1'], 'f1')})"
@@ -297,7 +310,7 @@ def advice(rec: Recommendation, models: int = 1) -> list[str]:
     def line(kind: str, job: Job | None, figure: str) -> str:
         if job is None:
             return f"{kind} {allowed}: none"
-        change = _num(-f1_drop(job, rec.reference), "f1", sign=True)
+        change = _change(job, rec.reference, intervals)
         where = f"run {job.run_id}"
         command = reproduce_command(job)
         if job is rec.reference or job.run_id == rec.reference.run_id:
@@ -316,7 +329,7 @@ def advice(rec: Recommendation, models: int = 1) -> list[str]:
     ]  # fmt: skip
     if rec.losers:
         worst = sorted(rec.losers, key=lambda job: -f1_drop(job, rec.reference))
-        listed = ", ".join(f"{_label(j, models)} ({_num(-f1_drop(j, rec.reference), 'f1', sign=True)})" for j in worst)
+        listed = ", ".join(f"{_label(j, models)} ({_change(j, rec.reference, intervals)})" for j in worst)
         lines.append(f"Losing more than {rec.max_f1_drop:g} F1 (not recommended): {listed}")
     else:
         lines.append(f"No finished job loses more than {rec.max_f1_drop:g} F1.")
@@ -426,7 +439,8 @@ def document(
     if sweep.get("reference_note"):
         lines += ["", f"> {sweep['reference_note']}"]
     lines += ["", f"## Recommendation (report.max_f1_drop={max_f1_drop:g})", ""]
-    lines += [f"- {line}" for line in advice(rec, len(models))]
+    known = {row["run_id"]: (row["Δf1_low"], row["Δf1_high"]) for row in table if "Δf1_low" in row}
+    lines += [f"- {line}" for line in advice(rec, len(models), known)]
     if extra:
         lines += ["", *extra]
     lines += ["", "## Jobs", ""]
@@ -628,7 +642,8 @@ def build(
     out_dir.mkdir(parents=True, exist_ok=True)
     facts = _sweep_facts(client, parent_run_id)
     facts["reference_note"] = reference_note
-    table = rows(jobs, max_f1_drop, change_intervals(client, jobs))
+    intervals = change_intervals(client, jobs)
+    table = rows(jobs, max_f1_drop, intervals)
     found = search_report.load(client, parent_run_id)
     searched = search_report.section(found, jobs, baseline_of(jobs), out_dir) if found else None
     if searched is not None:
@@ -645,7 +660,7 @@ def build(
         client.log_table(parent_run_id, {k: [row[k] for row in table] for k in table[0]}, "report/table.json")
     _tag_runs(client, jobs, table, max_f1_drop)
     models = len({j.model for j in jobs})
-    return Report(files, text, advice(recommend(jobs, max_f1_drop), models))
+    return Report(files, text, advice(recommend(jobs, max_f1_drop), models, intervals))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,6 +87,8 @@ def test_sweep_ends_with_a_report_in_its_directory_and_parent_run(tiny_sweep):
     assert last[2] == "No finished job loses more than 1 F1."
     fastest = next(row for row in table if "fastest" in row["recommended"])
     assert f"run {fastest['run_id']}: python run.py " in last[0]
+    smallest = next(row for row in table if "smallest" in row["recommended"])  # an INT8 job: its ΔF1 has an interval
+    assert f"[{float(smallest['Δf1_low']):+.2f}, {float(smallest['Δf1_high']):+.2f}]" in last[1]
 
     (parent,) = parents(tiny_sweep)
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}

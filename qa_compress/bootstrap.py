@@ -4,12 +4,12 @@ Two models answer the same evaluation questions. Drawing that many questions aga
 and averaging the per-question F1 differences on each draw shows how far the change would move on
 another sample of questions of the same kind; its percentile interval is printed beside ΔF1. An
 interval that holds 0 is no evidence that compression changed F1 at all, only that these questions
-could not tell.
+could not tell. The same resampling over timed rounds gives a median speed-up its interval.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -27,6 +27,26 @@ def question_f1(gold: score.Gold, answers: Mapping[str, str]) -> dict[str, float
     return {qid: 100.0 * value for qid, value in f1.items()}
 
 
+def interval(
+    values: Sequence[float] | np.ndarray,
+    statistic: Callable[..., np.ndarray] = np.mean,
+    resamples: int = RESAMPLES,
+    level: float = LEVEL,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """The `level` percentile interval of `statistic` (called with `axis=1`) over `values` resampled with
+    replacement `resamples` times: how far it would move on another sample of the same kind."""
+    values = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    draws = np.concatenate([
+        statistic(values[rng.integers(0, len(values), (min(_CHUNK, resamples - done), len(values)))], axis=1)
+        for done in range(0, resamples, _CHUNK)
+    ])  # fmt: skip
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(draws, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def change_interval(
     scores: Mapping[str, float],
     reference: Mapping[str, float],
@@ -34,17 +54,9 @@ def change_interval(
     level: float = LEVEL,
     seed: int = 0,
 ) -> tuple[float, float] | None:
-    """The `level` percentile interval of the mean per-question change `scores - reference`, questions
-    resampled with replacement `resamples` times; None unless both were scored on the same questions."""
+    """The interval of the mean per-question change `scores - reference`, the questions resampled (paired);
+    None unless both were scored on the same questions."""
     if not scores or scores.keys() != reference.keys():
         return None
-    qids = sorted(scores)
-    change = np.array([scores[qid] - reference[qid] for qid in qids])
-    rng = np.random.default_rng(seed)
-    means = np.concatenate([
-        change[rng.integers(0, len(change), (min(_CHUNK, resamples - done), len(change)))].mean(axis=1)
-        for done in range(0, resamples, _CHUNK)
-    ])  # fmt: skip
-    tail = 100 * (1 - level) / 2
-    low, high = np.percentile(means, [tail, 100 - tail])
-    return float(low), float(high)
+    change = [scores[qid] - reference[qid] for qid in sorted(scores)]
+    return interval(change, np.mean, resamples, level, seed)

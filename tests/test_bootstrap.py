@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from qa_compress import bootstrap
@@ -50,3 +51,11 @@ def test_question_f1_averages_to_the_official_f1():
     answers = {"a": "a cat", "b": "", "c": "sky today", "d": "something"}
     scores = bootstrap.question_f1(gold, answers)
     assert scores == pytest.approx({"a": 100.0, "b": 100.0, "c": 2 / 3 * 100, "d": 0.0})
+
+
+def test_the_interval_of_a_median_matches_its_standard_error():
+    # The median of 400 draws from N(0, 1) has standard error sqrt(pi / 2) / sqrt(400), about 0.063.
+    values = np.random.default_rng(1).normal(0.0, 1.0, 400)
+    low, high = bootstrap.interval(values, np.median)
+    assert low < np.median(values) < high
+    assert high - low == pytest.approx(2 * 1.96 * math.sqrt(math.pi / 2) / 20, rel=0.35)

@@ -134,3 +134,12 @@ def test_a_missed_f1_bound_says_whether_the_questions_could_tell(tradeoffs):
     assert sure == "F1 lost 2.00 beyond the bound (its whole 95% interval is beyond it)"
     assert tradeoffs._bound_missed(-3.0, 1.0, None) == "F1 lost 2.00 beyond the bound"
     assert tradeoffs._interval(-0.2, (-1.17, 0.76)) == "-0.20 [-1.17, +0.76]"
+
+
+def test_a_missed_speed_target_says_whether_the_rounds_could_tell(tradeoffs):
+    assert tradeoffs._speed_missed(2.71, 3.0, (2.55, 3.02)) == (
+        "speed short by 0.29× (its 95% interval reaches 3.02×: these rounds cannot tell)"
+    )
+    assert (
+        tradeoffs._speed_missed(1.47, 2.0, (1.40, 1.55)) == "speed short by 0.53× (its whole 95% interval is below it)"
+    )

@@ -433,10 +433,6 @@ def question_f1(args: argparse.Namespace, client: MlflowClient, job: report.Job)
     return scores
 
 
-def _interval(change: float, interval: tuple[float, float] | None) -> str:
-    return f"{change:+.2f}" + ("" if interval is None else f" [{interval[0]:+.2f}, {interval[1]:+.2f}]")
-
-
 def _speed_missed(speedup: float, target: float, interval: tuple[float, float]) -> str:
     """How far below a speed target a median speed-up is, and whether the rounds could tell."""
     miss = f"speed short by {target - speedup:.2f}×"
@@ -483,8 +479,8 @@ def targets(args: argparse.Namespace, jobs: list[report.Job], timing: dict) -> l
             post_training = chosen["openvino_int8"]
             if job.metrics["f1"] < post_training.metrics["f1"]:
                 against = bootstrap.change_interval(scores[job.run_id], scores[post_training.run_id])
-                misses.append(f"F1 {_interval(job.metrics['f1'] - post_training.metrics['f1'], against)} against "
-                              "post-training INT8")  # fmt: skip
+                behind = report.f1_change(job.metrics["f1"] - post_training.metrics["f1"], against)
+                misses.append(f"F1 {behind} against post-training INT8")
         checked = speed_target is not None or f1_bound is not None
         rows.append({
             "variant": name,
@@ -492,7 +488,7 @@ def targets(args: argparse.Namespace, jobs: list[report.Job], timing: dict) -> l
             "over OpenVINO FP32": "" if runtime_speedup is None else f"{runtime_speedup:.2f}×",
             "target": "" if speed_target is None else f"≥ {speed_target}×"
             + ("" if runtime_target is None else f", ≥ {runtime_target}× over OpenVINO FP32"),
-            "F1 change [95% interval]": _interval(change, interval),
+            "F1 change [95% interval]": report.f1_change(change, interval),
             "F1 bound": "" if f1_bound is None else f"within {f1_bound}",
             "size ×": f"{baseline.metrics['size_mb'] / job.metrics['size_mb']:.2f}",
             "met?": "(reported)" if not checked else "yes" if not misses else "no: " + "; ".join(misses),

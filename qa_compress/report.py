@@ -288,17 +288,17 @@ def _label(job: Job, models: int) -> str:
     return f"{job.model} | {label}" if models > 1 else label
 
 
-def _f1_change(change: float, interval: tuple[float, float] = (math.nan, math.nan)) -> str:
-    """A ΔF1 with its interval when known: "-0.66 [-2.39, +1.13]"."""
+def f1_change(change: float, interval: tuple[float, float] | None = None) -> str:
+    """A ΔF1 with its interval when known (None or NaN bounds: not known): "-0.66 [-2.39, +1.13]"."""
     text = _num(change, "f1", sign=True)
-    if math.isnan(interval[0]):
+    if interval is None or math.isnan(interval[0]):
         return text
     return f"{text} [{_num(interval[0], 'f1', sign=True)}, {_num(interval[1], 'f1', sign=True)}]"
 
 
 def _change(job: Job, reference: Job, intervals: Mapping[str, tuple[float, float]]) -> str:
     """ΔF1 of `job` against the reference, with its interval when known."""
-    return _f1_change(-f1_drop(job, reference), intervals.get(job.run_id, (math.nan, math.nan)))
+    return f1_change(-f1_drop(job, reference), intervals.get(job.run_id))
 
 
 def advice(
@@ -464,7 +464,7 @@ def document(
         if noisy(job):
             m = job.metrics
             note.append(f"noisy timing (× faster {m['speedup_q1']:.2f}–{m['speedup_q3']:.2f})")
-        delta = _f1_change(row["Δf1"], (row["Δf1_low"], row["Δf1_high"])) + (" ⚠" if row[loses] else "")
+        delta = f1_change(row["Δf1"], (row["Δf1_low"], row["Δf1_high"])) + (" ⚠" if row[loses] else "")
         cells = [
             str(row["job"]), _label(job, len(models)), _num(row["f1"], "f1"), delta,
             _num(row["HasAns_f1"], "f1"), _num(row["NoAns_f1"], "f1"), _num(row["size_mb"], "size_mb"),

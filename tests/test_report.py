@@ -228,3 +228,8 @@ def test_report_command_refuses_what_is_not_a_sweep_in_one_line_and_writes_nothi
     assert not out_dir.exists() and not (tmp_path / "mlruns").exists()
     after = {a.path for a in MlflowClient(store_uri(tiny_sweep)).list_artifacts(child.info.run_id)}
     assert after == artifacts_before  # nothing written into the finished job's artifacts
+
+
+def test_a_change_prints_with_its_interval_only_when_it_has_one():
+    assert report.f1_change(-0.2, (-1.17, 0.76)) == "-0.20 [-1.17, +0.76]"
+    assert report.f1_change(0.0) == report.f1_change(0.0, (math.nan, math.nan)) == "+0.00"

@@ -133,7 +133,6 @@ def test_a_missed_f1_bound_says_whether_the_questions_could_tell(tradeoffs):
     sure = tradeoffs._bound_missed(-3.0, 1.0, (-4.1, -1.9))
     assert sure == "F1 lost 2.00 beyond the bound (its whole 95% interval is beyond it)"
     assert tradeoffs._bound_missed(-3.0, 1.0, None) == "F1 lost 2.00 beyond the bound"
-    assert tradeoffs._interval(-0.2, (-1.17, 0.76)) == "-0.20 [-1.17, +0.76]"
 
 
 def test_a_missed_speed_target_says_whether_the_rounds_could_tell(tradeoffs):

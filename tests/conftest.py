@@ -5,6 +5,7 @@ signals, launchers and the command line itself)."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import logging
@@ -231,6 +232,14 @@ def start_cli(args: list[str], tmp_path: Path, env: dict[str, str] | None = None
     tracking.experiment_id(store_uri(tmp_path), "qa-compress")  # schema before polling
     with (tmp_path / "cli.log").open("ab") as log:
         return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, **popen)
+
+
+def load_benchmark(name: str):
+    """A script under benchmarks/ imported as a module, to test its own logic."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def free_port() -> int:

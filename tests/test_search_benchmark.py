@@ -1,20 +1,15 @@
 """The search benchmark's own logic: timing noise among configurations that do the same work, pooled."""
 
-import importlib.util
-
 import pytest
 
 from qa_compress import front, report
 
-from .conftest import ROOT
+from .conftest import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def search_benchmark():
-    spec = importlib.util.spec_from_file_location("search_benchmark", ROOT / "benchmarks" / "search.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("search")
 
 
 def _job(pruning: str, amount: float, quantization: str, f1: float, speedup: float) -> report.Job:

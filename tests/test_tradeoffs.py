@@ -1,20 +1,16 @@
 """The benchmark script's own logic: which overrides reach which sweep, and paired speed-ups."""
 
 import argparse
-import importlib.util
 import json
 
 import pytest
 
-from .conftest import ROOT
+from .conftest import ROOT, load_benchmark
 
 
 @pytest.fixture(scope="module")
 def tradeoffs():
-    spec = importlib.util.spec_from_file_location("tradeoffs", ROOT / "benchmarks" / "tradeoffs.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("tradeoffs")
 
 
 def test_set_values_reach_every_sweep_or_the_one_they_name(tradeoffs):
@@ -103,10 +99,7 @@ def recovery(tradeoffs):
     import sys
 
     sys.modules.setdefault("tradeoffs", tradeoffs)
-    spec = importlib.util.spec_from_file_location("recovery", ROOT / "benchmarks" / "recovery.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("recovery")
 
 
 def test_the_recovery_section_replaces_its_old_self_and_survives_a_rewrite_of_the_rest(tradeoffs, recovery, tmp_path):

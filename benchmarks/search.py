@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,29 +186,45 @@ def same_work_spread(jobs: list[report.Job]) -> list[str]:
     return spans
 
 
-def pooled_speedups(jobs: list[report.Job]) -> dict[tuple[float, float], float]:
-    """Each same-work job's (F1, speed-up) point mapped to its group's median speed-up: the configuration's
-    speed, with the timing noise of the job that happened to measure it pooled away."""
-    table = {}
-    for same in same_work(jobs).values():
-        median = statistics.median(job.metrics["speedup"] for job in same)
-        table.update({(job.metrics["f1"], job.metrics["speedup"]): median for job in same})
-    return table
-
-
-def pooled(points: list[list[float]], table: dict[tuple[float, float], float]) -> list[list[float]]:
-    """(F1, speed-up) points with each same-work job's speed-up replaced by its group's median."""
-    return [[f1, table.get((f1, speedup), speedup)] for f1, speedup in points]
-
-
-def pooled_metrics(metrics: list[dict], table: dict[tuple[float, float], float]) -> list[dict]:
-    """Jobs' metrics with each same-work job's speed-up replaced by its group's median (see `pooled_speedups`)."""
-    return [{**m, "speedup": table.get((m["f1"], m["speedup"]), m["speedup"])} for m in metrics]
-
-
 def fastest_within(metrics: list[dict], reference_f1: float, drop: float) -> dict | None:
     within = [m for m in metrics if m["f1"] >= reference_f1 - drop - 1e-9]
     return max(within, key=lambda m: (m["speedup"], m["f1"]), default=None)
+
+
+def as_fast(best: dict | None, grid_best: dict) -> bool:
+    """Whether a search's fastest within the loss is at least as fast as the grid's."""
+    return best is not None and best["speedup"] >= grid_best["speedup"] - 1e-9
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """The grid with same-work timing pooled: each job that does the same dense work as others under its
+    quantization given the group's median speed-up, so a configuration is judged by its speed rather than by
+    the timing noise of the job that happened to measure it."""
+
+    medians: dict[str, float]  # quantization -> its same-work group's median speed-up
+    speeds: dict[tuple[float, float], float]  # a same-work job's (F1, speed-up) point -> its group's median
+    hypervolume: float = 0.0  # of the grid's pooled front
+    front_size: int = 0
+    best: dict = field(default_factory=dict)  # the grid's fastest within --max-f1-drop, pooled
+
+    def points(self, points: list[list[float]]) -> list[list[float]]:
+        return [[f1, self.speeds.get((f1, speedup), speedup)] for f1, speedup in points]
+
+    def metrics(self, metrics: list[dict]) -> list[dict]:
+        return [{**m, "speedup": self.speeds.get((m["f1"], m["speedup"]), m["speedup"])} for m in metrics]
+
+
+def pool(jobs: list[report.Job], reference: list[float], reference_f1: float, drop: float) -> Pooled:
+    """The grid's jobs with same-work timing pooled (see `Pooled`)."""
+    groups = same_work(jobs)
+    medians = {q: statistics.median(job.metrics["speedup"] for job in same) for q, same in groups.items()}
+    speeds = {(job.metrics["f1"], job.metrics["speedup"]): medians[q] for q, same in groups.items() for job in same}
+    pooled = Pooled(medians, speeds)
+    points = pooled.points([[job.metrics[n] for n in OBJECTIVES] for job in jobs])
+    best = fastest_within(pooled.metrics([job.metrics for job in jobs]), reference_f1, drop)
+    return replace(pooled, hypervolume=front.hypervolume(points, reference, DIRECTIONS),
+                   front_size=len(front.front(points, DIRECTIONS)), best=best)  # fmt: skip
 
 
 # Replay ------------------------------------------------------------------------------------------
@@ -273,28 +290,24 @@ def replay(args: argparse.Namespace, jobs: list[report.Job], sampler: str, seed:
 
 
 def replays(args: argparse.Namespace, jobs: list[report.Job], reference: list[float], whole: float,
-            grid_best: dict, ref_f1: float, key_point: list[float], pooling: tuple[dict, float]
+            grid_best: dict, ref_f1: float, key_point: list[float], pooled: Pooled
             ) -> tuple[list[str], dict[str, list[float]]]:  # fmt: skip
     """Each sampler replayed over --replay-seeds seeds: the median share of the grid front's hypervolume, how
     many seeds reached the target, how many ran the grid job that carries most of it (and of those, how many
-    reached the target), how many reached it with same-work timing pooled (`pooling`: the table and the grid's
-    pooled hypervolume), and how many constraint-mode searches found the grid's fastest within --max-f1-drop."""
+    reached the target), how many reached it with same-work timing pooled, and how many constraint-mode
+    searches found the grid's fastest within --max-f1-drop (as timed, and pooled)."""
     rows, by_sampler = [], {}
-    table, whole_pooled = pooling
-    grid_best_pooled = fastest_within(pooled_metrics([job.metrics for job in jobs], table), ref_f1, args.max_f1_drop)
     for sampler in args.replay_samplers:
         shares, met, met_pooled, key_runs, pooled_shares = [], 0, 0, [], []
         for seed in range(args.replay_seeds):
             points, _ = replay(args, jobs, sampler, seed, None)
             shares.append(front.hypervolume(points, reference, DIRECTIONS) / whole)
-            pooled_shares.append(front.hypervolume(pooled(points, table), reference, DIRECTIONS) / whole_pooled)
+            pooled_shares.append(front.hypervolume(pooled.points(points), reference, DIRECTIONS) / pooled.hypervolume)
             if key_point in points:
                 key_runs.append(shares[-1])
             _, metrics = replay(args, jobs, sampler, seed, args.max_f1_drop)
-            best = fastest_within(metrics, ref_f1, args.max_f1_drop)
-            met += bool(best and best["speedup"] >= grid_best["speedup"] - 1e-9)
-            best = fastest_within(pooled_metrics(metrics, table), ref_f1, args.max_f1_drop)
-            met_pooled += bool(best and best["speedup"] >= grid_best_pooled["speedup"] - 1e-9)
+            met += as_fast(fastest_within(metrics, ref_f1, args.max_f1_drop), grid_best)
+            met_pooled += as_fast(fastest_within(pooled.metrics(metrics), ref_f1, args.max_f1_drop), pooled.best)
         print(f"replay {sampler}: {' '.join(f'{100 * v:.0f}' for v in shares)}", flush=True)
         quartiles = statistics.quantiles([100 * v for v in shares], n=4)
         cells = [sampler, str(args.replay_seeds), f"{100 * statistics.median(shares):.1f}%",
@@ -385,19 +398,17 @@ def measure(args: argparse.Namespace) -> str:
     losses = [whole - front.hypervolume(grid[:i] + grid[i + 1 :], reference, DIRECTIONS) for i in range(len(grid))]
     key, runner_up = sorted(range(len(grid)), key=lambda i: -losses[i])[:2]
     key_job, key_point = jobs[key], grid[key]
-    table = pooled_speedups(jobs)
-    whole_pooled = front.hypervolume(pooled(grid, table), reference, DIRECTIONS)
     ref_f1 = reference_job.metrics["f1"]
     grid_best = fastest_within([job.metrics for job in jobs], ref_f1, args.max_f1_drop)
-    grid_best_pooled = fastest_within(pooled_metrics([job.metrics for job in jobs], table), ref_f1, args.max_f1_drop)
-    searches, rows = {}, []
+    pooled = pool(jobs, reference, ref_f1, args.max_f1_drop)
+    searches, rows, constrained_met, constrained_met_pooled = {}, [], 0, 0
     shares: dict[str, list[float]] = {sampler: [] for sampler in args.samplers}
     shares_pooled: dict[str, list[float]] = {sampler: [] for sampler in args.samplers}
     for sampler in args.samplers:
         for seed in args.seeds:
             points, _, ran = study_points(args, study_name(sampler, seed, args.trials, None))
             share = front.hypervolume(points, reference, DIRECTIONS) / whole
-            share_pooled = front.hypervolume(pooled(points, table), reference, DIRECTIONS) / whole_pooled
+            share_pooled = front.hypervolume(pooled.points(points), reference, DIRECTIONS) / pooled.hypervolume
             shares[sampler].append(100 * share)
             shares_pooled[sampler].append(100 * share_pooled)
             searches[f"{sampler} seed {seed}"] = {"points": points}
@@ -408,11 +419,12 @@ def measure(args: argparse.Namespace) -> str:
                 name = study_name(sampler, seed, args.trials, args.max_f1_drop)
                 _, metrics, constrained_ran = study_points(args, name)
                 best = fastest_within(metrics, ref_f1, args.max_f1_drop)
-                met = "met" if best and best["speedup"] >= grid_best["speedup"] - 1e-9 else "missed"
+                met = as_fast(best, grid_best)
+                met_pooled = as_fast(fastest_within(pooled.metrics(metrics), ref_f1, args.max_f1_drop), pooled.best)
+                constrained_met, constrained_met_pooled = constrained_met + met, constrained_met_pooled + met_pooled
                 found = f"{best['speedup']:.2f}× at F1 {best['f1']:.2f}" if best else "none"
-                best = fastest_within(pooled_metrics(metrics, table), ref_f1, args.max_f1_drop)
-                met_pooled = "met" if best and best["speedup"] >= grid_best_pooled["speedup"] - 1e-9 else "missed"
-                constrained = f"{found} in {constrained_ran} jobs ({met}; pooled: {met_pooled})"
+                verdicts = [("met" if ok else "missed") for ok in (met, met_pooled)]
+                constrained = f"{found} in {constrained_ran} jobs ({verdicts[0]}; pooled: {verdicts[1]})"
             cells = [sampler, str(seed), f"{ran} of {len(jobs)}", f"{100 * share:.1f}% ({verdict})",
                      f"{100 * share_pooled:.1f}%", constrained]  # fmt: skip
             rows.append("| " + " | ".join(cells) + " |")
@@ -420,8 +432,7 @@ def measure(args: argparse.Namespace) -> str:
     if args.replay_seeds:
         with tempfile.TemporaryDirectory() as scratch:
             args.replay_storage = f"sqlite:///{Path(scratch) / 'replay.db'}"
-            replayed, replayed_shares = replays(args, jobs, reference, whole, grid_best, ref_f1, key_point,
-                                                (table, whole_pooled))  # fmt: skip
+            replayed, replayed_shares = replays(args, jobs, reference, whole, grid_best, ref_f1, key_point, pooled)
     shown = next(iter(searches))
     plot(grid, reference, searches, shown, PLOT)
     medians = ", ".join(f"{sampler} {statistics.median(values):.1f}%" for sampler, values in shares.items() if values)
@@ -442,7 +453,7 @@ def measure(args: argparse.Namespace) -> str:
         f"the uncompressed model scores F1 {ref_f1:.2f}. Constraint mode (`hydra.sweeper.max_f1_drop="
         f"{args.max_f1_drop:g}`): the grid's fastest within {args.max_f1_drop:g} F1 is "
         f"{grid_best['speedup']:.2f}× at F1 {grid_best['f1']:.2f} (with same-work timing pooled, "
-        f"{grid_best_pooled['speedup']:.2f}× at F1 {grid_best_pooled['f1']:.2f}). One grid job carries "
+        f"{pooled.best['speedup']:.2f}× at F1 {pooled.best['f1']:.2f}). One grid job carries "
         f"{100 * losses[key] / whole:.0f}% of the grid front's hypervolume on its own: "
         f"{key_job.pruning_label} | {key_job.quantization} (F1 {key_point[0]:.2f}, {key_point[1]:.2f}×); "
         '"found it" marks the searches that ran it. The next, '
@@ -452,12 +463,9 @@ def measure(args: argparse.Namespace) -> str:
         "within that spread are the timing's, not the configuration's, yet they decide which of those jobs sit "
         'on the grid front. The column "same-work timing pooled" measures the same searches with each such job '
         "given its group's median speed-up ("
-        + "; ".join(
-            f"{q} {statistics.median(j.metrics['speedup'] for j in same):.2f}×" for q, same in same_work(jobs).items()
-        )
+        + "; ".join(f"{q} {median:.2f}×" for q, median in pooled.medians.items())
         + f"), so a configuration is judged by its speed rather than by its job's draw of timing noise: the grid "
-        f"front then has {len(front.front(pooled(grid, table), DIRECTIONS))} jobs and hypervolume "
-        f"{whole_pooled:.3f}. Searches: `tpe` (the "
+        f"front then has {pooled.front_size} jobs and hypervolume {pooled.hypervolume:.3f}. Searches: `tpe` (the "
         "sweeper's default: TPE, then front refinement, README), `tpe-unrefined` (`hydra.sweeper.refine=false`), "
         "`nsga2` (with refinement) and `random` (no refinement: the baseline).",
         "",
@@ -469,8 +477,8 @@ def measure(args: argparse.Namespace) -> str:
         f"Targets (TPE, the default sampler): hypervolume ≥ {HYPERVOLUME_TARGET:.0%} with at most a third of the "
         f"grid's jobs: {sum(s >= 100 * HYPERVOLUME_TARGET for s in shares.get('tpe', []))} of "
         f"{len(shares.get('tpe', []))} seeds; constraint mode at least as fast as the grid's fastest within "
-        f"{args.max_f1_drop:g} F1: {sum('(met;' in r for r in rows)} of {len(shares.get('tpe', []))} seeds (pooled: "
-        f"{sum('pooled: met)' in r for r in rows)}). "
+        f"{args.max_f1_drop:g} F1: {constrained_met} of {len(shares.get('tpe', []))} seeds (pooled: "
+        f"{constrained_met_pooled}). "
         f"Median hypervolume by sampler: {medians}. With same-work timing pooled, the searches that reach "
         f"{HYPERVOLUME_TARGET:.0%}: "
         + ", ".join(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import os
 import subprocess
@@ -421,15 +422,14 @@ def curve_rows(jobs: list[report.Job]) -> list[dict[str, object]]:
              f"{curves[m][a].get('NoAns_f1', np.nan):.2f})" for m in UNSTRUCTURED}} for a in amounts]  # fmt: skip
 
 
-def question_f1(args: argparse.Namespace, client: MlflowClient, job: report.Job) -> dict[str, float]:
-    """A job's F1 on each evaluation question: its `question_f1.json`, or its answers rescored against --eval
+def question_f1(client: MlflowClient, job: report.Job, gold: Callable[[], score.Gold]) -> dict[str, float]:
+    """A job's F1 on each evaluation question: its `question_f1.json`, or its answers rescored against `gold()`
     (for jobs logged before jobs kept that file)."""
     scores = report.question_f1(client, job.run_id)
     if scores is None:
         with tempfile.TemporaryDirectory() as directory:
             answers = json.loads(Path(client.download_artifacts(job.run_id, "predictions.json", directory)).read_text())
-        gold = score.gold_from_squad_json(json.loads(args.eval.read_text())["data"])
-        scores = bootstrap.question_f1(gold, answers)
+        scores = bootstrap.question_f1(gold(), answers)
     return scores
 
 
@@ -456,7 +456,8 @@ def targets(args: argparse.Namespace, jobs: list[report.Job], timing: dict) -> l
     chosen = target_jobs(jobs)
     baseline = chosen.pop("uncompressed")
     client = MlflowClient(store(args))
-    scores = {job.run_id: question_f1(args, client, job) for job in [baseline, *chosen.values()] if job is not None}
+    gold = functools.cache(lambda: data.gold_answers(data.load_squad_json(args.eval, "--eval").dataset))  # read once
+    scores = {job.run_id: question_f1(client, job, gold) for job in [baseline, *chosen.values()] if job is not None}
     rows = []
     for name, job in chosen.items():
         if job is None:

@@ -443,7 +443,7 @@ def document(
     if sweep.get("reference_note"):
         lines += ["", f"> {sweep['reference_note']}"]
     lines += ["", f"## Recommendation (report.max_f1_drop={max_f1_drop:g})", ""]
-    known = {row["run_id"]: (row["Δf1_low"], row["Δf1_high"]) for row in table if "Δf1_low" in row}
+    known = {row["run_id"]: (row["Δf1_low"], row["Δf1_high"]) for row in table}
     lines += [f"- {line}" for line in advice(rec, len(models), known)]
     if extra:
         lines += ["", *extra]

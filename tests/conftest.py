@@ -235,9 +235,14 @@ def start_cli(args: list[str], tmp_path: Path, env: dict[str, str] | None = None
 
 
 def load_benchmark(name: str):
-    """A script under benchmarks/ imported as a module, to test its own logic."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    """A script under benchmarks/ imported as a module, to test its own logic; registered under its name,
+    as the scripts import each other (`import tradeoffs`) and dataclasses look their module up."""
+    path = ROOT / "benchmarks" / f"{name}.py"
+    if getattr(sys.modules.get(name), "__file__", None) == str(path):
+        return sys.modules[name]  # already loaded, by a test or by a sibling script's import
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 

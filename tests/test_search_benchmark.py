@@ -30,15 +30,19 @@ def test_same_work_jobs_share_their_median_speed_and_only_the_most_accurate_stay
         _job("none", 0.0, "none", 61.0, 1.00),
     ]
     assert search_benchmark.same_work_spread(jobs) == ["none 1.00–1.00× (1 jobs)", "dynamic_int8 1.40–1.72× (3 jobs)"]
-    table = search_benchmark.pooled_speedups(jobs)
+    reference = [54.0, 1.0]  # always-no-answer F1, the uncompressed speed
+    pooled = search_benchmark.pool(jobs, reference, reference_f1=61.0, drop=2.0)
+    assert pooled.medians == {"none": 1.00, "dynamic_int8": 1.55}
     points = [[job.metrics["f1"], job.metrics["speedup"]] for job in jobs]
-    assert search_benchmark.pooled(points, table) == [[60.0, 1.55], [59.0, 1.55], [58.0, 1.55], [55.0, 2.10],
-                                                     [61.0, 1.00]]  # fmt: skip
+    assert pooled.points(points) == [[60.0, 1.55], [59.0, 1.55], [58.0, 1.55], [55.0, 2.10], [61.0, 1.00]]
     raw_front = {tuple(points[i]) for i in front.front(points, search_benchmark.DIRECTIONS)}
     assert (59.0, 1.72) in raw_front  # measured, the luckiest timing sits on the front
-    pooled_points = search_benchmark.pooled(points, table)
+    pooled_points = pooled.points(points)
     pooled_front = {tuple(pooled_points[i]) for i in front.front(pooled_points, search_benchmark.DIRECTIONS)}
     assert pooled_front == {(61.0, 1.00), (60.0, 1.55), (55.0, 2.10)}
-    metrics = search_benchmark.pooled_metrics([job.metrics for job in jobs], table)
+    assert pooled.front_size == 3
+    assert pooled.hypervolume == pytest.approx(front.hypervolume(pooled_points, reference, search_benchmark.DIRECTIONS))
+    metrics = pooled.metrics([job.metrics for job in jobs])
     fastest = search_benchmark.fastest_within(metrics, reference_f1=61.0, drop=2.0)
-    assert fastest == {"f1": 60.0, "speedup": 1.55}  # the most accurate of the same work, at the group's speed
+    assert fastest == pooled.best == {"f1": 60.0, "speedup": 1.55}  # the most accurate of the same work, pooled
+    assert search_benchmark.as_fast(fastest, pooled.best) and not search_benchmark.as_fast(None, pooled.best)

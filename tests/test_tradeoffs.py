@@ -96,10 +96,7 @@ def test_the_bf16_sweep_runs_only_where_the_cpu_has_bf16_and_says_why_it_did_not
 
 @pytest.fixture(scope="module")
 def recovery(tradeoffs):
-    import sys
-
-    sys.modules.setdefault("tradeoffs", tradeoffs)
-    return load_benchmark("recovery")
+    return load_benchmark("recovery")  # after tradeoffs, which recovery imports: the same module
 
 
 def test_the_recovery_section_replaces_its_old_self_and_survives_a_rewrite_of_the_rest(tradeoffs, recovery, tmp_path):

@@ -555,6 +555,22 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
     return metrics, baseline_cache
 
 
+def compressed(job: JobConfig, workdir: Path) -> Any:
+    """The job's compressed model, built as `execute` builds it but not evaluated, timed or logged: for timing
+    many configurations side by side in one process. Only for jobs that compress without data."""
+    readers = [f"training={job.training.name}"] * (job.training.name != "none") + job.training_data_users()
+    if job.pruning.finetune_steps or job.pruning.gradual():
+        readers.append(f"pruning.finetune_steps={job.pruning.finetune_steps}, pruning.schedule={job.pruning.schedule}")
+    if quantize.get(job.quantization.name).reads(job.quantization):
+        readers.append(f"quantization={job.quantization.name}")
+    if readers:
+        raise UserError(f"{'; '.join(dict.fromkeys(readers))}: this job reads data to compress; run it as a job "
+                        "(save_model=true) to time its model")  # fmt: skip
+    model, tokenizer, _, _ = _baseline(job, None)
+    _fold_in(_prune(job, model, None, torch.device("cpu")))
+    return _quantize(job, model, tokenizer, workdir, None, None, None)
+
+
 # The job as Hydra runs it -----------------------------------------------------------------------
 
 

@@ -10,11 +10,13 @@ import pytest
 import torch
 from transformers import AutoModelForQuestionAnswering, DistilBertConfig, DistilBertForQuestionAnswering
 
-from qa_compress import cache, data, eval_squad_v2, export, features, onnxrt, predict, quantize
+from qa_compress import cache, data, eval_squad_v2, export, features, onnxrt, pipeline, predict, quantize
+from qa_compress.errors import UserError
 
 from .conftest import (
     METRICS,
     children,
+    compose_config,
     compressed,
     parents,
     run_in_process,
@@ -270,3 +272,23 @@ def test_accuracy_control_and_quantization_aware_training_log_what_they_did(tmp_
     # Asked to distil, QAT learns the FP32 model's logits: its teacher's logits were computed (and cached) for the job.
     assert qat["qat_distill_weight"] == 0.5 and by_kind["qat"].data.tags["qat_teacher_cache"] == "miss"
     assert by_kind["qat"].data.tags["config_hash"] != by_kind["ac"].data.tags["config_hash"]
+
+
+def test_compressed_builds_the_model_the_job_saved_and_refuses_a_job_that_reads_data(
+    tmp_path, tiny_distilbert_dir, tokenizer, squad_files
+):
+    chosen = ["pruning=global_magnitude", "pruning.amount=0.5", "quantization=dynamic_int8"]
+    args = tiny_job_args(tiny_distilbert_dir, squad_files, *chosen, "save_model=true", "benchmark.enabled=false",
+                         fine_tune=False)  # fmt: skip
+    result = run_in_process(args, tmp_path)
+    assert result.returncode == 0, result.stderr
+    saved = quantize.load(tmp_path / "run" / "model")
+    rebuilt = pipeline.compressed(pipeline.validate(compose_config(args)), tmp_path / "work")
+    inputs = tokenizer(["Who wrote it?", "When?"], ["Ada wrote it in 1843.", "It was 1843."], padding=True,
+                       return_tensors="pt")  # fmt: skip
+    with torch.inference_mode():
+        assert torch.equal(rebuilt(**inputs).start_logits, saved(**inputs).start_logits)
+    recovering = compose_config(tiny_job_args(tiny_distilbert_dir, squad_files, *chosen, "pruning.finetune_steps=5",
+                                              fine_tune=False))  # fmt: skip
+    with pytest.raises(UserError, match=r"pruning\.finetune_steps=5.*reads data to compress"):
+        pipeline.compressed(pipeline.validate(recovering), tmp_path / "work")

@@ -23,6 +23,7 @@ import datetime
 import functools
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
@@ -192,19 +193,25 @@ def eval_batches(args: argparse.Namespace, tokenizer_dir: Path, sizes: list[int]
 
 
 @torch.inference_mode()
-def time_side_by_side(variants: dict[str, object], batches: dict[int, dict], warmup: int, rounds: int) -> dict:
+def time_side_by_side(variants: dict[str, object], batches: dict[int, dict], warmup: int, rounds: int,
+                      order_seed: int | None = None) -> dict:  # fmt: skip
     """Milliseconds per forward pass of every variant at every batch size, round by round, interleaved.
 
     In each round every variant runs one untimed pass and then the timed one, so each is timed
-    with its own weights in the caches, as a deployed model would be.
+    with its own weights in the caches, as a deployed model would be. With `order_seed`, each round
+    visits the variants in a fresh seeded order, so none always follows the same neighbour.
     """
     times: dict[str, dict[int, list[float]]] = {name: {b: [] for b in batches} for name in variants}
+    order, shuffle = list(variants), random.Random(order_seed).shuffle
     for size, batch in batches.items():
         for model in variants.values():
             for _ in range(warmup):
                 model(**batch)
         for _ in range(rounds):
-            for name, model in variants.items():
+            if order_seed is not None:
+                shuffle(order)
+            for name in order:
+                model = variants[name]
                 model(**batch)
                 start = time.perf_counter()
                 model(**batch)

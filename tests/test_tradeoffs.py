@@ -25,6 +25,19 @@ def test_speedups_are_paired_round_by_round(tradeoffs):
     assert tradeoffs.paired(times, "fp32") == {"fp32": [1.0, 1.0], "int8": [2.0, 2.5]}
 
 
+def test_side_by_side_rounds_time_every_variant_once_each_in_a_fresh_order_when_seeded(tradeoffs):
+    calls = []
+    variants = {name: (lambda name=name, **batch: calls.append(name)) for name in "abcde"}
+    times = tradeoffs.time_side_by_side(variants, {4: {}}, warmup=1, rounds=4, order_seed=0)
+    assert {name: len(by_size[4]) for name, by_size in times.items()} == dict.fromkeys("abcde", 4)
+    rounds = [calls[5 + 10 * n : 5 + 10 * (n + 1) : 2] for n in range(4)]  # after the warm-up, every other call
+    assert all(sorted(order) == list("abcde") for order in rounds)
+    assert len({tuple(order) for order in rounds}) > 1
+    calls.clear()
+    tradeoffs.time_side_by_side(variants, {4: {}}, warmup=0, rounds=2)
+    assert calls == [name for name in "abcde" for _ in range(2)] * 2  # unseeded: the same order every round
+
+
 def test_the_int8_explanation_reads_the_profiles_and_the_cpu_flags(tradeoffs):
     fp32 = [["FullyConnected (gemm_mlas_f32)", 300.0, 0.5], ["FullyConnected (brgemm_avx2_f32)", 200.0, 0.3],
             ["Subgraph (jit_avx2_f32)", 100.0, 0.2]]  # fmt: skip

@@ -38,4 +38,5 @@ def test_a_search_is_judged_on_the_side_by_side_timing_where_identical_work_no_l
     assert verdicts == {"side by side": on_side, "as timed by the jobs": as_timed}
     assert search_benchmark.reached([verdicts], "side by side") == 1
     assert search_benchmark.reached([verdicts], "as timed by the jobs") == 0
+    assert search_benchmark.not_slower([verdicts]) == 1
     assert search_benchmark.constraint_cell(on_side) == "1.56× at F1 59.00 (missed, the rounds cannot tell it slower)"

@@ -226,6 +226,8 @@ def time_side_by_side(args: argparse.Namespace, jobs: list[report.Job], floor: f
 
     client = MlflowClient(f"sqlite:///{args.root.resolve() / 'mlflow.db'}")
     chosen = [job for job in jobs if job.metrics["f1"] > floor]
+    if not chosen:
+        raise SystemExit(f"no grid job scores above the always-no-answer F1 {floor:.2f}: nothing to time")
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch, initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         models, settings = {}, None
@@ -300,12 +302,12 @@ def judge(ran: Ran, grid: Ran, reference: list[float], reference_f1: float, drop
     if side is not None:
         ran, grid = side.judged(ran), side.judged(grid)
         constrained = side.judged(constrained) if constrained is not None else None
-    share = front.hypervolume(points(ran), reference, DIRECTIONS) / front.hypervolume(points(grid), reference,
-                                                                                         DIRECTIONS)  # fmt: skip
+    whole = front.hypervolume(points(grid), reference, DIRECTIONS)
+    share = front.hypervolume(points(ran), reference, DIRECTIONS) / whole
     if constrained is None:
         return Verdict(share)
     found, best = fastest(constrained, reference_f1, drop), fastest(grid, reference_f1, drop)
-    met = as_fast(found and found[1], best[1])
+    met = as_fast(found[1] if found else None, best[1])
     indistinct = False
     if not met and found and side is not None and found[0] in side.times:
         low, high = side.interval(found[0], best[0])

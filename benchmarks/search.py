@@ -33,6 +33,8 @@ within 1.0 F1. Written to BENCHMARKS.md ("Search against grid") with docs/search
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import statistics
 import subprocess
 import sys
@@ -215,11 +217,9 @@ def job_config(overrides: list[str], workdir: Path) -> JobConfig:
     return config.from_hydra(composed)
 
 
-def time_side_by_side(args: argparse.Namespace, jobs: list[report.Job], floor: float) -> dict:
+def retime_grid(args: argparse.Namespace, jobs: list[report.Job], floor: float) -> dict:
     """Rebuild every grid configuration whose F1 is above `floor` (the always-no-answer F1: no other can add to a
     front's hypervolume) and time them all in one process, interleaved, each round in a fresh order."""
-    import json
-
     import torch
     from hydra import initialize_config_dir
     from mlflow.tracking import MlflowClient
@@ -252,15 +252,17 @@ def time_side_by_side(args: argparse.Namespace, jobs: list[report.Job], floor: f
 
 @dataclass(frozen=True)
 class SideBySide:
-    """The grid's configurations timed again side by side in one process (`time_side_by_side`): a job is judged by
+    """The grid's configurations timed again side by side in one process (`retime_grid`): a job is judged by
     the speed of its configuration in that one run, where the jobs' own timings, each taken in its own process at
     its own moment, differ by more between jobs doing the same work than between configurations."""
 
     times: dict[str, list[float]]  # run id -> ms per pass, round by round
     reference: str  # the uncompressed job's run id
 
-    def speedup(self, run_id: str) -> float:
-        return float(statistics.median(self.ratios(self.reference, run_id)))
+    @functools.cached_property
+    def speedups(self) -> dict[str, float]:
+        """Each configuration's median, over the rounds, of the uncompressed model's time over its own."""
+        return {run: float(statistics.median(self.ratios(self.reference, run))) for run in self.times}
 
     def ratios(self, slower: str, faster: str) -> list[float]:
         """Round by round, how many times faster `faster` ran than `slower`."""
@@ -272,7 +274,7 @@ class SideBySide:
 
     def judged(self, ran: Ran) -> Ran:
         """The jobs with their side-by-side speed-ups (jobs not timed again keep their own: they add to no front)."""
-        return [(run, {**m, "speedup": self.speedup(run)} if run in self.times else m) for run, m in ran]
+        return [(run, {**m, "speedup": self.speedups[run]} if run in self.times else m) for run, m in ran]
 
 
 def points(ran: Ran) -> list[list[float]]:
@@ -294,25 +296,6 @@ class Verdict:
     found: tuple[str, dict] | None = None
     met: bool | None = None  # constraint mode: found at least as fast as the grid's fastest within the loss
     indistinct: bool = False  # missed, but the side-by-side rounds cannot tell the two apart
-
-
-def judge(ran: Ran, grid: Ran, reference: list[float], reference_f1: float, drop: float,
-          side: SideBySide | None = None, constrained: Ran | None = None) -> Verdict:  # fmt: skip
-    """A search's verdict on the jobs' own timings (`side` None) or on the side-by-side run."""
-    if side is not None:
-        ran, grid = side.judged(ran), side.judged(grid)
-        constrained = side.judged(constrained) if constrained is not None else None
-    whole = front.hypervolume(points(grid), reference, DIRECTIONS)
-    share = front.hypervolume(points(ran), reference, DIRECTIONS) / whole
-    if constrained is None:
-        return Verdict(share)
-    found, best = fastest(constrained, reference_f1, drop), fastest(grid, reference_f1, drop)
-    met = as_fast(found[1] if found else None, best[1])
-    indistinct = False
-    if not met and found and side is not None and found[0] in side.times:
-        low, high = side.interval(found[0], best[0])
-        indistinct = low <= 1.0 <= high
-    return Verdict(share, found, met, indistinct)
 
 
 # Replay ------------------------------------------------------------------------------------------
@@ -379,23 +362,38 @@ def replay(args: argparse.Namespace, jobs: list[report.Job], sampler: str, seed:
     return [(t.user_attrs["run_id"], dict(t.user_attrs["metrics"])) for t in finished]
 
 
-TIMINGS = ("side by side", "as timed by the jobs")  # how a verdict's speeds were measured: `Judge.timing`
+TIMINGS = ("side by side", "as timed by the jobs")  # the two timings every search is judged on
 
 
-@dataclass(frozen=True)
 class Judge:
-    """What a search is judged against: the grid, the hypervolume reference point, the constraint, the timings."""
+    """What searches are judged against on each timing (`TIMINGS`): the grid's jobs with that timing's speeds,
+    the hypervolume of their front and the grid's fastest within the loss, each computed once."""
 
-    grid: Ran
-    reference: list[float]
-    reference_f1: float
-    drop: float
-    side: SideBySide
+    def __init__(self, grid: Ran, reference: list[float], reference_f1: float, drop: float, side: SideBySide):
+        self.reference, self.reference_f1, self.drop, self.side = reference, reference_f1, drop, side
+        self.grid = {timing: self.timed(grid, timing) for timing in TIMINGS}
+        self.whole = {timing: front.hypervolume(points(g), reference, DIRECTIONS) for timing, g in self.grid.items()}
+        self.best = {timing: fastest(g, reference_f1, drop) for timing, g in self.grid.items()}
+
+    def timed(self, ran: Ran, timing: str) -> Ran:
+        """The jobs with `timing`'s speed-ups."""
+        return self.side.judged(ran) if timing == TIMINGS[0] else ran
+
+    def verdict(self, ran: Ran, timing: str, constrained: Ran | None = None) -> Verdict:
+        """A search's verdict on one timing; with `constrained` (its constraint-mode run), that mode's too."""
+        share = front.hypervolume(points(self.timed(ran, timing)), self.reference, DIRECTIONS) / self.whole[timing]
+        if constrained is None:
+            return Verdict(share)
+        found, best = fastest(self.timed(constrained, timing), self.reference_f1, self.drop), self.best[timing]
+        met = as_fast(found[1] if found else None, best[1])
+        indistinct = False
+        if not met and found and timing == TIMINGS[0] and found[0] in self.side.times:
+            low, high = self.side.interval(found[0], best[0])
+            indistinct = low <= 1.0 <= high
+        return Verdict(share, found, met, indistinct)
 
     def __call__(self, ran: Ran, constrained: Ran | None = None) -> dict[str, Verdict]:
-        """The search's verdict on each timing (`TIMINGS`)."""
-        return {timing: judge(ran, self.grid, self.reference, self.reference_f1, self.drop, side, constrained)
-                for timing, side in zip(TIMINGS, (self.side, None), strict=True)}  # fmt: skip
+        return {timing: self.verdict(ran, timing, constrained) for timing in TIMINGS}
 
 
 def reached(verdicts: list[dict[str, Verdict]], timing: str) -> int:
@@ -508,10 +506,8 @@ def plot(grid: list[list[float]], reference: list[float], searches: dict[str, li
 
 def side_timing(args: argparse.Namespace, jobs: list[report.Job], floor: float) -> dict:
     """The side-by-side timing: run now, or (--reuse-timing) the last one, if it holds every configuration needed."""
-    import json
-
     if not args.reuse_timing:
-        return time_side_by_side(args, jobs, floor)
+        return retime_grid(args, jobs, floor)
     path = args.root / SIDE_BY_SIDE
     if not path.exists():
         raise SystemExit(f"{path}: no side-by-side timing yet (drop --reuse-timing)")
@@ -545,14 +541,12 @@ def measure(args: argparse.Namespace) -> str:
     side = SideBySide(timing["times"], timing["reference"])
     as_timed: Ran = [(job.run_id, job.metrics) for job in jobs]
     judged = Judge(as_timed, reference, ref_f1, drop, side)
-    sided = side.judged(as_timed)
-    grid = points(sided)
-    whole = front.hypervolume(grid, reference, DIRECTIONS)
+    on_side, on_timed = TIMINGS
+    grid, whole = points(judged.grid[on_side]), judged.whole[on_side]
     # The grid job whose loss would cost the grid front the most hypervolume: what a search must find.
     losses = [whole - front.hypervolume(grid[:i] + grid[i + 1 :], reference, DIRECTIONS) for i in range(len(grid))]
     key, runner_up = sorted(range(len(grid)), key=lambda i: -losses[i])[:2]
-    best, best_timed = fastest(sided, ref_f1, drop), fastest(as_timed, ref_f1, drop)
-    on_side, on_timed = TIMINGS
+    best, best_timed = judged.best[on_side], judged.best[on_timed]
     rows, verdicts, searches = [], {sampler: [] for sampler in args.samplers}, {}
     for sampler in args.samplers:
         for seed in args.seeds:
@@ -562,7 +556,7 @@ def measure(args: argparse.Namespace) -> str:
                 constrained, constrained_count = study_runs(args, study_name(sampler, seed, args.trials, drop))
             verdict = judged(ran, constrained)
             verdicts[sampler].append(verdict)
-            searches[f"{sampler} seed {seed}"] = points(side.judged(ran))
+            searches[f"{sampler} seed {seed}"] = points(judged.timed(ran, on_side))
             found_key = ", found it" if jobs[key].run_id in dict(ran) else ""
             shares = [share_cell(verdict[timing], sampler == "tpe", found_key) for timing in TIMINGS]
             constraint = ["", ""]
@@ -585,7 +579,7 @@ def measure(args: argparse.Namespace) -> str:
     real_shares = {sampler: [100 * v[on_side].share for v in found] for sampler, found in verdicts.items()}
     timed_spread = "; ".join(same_work_spread(jobs, lambda job: job.metrics["speedup"]))
     retimed = [job for job in jobs if job.run_id in side.times]
-    side_spread = "; ".join(same_work_spread(retimed, lambda job: side.speedup(job.run_id)))
+    side_spread = "; ".join(same_work_spread(retimed, lambda job: side.speedups[job.run_id]))
     widths = [np.subtract(*side.interval(side.reference, job.run_id)[::-1]) / 2 for job in retimed
               if job.run_id != side.reference]  # fmt: skip
     lines = [
@@ -619,7 +613,7 @@ def measure(args: argparse.Namespace) -> str:
         "are judged on that run (each job keeps its F1, which the timing does not touch); the jobs' own timings "
         f"are given beside it. Side by side the grid front has {len(front.front(grid, DIRECTIONS))} jobs and "
         f"hypervolume {whole:.3f} (as timed by the jobs: {len(front.front(timed_points, DIRECTIONS))} jobs, "
-        f"{front.hypervolume(timed_points, reference, DIRECTIONS):.3f}); the grid's fastest within {drop:g} F1 "
+        f"{judged.whole[on_timed]:.3f}); the grid's fastest within {drop:g} F1 "
         f"is {best[1]['speedup']:.2f}× at F1 {best[1]['f1']:.2f} (as timed by the jobs: "
         f"{best_timed[1]['speedup']:.2f}× at F1 {best_timed[1]['f1']:.2f}). One grid job carries "
         f"{100 * losses[key] / whole:.0f}% of the grid front's hypervolume on its own: "

@@ -558,7 +558,9 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
 def compressed(job: JobConfig, workdir: Path) -> Any:
     """The job's compressed model, built as `execute` builds it but not evaluated, timed or logged: for timing
     many configurations side by side in one process. Only for jobs that compress without data."""
-    readers = [f"training={job.training.name}"] * (job.training.name != "none") + job.training_data_users()
+    readers = job.training_data_users()
+    if job.training.name != "none":
+        readers.insert(0, f"training={job.training.name}")
     if job.pruning.finetune_steps or job.pruning.gradual():
         readers.append(f"pruning.finetune_steps={job.pruning.finetune_steps}, pruning.schedule={job.pruning.schedule}")
     if quantize.get(job.quantization.name).reads(job.quantization):

@@ -10,14 +10,14 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-import qa_compress.resolvers  # noqa: F401  (registers ${package_path:...} before composition)
+import qa_compress.job.resolvers  # noqa: F401  (registers ${package_path:...} before composition)
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # absolute, so tests can call main() in-process
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> dict:
-    from qa_compress import launch  # here, so that --help and --cfg answer without loading torch
+    from qa_compress.job import launch  # here, so that --help and --cfg answer without loading torch
 
     return launch.job(cfg)
 

@@ -33,7 +33,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 import tradeoffs  # noqa: E402  (the sibling script: the sections BENCHMARKS.md keeps)
 
-from qa_compress import benchmark  # noqa: E402
+from qa_compress.evaluate import timing  # noqa: E402
 
 BEGIN, END = tradeoffs.KEPT_SECTIONS[1]
 
@@ -70,7 +70,7 @@ def section(out: Path, durations: str) -> list[str]:
         "them for the whole sweep. `speedup` is what each job measured against the uncompressed model in its own "
         "process (median of 10 interleaved rounds; interquartile range in brackets); `latency ms` is what the "
         "job measured of its own model alone.", "",
-        f"CPU: {benchmark.cpu_description()}, {os.cpu_count()} cores. {durations}", "",
+        f"CPU: {timing.cpu_description()}, {os.cpu_count()} cores. {durations}", "",
         "| job | quiet: speed-up (IQR) | quiet: latency ms | crowded: speed-up (IQR) | crowded: latency ms |",
         "|---|---|---|---|---|",
     ]  # fmt: skip

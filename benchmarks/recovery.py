@@ -24,7 +24,11 @@ from mlflow.tracking import MlflowClient
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tradeoffs  # noqa: E402  (the sibling script: its store, overrides and argument defaults)
 
-from qa_compress import report, tracking  # noqa: E402
+from qa_compress.sweep import tables
+from qa_compress.tracking import (
+    results,
+    runs,  # noqa: E402
+)
 
 EXPERIMENTS = ("tradeoffs_threshold", "tradeoffs_recovery_structured", "tradeoffs_recovery")
 (BEGIN, END), *_ = tradeoffs.KEPT_SECTIONS
@@ -49,34 +53,34 @@ def run_sweeps(args: argparse.Namespace) -> None:
         subprocess.run(command, cwd=tradeoffs.ROOT, check=True)
 
 
-def collect(args: argparse.Namespace) -> list[report.Job]:
+def collect(args: argparse.Namespace) -> list[results.Job]:
     """The finished jobs of the experiments' latest sweeps; with --partial, what is missing goes to args.missing."""
     client = MlflowClient(tradeoffs.store(args))
     jobs, args.missing = [], []
     for experiment in EXPERIMENTS:
-        parent = tracking.sweep_parent(args.root.resolve() / "sweeps" / experiment)
+        parent = runs.sweep_parent(args.root.resolve() / "sweeps" / experiment)
         if parent is None:
             args.missing.append(f"experiment={experiment} (no sweep)")
             continue
-        jobs += report.sweep_jobs(client, parent)
+        jobs += results.sweep_jobs(client, parent)
     args.missing += [f"{job.name} ({job.status})" for job in jobs if job.status != "FINISHED"]
     if args.missing and not args.partial:
         raise SystemExit(f"not finished: {', '.join(args.missing)}; run without --skip-sweeps (or with --partial)")
     return [job for job in jobs if job.status == "FINISHED"]
 
 
-def _amount(job: report.Job) -> str:
+def _amount(job: results.Job) -> str:
     """The pruning amount as the method labels it ("0.5", "heads 0.25 ffn 0.5")."""
     label = job.pruning_label.removeprefix(job.pruning).strip()
     return label.split(" gradual")[0].split(" +")[0].strip()
 
 
-def find(jobs: list[report.Job], pruning: str, amount: str, recovered: bool, quantization: str) -> report.Job | None:
+def find(jobs: list[results.Job], pruning: str, amount: str, recovered: bool, quantization: str) -> results.Job | None:
     return next((j for j in jobs if j.pruning == pruning and _amount(j) == amount and j.quantization == quantization
                  and tradeoffs.recovered(j) == recovered), None)  # fmt: skip
 
 
-def rows(jobs: list[report.Job], reference: report.Job) -> list[dict[str, object]]:
+def rows(jobs: list[results.Job], reference: results.Job) -> list[dict[str, object]]:
     """Per job: F1 before recovery, after recovery (at the fixed threshold), after threshold calibration."""
     base = reference.metrics["f1_uncalibrated"]
     table = []
@@ -98,7 +102,7 @@ def rows(jobs: list[report.Job], reference: report.Job) -> list[dict[str, object
     return [{k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()} for row in table]
 
 
-def targets(jobs: list[report.Job], reference: report.Job) -> list[str]:
+def targets(jobs: list[results.Job], reference: results.Job) -> list[str]:
     base = reference.metrics["f1_uncalibrated"]
     lines = ["### Targets", "", f"Against the uncompressed model's F1 at the fixed threshold ({base:.2f}), the "
              "figure the pruned model is compared with elsewhere in this file; each recovered model at the fixed "
@@ -129,7 +133,7 @@ def targets(jobs: list[report.Job], reference: report.Job) -> list[str]:
     return lines
 
 
-def seen_questions(reference: report.Job) -> list[str]:
+def seen_questions(reference: results.Job) -> list[str]:
     """Why a threshold picked on training questions can mislead for a checkpoint fine-tuned on them."""
     m = reference.metrics
     return [
@@ -143,7 +147,7 @@ def seen_questions(reference: report.Job) -> list[str]:
     ]
 
 
-def section(args: argparse.Namespace, jobs: list[report.Job], command: str) -> str:
+def section(args: argparse.Namespace, jobs: list[results.Job], command: str) -> str:
     reference = find(jobs, "l1_unstructured", "0", False, "none")
     if reference is None:
         raise SystemExit("the tradeoffs_threshold sweep has no uncompressed job")
@@ -157,7 +161,7 @@ def section(args: argparse.Namespace, jobs: list[report.Job], command: str) -> s
         "answers themselves: an upper bound, not a result. Recovery: 400 steps, batch 16, learning rate 1e-4, "
         "distillation from the uncompressed model (T = 2, weight 0.5); unstructured amounts reached gradually "
         "(8 cubic stages over the first 75% of the steps). *F1 before recovery* is the one-shot pruned model.", "",
-        report.markdown(rows(jobs, reference)),
+        tables.markdown(rows(jobs, reference)),
         *targets(jobs, reference), "", *seen_questions(reference),
         *([f"Not finished when this section was written: {', '.join(args.missing)}.", ""] if args.missing else []),
         END,

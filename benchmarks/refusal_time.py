@@ -31,7 +31,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 import tradeoffs  # noqa: E402  (the sibling script: the sections BENCHMARKS.md keeps)
 
-from qa_compress import benchmark  # noqa: E402
+from qa_compress.evaluate import timing  # noqa: E402
 
 BEGIN, END = tradeoffs.KEPT_SECTIONS[2]
 SHARED = ROOT.parent / "shared"
@@ -94,7 +94,7 @@ def section(rows: list[dict], repeats: int) -> str:
             BEGIN,
             "## Refusal times",
             "",
-            f"`python benchmarks/refusal_time.py --repeats {repeats}` on {benchmark.cpu_description()}, "
+            f"`python benchmarks/refusal_time.py --repeats {repeats}` on {timing.cpu_description()}, "
             f"{os.cpu_count()} cores: `python run.py` with one bad input, start to exit, median of {repeats} runs "
             "after a warm-up.",
             "",

@@ -49,8 +49,12 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 import numpy as np  # noqa: E402
 import tradeoffs  # noqa: E402  (the sibling script: how BENCHMARKS.md sections are written)
 
-from qa_compress import benchmark, bootstrap, config, front, pipeline, report, search, tracking  # noqa: E402
-from qa_compress.config import JobConfig  # noqa: E402
+from qa_compress.evaluate import bootstrap  # noqa: E402
+from qa_compress.evaluate.timing import cpu_description  # noqa: E402
+from qa_compress.job import config, stages  # noqa: E402
+from qa_compress.job.config import JobConfig  # noqa: E402
+from qa_compress.sweep import front, search  # noqa: E402
+from qa_compress.tracking import results, runs  # noqa: E402
 
 BEGIN, END = "<!-- search:begin -->", "<!-- search:end -->"
 QUANTIZATION = "quantization=none,dynamic_int8,onnx_int8"
@@ -145,16 +149,16 @@ def run_search(args: argparse.Namespace, sampler: str, seed: int, max_f1_drop: f
     return name
 
 
-def grid_jobs(args: argparse.Namespace) -> list[report.Job]:
+def grid_jobs(args: argparse.Namespace) -> list[results.Job]:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{args.root.resolve() / 'mlflow.db'}")
     jobs = {}
     for name in GRID:
-        parent = tracking.sweep_parent(args.root.resolve() / "sweeps" / name)
+        parent = runs.sweep_parent(args.root.resolve() / "sweeps" / name)
         if parent is None:
             raise SystemExit(f"the grid sweep {name} has not run (drop --skip-grid)")
-        for job in report.sweep_jobs(client, parent):
+        for job in results.sweep_jobs(client, parent):
             if job.done:
                 jobs[job.run_id] = job
     return list(jobs.values())
@@ -171,7 +175,7 @@ def study_runs(args: argparse.Namespace, name: str) -> tuple[Ran, int]:
     return [(t.user_attrs["run_id"], dict(t.user_attrs["metrics"])) for t in done], len(ran)
 
 
-def same_work(jobs: list[report.Job]) -> dict[str, list[report.Job]]:
+def same_work(jobs: list[results.Job]) -> dict[str, list[results.Job]]:
     """Per quantization, the jobs that do the same dense work: no pruning, or unstructured pruning, which
     leaves every matrix its shape (the methods read from the pruning registry)."""
     dense = ("none", *tradeoffs.UNSTRUCTURED)
@@ -184,7 +188,7 @@ def same_work(jobs: list[report.Job]) -> dict[str, list[report.Job]]:
     return groups
 
 
-def same_work_spread(jobs: list[report.Job], speedup: Callable[[report.Job], float]) -> list[str]:
+def same_work_spread(jobs: list[results.Job], speedup: Callable[[results.Job], float]) -> list[str]:
     """How far apart a timing puts identical work: each same-work group's speed-ups."""
     spans = []
     for quantization, same in same_work(jobs).items():
@@ -217,7 +221,7 @@ def job_config(overrides: list[str], workdir: Path) -> JobConfig:
     return config.from_hydra(composed)
 
 
-def retime_grid(args: argparse.Namespace, jobs: list[report.Job], floor: float) -> dict:
+def retime_grid(args: argparse.Namespace, jobs: list[results.Job], floor: float) -> dict:
     """Rebuild every grid configuration whose F1 is above `floor` (the always-no-answer F1: no other can add to a
     front's hypervolume) and time them all in one process, interleaved, each round in a fresh order."""
     import torch
@@ -235,16 +239,16 @@ def retime_grid(args: argparse.Namespace, jobs: list[report.Job], floor: float) 
             workdir = Path(scratch) / job.run_id
             settings = job_config(json.loads(client.get_run(job.run_id).data.tags["overrides"]), workdir)
             print(f"building {n + 1}/{len(chosen)}: {job.pruning_label} | {job.quantization}", flush=True)
-            models[job.run_id] = pipeline.compressed(settings, workdir)
+            models[job.run_id] = stages.compressed(settings, workdir)
         where = argparse.Namespace(eval=args.eval, root=args.root, max_seq_length=settings.dataset.max_seq_length,
                                    doc_stride=settings.dataset.doc_stride)  # fmt: skip
         size = settings.benchmark.batch_size
         batches = tradeoffs.eval_batches(where, args.model, [size])
         print(f"timing {len(models)} configurations side by side ({args.side_rounds} rounds)...", flush=True)
         times = tradeoffs.time_side_by_side(models, batches, args.warmup, args.side_rounds, order_seed=0)
-    timing = {"cpu": benchmark.cpu_description(), "threads": args.threads, "batch_size": size,
+    timing = {"cpu": cpu_description(), "threads": args.threads, "batch_size": size,
               "max_seq_length": settings.dataset.max_seq_length, "rounds": args.side_rounds,
-              "warmup": args.warmup, "reference": report.baseline_of(jobs).run_id,
+              "warmup": args.warmup, "reference": results.baseline_of(jobs).run_id,
               "times": {run: t[size] for run, t in times.items()}}  # fmt: skip
     (args.root / SIDE_BY_SIDE).write_text(json.dumps(timing))
     return timing
@@ -304,10 +308,10 @@ class Verdict:
 IDENTITIES: dict[tuple[str, ...], str] = {}  # a trial's overrides -> its configuration key, across replays
 
 
-def grid_lookup(jobs: list[report.Job]) -> Callable[[list[str]], report.Job]:
+def grid_lookup(jobs: list[results.Job]) -> Callable[[list[str]], results.Job]:
     """The grid job a trial's overrides describe (same method, quantization and amounts)."""
 
-    def find(overrides: list[str]) -> report.Job:
+    def find(overrides: list[str]) -> results.Job:
         chosen = dict(o.split("=", 1) for o in overrides if o.split("=", 1)[0] in SEARCHED)
         for job in jobs:
             methods = job.params["pruning.name"], job.params["quantization.name"]
@@ -320,14 +324,16 @@ def grid_lookup(jobs: list[report.Job]) -> Callable[[list[str]], report.Job]:
     return find
 
 
-def replay(args: argparse.Namespace, jobs: list[report.Job], sampler: str, seed: int, max_f1_drop: float | None) -> Ran:
+def replay(
+    args: argparse.Namespace, jobs: list[results.Job], sampler: str, seed: int, max_f1_drop: float | None
+) -> Ran:
     """One search through the shipped loop (`search.Search`, the sampler, the space, the duplicate and constraint
     handling), each trial answered with the grid job's own measurement of its configuration instead of a new job
     (what a real search is told): the runs its finished trials answered with."""
     from hydra import compose, initialize_config_dir
     from omegaconf import open_dict
 
-    from qa_compress import search_space, sweep
+    from qa_compress.sweep import callback, search_space
 
     settings = [*sweeper_options(sampler), f"hydra.sweeper.seed={seed}",
                 f"hydra.sweeper.n_trials={args.trials}", f"hydra.sweeper.n_startup_trials={args.startup}",
@@ -343,10 +349,10 @@ def replay(args: argparse.Namespace, jobs: list[report.Job], sampler: str, seed:
             config.hydra.overrides.task = [*common(args), *SPACE]
 
         def composed(overrides: list[str]) -> dict:
-            return sweep.composed("config", overrides)
+            return callback.composed("config", overrides)
 
         plan = search.plan(config, composed, "")
-        _, reference = sweep.reference_job("config", list(plan.space.fixed))
+        _, reference = callback.reference_job("config", list(plan.space.fixed))
 
         def launch(batch: list[list[str]], first_index: int) -> list[search.Outcome]:
             answers = [find(overrides) for overrides in batch]
@@ -406,7 +412,7 @@ def not_slower(verdicts: list[dict[str, Verdict]]) -> int:
     return sum(v[TIMINGS[0]].met or v[TIMINGS[0]].indistinct for v in verdicts)
 
 
-def replays(args: argparse.Namespace, jobs: list[report.Job], judged: Judge, key_run: str
+def replays(args: argparse.Namespace, jobs: list[results.Job], judged: Judge, key_run: str
             ) -> tuple[list[str], dict[str, list[float]]]:  # fmt: skip
     """Each sampler replayed over --replay-seeds seeds, judged on both timings: the hypervolume shares side by side,
     how many seeds reached the target on each timing, how many ran the grid job that carries most of the front,
@@ -504,7 +510,7 @@ def plot(grid: list[list[float]], reference: list[float], searches: dict[str, li
     plt.close(fig)
 
 
-def side_timing(args: argparse.Namespace, jobs: list[report.Job], floor: float) -> dict:
+def side_timing(args: argparse.Namespace, jobs: list[results.Job], floor: float) -> dict:
     """The side-by-side timing: run now, or (--reuse-timing) the last one, if it holds every configuration needed."""
     if not args.reuse_timing:
         return retime_grid(args, jobs, floor)
@@ -532,7 +538,7 @@ def constraint_cell(verdict: Verdict) -> str:
 
 def measure(args: argparse.Namespace) -> str:
     jobs = grid_jobs(args)
-    reference_job = report.baseline_of(jobs)
+    reference_job = results.baseline_of(jobs)
     if reference_job is None:
         raise SystemExit("the grid has no finished uncompressed job")
     reference = search.reference_point(dict(zip(OBJECTIVES, DIRECTIONS, strict=True)), reference_job.metrics)

@@ -37,20 +37,13 @@ import torch
 from mlflow.tracking import MlflowClient
 from transformers import AutoTokenizer
 
-from qa_compress import (
-    benchmark,
-    bootstrap,
-    data,
-    features,
-    onnxrt,
-    openvino_runtime,
-    predict,
-    prune,
-    quantize,
-    report,
-    score,
-    tracking,
-)
+from qa_compress import prune, quantize
+from qa_compress.data import features, squad
+from qa_compress.evaluate import bootstrap, predict, score, timing
+from qa_compress.evaluate.timing import cpu_description
+from qa_compress.quantize.backends import onnxrt, openvino_runtime
+from qa_compress.sweep import tables
+from qa_compress.tracking import results, runs
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = ("tradeoffs_quantization", "tradeoffs_unstructured", "tradeoffs_structured", "tradeoffs_qat",
@@ -136,7 +129,7 @@ def run_sweeps(args: argparse.Namespace) -> None:
         subprocess.run(command, cwd=ROOT, check=True)
 
 
-def collect(args: argparse.Namespace) -> list[report.Job]:
+def collect(args: argparse.Namespace) -> list[results.Job]:
     """The jobs of the latest sweep of each experiment, every one finished; a variant two sweeps both ran
     (each sweep's uncompressed reference) is kept once, from the first."""
     client = MlflowClient(store(args))
@@ -147,25 +140,25 @@ def collect(args: argparse.Namespace) -> list[report.Job]:
             print(f"experiment={experiment}: left out ({left_out})", flush=True)
             args.left_out[experiment] = left_out
             continue
-        parent = tracking.sweep_parent(args.root.resolve() / "sweeps" / experiment)
+        parent = runs.sweep_parent(args.root.resolve() / "sweeps" / experiment)
         if parent is None:
             raise SystemExit(f"no sweep of experiment={experiment} under {args.root}; run without --skip-sweeps")
-        jobs += report.sweep_jobs(client, parent)
+        jobs += results.sweep_jobs(client, parent)
         args.included.append(experiment)
     unfinished = [job.name for job in jobs if job.status != "FINISHED"]
     if unfinished:
         raise SystemExit(f"these jobs did not finish: {unfinished}")
-    kept: dict[str, report.Job] = {}
+    kept: dict[str, results.Job] = {}
     for job in jobs:
         kept.setdefault(label(job), job)
     return list(kept.values())
 
 
-def recovered(job: report.Job) -> bool:
+def recovered(job: results.Job) -> bool:
     return job.params.get("pruning.finetune_steps", "0") != "0"
 
 
-def int8_mode(job: report.Job) -> str | None:
+def int8_mode(job: results.Job) -> str | None:
     """How an OpenVINO INT8 job was quantized: post-training, accuracy control or QAT (None for other methods)."""
     if job.quantization != "openvino_int8":
         return None
@@ -174,7 +167,7 @@ def int8_mode(job: report.Job) -> str | None:
     return "post-training" if job.params.get("quantization.max_f1_drop") in (None, "None") else "accuracy control"
 
 
-def label(job: report.Job) -> str:
+def label(job: results.Job) -> str:
     mode = int8_mode(job)
     return f"{job.pruning_label} | {job.quantization}" + (f" ({mode})" if mode not in (None, "post-training") else "")
 
@@ -185,11 +178,11 @@ def label(job: report.Job) -> str:
 def eval_batches(args: argparse.Namespace, tokenizer_dir: Path, sizes: list[int]) -> dict[int, dict[str, torch.Tensor]]:
     """For each size, that many real evaluation windows, padded to the sequence length the jobs used."""
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    examples = data.limit(data.load_squad_json(args.eval, "--eval"), max(sizes))
+    examples = squad.limit(squad.load_squad_json(args.eval, "--eval"), max(sizes))
     windows = features.prepare(examples.dataset, examples.digest, tokenizer, args.max_seq_length, args.doc_stride,
                                "eval", args.root / "cache")  # fmt: skip
     inputs = predict.forward_inputs(windows, [n for n in tokenizer.model_input_names if n in windows.column_names])
-    return {size: benchmark.batch_of(inputs, size) for size in sizes}
+    return {size: timing.batch_of(inputs, size) for size in sizes}
 
 
 @torch.inference_mode()
@@ -267,10 +260,10 @@ def profile(model, batch: dict[str, torch.Tensor], passes: int, top: int = 6) ->
     return [(op, ms / passes, ms / overall) for op, ms in ranked]
 
 
-def target_jobs(jobs: list[report.Job]) -> dict[str, report.Job | None]:
+def target_jobs(jobs: list[results.Job]) -> dict[str, results.Job | None]:
     """The uncompressed job, then the variant each target is about (None where it was not run)."""
 
-    def find(pruning: str, quantization: str, with_recovery: bool, mode: str | None) -> report.Job | None:
+    def find(pruning: str, quantization: str, with_recovery: bool, mode: str | None) -> results.Job | None:
         return next((j for j in jobs if j.pruning == pruning and j.quantization == quantization
                      and recovered(j) == with_recovery and int8_mode(j) == mode), None)  # fmt: skip
 
@@ -291,7 +284,7 @@ def reuse_timing(args: argparse.Namespace) -> dict:
     return timing
 
 
-def time_and_profile(args: argparse.Namespace, jobs: list[report.Job]) -> dict:
+def time_and_profile(args: argparse.Namespace, jobs: list[results.Job]) -> dict:
     """Latencies of every saved model side by side, head-to-head speed-ups of the targets, and profiles."""
     client = MlflowClient(store(args))
     with tempfile.TemporaryDirectory() as scratch:
@@ -316,7 +309,7 @@ def time_and_profile(args: argparse.Namespace, jobs: list[report.Job]) -> dict:
         "speedups": paired(at_batch, contenders[0]),
         "speedups_vs_runtime_fp32": paired(at_batch, runtime_fp32.run_id) if runtime_fp32 else {},
         "profiled": profiled,
-        "cpu": benchmark.cpu_description(),
+        "cpu": cpu_description(),
         "settings": {key: getattr(args, key) for key in TIMING_SETTINGS},
     }
     (args.root / "timing.json").write_text(json.dumps(timing))
@@ -333,7 +326,7 @@ def _version(package: str) -> str:
         return "not installed"
 
 
-def header(args: argparse.Namespace, jobs: list[report.Job], timing: dict, command: str) -> list[str]:
+def header(args: argparse.Namespace, jobs: list[results.Job], timing: dict, command: str) -> list[str]:
     base = next(j for j in jobs if j.uncompressed).metrics
     return [
         "# Measured trade-offs", "",
@@ -366,12 +359,12 @@ def header(args: argparse.Namespace, jobs: list[report.Job], timing: dict, comma
     ]  # fmt: skip
 
 
-def tradeoff_rows(args: argparse.Namespace, jobs: list[report.Job], timing: dict) -> list[dict[str, object]]:
+def tradeoff_rows(args: argparse.Namespace, jobs: list[results.Job], timing: dict) -> list[dict[str, object]]:
     """The sweep report's columns for each job, plus its timing against the uncompressed model."""
     base_job = next(j for j in jobs if j.uncompressed)
     base, base_latency = base_job.metrics, timing["latency"][base_job.run_id]
     b, rows = str(args.batch_size), []
-    for job, row in zip(jobs, report.rows(jobs), strict=True):
+    for job, row in zip(jobs, tables.rows(jobs), strict=True):
         m, latency = job.metrics, timing["latency"][job.run_id]
         windows_per_question = m["eval_features"] / m["total"]
         rows.append({
@@ -388,7 +381,7 @@ def tradeoff_rows(args: argparse.Namespace, jobs: list[report.Job], timing: dict
     return rows
 
 
-def recovery_rows(jobs: list[report.Job]) -> list[dict[str, object]]:
+def recovery_rows(jobs: list[results.Job]) -> list[dict[str, object]]:
     return [
         {"pruning": job.pruning_label, "quantization": job.quantization,
          **{f"{name} before": f"{job.metrics.get(f'{key}_before_recovery', np.nan):.2f}" for name, key in
@@ -401,7 +394,7 @@ def recovery_rows(jobs: list[report.Job]) -> list[dict[str, object]]:
     ]  # fmt: skip
 
 
-def int8_rows(jobs: list[report.Job]) -> list[dict[str, object]]:
+def int8_rows(jobs: list[results.Job]) -> list[dict[str, object]]:
     """What accuracy control and quantization-aware training did, beside post-training INT8."""
     rows = []
     for job in jobs:
@@ -420,7 +413,7 @@ def int8_rows(jobs: list[report.Job]) -> list[dict[str, object]]:
     return rows
 
 
-def curve_rows(jobs: list[report.Job]) -> list[dict[str, object]]:
+def curve_rows(jobs: list[results.Job]) -> list[dict[str, object]]:
     """F1 (HasAns / NoAns) of each unstructured method at each amount."""
     curves = {m: {float(j.params["pruning.amount"]): j.metrics for j in jobs if j.pruning == m} for m in UNSTRUCTURED}
     amounts = sorted({a for curve in curves.values() for a in curve})
@@ -429,10 +422,10 @@ def curve_rows(jobs: list[report.Job]) -> list[dict[str, object]]:
              f"{curves[m][a].get('NoAns_f1', np.nan):.2f})" for m in UNSTRUCTURED}} for a in amounts]  # fmt: skip
 
 
-def question_f1(client: MlflowClient, job: report.Job, gold: Callable[[], score.Gold]) -> dict[str, float]:
+def question_f1(client: MlflowClient, job: results.Job, gold: Callable[[], score.Gold]) -> dict[str, float]:
     """A job's F1 on each evaluation question: its `question_f1.json`, or its answers rescored against `gold()`
     (for jobs logged before jobs kept that file)."""
-    scores = report.question_f1(client, job.run_id)
+    scores = results.question_f1(client, job.run_id)
     if scores is None:
         with tempfile.TemporaryDirectory() as directory:
             answers = json.loads(Path(client.download_artifacts(job.run_id, "predictions.json", directory)).read_text())
@@ -458,12 +451,12 @@ def _bound_missed(change: float, bound: float, interval: tuple[float, float] | N
     return f"{miss} (its whole 95% interval is beyond it)"
 
 
-def targets(args: argparse.Namespace, jobs: list[report.Job], timing: dict) -> list[str]:
+def targets(args: argparse.Namespace, jobs: list[results.Job], timing: dict) -> list[str]:
     """Each target against the head-to-head figures: met or missed, and by how much."""
     chosen = target_jobs(jobs)
     baseline = chosen.pop("uncompressed")
     client = MlflowClient(store(args))
-    gold = functools.cache(lambda: data.gold_answers(data.load_squad_json(args.eval, "--eval").dataset))  # read once
+    gold = functools.cache(lambda: squad.gold_answers(squad.load_squad_json(args.eval, "--eval").dataset))  # read once
     scores = {job.run_id: question_f1(client, job, gold) for job in [baseline, *chosen.values()] if job is not None}
     rows = []
     for name, job in chosen.items():
@@ -487,7 +480,7 @@ def targets(args: argparse.Namespace, jobs: list[report.Job], timing: dict) -> l
             post_training = chosen["openvino_int8"]
             if job.metrics["f1"] < post_training.metrics["f1"]:
                 against = bootstrap.change_interval(scores[job.run_id], scores[post_training.run_id])
-                behind = report.f1_change(job.metrics["f1"] - post_training.metrics["f1"], against)
+                behind = tables.f1_change(job.metrics["f1"] - post_training.metrics["f1"], against)
                 misses.append(f"F1 {behind} against post-training INT8")
         checked = speed_target is not None or f1_bound is not None
         rows.append({
@@ -496,7 +489,7 @@ def targets(args: argparse.Namespace, jobs: list[report.Job], timing: dict) -> l
             "over OpenVINO FP32": "" if runtime_speedup is None else f"{runtime_speedup:.2f}×",
             "target": "" if speed_target is None else f"≥ {speed_target}×"
             + ("" if runtime_target is None else f", ≥ {runtime_target}× over OpenVINO FP32"),
-            "F1 change [95% interval]": report.f1_change(change, interval),
+            "F1 change [95% interval]": tables.f1_change(change, interval),
             "F1 bound": "" if f1_bound is None else f"within {f1_bound}",
             "size ×": f"{baseline.metrics['size_mb'] / job.metrics['size_mb']:.2f}",
             "met?": "(reported)" if not checked else "yes" if not misses else "no: " + "; ".join(misses),
@@ -510,7 +503,7 @@ def targets(args: argparse.Namespace, jobs: list[report.Job], timing: dict) -> l
         "the target is met). F1 change: against the uncompressed model, in brackets its 95% interval "
         f"from a paired bootstrap over the evaluation questions ({bootstrap.RESAMPLES:,} resamples; "
         "`qa_compress/bootstrap.py`): where it reaches both sides of a bound, these questions cannot tell whether the "
-        "bound is met.", "", report.markdown(rows), *int8_explained(timing),
+        "bound is met.", "", tables.markdown(rows), *int8_explained(timing),
         *structured_int8_explained(timing), *onnx_static_explained(timing),
     ]  # fmt: skip
 
@@ -649,24 +642,24 @@ def profiles(args: argparse.Namespace, timing: dict) -> list[str]:
              "ONNX Runtime; profiling adds overhead, so read the shares, not the absolute times).", ""]  # fmt: skip
     for name, ops in timing["profiled"].items():
         rows = [{"operator": f"`{op}`", "ms per pass": f"{ms:.1f}", "share": f"{share:.0%}"} for op, ms, share in ops]
-        lines += [f"**{name.replace(' | ', ' + ')}**", "", report.markdown(rows)]
+        lines += [f"**{name.replace(' | ', ' + ')}**", "", tables.markdown(rows)]
     return lines
 
 
-def write(args: argparse.Namespace, jobs: list[report.Job], timing: dict, command: str) -> str:
+def write(args: argparse.Namespace, jobs: list[results.Job], timing: dict, command: str) -> str:
     dense = [float(r[f"bs{args.batch_size} ×"]) for j, r in zip(jobs, tradeoff_rows(args, jobs, timing), strict=True)
              if j.pruning in UNSTRUCTURED]  # fmt: skip
     sections = [
-        *header(args, jobs, timing, command), report.markdown(tradeoff_rows(args, jobs, timing)),
+        *header(args, jobs, timing, command), tables.markdown(tradeoff_rows(args, jobs, timing)),
         *([f"Timing noise: the {len(dense)} unstructured-pruned models do exactly the dense work of the "
            f"uncompressed one, and their batch-{args.batch_size} speed ratios span {min(dense):.2f}–"
            f"{max(dense):.2f}×; read differences of that size as noise.", ""] if dense else []),
-        "## Recovery fine-tuning", "", report.markdown(recovery_rows(jobs)),
+        "## Recovery fine-tuning", "", tables.markdown(recovery_rows(jobs)),
         "## OpenVINO INT8: post-training, accuracy control, quantization-aware training", "",
         "Accuracy control scores candidates on 200 held-out training questions (never evaluation ones); QAT "
         "starts from NNCF's post-training quantization of the PyTorch model, whose F1 is given as its start.", "",
-        report.markdown(int8_rows(jobs)),
-        "## Unstructured pruning: F1 by amount", "", report.markdown(curve_rows(jobs)),
+        tables.markdown(int8_rows(jobs)),
+        "## Unstructured pruning: F1 by amount", "", tables.markdown(curve_rows(jobs)),
         *targets(args, jobs, timing), *profiles(args, timing),
     ]  # fmt: skip
     return "\n".join(sections)

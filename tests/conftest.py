@@ -35,9 +35,10 @@ from transformers import (
     DistilBertForQuestionAnswering,
 )
 
-import qa_compress.resolvers  # noqa: F401  (the ${package_path:...} resolver)
-from qa_compress import sweep, synthetic
-from qa_compress.resolvers import package_path
+import qa_compress.job.resolvers  # noqa: F401  (the ${package_path:...} resolver)
+from qa_compress.data import synthetic
+from qa_compress.job.resolvers import package_path
+from qa_compress.sweep import callback
 
 from . import daemons, slurm_cluster
 
@@ -203,7 +204,7 @@ def run_in_process(args: list[str], tmp_path: Path) -> Result:
                 entry.main()
             except SystemExit as exit_:
                 code = exit_.code if isinstance(exit_.code, int) else 1
-            sweep.finish_unfinished()  # what the interpreter's exit would do
+            callback.finish_unfinished()  # what the interpreter's exit would do
     finally:
         sys.argv = argv
         GlobalHydra.instance().clear()
@@ -225,11 +226,11 @@ def start_cli(args: list[str], tmp_path: Path, env: dict[str, str] | None = None
 
     Its MLflow store exists before it starts, so a test can poll it at once.
     """
-    from qa_compress import tracking
+    from qa_compress.tracking import runs
 
     command = [sys.executable, str(ROOT / "run.py"), *_with_outputs(args, tmp_path)]
     environment = {k: v for k, v in (env or os.environ).items() if k != "MLFLOW_TRACKING_URI"}
-    tracking.experiment_id(store_uri(tmp_path), "qa-compress")  # schema before polling
+    runs.experiment_id(store_uri(tmp_path), "qa-compress")  # schema before polling
     with (tmp_path / "cli.log").open("ab") as log:
         return subprocess.Popen(command, cwd=ROOT, env=environment, stdout=log, stderr=subprocess.STDOUT, **popen)
 
@@ -293,7 +294,7 @@ def store_uri(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
 
 
-def runs(tmp_path: Path) -> tuple[MlflowClient, list[Run]]:
+def logged_runs(tmp_path: Path) -> tuple[MlflowClient, list[Run]]:
     """The MLflow client of the store under `tmp_path` and every run of its experiment."""
     client = MlflowClient(store_uri(tmp_path))
     experiment = client.get_experiment_by_name("qa-compress")
@@ -301,7 +302,7 @@ def runs(tmp_path: Path) -> tuple[MlflowClient, list[Run]]:
 
 
 def children(tmp_path: Path) -> list[Run]:
-    return [r for r in runs(tmp_path)[1] if "mlflow.parentRunId" in r.data.tags]
+    return [r for r in logged_runs(tmp_path)[1] if "mlflow.parentRunId" in r.data.tags]
 
 
 def compressed(tmp_path: Path) -> list[Run]:
@@ -310,7 +311,7 @@ def compressed(tmp_path: Path) -> list[Run]:
 
 
 def parents(tmp_path: Path) -> list[Run]:
-    return [r for r in runs(tmp_path)[1] if "mlflow.parentRunId" not in r.data.tags]
+    return [r for r in logged_runs(tmp_path)[1] if "mlflow.parentRunId" not in r.data.tags]
 
 
 def assert_refused(result, tmp_path: Path, *expected: str) -> None:
@@ -320,7 +321,7 @@ def assert_refused(result, tmp_path: Path, *expected: str) -> None:
         assert text in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     if (tmp_path / "mlruns" / "mlflow.db").exists():
-        assert runs(tmp_path)[1] == []
+        assert logged_runs(tmp_path)[1] == []
 
 
 needs_shared_squad = pytest.mark.skipif(

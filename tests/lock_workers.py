@@ -4,7 +4,7 @@ import os
 import time
 from pathlib import Path
 
-from qa_compress import cache
+from qa_compress.tracking import cache
 
 
 def build_once(entry: str, log: str) -> None:

@@ -7,7 +7,8 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForQuestionAnswering
 
-from qa_compress import benchmark, prune, quantize
+from qa_compress import prune, quantize
+from qa_compress.evaluate import timing
 from qa_compress.prune import layers as prune_layers
 
 from .conftest import small_bert
@@ -21,7 +22,7 @@ def test_sizes_count_zeros_and_gzip_rewards_sparsity():
                  prune.PruneContext(0, None, torch.device("cpu")))  # fmt: skip
     prune_layers.make_permanent(layers)
     none = quantize.get("none")
-    a, b = benchmark.sizes(dense, none), benchmark.sizes(sparse, none)
+    a, b = timing.sizes(dense, none), timing.sizes(sparse, none)
     assert a["size_mb"] == pytest.approx(b["size_mb"], rel=1e-3)  # zeros are still stored densely
     assert b["size_gzip_mb"] < 0.8 * a["size_gzip_mb"]
     pruned = sum(m.weight.numel() for m in layers.values()) * 0.9
@@ -33,7 +34,7 @@ def test_benchmark_reports_latencies_and_question_throughput(tiny_distilbert_dir
     model = AutoModelForQuestionAnswering.from_pretrained(str(tiny_distilbert_dir))
     encoded = tokenizer(["q"] * 3, ["some context"] * 3, padding="max_length", max_length=32)
     inputs = Dataset.from_dict({k: encoded[k] for k in ("input_ids", "attention_mask")}).with_format("torch")
-    result = benchmark.run(
+    result = timing.run(
         model, inputs, batch_size=4, warmup=1, repeats=3, device=torch.device("cpu"), questions_per_feature=0.5
     )
     assert result["latency_ms"] > 0 and result["latency_bs1_ms"] > 0
@@ -46,12 +47,12 @@ def test_parallel_gzip_size_matches_one_stream_within_a_kilobyte():
     import gzip
 
     data = (b"qa-compress " * 50_000) + bytes(range(256)) * 4_000  # 1.6 MB that compresses 300-fold
-    assert abs(benchmark.gzip_size(data) - len(gzip.compress(data, compresslevel=6, mtime=0))) < 1_000
-    assert benchmark.gzip_size(b"") > 0  # an empty file still has a gzip header
+    assert abs(timing.gzip_size(data) - len(gzip.compress(data, compresslevel=6, mtime=0))) < 1_000
+    assert timing.gzip_size(b"") > 0  # an empty file still has a gzip header
 
 
 def test_the_cpu_is_described_with_the_flags_that_decide_int8_speed():
-    description = benchmark.cpu_description()
+    description = timing.cpu_description()
     assert "(flags: " in description and description.split(" (flags:")[0]
 
 
@@ -69,11 +70,11 @@ class _Sleeper(torch.nn.Module):
 def test_paired_timing_gives_the_ratio_of_the_two_models_times_and_its_spread():
     batch = {"input_ids": torch.zeros(2, 8, dtype=torch.long)}
     cpu = torch.device("cpu")
-    timed = benchmark.paired(_Sleeper(4), _Sleeper(12), batch, warmup=1, rounds=9, device=cpu, reference_device=cpu)
+    timed = timing.paired(_Sleeper(4), _Sleeper(12), batch, warmup=1, rounds=9, device=cpu, reference_device=cpu)
     assert timed["speedup"] == pytest.approx(3.0, rel=0.25)
     assert timed["speedup_q1"] <= timed["speedup"] <= timed["speedup_q3"]
     assert timed["speedup_iqr"] == pytest.approx(timed["speedup_q3"] - timed["speedup_q1"])
     assert timed["paired_latency_ms"] == pytest.approx(4, rel=0.5)
     assert timed["reference_latency_ms"] == pytest.approx(12, rel=0.5)
-    same = benchmark.paired(_Sleeper(5), _Sleeper(5), batch, warmup=1, rounds=9, device=cpu, reference_device=cpu)
+    same = timing.paired(_Sleeper(5), _Sleeper(5), batch, warmup=1, rounds=9, device=cpu, reference_device=cpu)
     assert same["speedup"] == pytest.approx(1.0, rel=0.25)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from qa_compress import bootstrap
+from qa_compress.evaluate import bootstrap
 
 
 def _scores(values):

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from qa_compress import cache
+from qa_compress.tracking import cache
 
 from . import lock_workers
 

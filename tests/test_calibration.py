@@ -5,15 +5,18 @@ import shutil
 import pytest
 from datasets import Dataset
 
-from qa_compress import bookkeeping, calibration, checks, data, features, quantize
-from qa_compress.config import from_hydra
+from qa_compress import quantize
+from qa_compress.data import features, squad
 from qa_compress.errors import UserError
+from qa_compress.evaluate import calibration
+from qa_compress.job import bookkeeping, checks
+from qa_compress.job.config import from_hydra
 
 from .conftest import compose_config, tiny_job_args
 
 
-def _windows(tokenizer, path, tmp_path, split="train") -> tuple[data.Examples, Dataset]:
-    examples = data.load_squad_json(path, "k")
+def _windows(tokenizer, path, tmp_path, split="train") -> tuple[squad.Examples, Dataset]:
+    examples = squad.load_squad_json(path, "k")
     return examples, features.prepare(examples.dataset, examples.digest, tokenizer, 64, 16, split, tmp_path)
 
 
@@ -36,10 +39,10 @@ def test_calibration_windows_are_a_seeded_draw_of_training_windows_only(tokenize
 
 def test_held_out_questions_are_a_seeded_draw_of_training_questions(tokenizer, squad_files, tmp_path):
     train, validation = squad_files
-    examples = data.load_squad_json(train, "k")
+    examples = squad.load_squad_json(train, "k")
     held = calibration.held_out_examples(examples, 5, seed=0)
     assert len(held.dataset) == 5 and set(held.dataset["id"]) <= set(examples.dataset["id"])
-    evaluation = data.load_squad_json(validation, "k").dataset
+    evaluation = squad.load_squad_json(validation, "k").dataset
     assert not set(zip(held.dataset["question"], held.dataset["context"], strict=True)) & set(
         zip(evaluation["question"], evaluation["context"], strict=True)
     )

@@ -8,9 +8,10 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2ForQuestionAnswering
 
-from qa_compress import checks, data, sources
-from qa_compress.config import from_hydra
+from qa_compress.data import sources, squad
 from qa_compress.errors import UserError
+from qa_compress.job import checks
+from qa_compress.job.config import from_hydra
 from qa_compress.quantize import dynamic_int8
 
 from .conftest import ROOT, compose_config, write_json
@@ -84,7 +85,7 @@ def test_hub_model_or_dataset_without_hub_names_it_and_the_offline_options(monke
     assert "model.name_or_path=some-org/model-not-cached" in message
     assert "Hugging Face Hub cannot be reached" in message and "model=minilm_l6" in message
     with pytest.raises(UserError) as err:
-        data.check_hub_dataset("some-org/data-not-cached")
+        squad.check_hub_dataset("some-org/data-not-cached")
     message = str(err.value)
     assert "dataset.hub_name=some-org/data-not-cached" in message
     assert "Hugging Face Hub cannot be reached" in message and "dataset=squad_json" in message

@@ -3,8 +3,8 @@
 import pytest
 
 from qa_compress import prune
-from qa_compress.config import from_hydra
 from qa_compress.errors import UserError
+from qa_compress.job.config import from_hydra
 
 from .conftest import MINILM_DIR, compose_config
 

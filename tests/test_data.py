@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from qa_compress import data, squad_json
+from qa_compress.data import squad, squad_json
 from qa_compress.errors import UserError
 
 from .conftest import write_json
@@ -15,22 +15,22 @@ def test_squad_json_becomes_one_row_per_question(squad_files, tmp_path):
     _, validation = squad_files
     document = json.loads(validation.read_text())
     qas = [qa for paragraph in document["data"][0]["paragraphs"] for qa in paragraph["qas"]]
-    examples = data.load_squad_json(validation, "dataset.validation_file")
+    examples = squad.load_squad_json(validation, "dataset.validation_file")
     rows = examples.dataset
     assert len(rows) == len(qas)
     assert rows["id"] == [qa["id"] for qa in qas]
     assert rows[0]["answers"]["text"] == [a["text"] for a in qas[0]["answers"]]
-    gold = data.gold_answers(rows)
+    gold = squad.gold_answers(rows)
     assert sum(1 for answers in gold.values() if not answers) == len(qas) / 2  # generator: half unanswerable
 
 
 def test_digest_follows_content_and_selection(squad_files, tmp_path):
     train, validation = squad_files
-    a = data.load_squad_json(train, "k")
-    b = data.load_squad_json(validation, "k")
+    a = squad.load_squad_json(train, "k")
+    b = squad.load_squad_json(validation, "k")
     assert a.digest != b.digest
-    assert data.limit(a, 5).digest != a.digest and len(data.limit(a, 5).dataset) == 5
-    assert data.limit(a, 10_000) is a
+    assert squad.limit(a, 5).digest != a.digest and len(squad.limit(a, 5).dataset) == 5
+    assert squad.limit(a, 10_000) is a
 
 
 @pytest.mark.parametrize(
@@ -98,7 +98,7 @@ def test_odd_but_valid_layouts_load_and_hostile_ones_are_refused(tmp_path, monke
             {"id": "a", "question": "Who?", "answers": [{"text": "Ada", "answer_start": 0}], "extra": 1},
             {"id": "b", "question": "When?", "answers": [], "extra": "text"}]}, {"context": "Empty.", "qas": []}]},
     ]}  # no title; a paragraph without questions; a field whose type changes  # fmt: skip
-    examples = data.load_squad_json(write_json(tmp_path / "odd.json", odd), "k")
+    examples = squad.load_squad_json(write_json(tmp_path / "odd.json", odd), "k")
     assert examples.dataset["id"] == ["a", "b"] and examples.dataset["title"] == ["", ""]
     assert examples.dataset["answers"][0] == {"text": ["Ada"], "answer_start": [0]}
     deep = tmp_path / "deep.json"

@@ -10,9 +10,10 @@ import mlflow
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from qa_compress import data, export
+from qa_compress.data import squad
+from qa_compress.serve import export
 
-from .conftest import children, free_port, local_server, parents, run_in_process, runs, store_uri, tiny_job_args
+from .conftest import children, free_port, local_server, logged_runs, parents, run_in_process, store_uri, tiny_job_args
 
 
 def _export_command(capsys, *args) -> tuple[int, str, str]:
@@ -23,7 +24,7 @@ def _export_command(capsys, *args) -> tuple[int, str, str]:
 
 
 def _questions(validation: Path) -> pd.DataFrame:
-    examples = data.load_squad_json(validation, "k").dataset
+    examples = squad.load_squad_json(validation, "k").dataset
     return pd.DataFrame({"id": examples["id"], "question": examples["question"], "context": examples["context"]})
 
 
@@ -91,7 +92,7 @@ def test_a_job_with_export_serves_its_answers_over_http(tmp_path, tiny_bert_dir,
     assert result.returncode == 0, result.stderr[-3000:]
     store = store_uri(tmp_path)
     client = MlflowClient(store)
-    (job,) = runs(tmp_path)[1]
+    (job,) = logged_runs(tmp_path)[1]
     (version,) = client.search_model_versions("name='tiny-onnx'")
     assert version.run_id == job.info.run_id and job.data.tags["registered_model"] == "tiny-onnx/1"
 

@@ -1,6 +1,6 @@
 """Question/context windows with labels (training) and offsets (evaluation), prepared once and cached."""
 
-from qa_compress import data, features
+from qa_compress.data import features, squad
 
 
 def _long_example():
@@ -53,7 +53,7 @@ def test_eval_features_keep_offsets_of_context_tokens_only(tokenizer):
 
 def test_prepared_features_are_cached_on_disk(squad_files, tokenizer, tmp_path):
     _, validation = squad_files
-    examples = data.load_squad_json(validation, "k")
+    examples = squad.load_squad_json(validation, "k")
     first = features.prepare(examples.dataset, examples.digest, tokenizer, 64, 16, "eval", tmp_path)
     (entry,) = [p for p in (tmp_path / "features").iterdir() if p.is_dir()]
     built = entry.stat().st_mtime_ns
@@ -85,11 +85,11 @@ def test_predictions_with_trimmed_padding_match_full_windows(tiny_bert_dir, squa
     import torch
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
 
-    from qa_compress import predict
+    from qa_compress.evaluate import predict
 
     model = AutoModelForQuestionAnswering.from_pretrained(str(tiny_bert_dir)).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(tiny_bert_dir))
-    examples = data.load_squad_json(squad_files[1], "k")
+    examples = squad.load_squad_json(squad_files[1], "k")
     windows = features.prepare(examples.dataset, examples.digest, tokenizer, 96, 32, "eval", tmp_path)
     inputs = predict.forward_inputs(windows, ["input_ids", "attention_mask", "token_type_ids"])
     start, end = predict.logits(model, inputs, 8, torch.device("cpu"))

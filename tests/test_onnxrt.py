@@ -3,7 +3,9 @@
 import torch
 from transformers import AutoModelForQuestionAnswering
 
-from qa_compress import benchmark, onnxrt, prune, quantize
+from qa_compress import prune, quantize
+from qa_compress.evaluate import timing
+from qa_compress.quantize.backends import onnxrt
 
 from .conftest import small_bert, small_inputs
 
@@ -27,7 +29,7 @@ def test_onnx_export_matches_pytorch_and_int8_stays_close(tmp_path, tiny_distilb
         assert sorted(p.name for p in int8.path.parent.iterdir()) == [onnxrt.QUANTIZED_FILE]  # no scratch left
         assert torch.allclose(int8(**inputs).start_logits, reference.start_logits, atol=0.1)
         assert any(v.dtype.name == "int8" for v in onnxrt.initializers(int8.path).values())
-        assert benchmark.sizes(int8, method)["size_mb"] < benchmark.sizes(model, quantize.get("none"))["size_mb"]
+        assert timing.sizes(int8, method)["size_mb"] < timing.sizes(model, quantize.get("none"))["size_mb"]
 
         saved = tmp_path / name / "saved"
         quantize.save(int8, method.settings(name="onnx_int8"), saved)

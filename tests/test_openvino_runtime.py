@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from qa_compress import benchmark, calibration, openvino_runtime, quantize, signal_stack
+from qa_compress import quantize
+from qa_compress.evaluate import calibration, timing
 from qa_compress.quantize import openvino_bf16
+from qa_compress.quantize.backends import openvino_runtime
+from qa_compress.tracking import signal_stack
 
 from .conftest import small_bert, small_inputs
 
@@ -52,7 +55,7 @@ def test_openvino_fp32_matches_pytorch_and_int8_stays_close_and_smaller(tmp_path
     linear_weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
     int8_values = sum(v.size for v in stored.values() if v.dtype == np.int8)
     assert int8_values >= linear_weights  # every Linear weight is stored in int8 (some embeddings too)
-    sizes = {m: benchmark.sizes(x, quantize.get(m)) for m, x in (("openvino_fp32", fp32), ("openvino_int8", int8))}
+    sizes = {m: timing.sizes(x, quantize.get(m)) for m, x in (("openvino_fp32", fp32), ("openvino_int8", int8))}
     assert sizes["openvino_int8"]["size_mb"] < sizes["openvino_fp32"]["size_mb"] - 2 * linear_weights / 1e6
 
 

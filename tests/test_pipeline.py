@@ -10,17 +10,23 @@ import pytest
 import torch
 from transformers import AutoModelForQuestionAnswering, DistilBertConfig, DistilBertForQuestionAnswering
 
-from qa_compress import cache, data, eval_squad_v2, export, features, onnxrt, pipeline, predict, quantize
+from qa_compress import quantize
+from qa_compress.data import features, squad
 from qa_compress.errors import UserError
+from qa_compress.evaluate import eval_squad_v2, predict
+from qa_compress.job import stages
+from qa_compress.quantize.backends import onnxrt
+from qa_compress.serve import export
+from qa_compress.tracking import cache
 
 from .conftest import (
     METRICS,
     children,
     compose_config,
     compressed,
+    logged_runs,
     parents,
     run_in_process,
-    runs,
     save_tiny,
     store_uri,
     tiny_job_args,
@@ -29,7 +35,7 @@ from .conftest import (
 
 def test_sweep_trains_once_and_logs_every_job_under_one_parent(tiny_sweep):
     tmp_path = tiny_sweep
-    client, _ = runs(tmp_path)
+    client, _ = logged_runs(tmp_path)
     (parent,) = parents(tmp_path)
     jobs = children(tmp_path)
     assert len(jobs) == 4 and parent.info.status == "FINISHED"
@@ -67,14 +73,14 @@ def test_sweep_trains_once_and_logs_every_job_under_one_parent(tiny_sweep):
 
 
 def test_saved_models_are_safetensors_and_load_back_to_the_same_answers(tiny_sweep, tokenizer, squad_files):
-    client, _ = runs(tiny_sweep)
+    client, _ = logged_runs(tiny_sweep)
     for job in children(tiny_sweep):
         saved = {a.path for a in client.list_artifacts(job.info.run_id, "model")}
         quantization = job.data.params["quantization.name"]
         weights = "model/model.int8.safetensors" if quantization == "dynamic_int8" else "model/model.safetensors"
         assert {weights, f"model/{quantize.SAVED_RECORD}"} <= saved
         assert not any(p.endswith((".bin", ".pt", ".pkl")) for p in saved)
-    examples = data.load_squad_json(squad_files[1], "k").dataset
+    examples = squad.load_squad_json(squad_files[1], "k").dataset
     windows = examples.map(features.prepare_eval_features, batched=True, remove_columns=examples.column_names,
                            fn_kwargs={"tokenizer": tokenizer, "max_seq_length": 64, "doc_stride": 16})  # fmt: skip
     directories = sorted((tiny_sweep / "sweep").glob("*/model"))
@@ -181,7 +187,7 @@ def test_structured_pruning_with_gradient_importance_recovery_and_onnx_logs_what
     )  # fmt: skip
     result = run_in_process(["-m", *args], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    client, _ = runs(tmp_path)
+    client, _ = logged_runs(tmp_path)
     (run,) = compressed(tmp_path)
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "tiny | structured heads 0.25 ffn 0.5 +2 steps | onnx_int8"
@@ -199,7 +205,7 @@ def test_structured_pruning_with_gradient_importance_recovery_and_onnx_logs_what
 
 
 def _answers_of_saved_model(directory: Path, validation: Path, tokenizer, cache_dir: Path) -> dict[str, str]:
-    examples = data.load_squad_json(validation, "k").dataset
+    examples = squad.load_squad_json(validation, "k").dataset
     windows = examples.map(features.prepare_eval_features, batched=True, remove_columns=examples.column_names,
                            fn_kwargs={"tokenizer": tokenizer, "max_seq_length": 64, "doc_stride": 16})  # fmt: skip
     model = quantize.load(directory, num_threads=1)
@@ -216,7 +222,7 @@ def test_calibrated_runtimes_run_through_run_py_calibrate_on_training_data_and_r
                          fine_tune=False)  # fmt: skip
     result = run_in_process(["-m", *args], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    client, _ = runs(tmp_path)
+    client, _ = logged_runs(tmp_path)
     jobs = {job.data.params["quantization.name"]: job for job in compressed(tmp_path)}
     assert set(jobs) == set(quantizations) and all(j.info.status == "FINISHED" for j in jobs.values())
     train, validation = squad_files
@@ -240,7 +246,7 @@ def test_calibrated_runtimes_run_through_run_py_calibrate_on_training_data_and_r
     # Exported, the OpenVINO INT8 model answers through MLflow's pyfunc as the job did.
     run_id = jobs["openvino_int8"].info.run_id
     model_uri, version = export.export(client, run_id, "tiny-openvino", tmp_path / "export")
-    examples = data.load_squad_json(validation, "k").dataset
+    examples = squad.load_squad_json(validation, "k").dataset
     table = pd.DataFrame({k: examples[k] for k in ("id", "question", "context")})
     served = mlflow.pyfunc.load_model(f"models:/tiny-openvino/{version}").predict(table)
     logged = json.loads(Path(client.download_artifacts(run_id, "predictions.json", str(tmp_path / "p"))).read_text())
@@ -258,7 +264,7 @@ def test_accuracy_control_and_quantization_aware_training_log_what_they_did(tmp_
                           "quantization.qat_distill_weight=0.5",
                           fine_tune=False)  # fmt: skip
     assert run_in_process(aware, tmp_path).returncode == 0
-    client, jobs = runs(tmp_path)
+    client, jobs = logged_runs(tmp_path)
     by_kind = {("qat" if j.data.params["quantization.qat_steps"] != "0" else "ac"): j for j in jobs}
     ac = by_kind["ac"].data.metrics
     assert ac["held_out_f1_fp32"] - ac["held_out_f1_int8"] <= 1.0
@@ -283,7 +289,7 @@ def test_compressed_builds_the_model_the_job_saved_and_refuses_a_job_that_reads_
     result = run_in_process(args, tmp_path)
     assert result.returncode == 0, result.stderr
     saved = quantize.load(tmp_path / "run" / "model")
-    rebuilt = pipeline.compressed(pipeline.validate(compose_config(args)), tmp_path / "work")
+    rebuilt = stages.compressed(stages.validate(compose_config(args)), tmp_path / "work")
     inputs = tokenizer(["Who wrote it?", "When?"], ["Ada wrote it in 1843.", "It was 1843."], padding=True,
                        return_tensors="pt")  # fmt: skip
     with torch.inference_mode():
@@ -291,4 +297,4 @@ def test_compressed_builds_the_model_the_job_saved_and_refuses_a_job_that_reads_
     recovering = compose_config(tiny_job_args(tiny_distilbert_dir, squad_files, *chosen, "pruning.finetune_steps=5",
                                               fine_tune=False))  # fmt: skip
     with pytest.raises(UserError, match=r"pruning\.finetune_steps=5.*reads data to compress"):
-        pipeline.compressed(pipeline.validate(recovering), tmp_path / "work")
+        stages.compressed(stages.validate(recovering), tmp_path / "work")

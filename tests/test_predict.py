@@ -3,7 +3,7 @@
 import numpy as np
 from datasets import Dataset
 
-from qa_compress import predict
+from qa_compress.evaluate import predict
 
 
 def _features(offsets_per_window, example_ids):

@@ -5,7 +5,8 @@ import torch
 from torch import nn
 from transformers import AutoModelForQuestionAnswering
 
-from qa_compress import families, models, prune, train
+from qa_compress import prune
+from qa_compress.model import families, models, train
 from qa_compress.prune import layers as prune_layers
 from qa_compress.prune import structured
 from qa_compress.quantize import get as quantization

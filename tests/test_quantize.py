@@ -5,7 +5,8 @@ import torch
 from torch import nn
 from transformers import AutoModelForQuestionAnswering
 
-from qa_compress import benchmark, prune, quantize
+from qa_compress import prune, quantize
+from qa_compress.evaluate import timing
 from qa_compress.quantize import dynamic_int8
 
 from .conftest import TRAINING, answer_windows, small_bert, small_inputs
@@ -22,7 +23,7 @@ def test_dynamic_int8_shrinks_the_model_and_keeps_its_outputs_close(tiny_bert_di
     inputs = tokenizer(["Who is there?"], ["Nobody is there at all."], return_tensors="pt")
     with torch.no_grad():
         reference = model(**inputs).start_logits
-    fp32_mb = benchmark.sizes(model, quantize.get("none"))["size_mb"]
+    fp32_mb = timing.sizes(model, quantize.get("none"))["size_mb"]
     quantized = _apply(model, "dynamic_int8")
     assert not any(type(m) is nn.Linear for m in quantized.modules())
     with torch.no_grad():
@@ -30,7 +31,7 @@ def test_dynamic_int8_shrinks_the_model_and_keeps_its_outputs_close(tiny_bert_di
     tensors = dynamic_int8.weight_tensors(quantized)
     assert any(name.endswith("weight.int8") and t.dtype == torch.int8 for name, t in tensors.items())
     # The tiny model is mostly embeddings (kept FP32), so the saving is small but real.
-    assert benchmark.sizes(quantized, quantize.get("dynamic_int8"))["size_mb"] < fp32_mb
+    assert timing.sizes(quantized, quantize.get("dynamic_int8"))["size_mb"] < fp32_mb
 
 
 @pytest.mark.parametrize(("per_channel", "structured"), [(False, False), (True, False), (True, True)])
@@ -68,7 +69,7 @@ def test_bf16_converts_every_weight_and_halves_the_size():
         assert model(**small_inputs()).start_logits.dtype == torch.bfloat16
     none = quantize.get("none")
     assert (
-        benchmark.sizes(model, quantize.get("bf16"))["size_mb"] < 0.6 * benchmark.sizes(small_bert(), none)["size_mb"]
+        timing.sizes(model, quantize.get("bf16"))["size_mb"] < 0.6 * timing.sizes(small_bert(), none)["size_mb"]
     )
 
 
@@ -95,7 +96,7 @@ def test_qat_with_frozen_weights_trains_the_quantizer_ranges_and_leaves_the_weig
     """`qat_freeze_weights`: after QAT steps the model's weights are as before and the ranges have moved."""
     import nncf
 
-    from qa_compress import train
+    from qa_compress.model import train
     from qa_compress.quantize.openvino_int8 import train_only_quantizers
 
     model = AutoModelForQuestionAnswering.from_pretrained(str(tiny_bert_dir)).eval()

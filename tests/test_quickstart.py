@@ -2,9 +2,9 @@
 
 import pytest
 
-from qa_compress.report import PLOTS
+from qa_compress.sweep.plots import PLOTS
 
-from .conftest import METRICS, run_in_process, runs
+from .conftest import METRICS, logged_runs, run_in_process
 
 
 @pytest.mark.slow
@@ -12,7 +12,7 @@ def test_quickstart_learns_the_task_and_shows_what_compression_costs(tmp_path):
     result = run_in_process(["-m", "experiment=quickstart"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
 
-    client, logged = runs(tmp_path)
+    client, logged = logged_runs(tmp_path)
     (parent,) = [r for r in logged if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in logged if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert parent.info.status == "FINISHED" and len(children) == 6

@@ -7,10 +7,10 @@ from .conftest import (
     QA_CHECKPOINT,
     SQUAD_DIR,
     children,
+    logged_runs,
     needs_qa_checkpoint,
     needs_shared_squad,
     run_in_process,
-    runs,
 )
 
 
@@ -63,7 +63,7 @@ def test_minilm_l6_from_its_package_fine_tunes_on_real_squad(tmp_path):
         tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = runs(tmp_path)[1]
+    (run,) = logged_runs(tmp_path)[1]
     assert run.info.status == "FINISHED"
     assert run.data.tags["baseline_cache"] == "miss"
     assert run.data.metrics["total"] == 16

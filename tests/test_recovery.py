@@ -9,7 +9,10 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForQuestionAnswering
 
-from qa_compress import data, distill, families, models, predict, prune, synthetic, threshold, train
+from qa_compress import prune
+from qa_compress.data import squad, synthetic
+from qa_compress.evaluate import predict, threshold
+from qa_compress.model import distill, families, models, train
 from qa_compress.prune import layers as prune_layers
 from qa_compress.prune import schedule
 
@@ -18,8 +21,8 @@ from .conftest import (
     answer_windows,
     assert_refused,
     children,
+    logged_runs,
     run_in_process,
-    runs,
     small_bert,
     small_inputs,
     tiny_job_args,
@@ -77,7 +80,7 @@ def test_rethresholding_equals_decoding_at_that_threshold():
 
 def test_the_threshold_split_takes_whole_paragraphs_and_never_an_evaluation_question(tmp_path):
     path = synthetic.write(tmp_path / "train.json", 12, seed=0)
-    examples = data.load_squad_json(path, "k")
+    examples = squad.load_squad_json(path, "k")
     ids = examples.dataset["id"]
     evaluation = set(ids[:5])  # questions that are also in the evaluation set go to neither side
     split = threshold.carve(examples, 6, seed=3, evaluation_ids=evaluation)
@@ -232,13 +235,13 @@ def test_a_gradual_distilled_sweep_calibrates_its_threshold_and_reports_each_ste
                          "predict.threshold_questions=8", "quantization=none,onnx_int8", fine_tune=False)  # fmt: skip
     result = run_in_process(["-m", *args], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    client, _ = runs(tmp_path)
+    client, _ = logged_runs(tmp_path)
     jobs = [j for j in children(tmp_path) if j.data.tags["uncompressed"] == "false"]
     assert len(jobs) == 2 and all(j.info.status == "FINISHED" for j in jobs)
     assert sorted(j.data.tags["teacher_cache"] for j in jobs) == ["hit", "miss"]  # computed once
     assert "evaluated it as run" in result.stdout  # the sweep had no uncompressed job: it evaluated one
     train_file, validation = squad_files
-    evaluation_ids = set(data.gold_answers(data.load_squad_json(validation, "k").dataset))
+    evaluation_ids = set(squad.gold_answers(squad.load_squad_json(validation, "k").dataset))
     for job in jobs:
         m = job.data.metrics
         assert {"null_threshold", "threshold_split_f1", "f1_uncalibrated", "f1_before_recovery"} <= set(m)
@@ -252,7 +255,7 @@ def test_a_gradual_distilled_sweep_calibrates_its_threshold_and_reports_each_ste
     pruned = jobs[0]
     assert pruned.data.metrics["sparsity"] == pytest.approx(0.5, abs=1e-3)
     assert pruned.info.run_name.startswith("tiny | global_magnitude 0.5 gradual +4 steps distilled")
-    (parent,) = [r for r in runs(tmp_path)[1] if "mlflow.parentRunId" not in r.data.tags]
+    (parent,) = [r for r in logged_runs(tmp_path)[1] if "mlflow.parentRunId" not in r.data.tags]
     table = Path(client.download_artifacts(parent.info.run_id, "report/report.md", str(tmp_path / "dl"))).read_text()
     for column in ("F1 before recovery", "F1 before threshold calibration", "best_f1 (oracle)"):
         assert column in table
@@ -275,7 +278,7 @@ def test_staged_structured_pruning_with_distillation_saves_a_model_that_answers_
                          fine_tune=False)  # fmt: skip
     result = run_in_process(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    (job,) = runs(tmp_path)[1]
+    (job,) = logged_runs(tmp_path)[1]
     m = job.data.metrics
     assert m["gradual_stages_applied"] == 3 and m["recovery_train_steps"] == 6
     assert m["heads_removed"] == 2 and m["ffn_neurons_removed"] == 2 * 32  # 1 of 2 heads, 32 of 64 neurons per layer
@@ -302,10 +305,10 @@ def test_a_threshold_file_replaces_the_carved_questions_and_never_the_evaluation
                          f"predict.threshold_file={held_out}", fine_tune=False)  # fmt: skip
     result = run_in_process(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    client, (job,) = runs(tmp_path)
+    client, (job,) = logged_runs(tmp_path)
     inputs = {i.dataset.name: i.dataset for i in client.get_run(job.info.run_id).inputs.dataset_inputs}
     assert str(held_out) in inputs["squad_json/threshold"].source and "squad_json/train" not in inputs
-    held = data.load_squad_json(held_out, "k").dataset
+    held = squad.load_squad_json(held_out, "k").dataset
     assert job.data.metrics["threshold_questions"] == len(held)
     same = tiny_job_args(tiny_bert_dir, squad_files, "predict.null_threshold=calibrate",
                          f"predict.threshold_file={validation}", fine_tune=False)  # fmt: skip

@@ -2,7 +2,7 @@
 
 import random
 
-from qa_compress import front, refine, search, search_space
+from qa_compress.sweep import front, refine, search, search_space
 
 DIRECTIONS = [front.MAXIMIZE, front.MAXIMIZE]
 NAMES = ["f1", "speedup"]

@@ -8,10 +8,16 @@ import pytest
 from matplotlib.image import imread
 from mlflow.tracking import MlflowClient
 
-from qa_compress import report
-from qa_compress.report import PLOTS, pareto_front
+from qa_compress.sweep import front, plots, recommend, report, tables
+from qa_compress.sweep.plots import PLOTS
+from qa_compress.tracking import results
 
-from .conftest import children, parents, runs, store_uri
+from .conftest import children, logged_runs, parents, store_uri
+
+
+def pareto_front(points):
+    """The report's front of (cost, F1) points."""
+    return front.front(points, (front.MINIMIZE, front.MAXIMIZE))
 
 
 def test_pareto_front_drops_dominated_points_and_keeps_ties():
@@ -48,7 +54,7 @@ def test_sweep_ends_with_a_report_in_its_directory_and_parent_run(tiny_sweep):
         image = imread(sweep_dir / name)  # decodes as a PNG
         assert image.shape[0] > 200 and image.shape[1] > 300
     table = _read_csv(sweep_dir / "report.csv")
-    client, _ = runs(tiny_sweep)
+    client, _ = logged_runs(tiny_sweep)
     jobs = {r.info.run_id: r for r in children(tiny_sweep)}
     assert len(table) == len(jobs) == 4 and {row["run_id"] for row in table} == set(jobs)
     assert {row["pruning"] for row in table} == {"l1_unstructured 0", "l1_unstructured 0.5"}
@@ -56,7 +62,7 @@ def test_sweep_ends_with_a_report_in_its_directory_and_parent_run(tiny_sweep):
     for row in table:
         run = jobs[row["run_id"]]
         for metric in ("f1", "HasAns_f1", "NoAns_f1", "exact", "size_mb", "size_gzip_mb", "latency_ms", "sparsity"):
-            places = report.DECIMALS.get(metric, report.DEFAULT_DECIMALS)
+            places = tables.DECIMALS.get(metric, tables.DEFAULT_DECIMALS)
             assert float(row[metric]) == pytest.approx(run.data.metrics[metric], abs=0.51 * 10**-places)
             change = run.data.metrics[metric] - baseline[metric]
             assert float(row[f"Δ{metric}"]) == pytest.approx(change, abs=0.51 * 10**-places)
@@ -96,8 +102,8 @@ def test_sweep_ends_with_a_report_in_its_directory_and_parent_run(tiny_sweep):
     assert expected <= logged
 
 
-def _job(number: int, f1: float, latency: float, size: float, quantization: str = "dynamic_int8", **kw) -> report.Job:
-    return report.Job(
+def _job(number: int, f1: float, latency: float, size: float, quantization: str = "dynamic_int8", **kw) -> results.Job:
+    return results.Job(
         run_id=f"run{number}", name=f"m | p{number} | {quantization}", model="m", dataset="squad_v2",
         pruning="l1_unstructured", pruning_label=f"l1_unstructured 0.{number}", quantization=quantization,
         status="FINISHED", uncompressed=kw.pop("uncompressed", False),
@@ -113,10 +119,10 @@ def test_recommendation_is_the_fastest_and_smallest_within_the_allowed_loss_and_
         _job(3, 80.2, 90.0, 95.0),  # the most accurate, slower and larger (the reference is on no front)
         replace(_job(4, 0.0, 1.0, 1.0), status="FAILED", metrics={}),
     ]
-    rec = report.recommend(jobs, max_f1_drop=1.0)
+    rec = recommend.recommend(jobs, max_f1_drop=1.0)
     assert (rec.reference.run_id, rec.fastest.run_id, rec.smallest.run_id) == ("run0", "run1", "run1")
     assert [j.run_id for j in rec.losers] == ["run2"]
-    lines = report.advice(rec)
+    lines = tables.advice(rec)
     assert len(lines) == 3
     assert lines[0] == (
         "Fastest within 1 F1 of uncompressed (80.00): l1_unstructured 0.1 | dynamic_int8, F1 79.50 (-0.50), "
@@ -125,14 +131,14 @@ def test_recommendation_is_the_fastest_and_smallest_within_the_allowed_loss_and_
     assert "90.00 MB (2.78x smaller)" in lines[1]
     assert lines[2] == "Losing more than 1 F1 (not recommended): l1_unstructured 0.2 | dynamic_int8 (-10.00)"
     # a stricter allowance leaves only the more accurate job, and then only the reference
-    assert report.recommend(jobs, max_f1_drop=0.1).fastest.run_id == "run3"
-    strict = report.recommend(jobs[:3], max_f1_drop=0.1)
-    assert strict.fastest.run_id == "run0" and "the uncompressed model itself" in report.advice(strict)[0]
-    table = report.rows(jobs, 1.0)
+    assert recommend.recommend(jobs, max_f1_drop=0.1).fastest.run_id == "run3"
+    strict = recommend.recommend(jobs[:3], max_f1_drop=0.1)
+    assert strict.fastest.run_id == "run0" and "the uncompressed model itself" in tables.advice(strict)[0]
+    table = tables.rows(jobs, 1.0)
     assert [row["loses_more_than_1_f1"] for row in table] == [False, False, True, False, False]
     assert [row["pareto"] for row in table] == ["", "speed,size", "speed,size", "speed,size", ""]
     assert table[4]["status"] == "FAILED" and math.isnan(table[4]["f1"])
-    text = report.document(jobs, {"sweep_overrides": "pruning.amount=0.1,0.2,0.3"}, 1.0)
+    text = tables.document(jobs, {"sweep_overrides": "pruning.amount=0.1,0.2,0.3"}, 1.0)
     assert "| 3 | l1_unstructured 0.2 \\| dynamic_int8 | 70.00 | -10.00 ⚠ |" in text
 
 
@@ -146,29 +152,29 @@ def test_with_paired_timing_the_fastest_is_the_highest_speedup_and_a_wide_spread
         timed(_job(1, 79.5, 70.0, 90.0), 1.4, 1.35, 1.45),  # measured alone, slower than job 2...
         timed(_job(2, 79.6, 60.0, 90.0), 1.2, 0.7, 1.9),  # ...but paired, job 1 is the faster; job 2 is noisy
     ]
-    rec = report.recommend(jobs, 1.0)
-    assert rec.fastest.run_id == "run1" and "1.40x faster" in report.advice(rec)[0]
-    table = report.rows(jobs, 1.0)
+    rec = recommend.recommend(jobs, 1.0)
+    assert rec.fastest.run_id == "run1" and "1.40x faster" in tables.advice(rec)[0]
+    table = tables.rows(jobs, 1.0)
     assert [row["x_faster"] for row in table] == [1.0, 1.4, 1.2]
     assert [row["noisy_timing"] for row in table] == [False, False, True]
-    assert "noisy timing (× faster 0.70–1.90)" in report.document(jobs, {}, 1.0)
+    assert "noisy timing (× faster 0.70–1.90)" in tables.document(jobs, {}, 1.0)
 
 
 def test_without_a_reference_the_report_says_why_nothing_is_recommended():
     jobs = [_job(1, 79.5, 70.0, 90.0), _job(2, 70.0, 40.0, 60.0)]
-    assert report.advice(report.recommend(jobs)) == [
+    assert tables.advice(recommend.recommend(jobs)) == [
         "No uncompressed job finished, so nothing can be recommended against it."
     ]
-    assert all(math.isnan(row["Δf1"]) for row in report.rows(jobs))
+    assert all(math.isnan(row["Δf1"]) for row in tables.rows(jobs))
 
 
 def test_reproduce_command_keeps_the_jobs_overrides_quoted_and_saves_the_model():
     overrides = ("experiment=quickstart", "model.name_or_path=/a dir/m", "force=true", "save_model=false")
     job = replace(_job(1, 1.0, 1.0, 1.0), overrides=overrides)
-    assert report.reproduce_command(job) == (
+    assert results.reproduce_command(job) == (
         "python run.py experiment=quickstart 'model.name_or_path=/a dir/m' save_model=true"
     )
-    assert report.reproduce_command(replace(job, overrides=None)) is None
+    assert results.reproduce_command(replace(job, overrides=None)) is None
 
 
 def test_plot_labels_of_crowded_points_do_not_overlap(tmp_path):
@@ -187,7 +193,7 @@ def test_plot_labels_of_crowded_points_do_not_overlap(tmp_path):
 
     plt.Figure.savefig = savefig
     try:
-        report.plot(jobs, tmp_path)
+        plots.plot(jobs, tmp_path)
     finally:
         plt.Figure.savefig = real_savefig
     labelled = [b for b in boxes if b]
@@ -231,5 +237,5 @@ def test_report_command_refuses_what_is_not_a_sweep_in_one_line_and_writes_nothi
 
 
 def test_a_change_prints_with_its_interval_only_when_it_has_one():
-    assert report.f1_change(-0.2, (-1.17, 0.76)) == "-0.20 [-1.17, +0.76]"
-    assert report.f1_change(0.0) == report.f1_change(0.0, (math.nan, math.nan)) == "+0.00"
+    assert tables.f1_change(-0.2, (-1.17, 0.76)) == "-0.20 [-1.17, +0.76]"
+    assert tables.f1_change(0.0) == tables.f1_change(0.0, (math.nan, math.nan)) == "+0.00"

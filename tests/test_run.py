@@ -10,7 +10,7 @@ import torch
 from transformers import BertConfig, BertModel
 
 from qa_compress import prune, quantize
-from qa_compress.resolvers import HELP_GROUPS
+from qa_compress.job.resolvers import HELP_GROUPS
 
 from .conftest import ROOT, assert_refused, help_line, run_cli, tiny_job_args, write_json
 

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from qa_compress import eval_squad_v2
-from qa_compress.score import always_no_answer, compute_f1, evaluate, normalize_answer
+from qa_compress.evaluate import eval_squad_v2
+from qa_compress.evaluate.score import always_no_answer, compute_f1, evaluate, normalize_answer
 
 from .conftest import write_json
 

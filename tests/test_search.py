@@ -11,8 +11,9 @@ from collections import Counter
 import optuna
 import pytest
 
-from qa_compress import front, search, search_space, store, study_storage
 from qa_compress.errors import UserError
+from qa_compress.sweep import front, search, search_space, study_storage
+from qa_compress.tracking import store
 from tests.conftest import assert_refused, children, parents, run_cli, run_in_process, start_cli, tiny_job_args
 
 GROUPS = ["model", "dataset", "training", "pruning", "quantization"]

@@ -15,9 +15,10 @@ from hydra.core.hydra_config import HydraConfig
 from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
-from qa_compress import report, tracking
-from qa_compress.config import from_hydra
-from qa_compress.sweep import BasicSweeper, reference_job, sweep_jobs
+from qa_compress.job.config import from_hydra
+from qa_compress.sweep import report
+from qa_compress.sweep.callback import BasicSweeper, reference_job, sweep_jobs
+from qa_compress.tracking import runs
 
 from .conftest import (
     ROOT,
@@ -187,7 +188,7 @@ def test_interrupted_parallel_sweep_resumes_without_retraining_or_duplicates(
 
 def test_two_sweeps_started_together_run_a_shared_job_once(tmp_path, tiny_distilbert_dir, squad_files):
     shared = tiny_job_args(tiny_distilbert_dir, squad_files, "benchmark.repeats=200", fine_tune=False)
-    tracking.experiment_id(store_uri(tmp_path), "qa-compress")  # one schema, made once
+    runs.experiment_id(store_uri(tmp_path), "qa-compress")  # one schema, made once
     common = [f"paths.cache_dir={tmp_path / 'cache'}", f"paths.mlruns_dir={tmp_path / 'mlruns'}"]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     first, second = (
@@ -201,7 +202,7 @@ def test_two_sweeps_started_together_run_a_shared_job_once(tmp_path, tiny_distil
     assert [j.info.status for j in jobs] == ["FINISHED"]  # one ran it; the other waited on its claim and reused it
     assert len(parents(tmp_path)) == 2
     reused = [p for p in parents(tmp_path) if p.info.run_id != jobs[0].data.tags["mlflow.parentRunId"]]
-    assert jobs[0].data.tags[tracking.reuse_tag(reused[0].info.run_id)] == "true"  # a job of both sweeps
+    assert jobs[0].data.tags[runs.reuse_tag(reused[0].info.run_id)] == "true"  # a job of both sweeps
 
 
 @pytest.fixture

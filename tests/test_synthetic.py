@@ -2,7 +2,7 @@
 
 import json
 
-from qa_compress import squad_json, synthetic
+from qa_compress.data import squad_json, synthetic
 
 
 def test_generator_is_seeded_and_consistent():

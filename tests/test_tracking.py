@@ -11,61 +11,62 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from qa_compress import report, tracking
+from qa_compress.sweep import report
+from qa_compress.tracking import runs
 
-from .conftest import children, run_in_process, runs, start_cli, store_uri, tiny_job_args
+from .conftest import children, logged_runs, run_in_process, start_cli, store_uri, tiny_job_args
 
 
 def test_a_job_that_raises_is_marked_failed(tmp_path):
     uri = store_uri(tmp_path)
     (tmp_path / "mlruns").mkdir()
-    experiment = tracking.experiment_id(uri, "qa-compress")
-    with pytest.raises(RuntimeError), tracking.job_run(experiment, "boom", None, {}):
+    experiment = runs.experiment_id(uri, "qa-compress")
+    with pytest.raises(RuntimeError), runs.job_run(experiment, "boom", None, {}):
         raise RuntimeError("stage failed")
-    with pytest.raises(KeyboardInterrupt), tracking.job_run(experiment, "stop", None, {}):
+    with pytest.raises(KeyboardInterrupt), runs.job_run(experiment, "stop", None, {}):
         raise KeyboardInterrupt
-    statuses = {r.info.run_name: r.info.status for r in runs(tmp_path)[1]}
+    statuses = {r.info.run_name: r.info.status for r in logged_runs(tmp_path)[1]}
     assert statuses == {"boom": "FAILED", "stop": "KILLED"}
 
 
 def test_a_sqlite_store_keeps_artifacts_beside_it_and_opens_as_a_model_training_experiment(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     database = tmp_path / "elsewhere" / "mlflow.db"
-    experiment = tracking.experiment_id(f"sqlite:///{database}", "qa-compress")
-    with tracking.job_run(experiment, "job", None, {}):
+    experiment = runs.experiment_id(f"sqlite:///{database}", "qa-compress")
+    with runs.job_run(experiment, "job", None, {}):
         (tmp_path / "note.txt").write_text("kept")
-        tracking.log_artifacts([tmp_path / "note.txt"])
+        runs.log_artifacts([tmp_path / "note.txt"])
     assert list((tmp_path / "elsewhere" / "artifacts").rglob("note.txt"))
     assert not (tmp_path / "mlruns").exists()  # nothing under the working directory
     client = MlflowClient(f"sqlite:///{database}")
     assert client.get_experiment(experiment).tags["mlflow.experimentKind"] == "custom_model_development"
     other = client.create_experiment("made-elsewhere")  # a GenAI experiment by MLflow's default
     assert "mlflow.experimentKind" not in client.get_experiment(other).tags
-    tracking.experiment_id(f"sqlite:///{database}", "made-elsewhere")
+    runs.experiment_id(f"sqlite:///{database}", "made-elsewhere")
     assert client.get_experiment(other).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_sweep_status_counts_jobs_that_never_ran():
-    assert tracking.sweep_status(["FINISHED", "FINISHED"], planned=2) == "FINISHED"
-    assert tracking.sweep_status(["FINISHED"], planned=2, interrupted=True) == "KILLED"  # a signal between jobs
-    assert tracking.sweep_status(["FINISHED"], planned=2) == "FAILED"  # stopped by an error outside any job
-    assert tracking.sweep_status(["FINISHED", "KILLED"], planned=3) == "KILLED"
-    assert tracking.sweep_status(["FINISHED", "FAILED"]) == "FAILED"
+    assert runs.sweep_status(["FINISHED", "FINISHED"], planned=2) == "FINISHED"
+    assert runs.sweep_status(["FINISHED"], planned=2, interrupted=True) == "KILLED"  # a signal between jobs
+    assert runs.sweep_status(["FINISHED"], planned=2) == "FAILED"  # stopped by an error outside any job
+    assert runs.sweep_status(["FINISHED", "KILLED"], planned=3) == "KILLED"
+    assert runs.sweep_status(["FINISHED", "FAILED"]) == "FAILED"
 
 
 def _open_job_run(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    experiment = tracking.experiment_id(uri, "signals")
-    return uri, tracking.job_run(experiment, "job", None, {})
+    experiment = runs.experiment_id(uri, "signals")
+    return uri, runs.job_run(experiment, "job", None, {})
 
 
 def test_a_signal_during_an_mlflow_write_is_raised_after_it_and_the_run_ends_killed(tmp_path):
     """Raising inside a write would leave the SQLite store locked and the run RUNNING for good."""
     uri, job_run = _open_job_run(tmp_path)
     with pytest.raises(KeyboardInterrupt, match="SIGTERM"), job_run as run_id:
-        with tracking.held():
+        with runs.held():
             signal.raise_signal(signal.SIGTERM)
-            tracking.log_metrics({"written_after_the_signal": 1.0})
+            runs.log_metrics({"written_after_the_signal": 1.0})
         pytest.fail("the held signal was not raised when the write ended")
     run = MlflowClient(uri).get_run(run_id)
     assert run.info.status == "KILLED"
@@ -127,7 +128,7 @@ def test_sigterm_marks_the_job_killed(tmp_path, tiny_distilbert_dir, squad_files
     finally:
         process.kill()
     assert process.returncode != 0
-    assert {r.info.status for r in runs(tmp_path)[1]} == {"KILLED"}  # the job and its sweep's parent
+    assert {r.info.status for r in logged_runs(tmp_path)[1]} == {"KILLED"}  # the job and its sweep's parent
 
 
 def test_sigterm_while_the_sweep_writes_its_report_still_ends_it(
@@ -148,7 +149,7 @@ def test_sigterm_while_the_sweep_writes_its_report_still_ends_it(
     )
     assert signalled and result.returncode == 0, result.stderr[-2000:]
     assert (tmp_path / "sweep" / "report.md").is_file()  # the report was finished
-    assert {r.info.status for r in runs(tmp_path)[1]} == {"FINISHED"}  # every planned job ran: so did the sweep
+    assert {r.info.status for r in logged_runs(tmp_path)[1]} == {"FINISHED"}  # every planned job ran: so did the sweep
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the sweep gave its handlers back
 
 
@@ -173,7 +174,7 @@ def test_runs_whose_process_died_are_marked_killed_by_the_next_job_and_live_ones
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = gone.stdout.strip()  # a process that has exited: what kill -9 leaves
     uri = store_uri(tmp_path)
-    experiment = tracking.experiment_id(uri, "qa-compress")
+    experiment = runs.experiment_id(uri, "qa-compress")
     client = MlflowClient(uri)
     host = socket.gethostname()
     dead = client.create_run(experiment, run_name="dead", tags={"host": host, "pid": dead_pid}).info.run_id
@@ -185,13 +186,13 @@ def test_runs_whose_process_died_are_marked_killed_by_the_next_job_and_live_ones
     assert client.get_run(dead).info.status == "KILLED"
     assert f"pid {dead_pid} on {host}) died" in client.get_run(dead).data.tags["error"]
     assert client.get_run(alive).info.status == client.get_run(elsewhere).info.status == "RUNNING"
-    (job,) = [r for r in runs(tmp_path)[1] if r.info.run_name not in {"dead", "alive", "other"}]
+    (job,) = [r for r in logged_runs(tmp_path)[1] if r.info.run_name not in {"dead", "alive", "other"}]
     assert job.data.tags["host"] == host and job.data.tags["pid"] == str(os.getpid())
 
 
 def test_processes_opening_one_fresh_store_at_once_all_get_the_same_experiment(tmp_path):
     uri = store_uri(tmp_path)
-    code = f"from qa_compress import tracking; print(tracking.experiment_id({uri!r}, 'qa-compress'))"
+    code = f"from qa_compress import tracking; print(runs.experiment_id({uri!r}, 'qa-compress'))"
     workers = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(4)]  # fmt: skip
     results = [worker.communicate(timeout=120) for worker in workers]
@@ -205,11 +206,11 @@ def test_a_sweep_whose_parent_run_cannot_be_created_starts_no_job(tmp_path, tiny
     def broken(*args, **kwargs):
         raise sqlite3.OperationalError("no such column: jobs.function_fullname")
 
-    monkeypatch.setattr(tracking, "start_sweep", broken)
+    monkeypatch.setattr(runs, "start_sweep", broken)
     sweep = tiny_job_args(tiny_distilbert_dir, squad_files, "pruning=l1_unstructured", "pruning.amount=0.1,0.2")
     result = run_in_process(["-m", *sweep], tmp_path)
     assert result.returncode == 1
     assert "the sweep stopped while creating its MLflow parent run in sqlite:///" in result.stderr
     assert "OperationalError: no such column: jobs.function_fullname); no job was started" in result.stderr
     assert "Traceback" not in result.stderr
-    assert runs(tmp_path)[1] == [] and not (tmp_path / "sweep" / "0").exists()
+    assert logged_runs(tmp_path)[1] == [] and not (tmp_path / "sweep" / "0").exists()

@@ -66,21 +66,24 @@ class ParetoSweeper(Sweeper):
         from hydra.core.utils import JobStatus
         from omegaconf import OmegaConf
 
-        from qa_compress import search, search_space, store, sweep, tracking
+        from qa_compress.sweep import search, search_space
+        from qa_compress.sweep.callback import callback_for, check_jobs, reference_job
+        from qa_compress.sweep.callback import composed as compose_job
+        from qa_compress.tracking import runs, store
 
         config = self.config
         config_name = config.hydra.job.config_name
         uri = store.tracking_uri(OmegaConf.select(config, "tracking.uri"), config.paths.mlruns_dir)
         sweep_dir = Path(config.hydra.sweep.dir)
-        callback = sweep.callback_for(sweep_dir)
+        callback = callback_for(sweep_dir)
 
         def composed(overrides: list[str]) -> dict:
-            return sweep.composed(config_name, overrides)
+            return compose_job(config_name, overrides)
 
         plan = callback.search_plan if callback is not None else None  # checked before the parent run opened
         plan = plan or search.plan(config, composed, uri)
         names = list(plan.settings.objectives)
-        _, reference = sweep.reference_job(config_name, list(plan.space.fixed))
+        _, reference = reference_job(config_name, list(plan.space.fixed))
 
         def launch(batch: list[list[str]], first_index: int) -> list[search.Outcome]:
             returns = self.launcher.launch(batch, initial_job_idx=first_index)
@@ -93,7 +96,7 @@ class ParetoSweeper(Sweeper):
             return outcomes
 
         def check(batch: list[list[str]]) -> None:
-            sweep.check_jobs(config, config_name, batch)
+            check_jobs(config, config_name, batch)
 
         runner = search.Search(
             plan,
@@ -101,7 +104,7 @@ class ParetoSweeper(Sweeper):
             check,
             lambda overrides: search_space.config_key(composed(overrides)),
             reference,
-            tracking.sweep_parent(sweep_dir),
+            runs.sweep_parent(sweep_dir),
             uri,
         )
         log.info("Study %s in %s: %s", plan.study, store.masked(plan.storage), plan.space.describe())

@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from torch import nn
 
-    from qa_compress.config import JobConfig
 
 
 class PruningSettings(Section):
@@ -90,8 +89,8 @@ class PruningMethod:
         """Whether the job must prepare training windows (recovery fine-tuning, data-driven importance)."""
         return settings.finetune_steps > 0
 
-    def check(self, job: JobConfig, model_config: Any) -> str | None:
-        """Why this job cannot run with this method on a model with `model_config`, or None."""
+    def check(self, settings: PruningSettings, model_config: Any) -> str | None:
+        """Why these settings cannot prune a model with `model_config`, or None."""
         return None
 
     def apply(
@@ -173,7 +172,7 @@ def layer_patterns(settings: PruningSettings, model_type: str) -> list[str] | No
     """The configured layer patterns, or the model family's when none are configured (None: no family)."""
     if settings.layer_patterns is not None:
         return list(settings.layer_patterns)
-    from qa_compress import families
+    from qa_compress.model import families
 
     family = families.of(model_type)
     return list(family.layer_patterns) if family is not None else None

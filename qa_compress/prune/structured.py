@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 
 from pydantic import Field
 
-from qa_compress import families
-from qa_compress.families import Block
+from qa_compress.model import families
+from qa_compress.model.families import Block
 from qa_compress.prune.base import PruningMethod, PruningSettings, register
 
 if TYPE_CHECKING:
@@ -127,7 +127,7 @@ class Structured(PruningMethod):
     def needs_training_data(self, settings: PruningSettings) -> bool:
         return settings.finetune_steps > 0 or settings.importance == "gradient"
 
-    def check(self, job, model_config) -> str | None:
+    def check(self, settings, model_config) -> str | None:
         if families.of(model_config.model_type) is None:
             return (
                 f"structured pruning knows the layer layout of {', '.join(families.known_model_types())} models, "
@@ -136,7 +136,7 @@ class Structured(PruningMethod):
         return None
 
     def apply(self, model, layers, settings, context) -> dict[str, float]:
-        from qa_compress import train
+        from qa_compress.model import train
 
         blocks = families.of_model(model).blocks(model)
         if settings.importance == "gradient":

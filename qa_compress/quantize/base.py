@@ -26,9 +26,8 @@ if TYPE_CHECKING:
     from datasets import Dataset
     from torch import nn
 
-    from qa_compress.calibration import Calibration, HeldOut
-    from qa_compress.config import JobConfig
-    from qa_compress.distill import Teacher
+    from qa_compress.evaluate.calibration import Calibration, HeldOut
+    from qa_compress.model.distill import Teacher
 
 SAVED_RECORD = "compression.json"  # beside a saved model: which method wrote it, so loading needs no hint
 TRAINING_WINDOWS = "training_windows"  # the job's training windows, labels included (calibration draws, QAT)
@@ -89,8 +88,8 @@ class QuantizationMethod:
         """The data this method reads with these settings: TRAINING_WINDOWS, CALIBRATION_WINDOWS, HELD_OUT_QUESTIONS."""
         return self.needs
 
-    def check(self, job: JobConfig, model_config: Any) -> str | None:
-        """Why this job cannot run with this method here (missing hardware or library), or None."""
+    def check(self, settings: QuantizationSettings, model_config: Any) -> str | None:
+        """Why these settings cannot run here (missing hardware or library), or None."""
         return None
 
     def apply(self, model: nn.Module, settings: QuantizationSettings, context: QuantizeContext) -> Any:
@@ -122,7 +121,7 @@ class QuantizationMethod:
 
     def load(self, directory: Path, num_threads: int) -> Any:
         """Load what `save` wrote; runs no code from the files."""
-        from qa_compress import models
+        from qa_compress.model import models
 
         return models.load_weights(directory)
 

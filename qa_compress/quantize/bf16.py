@@ -11,7 +11,7 @@ class Bf16(HalfPrecision):
     description = "bfloat16 weights and activations; on a GPU with bf16 or a CPU with AVX512-BF16 or AMX."
     dtype_name = "bfloat16"
 
-    def check(self, job, model_config):
+    def check(self, settings, model_config):
         import torch
 
         if not (torch.cuda.is_available() and torch.cuda.is_bf16_supported()) and not cpu_has_bf16():

@@ -86,7 +86,7 @@ class DynamicInt8(QuantizationMethod):
     settings: ClassVar[type[QuantizationSettings]] = DynamicInt8Settings
     runs_on = "cpu"
 
-    def check(self, job, model_config):
+    def check(self, settings, model_config):
         import torch
 
         if _quantize_dynamic() is None:
@@ -113,7 +113,7 @@ class DynamicInt8(QuantizationMethod):
         from safetensors.torch import load_file
         from transformers import AutoConfig
 
-        from qa_compress import families
+        from qa_compress.model import families
 
         config = AutoConfig.from_pretrained(str(directory))
         tensors = load_file(str(directory / QUANTIZED_WEIGHTS))

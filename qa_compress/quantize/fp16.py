@@ -12,7 +12,7 @@ class Fp16(HalfPrecision):
     runs_on = "gpu"
     dtype_name = "float16"
 
-    def check(self, job, model_config):
+    def check(self, settings, model_config):
         import torch
 
         if not torch.cuda.is_available():

@@ -24,7 +24,7 @@ class OnnxInt8(QuantizationMethod):
     settings: ClassVar[type[QuantizationSettings]] = OnnxInt8Settings
     runs_on = "cpu"
 
-    def check(self, job, model_config):
+    def check(self, settings, model_config):
         try:
             import onnx  # noqa: F401
             import onnxruntime  # noqa: F401
@@ -33,13 +33,13 @@ class OnnxInt8(QuantizationMethod):
         return None
 
     def apply(self, model, settings, context):
-        from qa_compress import onnxrt
+        from qa_compress.quantize.backends import onnxrt
 
         path, _ = onnxrt.build_int8(model, context.input_names, context.workdir, settings.per_channel)
         return onnxrt.OrtModel(path, context.num_threads)
 
     def stored_tensors(self, model):
-        from qa_compress import onnxrt
+        from qa_compress.quantize.backends import onnxrt
 
         return onnxrt.initializers(model.path)
 
@@ -47,12 +47,12 @@ class OnnxInt8(QuantizationMethod):
         return model.path.read_bytes()
 
     def save(self, model, directory) -> None:
-        from qa_compress import onnxrt
+        from qa_compress.quantize.backends import onnxrt
 
         shutil.copyfile(model.path, directory / onnxrt.QUANTIZED_FILE)
 
     def load(self, directory, num_threads=1):
-        from qa_compress import onnxrt
+        from qa_compress.quantize.backends import onnxrt
 
         return onnxrt.OrtModel(directory / onnxrt.QUANTIZED_FILE, num_threads)
 

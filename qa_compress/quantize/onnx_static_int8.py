@@ -30,7 +30,7 @@ class OnnxStaticInt8(OnnxInt8):
         return settings.calibration_reads()
 
     def apply(self, model, settings, context):
-        from qa_compress import onnxrt
+        from qa_compress.quantize.backends import onnxrt
 
         items = context.calibration.items(context.input_names)
         path, operators = onnxrt.build_int8(model, context.input_names, context.workdir, settings.per_channel, items,

@@ -11,13 +11,13 @@ class OpenVinoBf16(OpenVinoMethod):
     description = "Convert to OpenVINO and run in bfloat16; on a CPU with AVX512-BF16 or AMX."
     precision = "bf16"
 
-    def check(self, job, model_config):
+    def check(self, settings, model_config):
         if not cpu_has_bf16():
             return (
                 "OpenVINO bf16 inference needs a CPU with AVX512-BF16 or AMX and this one has neither; "
                 "use openvino_fp32 or openvino_int8"
             )
-        return super().check(job, model_config)
+        return super().check(settings, model_config)
 
 
 METHOD = register(OpenVinoBf16())

@@ -69,15 +69,15 @@ class OpenVinoInt8(OpenVinoMethod):
             wanted.add(HELD_OUT_QUESTIONS)
         return frozenset(wanted)
 
-    def check(self, job, model_config):
+    def check(self, settings, model_config):
         try:
             import nncf  # noqa: F401
         except ImportError as err:
             return f"needs the nncf package ({err}); pip install openvino nncf"
-        return super().check(job, model_config)
+        return super().check(settings, model_config)
 
     def build(self, model, settings, context):
-        from qa_compress import openvino_runtime
+        from qa_compress.quantize.backends import openvino_runtime
 
         if settings.qat_steps:
             return self._quantization_aware(model, settings, context)
@@ -102,7 +102,8 @@ class OpenVinoInt8(OpenVinoMethod):
         import nncf
         import torch
 
-        from qa_compress import openvino_runtime, train
+        from qa_compress.model import train
+        from qa_compress.quantize.backends import openvino_runtime
 
         openvino_runtime.quiet_nncf()
         batches = context.calibration.batches(context.input_names, 1)

@@ -1,0 +1,1 @@
+"""SQuAD 2.0 data: the JSON format, Hub and file loading, generated data, tokenized windows."""

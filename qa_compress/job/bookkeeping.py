@@ -1,0 +1,101 @@
+"""A job's identity in MLflow: its run name, tags and configuration hash, and reuse of a finished run.
+
+Kept apart from the stages so `pipeline.execute` reads as the steps of a job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from mlflow.entities import Run
+
+from qa_compress import prune, quantize
+from qa_compress.evaluate import timing
+from qa_compress.job.config import JobConfig
+from qa_compress.model import models
+from qa_compress.tracking import cache, runs
+
+log = logging.getLogger(__name__)
+
+SKIPPED_FILE = "skipped.json"  # left in a job's output directory when it reused a finished run
+
+
+def run_name(job: JobConfig) -> str:
+    """`model | pruning choice | quantization`, as the MLflow UI and the summary line show it."""
+    return f"{job.model.name} | {prune.describe(job.pruning)} | {job.quantization.name}"
+
+
+def is_uncompressed(job: JobConfig) -> bool:
+    """Whether the job leaves the model as trained: the reference its sweep compares against."""
+    return prune.get(job.pruning.name).is_identity(job.pruning) and quantize.get(job.quantization.name).identity
+
+
+def job_hash(job: JobConfig) -> str:
+    """Identity of a job's result: its settings and the content of its inputs, not where it writes.
+
+    Two jobs with the same hash produce the same metrics (up to timing noise), so a rerun may reuse one; a
+    method's `revision` (above 1) joins it, so a run made before the method's results changed is not reused.
+    """
+    settings = job.model_dump(exclude={"paths", "tracking", "report", "force", "cache_lock_timeout_s"})
+    inputs = {"model": models.fingerprint(job.model.name_or_path)}
+    files = {key: getattr(job.dataset, key) for key in ("train_file", "validation_file")}
+    files["calibration_file"] = getattr(job.quantization, "calibration_file", None)
+    files["threshold_file"] = job.predict.threshold_file
+    for key, path in files.items():
+        if path is not None and Path(path).is_file():
+            inputs[key] = cache.input_digest(Path(path))
+    identity = {"settings": settings, "inputs": inputs}
+    methods = {"pruning": prune.get(job.pruning.name), "quantization": quantize.get(job.quantization.name)}
+    revised = {stage: method.revision for stage, method in methods.items() if method.revision > 1}
+    if revised:  # left out at revision 1, so the hashes of runs made before revisions existed still match
+        identity["revisions"] = revised
+    return cache.key(identity)
+
+
+SLURM_TAGS = {  # tag: the variable SLURM sets in a job; what `sacct -j` and `scancel` take
+    "slurm_job_id": "SLURM_JOB_ID",
+    "slurm_array_job_id": "SLURM_ARRAY_JOB_ID",
+    "slurm_array_task_id": "SLURM_ARRAY_TASK_ID",
+    "slurm_cluster": "SLURM_CLUSTER_NAME",
+    "slurm_node": "SLURMD_NODENAME",
+}
+
+
+def tags(job: JobConfig, num_threads: int, versions: dict[str, str], overrides: list[str]) -> dict[str, str]:
+    """What a run is tagged with: its choices, its provenance, the machine (and SLURM job) it ran on, its
+    configuration hash, and the command-line overrides that reproduce it (the report's `python run.py ...` line)."""
+    result = {
+        "git_commit": runs.git_commit(job.paths.root_dir),
+        "model": job.model.name,
+        "dataset": job.dataset.name,
+        "training": job.training.name,
+        "pruning": job.pruning.name,
+        "pruning_label": prune.describe(job.pruning),
+        "quantization": job.quantization.name,
+        "uncompressed": str(is_uncompressed(job)).lower(),
+        "num_threads": str(num_threads),
+        "cpu": timing.cpu_description(),
+        "cpu_count": str(os.cpu_count()),
+        "overrides": json.dumps(overrides),
+        "versions": json.dumps(versions),
+        "config_hash": job_hash(job),
+    }
+    result.update({tag: os.environ[variable] for tag, variable in SLURM_TAGS.items() if variable in os.environ})
+    if job.model.trust_remote_code:
+        result["trust_remote_code"] = "true"
+    return result
+
+
+def reuse_finished(experiment: str, config_hash: str, parent: str | None, output_dir: Path, name: str) -> Run | None:
+    """The FINISHED run with this hash, if any, recorded as one of the sweep's jobs (the job is then skipped)."""
+    previous = runs.finished_run(experiment, config_hash)
+    if previous is None:
+        return None
+    log.info("Skipping %s: finished already as run %s (force=true reruns it)", name, previous.info.run_id)
+    runs.mark_reused(previous.info.run_id, parent)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / SKIPPED_FILE).write_text(json.dumps({"run_id": previous.info.run_id, "name": name}))
+    return previous

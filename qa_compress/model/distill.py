@@ -1,0 +1,129 @@
+"""Knowledge distillation during recovery: the pruned student learns the uncompressed model's start/end logits.
+
+The loss is Hinton et al.'s: weight * T^2 * KL(teacher_T || student_T) + (1 - weight) * the
+label loss, with T the temperature and the KL taken over the window's token positions
+(padding excluded), averaged over start and end. The teacher's logits are computed once
+per training window and kept in the cache as safetensors, keyed by the teacher's weights
+and the windows' tokens, so a sweep of pruning amounts computes them once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from safetensors.torch import load_file, save_file
+from transformers import Trainer
+
+from qa_compress.evaluate import predict
+from qa_compress.tracking import cache
+
+log = logging.getLogger(__name__)
+
+TEACHER_FORMAT = 1
+TEACHER_FILE = "teacher_logits.safetensors"
+WINDOW_INDEX = "window_index"  # the column that tells the loss which cached logits belong to a window
+MASKED = -1e4  # logit for padding positions: softmax weight ~0, finite so the KL has no inf - inf
+
+
+@dataclass(frozen=True)
+class Teacher:
+    """The uncompressed model's logits per training window (rows in window order) and how to weigh them."""
+
+    start_logits: torch.Tensor
+    end_logits: torch.Tensor
+    temperature: float
+    weight: float
+
+
+def model_digest(model: torch.nn.Module) -> str:
+    """Content digest of a model's weights (names, shapes, values)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def windows_digest(windows: Dataset) -> str:
+    """Content digest of training windows: their token ids, in order."""
+    digest = hashlib.sha256()
+    for ids in windows.with_format("numpy", columns=["input_ids"])["input_ids"]:
+        digest.update(np.asarray(ids, dtype=np.int64).tobytes())
+    return digest.hexdigest()
+
+
+def teacher_logits(
+    model: torch.nn.Module,
+    windows: Dataset,
+    input_names: list[str],
+    batch_size: int,
+    device: torch.device,
+    cache_dir: Path,
+    lock_timeout_s: float,
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Start and end logits of `model` for every training window, from the cache when there; and hit or miss."""
+    key = cache.key({"format": TEACHER_FORMAT, "teacher": model_digest(model), "windows": windows_digest(windows)})
+    entry = cache_dir / "teachers" / key
+    with cache.locked(entry, lock_timeout_s):
+        if cache.usable(entry, required=(TEACHER_FILE,)):
+            tensors = load_file(str(entry / TEACHER_FILE))
+            return tensors["start_logits"], tensors["end_logits"], "hit"
+        log.info("Teacher logits for %d training windows", len(windows))
+        inputs = predict.forward_inputs(windows, input_names)
+        starts, ends = predict.logits(model.to(device), inputs, batch_size, device)
+        tensors = {"start_logits": torch.from_numpy(starts), "end_logits": torch.from_numpy(ends)}
+        with cache.building(entry) as tmp:
+            save_file(tensors, str(tmp / TEACHER_FILE))
+    return tensors["start_logits"], tensors["end_logits"], "miss"
+
+
+def loss(
+    student: tuple[torch.Tensor, torch.Tensor],
+    teacher: tuple[torch.Tensor, torch.Tensor],
+    attention_mask: torch.Tensor,
+    label_loss: torch.Tensor,
+    temperature: float,
+    weight: float,
+) -> torch.Tensor:
+    """weight * T^2 * KL(teacher || student) at temperature T, averaged over start and end, + (1 - weight) * labels."""
+    padding = attention_mask == 0
+    kl = 0.0
+    for s, t in zip(student, teacher, strict=True):
+        s = (s / temperature).masked_fill(padding, MASKED)
+        t = (t.to(s.dtype) / temperature).masked_fill(padding, MASKED)
+        kl = kl + F.kl_div(F.log_softmax(s, dim=-1), F.log_softmax(t, dim=-1), log_target=True, reduction="batchmean")
+    return weight * temperature**2 * kl / 2 + (1 - weight) * label_loss
+
+
+def training_windows(windows: Dataset, model: torch.nn.Module) -> Dataset:
+    """The windows with the columns the model takes (labels included) and each window's row index."""
+    accepted = set(inspect.signature(model.forward).parameters)
+    keep = [c for c in windows.column_names if c in accepted]
+    return windows.select_columns(keep).add_column(WINDOW_INDEX, list(range(len(windows))))
+
+
+class DistillationTrainer(Trainer):
+    """A `Trainer` whose loss mixes the teacher's cached logits with the labels."""
+
+    def __init__(self, *args, teacher: Teacher, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.teacher = teacher
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        rows = inputs.pop(WINDOW_INDEX).cpu()
+        outputs = model(**inputs)
+        length = outputs.start_logits.shape[1]  # batches are trimmed of padding none of their windows needs
+        device = outputs.start_logits.device
+        teacher = tuple(t[rows, :length].to(device) for t in (self.teacher.start_logits, self.teacher.end_logits))
+        value = loss((outputs.start_logits, outputs.end_logits), teacher, inputs["attention_mask"], outputs.loss,
+                     self.teacher.temperature, self.teacher.weight)  # fmt: skip
+        return (value, outputs) if return_outputs else value

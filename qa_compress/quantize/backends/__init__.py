@@ -1,0 +1,1 @@
+"""The runtimes quantization methods compile to: ONNX Runtime and OpenVINO."""

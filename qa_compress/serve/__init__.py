@@ -1,0 +1,1 @@
+"""A compressed model as an MLflow model that answers questions over HTTP."""

@@ -1,0 +1,234 @@
+"""Serve a job's compressed model: an MLflow pyfunc model that answers questions, registered by name.
+
+    python -m qa_compress.export --run-id ID --name squad-minilm-int8
+    MLFLOW_TRACKING_URI=sqlite:///mlruns/mlflow.db mlflow models serve -m models:/squad-minilm-int8/1 \
+        --env-manager local -h 127.0.0.1 -p 5001
+
+The model takes rows of `question` and `context` (and optionally `id`) and returns, per row, `id`,
+`answer` ("" for no answer) and `no_answer_probability`. It cuts the same windows, decodes with the
+same code and applies the same null threshold as the job's evaluation, through whichever runtime
+the job quantized for (PyTorch, ONNX Runtime or OpenVINO), so it gives the job's `predictions.json`
+answers. Nothing is pickled: the model is logged from code (`serving_model.py`) and its weights are
+the job's saved files (safetensors, ONNX or OpenVINO IR).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+import warnings
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+SERVING_FILE = "serving.json"  # beside the weights: what decides the answers besides them
+MODEL_ARTIFACT = "model"  # where a job with save_model=true keeps its model in its run
+LOGGED_MODEL_NAME = "qa_model"
+DEFAULT_REGISTERED_NAME = "qa-compress"
+REQUIRED_COLUMNS = ("question", "context")
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}$")
+
+
+class ExportError(Exception):
+    """A model that cannot be exported, in one line; nothing was logged or registered."""
+
+
+@dataclass(frozen=True)
+class Serving:
+    """The settings of the job's evaluation that decide its answers, besides the weights."""
+
+    max_seq_length: int
+    doc_stride: int
+    n_best_size: int
+    max_answer_length: int
+    null_threshold: float  # the calibrated one when the job calibrated it
+    batch_size: int
+
+    @classmethod
+    def of_run(cls, run: Run) -> Serving:
+        """From a finished job's run: its logged parameters and, when it calibrated, its threshold."""
+        params, metrics = run.data.params, run.data.metrics
+        threshold = metrics.get("null_threshold", float(params["predict.null_score_diff_threshold"]))
+        return cls(
+            max_seq_length=int(params["dataset.max_seq_length"]),
+            doc_stride=int(params["dataset.doc_stride"]),
+            n_best_size=int(params["predict.n_best_size"]),
+            max_answer_length=int(params["predict.max_answer_length"]),
+            null_threshold=float(threshold),
+            batch_size=int(params["predict.batch_size"]),
+        )
+
+    @classmethod
+    def of_job(cls, job, metrics: dict[str, float]) -> Serving:
+        """From a job's config (`config.JobConfig`) and the metrics it logged (its calibrated threshold)."""
+        return cls(
+            max_seq_length=job.dataset.max_seq_length,
+            doc_stride=job.dataset.doc_stride,
+            n_best_size=job.predict.n_best_size,
+            max_answer_length=job.predict.max_answer_length,
+            null_threshold=float(metrics.get("null_threshold", job.predict.null_score_diff_threshold)),
+            batch_size=job.predict.batch_size,
+        )
+
+
+class QuestionAnswerer:
+    """A saved compressed model and its tokenizer, answering questions as the job's evaluation did."""
+
+    def __init__(self, directory: Path, num_threads: int | None = None) -> None:
+        import torch
+        from transformers import AutoTokenizer
+
+        from qa_compress import quantize
+        from qa_compress.model import models
+
+        self.serving = Serving(**json.loads((directory / SERVING_FILE).read_text()))
+        self.tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        self.model = quantize.load(directory, num_threads or torch.get_num_threads())
+        self.input_names = models.input_names(self.tokenizer, self.model)
+
+    def answer(self, rows: list[dict[str, str]]) -> list[dict[str, Any]]:
+        """One answer per row of question and context ("" when the model finds none)."""
+        import torch
+        from datasets import Dataset
+
+        from qa_compress.data import features
+        from qa_compress.evaluate import predict
+
+        if not rows:
+            return []
+        ids = [str(row.get("id") or i) for i, row in enumerate(rows)]
+        if len(set(ids)) != len(ids):
+            raise ValueError("the rows' ids must be unique (or leave them out)")
+        examples = Dataset.from_dict({
+            "id": ids, "question": [str(r["question"]) for r in rows], "context": [str(r["context"]) for r in rows],
+        })  # fmt: skip
+        s = self.serving
+        windows = examples.map(features.prepare_eval_features, batched=True, remove_columns=examples.column_names,
+                               fn_kwargs={"tokenizer": self.tokenizer, "max_seq_length": s.max_seq_length,
+                                          "doc_stride": s.doc_stride})  # fmt: skip
+        inputs = predict.forward_inputs(windows, self.input_names)
+        start, end = predict.logits(self.model, inputs, s.batch_size, torch.device("cpu"))
+        found = predict.decode(examples, windows, start, end, s.n_best_size, s.max_answer_length, s.null_threshold)
+        return [{"id": qid, "answer": found.answers[qid], "no_answer_probability": found.na_probs[qid]} for qid in ids]
+
+
+class QAModel(mlflow.pyfunc.PythonModel):
+    """The pyfunc face of `QuestionAnswerer`: a table of questions and contexts in, a table of answers out."""
+
+    def load_context(self, context) -> None:
+        self.answerer = QuestionAnswerer(Path(context.artifacts[MODEL_ARTIFACT]))
+
+    def predict(self, context, model_input, params=None):
+        import pandas as pd
+
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
+        if missing:
+            raise ValueError(f"missing column(s) {', '.join(missing)}: send rows of question and context")
+        return pd.DataFrame(self.answerer.answer(frame.to_dict("records")))
+
+
+def _requirements(quantization: str) -> list[str]:
+    """Pinned packages the served model imports (PyPI versions: a local `+cpu` suffix dropped)."""
+    names = ["torch", "transformers", "tokenizers", "datasets", "safetensors", "numpy", "pandas", "pydantic", "mlflow"]
+    if quantization.startswith("onnx"):
+        names += ["onnx", "onnxruntime"]
+    if quantization.startswith("openvino"):
+        names += ["openvino"]
+    return [f"{name}=={metadata.version(name).split('+', 1)[0]}" for name in names]
+
+
+def log_model(directory: Path, serving: Serving, quantization: str, registered_name: str | None):
+    """Log the saved model in `directory` as a pyfunc model of the active run, registered under `registered_name`."""
+    import pandas as pd
+
+    (directory / SERVING_FILE).write_text(json.dumps(asdict(serving), indent=2))
+    example = pd.DataFrame([{"id": "q1", "question": "Who wrote it?", "context": "It was written by Ada Lovelace."}])
+    answers = pd.DataFrame([{"id": "q1", "answer": "Ada Lovelace", "no_answer_probability": 0.5}])
+    package = Path(__file__).resolve().parents[1]  # the whole qa_compress package travels with the model
+    with warnings.catch_warnings():  # the signature is given: no type hints or example needed to infer one
+        warnings.filterwarnings("ignore", message=".*(type hints|input example was not provided).*")
+        return _log(directory, package, example, answers, quantization, registered_name)
+
+
+def _log(directory: Path, package: Path, example, answers, quantization: str, registered_name: str | None):
+    from mlflow.models import infer_signature
+
+    return mlflow.pyfunc.log_model(
+        name=LOGGED_MODEL_NAME,
+        python_model=str(package / "serve" / "serving_model.py"),  # logged from code: nothing pickled
+        artifacts={MODEL_ARTIFACT: str(directory)},
+        code_paths=[str(package)],
+        signature=infer_signature(example, answers),
+        pip_requirements=_requirements(quantization),
+        registered_model_name=registered_name,
+    )
+
+
+def check_name(name: str) -> None:
+    if not NAME_PATTERN.match(name):
+        raise ExportError(f"--name={name!r}: use letters, digits, '.', '_' and '-' (a Model Registry name)")
+
+
+def export(client: MlflowClient, run_id: str, name: str, workdir: Path) -> tuple[str, str]:
+    """Log the run's saved model as a pyfunc model of that run and register it; returns (model URI, version)."""
+    check_name(name)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise ExportError(f"--run-id={run_id}: no such run in {client.tracking_uri}") from None
+    if run.info.status != "FINISHED":
+        raise ExportError(f"--run-id={run_id}: run {run.info.run_name!r} ended {run.info.status}, not FINISHED")
+    if "sweep_dir" in run.data.tags:
+        raise ExportError(f"--run-id={run_id}: a sweep's parent run; give one of its jobs (the report names them)")
+    if not client.list_artifacts(run_id, MODEL_ARTIFACT):
+        from qa_compress.tracking import results
+
+        again = results.reproduce_command(results.job_of(run)) or "python run.py <its overrides> save_model=true"
+        raise ExportError(f"--run-id={run_id}: the job kept no model; run it again to keep one: {again}")
+    directory = Path(client.download_artifacts(run_id, MODEL_ARTIFACT, str(workdir)))
+    serving = Serving.of_run(run)
+    mlflow.set_tracking_uri(client.tracking_uri)
+    with mlflow.start_run(run_id=run_id):
+        info = log_model(directory, serving, run.data.tags.get("quantization", ""), name)
+    return info.model_uri, str(info.registered_model_version)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qa_compress.export", description=__doc__.splitlines()[0])
+    parser.add_argument("--run-id", required=True, help="the job's run (its model kept with save_model=true)")
+    name_help = f"Model Registry name (default: {DEFAULT_REGISTERED_NAME}); each export adds a version"
+    parser.add_argument("--name", default=DEFAULT_REGISTERED_NAME, help=name_help)
+    parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlruns)")
+    opts = parser.parse_args(argv)
+    from qa_compress.errors import UserError
+    from qa_compress.tracking import store
+
+    if not sys.stderr.isatty():  # progress bars only on a terminal, as in a job
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+    try:
+        uri = store.existing(opts.tracking_uri)
+        with tempfile.TemporaryDirectory() as workdir:
+            model_uri, version = export(MlflowClient(uri), opts.run_id, opts.name, Path(workdir))
+    except (ExportError, UserError) as err:
+        sys.stderr.write(f"{err}\n")
+        return 1
+    print(f"Logged {model_uri} and registered it as models:/{opts.name}/{version}. Serve it with:")
+    print(f"  MLFLOW_TRACKING_URI={uri} mlflow models serve -m models:/{opts.name}/{version} "
+          "--env-manager local -h 127.0.0.1 -p 5001")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

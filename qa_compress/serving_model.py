@@ -1,7 +1,0 @@
-"""The served model, logged from code (MLflow's models from code, so nothing is pickled): `export.QAModel`."""
-
-import mlflow
-
-from qa_compress.export import QAModel
-
-mlflow.models.set_model(QAModel())

@@ -1,0 +1,120 @@
+"""Which MLflow store a job logs to, and whether it answers: decided before MLflow is imported."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from qa_compress.errors import UserError
+
+
+def tracking_uri(configured: str | None, mlruns_dir: str) -> str:
+    """The store to use: the config's, then MLFLOW_TRACKING_URI, then SQLite under `mlruns_dir`."""
+    if configured:
+        return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return sqlite_uri(Path(mlruns_dir) / "mlflow.db")
+
+
+def sqlite_uri(database: Path) -> str:
+    """The URI of a SQLite database file, made absolute so that it means the same from any working directory."""
+    return f"sqlite:///{Path(database).resolve()}"
+
+
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI; None for any other store."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
+
+
+def scheme(uri: str) -> str:
+    """The store's kind: `sqlite` for sqlite:///..., `postgresql` for postgresql+psycopg2://..., `file` for a path."""
+    return uri.split("://", 1)[0].split("+", 1)[0] if "://" in uri else "file"
+
+
+def masked(uri: str) -> str:
+    """A store or storage URL fit for logs, messages and reports: its password masked."""
+    if "@" not in uri:
+        return uri
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(uri).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy reads (an HTTP server's): mask what precedes the host
+        return uri.split("://", 1)[0] + "://***@" + uri.rsplit("@", 1)[1]
+
+
+def _source(uri: str) -> str:
+    return "$MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") == uri else "tracking.uri"
+
+
+def check(uri: str) -> None:
+    """A store MLflow can open, and a tracking server that answers; refused in one line otherwise."""
+    if scheme(uri) not in SCHEMES:
+        raise UserError(
+            f"{_source(uri)}={uri}: unknown scheme {scheme(uri)!r}; use sqlite:///<path>/mlflow.db or http(s)://<server>"
+        )
+    check_reachable(uri)
+
+
+def existing(configured: str | None) -> str:
+    """The store a command reads (never creates): refused when its scheme is unknown or a local store is missing."""
+    uri = tracking_uri(configured, "mlruns")
+    what = f"--tracking-uri {uri}" if configured else f"the MLflow store {uri}"
+    if scheme(uri) not in SCHEMES:
+        raise UserError(f"{what}: unknown scheme {scheme(uri)!r}; use sqlite:///<path>/mlflow.db or http(s)://<server>")
+    database = sqlite_path(uri)
+    if database is not None and not database.is_file():
+        raise UserError(f"{what}: no such store (run a sweep first, or give --tracking-uri)")
+    return uri
+
+
+def check_reachable(uri: str, timeout_s: float = 5.0) -> None:
+    """A tracking server answers its health check within seconds, or the job is refused before any run.
+
+    MLflow's own client retries an unreachable server for minutes, once per job.
+    """
+    if scheme(uri) in ("postgresql", "mysql", "mssql"):
+        _check_database(uri, timeout_s)
+        return
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    source = _source(uri)
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout_s):
+            return
+    except urllib.error.HTTPError as err:
+        reason = f"HTTP {err.code} from its health check"
+    except (urllib.error.URLError, OSError) as err:
+        reason = str(getattr(err, "reason", err))
+    raise UserError(
+        f"{source}={masked(uri)}: no MLflow tracking server answers ({reason}); start it, or use another store"
+    )
+
+
+def _check_database(uri: str, timeout_s: float) -> None:
+    """A database store that does not answer, or does not exist, is refused at once (MLflow retries for minutes)."""
+    from sqlalchemy import create_engine, text
+
+    source, shown = _source(uri), masked(uri)
+    connect_args = {"connect_timeout": max(1, int(timeout_s))} if scheme(uri) in ("postgresql", "mysql") else {}
+    try:
+        engine = create_engine(uri, connect_args=connect_args)
+    except Exception as err:  # no driver for it
+        raise UserError(f"{source}={shown}: MLflow cannot open this database ({err})") from None
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except Exception as err:
+        reason = (str(getattr(err, "orig", None) or err).strip().splitlines() or [""])[0][:300]
+        raise UserError(
+            f"{source}={shown}: the database does not answer ({reason}); create it, or use another store"
+        ) from None
+    finally:
+        engine.dispose()

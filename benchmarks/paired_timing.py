@@ -28,14 +28,11 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+from qa_compress.evaluate import timing
 
-import tradeoffs  # noqa: E402  (the sibling script: the sections BENCHMARKS.md keeps)
+import common
 
-from qa_compress.evaluate import timing  # noqa: E402
-
-BEGIN, END = tradeoffs.KEPT_SECTIONS[1]
+BEGIN, END = common.markers("paired-timing")
 
 
 def burn(stop_at: float) -> None:
@@ -46,10 +43,11 @@ def burn(stop_at: float) -> None:
 
 
 def sweep(out: Path, name: str, extra: list[str]) -> float:
-    command = [sys.executable, str(ROOT / "run.py"), "-m", "experiment=quickstart", f"paths.cache_dir={out / 'cache'}",
+    run_py = str(common.ROOT / "run.py")
+    command = [sys.executable, run_py, "-m", "experiment=quickstart", f"paths.cache_dir={out / 'cache'}",
                f"paths.mlruns_dir={out / name}", f"hydra.sweep.dir={out / name / 'sweep'}", *extra]  # fmt: skip
     started = time.perf_counter()
-    subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(command, cwd=common.ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 
@@ -107,8 +105,8 @@ def _durations(out: Path, path: Path) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "paired_timing")
-    parser.add_argument("--benchmarks", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--out", type=Path, default=common.ROOT / "outputs" / "paired_timing")
+    parser.add_argument("--benchmarks", type=Path, default=common.ROOT / "BENCHMARKS.md")
     parser.add_argument("--skip-sweeps", action="store_true", help="write the section from the stores in --out")
     opts = parser.parse_args()
     opts.out.mkdir(parents=True, exist_ok=True)
@@ -123,7 +121,7 @@ def main() -> int:
             burner.terminate()
         durations_file.write_text(json.dumps({"quiet": quiet_s, "crowded": crowded_s}))
     text = "\n".join(section(opts.out, _durations(opts.out, durations_file))) + "\n"
-    tradeoffs.write_section(opts.benchmarks, BEGIN, END, text)
+    common.write_section(opts.benchmarks, BEGIN, END, text)
     return 0
 
 

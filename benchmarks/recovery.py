@@ -4,11 +4,11 @@
     python benchmarks/recovery.py --skip-sweeps   # write the section from the finished sweeps
 
 Runs `run.py -m experiment=X` for the recovery experiments (conf/experiment/tradeoffs_threshold,
-tradeoffs_recovery, tradeoffs_recovery_structured) into the same store as benchmarks/tradeoffs.py,
-then writes, between the recovery markers of --out (kept when tradeoffs.py rewrites the rest), a
+tradeoffs_recovery, tradeoffs_recovery_structured) into the same store as benchmarks/common.py,
+then writes, between the recovery markers of --out (kept when common.py rewrites the rest), a
 table of F1 per job before recovery, after recovery and after threshold calibration, with the
 oracle best_f1 beside them, and each target met or missed. Accuracy only: speed is
-tradeoffs.py's business.
+common.py's business.
 """
 
 from __future__ import annotations
@@ -21,17 +21,14 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tradeoffs  # noqa: E402  (the sibling script: its store, overrides and argument defaults)
-
+from qa_compress.evaluate.timing import cpu_description
 from qa_compress.sweep import tables
-from qa_compress.tracking import (
-    results,
-    runs,  # noqa: E402
-)
+from qa_compress.tracking import results, runs
+
+import common
 
 EXPERIMENTS = ("tradeoffs_threshold", "tradeoffs_recovery_structured", "tradeoffs_recovery")
-(BEGIN, END), *_ = tradeoffs.KEPT_SECTIONS
+BEGIN, END = common.markers("recovery")
 # name: (pruning method, amount label, recovery steps > 0, quantization), largest F1 loss allowed
 TARGETS = {
     "global_magnitude 0.5, gradual + distillation": (("global_magnitude", "0.5", True, "none"), 1.0),
@@ -46,16 +43,16 @@ CALIBRATION_TARGETS = {  # threshold calibration alone must win back at least ha
 
 def run_sweeps(args: argparse.Namespace) -> None:
     for experiment in EXPERIMENTS:
-        command = [sys.executable, str(tradeoffs.ROOT / "run.py"), "-m", f"experiment={experiment}",
-                   *tradeoffs.overrides(args, experiment),
+        command = [sys.executable, str(common.ROOT / "run.py"), "-m", f"experiment={experiment}",
+                   *common.overrides(args, experiment),
                    f"hydra.sweep.dir={args.root.resolve() / 'sweeps' / experiment}"]  # fmt: skip
         print("$", " ".join(command), flush=True)
-        subprocess.run(command, cwd=tradeoffs.ROOT, check=True)
+        subprocess.run(command, cwd=common.ROOT, check=True)
 
 
 def collect(args: argparse.Namespace) -> list[results.Job]:
     """The finished jobs of the experiments' latest sweeps; with --partial, what is missing goes to args.missing."""
-    client = MlflowClient(tradeoffs.store(args))
+    client = MlflowClient(common.store(args))
     jobs, args.missing = [], []
     for experiment in EXPERIMENTS:
         parent = runs.sweep_parent(args.root.resolve() / "sweeps" / experiment)
@@ -77,7 +74,7 @@ def _amount(job: results.Job) -> str:
 
 def find(jobs: list[results.Job], pruning: str, amount: str, recovered: bool, quantization: str) -> results.Job | None:
     return next((j for j in jobs if j.pruning == pruning and _amount(j) == amount and j.quantization == quantization
-                 and tradeoffs.recovered(j) == recovered), None)  # fmt: skip
+                 and common.recovered(j) == recovered), None)  # fmt: skip
 
 
 def rows(jobs: list[results.Job], reference: results.Job) -> list[dict[str, object]]:
@@ -87,10 +84,10 @@ def rows(jobs: list[results.Job], reference: results.Job) -> list[dict[str, obje
     for job in jobs:
         m = job.metrics
         table.append({
-            "job": tradeoffs.label(job),
+            "job": common.label(job),
             "sparsity": m.get("sparsity", math.nan),
             "F1 before recovery": m.get("f1_before_recovery", math.nan),
-            "F1 after recovery": m["f1_uncalibrated"] if tradeoffs.recovered(job) else math.nan,
+            "F1 after recovery": m["f1_uncalibrated"] if common.recovered(job) else math.nan,
             "F1 at fixed threshold": m["f1_uncalibrated"],
             "F1 calibrated": m["f1"],
             "ΔF1 vs uncompressed": m["f1"] - base,
@@ -154,7 +151,7 @@ def section(args: argparse.Namespace, jobs: list[results.Job], command: str) -> 
     calibration = reference.metrics.get("threshold_questions", math.nan)
     lines = [
         BEGIN, "## Keeping the answers: threshold calibration, distillation, gradual pruning", "",
-        f"`{command}` on {tradeoffs.benchmark.cpu_description()}; accuracy only (no timing). Every job picks its "
+        f"`{command}` on {cpu_description()}; accuracy only (no timing). Every job picks its "
         f"no-answer threshold on {calibration:.0f} questions of whole training paragraphs that no training "
         "stage sees (`predict.null_threshold=calibrate`); *F1 at fixed threshold* is the same model at "
         "`predict.null_score_diff_threshold` (0). *best_f1 (oracle)* tunes the threshold on the evaluation "
@@ -170,13 +167,12 @@ def section(args: argparse.Namespace, jobs: list[results.Job], command: str) -> 
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    shared = tradeoffs.ROOT.parent / "shared"
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=shared / "models" / "minilm-l6-squad2")
-    parser.add_argument("--eval", type=Path, default=shared / "data" / "squad_v2" / "validation.json")
+    parser.add_argument("--model", type=Path, default=common.SHARED / "models" / "minilm-l6-squad2")
+    parser.add_argument("--eval", type=Path, default=common.SHARED / "data" / "squad_v2" / "validation.json")
     parser.add_argument("--train", type=Path, help="SQuAD 2.0 JSON for recovery (default: train.json beside --eval)")
-    parser.add_argument("--root", type=Path, default=tradeoffs.ROOT / "outputs" / "tradeoffs")
-    parser.add_argument("--out", type=Path, default=tradeoffs.ROOT / "BENCHMARKS.md")
+    parser.add_argument("--root", type=Path, default=common.ROOT / "outputs" / "tradeoffs")
+    parser.add_argument("--out", type=Path, default=common.ROOT / "BENCHMARKS.md")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="more run.py overrides")
     parser.add_argument("--max-eval-samples", type=int, help="evaluate on the first N questions only (a trial run)")
     parser.add_argument("--threads", type=int, default=2)
@@ -199,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_sweeps:
         run_sweeps(args)
     text = section(args, collect(args), command.strip())
-    tradeoffs.write_section(args.out, BEGIN, END, text)
+    common.write_section(args.out, BEGIN, END, text)
 
 
 if __name__ == "__main__":

@@ -26,15 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+from qa_compress.evaluate import timing
 
-import tradeoffs  # noqa: E402  (the sibling script: the sections BENCHMARKS.md keeps)
+import common
 
-from qa_compress.evaluate import timing  # noqa: E402
-
-BEGIN, END = tradeoffs.KEPT_SECTIONS[2]
-SHARED = ROOT.parent / "shared"
+BEGIN, END = common.markers("refusal-time")
 TARGET_S = 2.0
 
 
@@ -67,9 +63,10 @@ def cases(work: Path, squad: Path, checkpoint: Path) -> dict[str, tuple[list[str
 
 
 def time_once(args: list[str], out: Path) -> tuple[float, int, str]:
-    command = [sys.executable, str(ROOT / "run.py"), *args, f"hydra.run.dir={out}", f"paths.cache_dir={out}/cache"]
+    run_py = str(common.ROOT / "run.py")
+    command = [sys.executable, run_py, *args, f"hydra.run.dir={out}", f"paths.cache_dir={out}/cache"]
     start = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command, cwd=common.ROOT, capture_output=True, text=True, timeout=300)
     seconds = time.perf_counter() - start
     lines = result.stderr.strip().splitlines()
     return seconds, result.returncode, lines[0] if lines else ""
@@ -82,7 +79,7 @@ def section(rows: list[dict], repeats: int) -> str:
     ]
     for row in rows:
         line = row["line"] if len(row["line"]) <= 110 else row["line"][:107] + "..."
-        line = line.replace(str(ROOT.parent), "..").replace("|", "\\|")
+        line = line.replace(str(common.ROOT.parent), "..").replace("|", "\\|")
         table.append(
             f"| {row['name']} | {'yes' if row['torch'] else 'no'} | {row['median']:.2f} | "
             f"{row['low']:.2f}-{row['high']:.2f} | {row['exit']} | {line} |"
@@ -111,9 +108,9 @@ def section(rows: list[dict], repeats: int) -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--squad-dir", type=Path, default=SHARED / "data" / "squad_v2")
-    parser.add_argument("--checkpoint", type=Path, default=SHARED / "models" / "minilm-l6-squad2")
-    parser.add_argument("--benchmarks", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--squad-dir", type=Path, default=common.SHARED / "data" / "squad_v2")
+    parser.add_argument("--checkpoint", type=Path, default=common.SHARED / "models" / "minilm-l6-squad2")
+    parser.add_argument("--benchmarks", type=Path, default=common.ROOT / "BENCHMARKS.md")
     opts = parser.parse_args()
     for needed in (opts.squad_dir / "validation.json", opts.checkpoint / "model.safetensors"):
         if not needed.is_file():
@@ -131,7 +128,7 @@ def main() -> int:
                          "low": min(seconds), "high": max(seconds), "exit": code, "line": line})  # fmt: skip
             print(f"{name}: median {rows[-1]['median']:.2f} s, exit {code}: {line[:150]}", flush=True)
     text = section(rows, opts.repeats)
-    tradeoffs.write_section(opts.benchmarks, BEGIN, END, text)
+    common.write_section(opts.benchmarks, BEGIN, END, text)
     return 0
 
 

@@ -43,20 +43,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
+import numpy as np
 
-import numpy as np  # noqa: E402
-import tradeoffs  # noqa: E402  (the sibling script: how BENCHMARKS.md sections are written)
+from qa_compress.evaluate import bootstrap, timing
+from qa_compress.evaluate.timing import cpu_description
+from qa_compress.job import config, stages
+from qa_compress.sweep import front, search
+from qa_compress.tracking import results, runs
 
-from qa_compress.evaluate import bootstrap  # noqa: E402
-from qa_compress.evaluate.timing import cpu_description  # noqa: E402
-from qa_compress.job import config, stages  # noqa: E402
-from qa_compress.job.config import JobConfig  # noqa: E402
-from qa_compress.sweep import front, search  # noqa: E402
-from qa_compress.tracking import results, runs  # noqa: E402
+import common
 
-BEGIN, END = "<!-- search:begin -->", "<!-- search:end -->"
+BEGIN, END = common.markers("search")
 QUANTIZATION = "quantization=none,dynamic_int8,onnx_int8"
 GRID = {  # sweep name: its overrides (60 jobs in all)
     "grid_none": ["pruning=none", QUANTIZATION],
@@ -82,11 +79,11 @@ SEARCHERS = {  # name: (hydra.sweeper.sampler, hydra.sweeper.refine); "tpe" is t
     "nsga2": ("nsga2", True),
     "random": ("random", False),
 }
-PLOT = ROOT / "docs" / "search_vs_grid.png"
+PLOT = common.ROOT / "docs" / "search_vs_grid.png"
 SIDE_BY_SIDE = "side_by_side.json"  # under --root: the grid's configurations timed in one process
 
 
-def common(args: argparse.Namespace) -> list[str]:
+def sweep_overrides(args: argparse.Namespace) -> list[str]:
     """What every job is told: the inputs, the threads, where to write."""
     root = args.root.resolve()
     return [
@@ -103,7 +100,7 @@ def common(args: argparse.Namespace) -> list[str]:
 
 def run(command: list[str]) -> None:
     print("$", " ".join(command), flush=True)
-    subprocess.run(command, cwd=ROOT, check=True)
+    subprocess.run(command, cwd=common.ROOT, check=True)
 
 
 def sweeper_options(searcher: str) -> list[str]:
@@ -145,7 +142,7 @@ def run_search(args: argparse.Namespace, sampler: str, seed: int, max_f1_drop: f
     ]
     if max_f1_drop is not None:
         options.append(f"hydra.sweeper.max_f1_drop={max_f1_drop}")
-    run([sys.executable, str(ROOT / "run.py"), "-m", *common(args), *SPACE, *options])
+    run([sys.executable, str(common.ROOT / "run.py"), "-m", *sweep_overrides(args), *SPACE, *options])
     return name
 
 
@@ -178,7 +175,7 @@ def study_runs(args: argparse.Namespace, name: str) -> tuple[Ran, int]:
 def same_work(jobs: list[results.Job]) -> dict[str, list[results.Job]]:
     """Per quantization, the jobs that do the same dense work: no pruning, or unstructured pruning, which
     leaves every matrix its shape (the methods read from the pruning registry)."""
-    dense = ("none", *tradeoffs.UNSTRUCTURED)
+    dense = ("none", *common.UNSTRUCTURED)
     groups = {}
     for quantization in QUANTIZATION.split("=", 1)[1].split(","):
         same = [job for job in jobs if job.params["quantization.name"] == quantization
@@ -208,19 +205,6 @@ def as_fast(best: dict | None, grid_best: dict) -> bool:
 Ran = list[tuple[str, dict]]  # the jobs a grid or a search ran: (run id, metrics), in order
 
 
-def job_config(overrides: list[str], workdir: Path) -> JobConfig:
-    """A job's checked config from its overrides, as Hydra composes it for a job."""
-    from hydra import compose
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    composed = compose("config", overrides=overrides, return_hydra_config=True)
-    with open_dict(composed):
-        composed.hydra.runtime.output_dir = str(workdir)
-    HydraConfig.instance().set_config(composed)
-    return config.from_hydra(composed)
-
-
 def retime_grid(args: argparse.Namespace, jobs: list[results.Job], floor: float) -> dict:
     """Rebuild every grid configuration whose F1 is above `floor` (the always-no-answer F1: no other can add to a
     front's hypervolume) and time them all in one process, interleaved, each round in a fresh order."""
@@ -233,19 +217,20 @@ def retime_grid(args: argparse.Namespace, jobs: list[results.Job], floor: float)
     if not chosen:
         raise SystemExit(f"no grid job scores above the always-no-answer F1 {floor:.2f}: nothing to time")
     torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as scratch, initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+    with tempfile.TemporaryDirectory() as scratch, initialize_config_dir(str(common.ROOT / "conf"), version_base="1.3"):
         models, settings = {}, None
         for n, job in enumerate(chosen):
             workdir = Path(scratch) / job.run_id
-            settings = job_config(json.loads(client.get_run(job.run_id).data.tags["overrides"]), workdir)
+            overrides = json.loads(client.get_run(job.run_id).data.tags["overrides"])
+            settings = config.compose_job("config", overrides, workdir)
             print(f"building {n + 1}/{len(chosen)}: {job.pruning_label} | {job.quantization}", flush=True)
             models[job.run_id] = stages.compressed(settings, workdir)
         where = argparse.Namespace(eval=args.eval, root=args.root, max_seq_length=settings.dataset.max_seq_length,
                                    doc_stride=settings.dataset.doc_stride)  # fmt: skip
         size = settings.benchmark.batch_size
-        batches = tradeoffs.eval_batches(where, args.model, [size])
+        batches = common.eval_batches(where, args.model, [size])
         print(f"timing {len(models)} configurations side by side ({args.side_rounds} rounds)...", flush=True)
-        times = tradeoffs.time_side_by_side(models, batches, args.warmup, args.side_rounds, order_seed=0)
+        times = common.time_side_by_side(models, batches, args.warmup, args.side_rounds, order_seed=0)
     timing = {"cpu": cpu_description(), "threads": args.threads, "batch_size": size,
               "max_seq_length": settings.dataset.max_seq_length, "rounds": args.side_rounds,
               "warmup": args.warmup, "reference": results.baseline_of(jobs).run_id,
@@ -270,7 +255,7 @@ class SideBySide:
 
     def ratios(self, slower: str, faster: str) -> list[float]:
         """Round by round, how many times faster `faster` ran than `slower`."""
-        return [s / f for s, f in zip(self.times[slower], self.times[faster], strict=True)]
+        return timing.ratios(self.times[slower], self.times[faster])
 
     def interval(self, slower: str, faster: str) -> tuple[float, float]:
         """The 95% interval of the median of `ratios`, the rounds resampled."""
@@ -342,11 +327,11 @@ def replay(
     if max_f1_drop is not None:
         settings.append(f"hydra.sweeper.max_f1_drop={max_f1_drop}")
     find = grid_lookup(jobs)
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        config = compose("config", overrides=[*common(args), "hydra/sweeper=pareto", *settings],
+    with initialize_config_dir(config_dir=str(common.ROOT / "conf"), version_base="1.3"):
+        config = compose("config", overrides=[*sweep_overrides(args), "hydra/sweeper=pareto", *settings],
                          return_hydra_config=True)  # fmt: skip
         with open_dict(config):
-            config.hydra.overrides.task = [*common(args), *SPACE]
+            config.hydra.overrides.task = [*sweep_overrides(args), *SPACE]
 
         def composed(overrides: list[str]) -> dict:
             return callback.composed("config", overrides)
@@ -653,12 +638,12 @@ def measure(args: argparse.Namespace) -> str:
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    shared = ROOT.parent / "shared"
+    shared = common.ROOT.parent / "shared"
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=shared / "models" / "minilm-l6-squad2")
     parser.add_argument("--eval", type=Path, default=shared / "data" / "squad_v2" / "validation.json")
     parser.add_argument("--train", type=Path, default=shared / "data" / "squad_v2" / "train.json")
-    parser.add_argument("--root", type=Path, default=ROOT / "outputs" / "search", help="store, cache and sweeps")
+    parser.add_argument("--root", type=Path, default=common.ROOT / "outputs" / "search", help="store, cache and sweeps")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--trials", type=int, default=20, help="jobs per search (default: a third of the grid)")
     parser.add_argument("--startup", type=int, default=8, help="random trials before TPE models the space")
@@ -680,7 +665,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-grid", action="store_true", help="the grid ran already: do not start it")
     parser.add_argument("--skip-searches", action="store_true", help="only measure the studies already run")
     parser.add_argument("--skip-measure", action="store_true", help="run the sweeps, write nothing (grid unfinished)")
-    parser.add_argument("--output", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--output", type=Path, default=common.ROOT / "BENCHMARKS.md")
     return parser.parse_args(argv)
 
 
@@ -688,7 +673,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     if not args.skip_grid:
         for name, overrides in GRID.items():
-            run([sys.executable, str(ROOT / "run.py"), "-m", *common(args), *overrides,
+            run([sys.executable, str(common.ROOT / "run.py"), "-m", *sweep_overrides(args), *overrides,
                  f"hydra.sweep.dir={args.root.resolve() / 'sweeps' / name}"])  # fmt: skip
     if not args.skip_searches:
         if args.fresh:
@@ -699,7 +684,7 @@ def main(argv: list[str] | None = None) -> None:
                 if sampler == "tpe":
                     run_search(args, sampler, seed, args.max_f1_drop)
     if not args.skip_measure:
-        tradeoffs.write_section(args.output, BEGIN, END, measure(args))
+        common.write_section(args.output, BEGIN, END, measure(args))
 
 
 if __name__ == "__main__":

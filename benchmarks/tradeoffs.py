@@ -23,11 +23,9 @@ import datetime
 import functools
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
@@ -35,27 +33,33 @@ from pathlib import Path
 import numpy as np
 import torch
 from mlflow.tracking import MlflowClient
-from transformers import AutoTokenizer
 
-from qa_compress import prune, quantize
-from qa_compress.data import features, squad
-from qa_compress.evaluate import bootstrap, predict, score, timing
+from qa_compress import quantize
+from qa_compress.data import squad
+from qa_compress.evaluate import bootstrap, score
 from qa_compress.evaluate.timing import cpu_description
 from qa_compress.quantize.backends import onnxrt, openvino_runtime
 from qa_compress.sweep import tables
 from qa_compress.tracking import results, runs
 
-ROOT = Path(__file__).resolve().parents[1]
+from common import (
+    ROOT,
+    SHARED,
+    UNSTRUCTURED,
+    eval_batches,
+    int8_mode,
+    keep_sections,
+    label,
+    overrides,
+    paired,
+    recovered,
+    store,
+    time_side_by_side,
+)
+
 EXPERIMENTS = ("tradeoffs_quantization", "tradeoffs_unstructured", "tradeoffs_structured", "tradeoffs_qat",
                "tradeoffs_accuracy_control", "tradeoffs_bf16")  # fmt: skip
 NEEDS_BF16 = ("tradeoffs_bf16",)  # run only where the CPU has AVX512-BF16 or AMX (run.py refuses them elsewhere)
-UNSTRUCTURED = tuple(m.name for m in prune.registry if isinstance(m, prune.UnstructuredMethod))
-KEPT_SECTIONS = [
-    ("<!-- recovery:begin -->", "<!-- recovery:end -->"),  # written by benchmarks/recovery.py
-    ("<!-- paired-timing:begin -->", "<!-- paired-timing:end -->"),  # written by benchmarks/paired_timing.py
-    ("<!-- refusal-time:begin -->", "<!-- refusal-time:end -->"),  # written by benchmarks/refusal_time.py
-    ("<!-- search:begin -->", "<!-- search:end -->"),  # written by benchmarks/search.py
-]
 RUNTIME_FP32 = "openvino_fp32"  # the fastest FP32 runtime: speed-ups are also given against it
 TARGETS = {  # name: (pruning, quantization, recovery steps > 0, OpenVINO INT8 mode), speed-up at --batch-size,
     # speed-up against OpenVINO FP32, F1 change bound
@@ -75,38 +79,6 @@ TARGETS = {  # name: (pruning, quantization, recovery steps > 0, OpenVINO INT8 m
 
 
 # Sweeps ----------------------------------------------------------------------------------------
-
-
-def user_overrides(args: argparse.Namespace, experiment: str) -> list[str]:
-    """The --set values for `experiment`: `key=value` for every sweep, `experiment:key=value` for one."""
-    chosen = []
-    for item in args.set:
-        scope, _, override = item.partition(":") if ":" in item.split("=", 1)[0] else ("", "", item)
-        if scope in ("", experiment):
-            chosen.append(override)
-    return chosen
-
-
-def overrides(args: argparse.Namespace, experiment: str) -> list[str]:
-    """What a sweep is told besides its experiment: inputs, where to write, and the user's --set."""
-    result = [
-        f"model.name_or_path={args.model.resolve()}",
-        f"dataset.validation_file={args.eval.resolve()}",
-        f"dataset.train_file={args.train.resolve()}",
-        f"benchmark.num_threads={args.threads}",
-        f"tracking.uri={store(args)}",
-        f"paths.mlruns_dir={args.root.resolve()}",  # saved models go beside the store, under --root
-        f"paths.cache_dir={args.root.resolve() / 'cache'}",
-        *user_overrides(args, experiment),
-    ]
-    if args.max_eval_samples:
-        result.append(f"dataset.max_eval_samples={args.max_eval_samples}")
-    return result
-
-
-def store(args: argparse.Namespace) -> str:
-    """The benchmark's own MLflow store, under --root (its experiment is `tradeoffs`)."""
-    return f"sqlite:///{args.root.resolve() / 'mlflow.db'}"
 
 
 def experiments(args: argparse.Namespace) -> dict[str, str | None]:
@@ -154,67 +126,7 @@ def collect(args: argparse.Namespace) -> list[results.Job]:
     return list(kept.values())
 
 
-def recovered(job: results.Job) -> bool:
-    return job.params.get("pruning.finetune_steps", "0") != "0"
-
-
-def int8_mode(job: results.Job) -> str | None:
-    """How an OpenVINO INT8 job was quantized: post-training, accuracy control or QAT (None for other methods)."""
-    if job.quantization != "openvino_int8":
-        return None
-    if job.params.get("quantization.qat_steps", "0") != "0":
-        return "QAT"
-    return "post-training" if job.params.get("quantization.max_f1_drop") in (None, "None") else "accuracy control"
-
-
-def label(job: results.Job) -> str:
-    mode = int8_mode(job)
-    return f"{job.pruning_label} | {job.quantization}" + (f" ({mode})" if mode not in (None, "post-training") else "")
-
-
 # Timing ----------------------------------------------------------------------------------------
-
-
-def eval_batches(args: argparse.Namespace, tokenizer_dir: Path, sizes: list[int]) -> dict[int, dict[str, torch.Tensor]]:
-    """For each size, that many real evaluation windows, padded to the sequence length the jobs used."""
-    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
-    examples = squad.limit(squad.load_squad_json(args.eval, "--eval"), max(sizes))
-    windows = features.prepare(examples.dataset, examples.digest, tokenizer, args.max_seq_length, args.doc_stride,
-                               "eval", args.root / "cache")  # fmt: skip
-    inputs = predict.forward_inputs(windows, [n for n in tokenizer.model_input_names if n in windows.column_names])
-    return {size: timing.batch_of(inputs, size) for size in sizes}
-
-
-@torch.inference_mode()
-def time_side_by_side(variants: dict[str, object], batches: dict[int, dict], warmup: int, rounds: int,
-                      order_seed: int | None = None) -> dict:  # fmt: skip
-    """Milliseconds per forward pass of every variant at every batch size, round by round, interleaved.
-
-    In each round every variant runs one untimed pass and then the timed one, so each is timed
-    with its own weights in the caches, as a deployed model would be. With `order_seed`, each round
-    visits the variants in a fresh seeded order, so none always follows the same neighbour.
-    """
-    times: dict[str, dict[int, list[float]]] = {name: {b: [] for b in batches} for name in variants}
-    order, shuffle = list(variants), random.Random(order_seed).shuffle
-    for size, batch in batches.items():
-        for model in variants.values():
-            for _ in range(warmup):
-                model(**batch)
-        for _ in range(rounds):
-            if order_seed is not None:
-                shuffle(order)
-            for name in order:
-                model = variants[name]
-                model(**batch)
-                start = time.perf_counter()
-                model(**batch)
-                times[name][size].append((time.perf_counter() - start) * 1e3)
-    return times
-
-
-def paired(times: dict[str, list[float]], reference: str) -> dict[str, list[float]]:
-    """Each variant's speed-up over `reference`, round by round."""
-    return {name: [r / t for r, t in zip(times[reference], own, strict=True)] for name, own in times.items()}
 
 
 @torch.inference_mode()
@@ -665,43 +577,18 @@ def write(args: argparse.Namespace, jobs: list[results.Job], timing: dict, comma
     return "\n".join(sections)
 
 
-def write_section(path: Path, begin: str, end: str, text: str) -> None:
-    """Print `text` (a section from `begin` to `end`) and put it in `path` in place of the old one, or at its end."""
-    print(text)
-    if not path.is_file():
-        return
-    document = path.read_text()
-    if begin in document and end in document:
-        head, rest = document.split(begin, 1)
-        document = head + text.strip("\n") + rest.split(end, 1)[1]
-    else:
-        document = document.rstrip("\n") + "\n\n" + text.strip("\n") + "\n"
-    path.write_text(document)
-    print(f"written to {path}")
-
-
-def keep_sections(document: str, previous: str) -> str:
-    """`document` followed by the sections other scripts wrote into the previous file (benchmarks/recovery.py)."""
-    kept = []
-    for begin, end in KEPT_SECTIONS:
-        if begin in previous and end in previous.split(begin, 1)[1]:
-            kept.append(begin + previous.split(begin, 1)[1].split(end, 1)[0] + end)
-    return "\n\n".join([document.rstrip("\n"), *kept]) + "\n"
-
-
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    shared = ROOT.parent / "shared"
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--model",
         type=Path,
-        default=shared / "models" / "minilm-l6-squad2",
+        default=SHARED / "models" / "minilm-l6-squad2",
         help="a SQuAD 2.0 QA checkpoint directory (default: ../shared/models/minilm-l6-squad2)",
     )
     parser.add_argument(
         "--eval",
         type=Path,
-        default=shared / "data" / "squad_v2" / "validation.json",
+        default=SHARED / "data" / "squad_v2" / "validation.json",
         help="SQuAD 2.0 JSON to evaluate on (default: ../shared/data/squad_v2/validation.json)",
     )
     parser.add_argument("--train", type=Path, help="SQuAD 2.0 JSON for recovery (default: train.json beside --eval)")

@@ -236,11 +236,14 @@ def start_cli(args: list[str], tmp_path: Path, env: dict[str, str] | None = None
 
 
 def load_benchmark(name: str):
-    """A script under benchmarks/ imported as a module, to test its own logic; registered under its name,
-    as the scripts import each other (`import tradeoffs`) and dataclasses look their module up."""
+    """A script under benchmarks/ imported as a module, to test its own logic; registered under its name, as
+    dataclasses look their module up. benchmarks/ joins the path, as it does for a script run from there, so the
+    scripts' own `import common` finds the module they share."""
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
     path = ROOT / "benchmarks" / f"{name}.py"
     if getattr(sys.modules.get(name), "__file__", None) == str(path):
-        return sys.modules[name]  # already loaded, by a test or by a sibling script's import
+        return sys.modules[name]  # already loaded by another test
     spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module

@@ -88,3 +88,23 @@ def test_no_module_imports_itself_through_others():
         if name not in state:
             visit(name, [name])
     assert cycles == []
+
+
+def _readme_layout() -> list[str]:
+    """The names the README's layout block gives under `qa_compress/`."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    block = readme.split("## Layout", 1)[1].split("```", 2)[1]
+    names = []
+    for line in block.splitlines():
+        if line.startswith("  ") and not line.startswith("   "):
+            names += [word.rstrip("/") for word in line.split("  ")[1].split() if word.endswith(("/", ".py"))]
+    return names
+
+
+def test_the_readme_layout_names_every_layer_and_command_in_order():
+    folders = [layer for group in LAYERS[1:-1] for layer in sorted(group)]
+    commands = sorted(f"{name}.py" for name in LAYERS[-1])
+    named = _readme_layout()
+    assert [n for n in named if not n.endswith(".py")] == folders
+    assert sorted(n for n in named if n.endswith(".py")) == commands
+    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").exists()} == set(folders)

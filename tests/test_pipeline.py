@@ -14,7 +14,7 @@ from qa_compress import quantize
 from qa_compress.data import features, squad
 from qa_compress.errors import UserError
 from qa_compress.evaluate import eval_squad_v2, predict
-from qa_compress.job import stages
+from qa_compress.job import checks, stages
 from qa_compress.quantize.backends import onnxrt
 from qa_compress.serve import export
 from qa_compress.tracking import cache
@@ -289,7 +289,7 @@ def test_compressed_builds_the_model_the_job_saved_and_refuses_a_job_that_reads_
     result = run_in_process(args, tmp_path)
     assert result.returncode == 0, result.stderr
     saved = quantize.load(tmp_path / "run" / "model")
-    rebuilt = stages.compressed(stages.validate(compose_config(args)), tmp_path / "work")
+    rebuilt = stages.compressed(checks.job(compose_config(args)), tmp_path / "work")
     inputs = tokenizer(["Who wrote it?", "When?"], ["Ada wrote it in 1843.", "It was 1843."], padding=True,
                        return_tensors="pt")  # fmt: skip
     with torch.inference_mode():
@@ -297,4 +297,4 @@ def test_compressed_builds_the_model_the_job_saved_and_refuses_a_job_that_reads_
     recovering = compose_config(tiny_job_args(tiny_distilbert_dir, squad_files, *chosen, "pruning.finetune_steps=5",
                                               fine_tune=False))  # fmt: skip
     with pytest.raises(UserError, match=r"pruning\.finetune_steps=5.*reads data to compress"):
-        stages.compressed(stages.validate(recovering), tmp_path / "work")
+        stages.compressed(checks.job(recovering), tmp_path / "work")

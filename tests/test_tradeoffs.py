@@ -13,28 +13,33 @@ def tradeoffs():
     return load_benchmark("tradeoffs")
 
 
-def test_set_values_reach_every_sweep_or_the_one_they_name(tradeoffs):
+@pytest.fixture(scope="module")
+def common():
+    return load_benchmark("common")
+
+
+def test_set_values_reach_every_sweep_or_the_one_they_name(common):
     args = argparse.Namespace(set=["seed=3", "tradeoffs_unstructured:pruning.amount=0.5", "tracking.uri=sqlite:///x"])
-    assert tradeoffs.user_overrides(args, "tradeoffs_unstructured") == ["seed=3", "pruning.amount=0.5",
+    assert common.user_overrides(args, "tradeoffs_unstructured") == ["seed=3", "pruning.amount=0.5",
                                                                         "tracking.uri=sqlite:///x"]  # fmt: skip
-    assert tradeoffs.user_overrides(args, "tradeoffs_quantization") == ["seed=3", "tracking.uri=sqlite:///x"]
+    assert common.user_overrides(args, "tradeoffs_quantization") == ["seed=3", "tracking.uri=sqlite:///x"]
 
 
-def test_speedups_are_paired_round_by_round(tradeoffs):
+def test_speedups_are_paired_round_by_round(common):
     times = {"fp32": [100.0, 200.0], "int8": [50.0, 80.0]}  # the second round ran on a slower machine state
-    assert tradeoffs.paired(times, "fp32") == {"fp32": [1.0, 1.0], "int8": [2.0, 2.5]}
+    assert common.paired(times, "fp32") == {"fp32": [1.0, 1.0], "int8": [2.0, 2.5]}
 
 
-def test_side_by_side_rounds_time_every_variant_once_each_in_a_fresh_order_when_seeded(tradeoffs):
+def test_side_by_side_rounds_time_every_variant_once_each_in_a_fresh_order_when_seeded(common):
     calls = []
     variants = {name: (lambda name=name, **batch: calls.append(name)) for name in "abcde"}
-    times = tradeoffs.time_side_by_side(variants, {4: {}}, warmup=1, rounds=4, order_seed=0)
+    times = common.time_side_by_side(variants, {4: {}}, warmup=1, rounds=4, order_seed=0)
     assert {name: len(by_size[4]) for name, by_size in times.items()} == dict.fromkeys("abcde", 4)
     rounds = [calls[5 + 10 * n : 5 + 10 * (n + 1) : 2] for n in range(4)]  # after the warm-up, every other call
     assert all(sorted(order) == list("abcde") for order in rounds)
     assert len({tuple(order) for order in rounds}) > 1
     calls.clear()
-    tradeoffs.time_side_by_side(variants, {4: {}}, warmup=0, rounds=2)
+    common.time_side_by_side(variants, {4: {}}, warmup=0, rounds=2)
     assert calls == [name for name in "abcde" for _ in range(2)] * 2  # unseeded: the same order every round
 
 
@@ -88,10 +93,10 @@ def test_a_reused_timing_is_described_with_the_settings_it_ran_with(tradeoffs, t
     assert (args.target_rounds, args.rounds, args.batch_size) == (20, 10, 8)
 
 
-def test_the_experiments_it_runs_exist_and_the_unstructured_methods_come_from_the_registry(tradeoffs):
+def test_the_experiments_it_runs_exist_and_the_unstructured_methods_come_from_the_registry(tradeoffs, common):
     for experiment in tradeoffs.EXPERIMENTS:
         assert (ROOT / "conf" / "experiment" / f"{experiment}.yaml").is_file()
-    assert set(tradeoffs.UNSTRUCTURED) == {"l1_unstructured", "global_magnitude", "random"}
+    assert set(common.UNSTRUCTURED) == {"l1_unstructured", "global_magnitude", "random"}
 
 
 def test_the_bf16_sweep_runs_only_where_the_cpu_has_bf16_and_says_why_it_did_not(tradeoffs, monkeypatch):
@@ -109,10 +114,10 @@ def test_the_bf16_sweep_runs_only_where_the_cpu_has_bf16_and_says_why_it_did_not
 
 @pytest.fixture(scope="module")
 def recovery(tradeoffs):
-    return load_benchmark("recovery")  # after tradeoffs, which recovery imports: the same module
+    return load_benchmark("recovery")
 
 
-def test_the_recovery_section_replaces_its_old_self_and_survives_a_rewrite_of_the_rest(tradeoffs, recovery, tmp_path):
+def test_the_recovery_section_replaces_its_old_self_and_survives_a_rewrite_of_the_rest(common, recovery, tmp_path):
     for experiment in recovery.EXPERIMENTS:
         assert (ROOT / "conf" / "experiment" / f"{experiment}.yaml").is_file()
     section = f"{recovery.BEGIN}\nnew figures\n{recovery.END}\n"
@@ -123,11 +128,11 @@ def test_the_recovery_section_replaces_its_old_self_and_survives_a_rewrite_of_th
         ("# Benchmarks\n", f"# Benchmarks\n\n{section}"),
     ]:
         document.write_text(before)
-        tradeoffs.write_section(document, recovery.BEGIN, recovery.END, section)
+        common.write_section(document, recovery.BEGIN, recovery.END, section)
         assert document.read_text() == after
-    rewritten = tradeoffs.keep_sections("# Benchmarks\n\nnew timings\n", old)
+    rewritten = common.keep_sections("# Benchmarks\n\nnew timings\n", old)
     assert rewritten == f"# Benchmarks\n\nnew timings\n\n{recovery.BEGIN}\nold figures\n{recovery.END}\n"
-    assert tradeoffs.keep_sections("# B\n", "# B\n") == "# B\n"
+    assert common.keep_sections("# B\n", "# B\n") == "# B\n"
 
 
 def test_a_missed_f1_bound_says_whether_the_questions_could_tell(tradeoffs):

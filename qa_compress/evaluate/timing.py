@@ -9,7 +9,9 @@ several windows costs several forward passes.
 from __future__ import annotations
 
 import gzip
+import random
 import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -123,12 +125,55 @@ def run(
     }
 
 
-@torch.inference_mode()
-def _once(model: Any, batch: dict[str, torch.Tensor], sync) -> float:
+def ratios(slower: Sequence[float], faster: Sequence[float]) -> list[float]:
+    """Round by round, how many times faster `faster` ran than `slower`."""
+    return [s / f for s, f in zip(slower, faster, strict=True)]
+
+
+def _timed(call: Callable[[], Any], sync: Callable[[], None]) -> float:
     start = time.perf_counter()
-    model(**batch)
+    call()
     sync()
     return (time.perf_counter() - start) * 1e3
+
+
+@torch.inference_mode()
+def interleaved(
+    variants: Mapping[str, Callable[[], Any]],
+    warmup: int,
+    rounds: int,
+    *,
+    mirrored: bool = False,
+    order_seed: int | None = None,
+    sync: Callable[[], None] = lambda: None,
+    desc: str | None = None,
+) -> dict[str, list[float]]:
+    """Milliseconds of every variant, round by round, the variants interleaved within each round, so whatever
+    else slows the machine (a parallel job, frequency changes) slows them alike: the one timing routine of jobs
+    and benchmarks.
+
+    Plain rounds give each variant in turn an untimed pass and then the timed one, so it is timed with its own
+    weights in the caches, as a deployed model would be. Mirrored rounds visit the variants in order and then in
+    reverse, timing every pass, and a variant's time is the sum of its two (A B B A for two), so a slowdown that
+    grows or fades within the round cancels out. With `order_seed`, each round visits the variants in a fresh
+    seeded order, so none always follows the same neighbour.
+    """
+    order, shuffle = list(variants), random.Random(order_seed).shuffle
+    for _ in range(warmup):
+        for name in order:
+            variants[name]()
+    times: dict[str, list[float]] = {name: [] for name in order}
+    for _ in tqdm(range(rounds), desc=desc, leave=False, disable=None if desc else True):
+        if order_seed is not None:
+            shuffle(order)
+        took = dict.fromkeys(order, 0.0)
+        for name in order + order[::-1] if mirrored else order:
+            if not mirrored:
+                variants[name]()
+            took[name] += _timed(variants[name], sync)
+        for name, ms in took.items():
+            times[name].append(ms)
+    return times
 
 
 def paired(
@@ -140,28 +185,21 @@ def paired(
     device: torch.device,
     reference_device: torch.device,
 ) -> dict[str, float]:
-    """How many times faster `model` is than `reference`, timed in interleaved rounds in this process.
+    """How many times faster `model` is than `reference`, timed in mirrored rounds in this process (`interleaved`).
 
-    Each round times them in the order model, reference, reference, model, so whatever else slows
-    the machine (a parallel job, frequency changes) slows both alike, and a slowdown that grows or
-    fades within the round cancels out; `speedup` is the median of the rounds' ratios, with its
-    interquartile range. Absolute latencies of the same rounds come along.
+    `speedup` is the median of the rounds' ratios, with its interquartile range; absolute latencies of the
+    same rounds come along.
     """
     model.eval()
     reference.eval()
     sync = torch.cuda.synchronize if "cuda" in (device.type, reference_device.type) else (lambda: None)
     mine = {k: v.to(device) for k, v in batch.items()}
     theirs = {k: v.to(reference_device) for k, v in batch.items()}
-    for _ in range(warmup):
-        _once(model, mine, sync)
-        _once(reference, theirs, sync)
-    ours, refs = [], []
-    for _ in tqdm(range(rounds), desc="Timing against the uncompressed model", leave=False, disable=None):
-        first = _once(model, mine, sync)
-        refs.append(_once(reference, theirs, sync) + _once(reference, theirs, sync))
-        ours.append(first + _once(model, mine, sync))
-    ratios = np.array(refs) / np.array(ours)
-    q1, median, q3 = np.percentile(ratios, [25, 50, 75])
+    variants = {"model": lambda: model(**mine), "reference": lambda: reference(**theirs)}
+    times = interleaved(variants, warmup, rounds, mirrored=True, sync=sync,
+                        desc="Timing against the uncompressed model")  # fmt: skip
+    ours, refs = np.array(times["model"]), np.array(times["reference"])
+    q1, median, q3 = np.percentile(ratios(refs, ours), [25, 50, 75])
     return {
         "speedup": float(median),
         "speedup_q1": float(q1),

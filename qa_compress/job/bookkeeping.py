@@ -42,7 +42,7 @@ def job_hash(job: JobConfig) -> str:
     settings = job.model_dump(exclude={"paths", "tracking", "report", "force", "cache_lock_timeout_s"})
     inputs = {"model": models.fingerprint(job.model.name_or_path)}
     files = {key: getattr(job.dataset, key) for key in ("train_file", "validation_file")}
-    files["calibration_file"] = getattr(job.quantization, "calibration_file", None)
+    files.update(job.quantization.data_files())
     files["threshold_file"] = job.predict.threshold_file
     for key, path in files.items():
         if path is not None and Path(path).is_file():

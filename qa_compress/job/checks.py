@@ -3,8 +3,8 @@
 A bad value ends in one `UserError` line that names it. `early` needs neither torch nor
 transformers (files, headers, places, the store); `inputs` runs it first, then what needs the
 checkpoint's config and tokenizer, so a refusal of the first kind comes before torch loads.
-run.py runs `inputs` before it imports the stages, the pipeline again before it opens a job's
-MLflow run when it was not given the checked job; a sweep runs `early` for every job, then `late`
+run.py runs `job` (the config typed, then `inputs`) before it imports the stages, `run` again before it
+opens a job's MLflow run when it was not given the checked job; a sweep runs `early` for every job, then `late`
 for every job, before the first starts.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 from qa_compress import prune, quantize
 from qa_compress.data import sources, squad_json
 from qa_compress.errors import UserError
-from qa_compress.job.config import JobConfig
+from qa_compress.job.config import JobConfig, from_hydra
 from qa_compress.tracking import store
 
 
@@ -276,8 +276,10 @@ def _threshold_questions(job: JobConfig, questions: int) -> None:
 
 
 def _calibration_file(job: JobConfig) -> None:
-    """A calibration file is SQuAD 2.0 JSON and not the evaluation file (calibrating on it would leak answers)."""
-    _held_out_file(job, getattr(job.quantization, "calibration_file", None), "quantization.calibration_file")
+    """A file quantization or the threshold calibrates on is SQuAD 2.0 JSON and not the evaluation file (calibrating
+    on it would leak answers)."""
+    for key, path in job.quantization.data_files().items():
+        _held_out_file(job, path, f"quantization.{key}")
     if job.predict.calibrates() and job.predict.threshold_file is not None:
         _held_out_file(job, job.predict.threshold_file, "predict.threshold_file")
         own = {qid for qid, _ in squad_file(job.predict.threshold_file, "predict.threshold_file")}
@@ -327,3 +329,10 @@ def late(job: JobConfig, shapes: dict[str, tuple[int, ...]]) -> None:
     _layer_patterns(job, config)
     _data_windows(job)
     _shapes_fit(job, config, shapes)
+
+
+def job(cfg: Any) -> JobConfig:
+    """The composed config as a typed job with every input checked; raises UserError on the first problem."""
+    checked = from_hydra(cfg)
+    inputs(checked)
+    return checked

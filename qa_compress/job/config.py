@@ -6,11 +6,12 @@ value with one line that names it, before any data or model is loaded.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import Field, SerializeAsAny, ValidationError, model_validator
 
@@ -231,3 +232,22 @@ def from_hydra(cfg: DictConfig) -> JobConfig:
         return JobConfig.model_validate(container)
     except ValidationError as err:
         raise UserError("; ".join(_describe(e) for e in err.errors())) from None
+
+
+def compose_job(config_name: str, overrides: Sequence[str], output_dir: str | Path) -> JobConfig:
+    """A job of a sweep as Hydra will launch it, composed in the current Hydra context and checked; its output
+    directory, unknown before launch, is `output_dir`. The Hydra config in force before is put back."""
+    from hydra import compose
+    from hydra.core.hydra_config import HydraConfig
+
+    job_cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+    with open_dict(job_cfg):
+        job_cfg.hydra.runtime.output_dir = str(output_dir)
+    hydra_config = HydraConfig.instance()
+    previous = hydra_config.cfg
+    hydra_config.set_config(job_cfg)  # lets ${hydra:...} resolve as in the job
+    try:
+        return from_hydra(job_cfg)
+    finally:
+        if previous is not None:
+            hydra_config.set_config(previous)

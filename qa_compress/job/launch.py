@@ -16,7 +16,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from qa_compress.errors import UserError
-from qa_compress.job import checks, config
+from qa_compress.job import checks
 
 
 def _in_sweep() -> bool:
@@ -29,11 +29,10 @@ def job(cfg: DictConfig) -> dict[str, float | str]:
     Returns its metrics and run id: every objective a sweeper may ask for.
     """
     try:
-        checked = config.from_hydra(cfg)
-        checks.inputs(checked)
-        from qa_compress.job import stages
+        checked = checks.job(cfg)
+        from qa_compress.job.run import run
 
-        return stages.run(cfg, checked)
+        return run(cfg, checked)
     except UserError as err:
         if _in_sweep():
             raise

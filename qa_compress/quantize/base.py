@@ -40,12 +40,19 @@ class QuantizationSettings(Section):
 
     name: str
 
+    def data_files(self) -> dict[str, str]:
+        """Files these settings read besides the job's data, by key: checked before the job, part of its identity."""
+        return {}
+
 
 class CalibrationSettings(QuantizationSettings):
     """Keys of the methods that calibrate activation ranges on sample windows (static quantization)."""
 
     calibration_samples: int = Field(default=300, ge=1, le=100_000)  # windows drawn (seeded) to calibrate on
     calibration_file: str | None = None  # a SQuAD 2.0 JSON file to draw them from instead of the training data
+
+    def data_files(self) -> dict[str, str]:
+        return {} if self.calibration_file is None else {"calibration_file": self.calibration_file}
 
     def calibration_reads(self) -> frozenset[str]:
         """The data calibrating reads: calibration windows, drawn from the training windows unless a file is given."""
@@ -59,7 +66,8 @@ class QuantizeContext:
     """What a method may use besides the model: its input names, a scratch directory, the thread count,
     and the data it `reads`: training windows, calibration windows, held-out questions to score on,
     the training settings (for training steps of its own), a scorer on the evaluation set, and a maker of
-    distillation teachers (`teacher(model, temperature=, weight=)`: its cached logits on the training windows)."""
+    distillation teachers (`teacher(model, temperature=, weight=, tag=)`: its cached logits on the training
+    windows, their cache hit or miss tagged on the run as `tag`)."""
 
     input_names: list[str]
     workdir: Path
@@ -70,7 +78,7 @@ class QuantizeContext:
     training: dict[str, Any] | None = None
     seed: int = 0
     evaluate: Callable[[Any], dict[str, float]] | None = None  # scores of a model on the evaluation set
-    teacher: Callable[[nn.Module, float, float], Teacher] | None = None
+    teacher: Callable[..., Teacher] | None = None
 
 
 class QuantizationMethod:
@@ -83,6 +91,7 @@ class QuantizationMethod:
     needs: ClassVar[frozenset[str]] = frozenset()  # data it reads whatever its settings (see `reads`)
     identity: ClassVar[bool] = False  # leaves the model as it is (the sweep's uncompressed reference)
     revision: ClassVar[int] = 1  # raised when the method's results change, so older runs are not reused as its own
+    serving_requirements: ClassVar[tuple[str, ...]] = ()  # packages a served model of this method imports besides torch
 
     def reads(self, settings: QuantizationSettings) -> frozenset[str]:
         """The data this method reads with these settings: TRAINING_WINDOWS, CALIBRATION_WINDOWS, HELD_OUT_QUESTIONS."""

@@ -22,6 +22,7 @@ class OnnxInt8(QuantizationMethod):
         "runs in ONNX Runtime."
     )
     settings: ClassVar[type[QuantizationSettings]] = OnnxInt8Settings
+    serving_requirements = ("onnx", "onnxruntime")
     runs_on = "cpu"
 
     def check(self, settings, model_config):

@@ -14,6 +14,7 @@ class OpenVinoMethod(QuantizationMethod):
 
     runs_on = "cpu"
     precision: ClassVar[str] = "f32"
+    serving_requirements = ("openvino",)
 
     def check(self, settings, model_config):
         try:

@@ -110,9 +110,8 @@ class OpenVinoInt8(OpenVinoMethod):
         model = model.to("cpu").eval()
         teacher = None
         if settings.qat_distill_weight > 0:  # the FP32 model's logits, taken before NNCF touches it
-            teacher = context.teacher(
-                model, temperature=settings.qat_distill_temperature, weight=settings.qat_distill_weight
-            )
+            teacher = context.teacher(model, temperature=settings.qat_distill_temperature,
+                                      weight=settings.qat_distill_weight, tag="qat_teacher_cache")  # fmt: skip
         with openvino_runtime.native_section():
             fake_quantized = nncf.quantize(
                 model,

@@ -140,11 +140,11 @@ class QAModel(mlflow.pyfunc.PythonModel):
 
 def _requirements(quantization: str) -> list[str]:
     """Pinned packages the served model imports (PyPI versions: a local `+cpu` suffix dropped)."""
+    from qa_compress import quantize
+
     names = ["torch", "transformers", "tokenizers", "datasets", "safetensors", "numpy", "pandas", "pydantic", "mlflow"]
-    if quantization.startswith("onnx"):
-        names += ["onnx", "onnxruntime"]
-    if quantization.startswith("openvino"):
-        names += ["openvino"]
+    if quantization in quantize.registry:
+        names += [name for name in quantize.get(quantization).serving_requirements if name not in names]
     return [f"{name}=={metadata.version(name).split('+', 1)[0]}" for name in names]
 
 

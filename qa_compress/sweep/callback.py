@@ -27,7 +27,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from qa_compress.errors import UserError
-from qa_compress.job.config import default, from_hydra
+from qa_compress.job.config import compose_job, default
 
 # MLflow, the checks and the report (torch, transformers) are imported where a sweep needs them:
 # Hydra builds this callback for single runs too, which must refuse a bad value without them.
@@ -74,16 +74,7 @@ def check_jobs(config: DictConfig, config_name: str, jobs: list[list[str]]) -> l
     Values are checked for every job first, then what each job reads (files, weights' headers), then what
     needs each checkpoint's config and tokenizer: the cheap refusals come first.
     """
-    checked = []
-    for overrides in jobs:
-        job_cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
-        with open_dict(job_cfg):
-            job_cfg.hydra.runtime.output_dir = config.hydra.sweep.dir  # not known before launch
-        HydraConfig.instance().set_config(job_cfg)
-        try:
-            checked.append(from_hydra(job_cfg))
-        finally:
-            HydraConfig.instance().set_config(config)
+    checked = [compose_job(config_name, overrides, config.hydra.sweep.dir) for overrides in jobs]
     from qa_compress.job import checks
 
     shapes = [checks.early(job) for job in checked]
@@ -317,8 +308,8 @@ class MlflowSweep(Callback):
 
     def _reference(self, client, sweep_dir: Path) -> str:
         """Evaluate the uncompressed model when no job of the sweep did (reused when it exists); says what it did."""
-        from qa_compress.job import stages
         from qa_compress.job.bookkeeping import SKIPPED_FILE
+        from qa_compress.job.run import run
         from qa_compress.tracking import results
 
         jobs = results.sweep_jobs(client, self.parent_run_id)
@@ -336,7 +327,7 @@ class MlflowSweep(Callback):
                 job_cfg.hydra.runtime.output_dir = str(output_dir)
                 job_cfg.hydra.mode = "MULTIRUN"
             HydraConfig.instance().set_config(job_cfg)
-            stages.run(job_cfg)
+            run(job_cfg)
         except Exception as err:  # the sweep's own results stand; say why there is no reference
             log.warning("Evaluating the uncompressed reference failed: %s", err)
             return f"No job of this sweep was uncompressed, and evaluating the reference ({command}) failed: {err}"

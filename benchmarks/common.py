@@ -1,0 +1,123 @@
+"""What the benchmark scripts share: where they write, the store and overrides of their sweeps, the labels of
+their jobs, real evaluation windows, side-by-side timing, and the sections of BENCHMARKS.md each one owns.
+
+The scripts import this module and never each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+from transformers import AutoTokenizer
+
+from qa_compress import prune
+from qa_compress.data import features, squad
+from qa_compress.evaluate import predict, timing
+from qa_compress.tracking import results
+from qa_compress.tracking import store as stores
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"  # the real SQuAD 2.0 files and checkpoint beside the checkout
+
+
+def markers(name: str) -> tuple[str, str]:
+    """The comments that open and close the section of BENCHMARKS.md that the script `name` writes."""
+    return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+
+
+KEPT_SECTIONS = [markers(name) for name in ("recovery", "paired-timing", "refusal-time", "search")]
+UNSTRUCTURED = tuple(m.name for m in prune.registry if isinstance(m, prune.UnstructuredMethod))
+
+
+def user_overrides(args: argparse.Namespace, experiment: str) -> list[str]:
+    """The --set values for `experiment`: `key=value` for every sweep, `experiment:key=value` for one."""
+    chosen = []
+    for item in args.set:
+        scope, _, override = item.partition(":") if ":" in item.split("=", 1)[0] else ("", "", item)
+        if scope in ("", experiment):
+            chosen.append(override)
+    return chosen
+
+def overrides(args: argparse.Namespace, experiment: str) -> list[str]:
+    """What a sweep is told besides its experiment: inputs, where to write, and the user's --set."""
+    result = [
+        f"model.name_or_path={args.model.resolve()}",
+        f"dataset.validation_file={args.eval.resolve()}",
+        f"dataset.train_file={args.train.resolve()}",
+        f"benchmark.num_threads={args.threads}",
+        f"tracking.uri={store(args)}",
+        f"paths.mlruns_dir={args.root.resolve()}",  # saved models go beside the store, under --root
+        f"paths.cache_dir={args.root.resolve() / 'cache'}",
+        *user_overrides(args, experiment),
+    ]
+    if args.max_eval_samples:
+        result.append(f"dataset.max_eval_samples={args.max_eval_samples}")
+    return result
+
+def store(args: argparse.Namespace) -> str:
+    """The benchmark's own MLflow store, under --root (its experiment is `tradeoffs`)."""
+    return stores.sqlite_uri(args.root / "mlflow.db")
+
+def recovered(job: results.Job) -> bool:
+    return job.params.get("pruning.finetune_steps", "0") != "0"
+
+def int8_mode(job: results.Job) -> str | None:
+    """How an OpenVINO INT8 job was quantized: post-training, accuracy control or QAT (None for other methods)."""
+    if job.quantization != "openvino_int8":
+        return None
+    if job.params.get("quantization.qat_steps", "0") != "0":
+        return "QAT"
+    return "post-training" if job.params.get("quantization.max_f1_drop") in (None, "None") else "accuracy control"
+
+def label(job: results.Job) -> str:
+    mode = int8_mode(job)
+    return f"{job.pruning_label} | {job.quantization}" + (f" ({mode})" if mode not in (None, "post-training") else "")
+
+def eval_batches(args: argparse.Namespace, tokenizer_dir: Path, sizes: list[int]) -> dict[int, dict[str, torch.Tensor]]:
+    """For each size, that many real evaluation windows, padded to the sequence length the jobs used."""
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    examples = squad.limit(squad.load_squad_json(args.eval, "--eval"), max(sizes))
+    windows = features.prepare(examples.dataset, examples.digest, tokenizer, args.max_seq_length, args.doc_stride,
+                               "eval", args.root / "cache")  # fmt: skip
+    inputs = predict.forward_inputs(windows, [n for n in tokenizer.model_input_names if n in windows.column_names])
+    return {size: timing.batch_of(inputs, size) for size in sizes}
+
+def time_side_by_side(variants: dict[str, object], batches: dict[int, dict], warmup: int, rounds: int,
+                      order_seed: int | None = None) -> dict[str, dict[int, list[float]]]:  # fmt: skip
+    """Milliseconds per forward pass of every variant at every batch size, round by round, interleaved
+    (`timing.interleaved`: an untimed pass then the timed one, a fresh seeded order each round with `order_seed`)."""
+    times: dict[str, dict[int, list[float]]] = {name: {} for name in variants}
+    for size, batch in batches.items():
+        calls = {name: (lambda model=model, batch=batch: model(**batch)) for name, model in variants.items()}
+        for name, ms in timing.interleaved(calls, warmup, rounds, order_seed=order_seed).items():
+            times[name][size] = ms
+    return times
+
+
+def paired(times: dict[str, list[float]], reference: str) -> dict[str, list[float]]:
+    """Each variant's speed-up over `reference`, round by round."""
+    return {name: timing.ratios(times[reference], own) for name, own in times.items()}
+
+def write_section(path: Path, begin: str, end: str, text: str) -> None:
+    """Print `text` (a section from `begin` to `end`) and put it in `path` in place of the old one, or at its end."""
+    print(text)
+    if not path.is_file():
+        return
+    document = path.read_text()
+    if begin in document and end in document:
+        head, rest = document.split(begin, 1)
+        document = head + text.strip("\n") + rest.split(end, 1)[1]
+    else:
+        document = document.rstrip("\n") + "\n\n" + text.strip("\n") + "\n"
+    path.write_text(document)
+    print(f"written to {path}")
+
+def keep_sections(document: str, previous: str) -> str:
+    """`document` followed by the sections other scripts wrote into the previous file (benchmarks/recovery.py)."""
+    kept = []
+    for begin, end in KEPT_SECTIONS:
+        if begin in previous and end in previous.split(begin, 1)[1]:
+            kept.append(begin + previous.split(begin, 1)[1].split(end, 1)[0] + end)
+    return "\n\n".join([document.rstrip("\n"), *kept]) + "\n"

@@ -27,7 +27,8 @@ def markers(name: str) -> tuple[str, str]:
     return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
 
 
-KEPT_SECTIONS = [markers(name) for name in ("recovery", "paired-timing", "refusal-time", "search")]
+# Sections other scripts write (and `options`, kept by hand), which tradeoffs.py keeps when it rewrites the rest.
+KEPT_SECTIONS = [markers(name) for name in ("recovery", "paired-timing", "refusal-time", "search", "options")]
 UNSTRUCTURED = tuple(m.name for m in prune.registry if isinstance(m, prune.UnstructuredMethod))
 
 
@@ -39,6 +40,7 @@ def user_overrides(args: argparse.Namespace, experiment: str) -> list[str]:
         if scope in ("", experiment):
             chosen.append(override)
     return chosen
+
 
 def overrides(args: argparse.Namespace, experiment: str) -> list[str]:
     """What a sweep is told besides its experiment: inputs, where to write, and the user's --set."""
@@ -56,12 +58,15 @@ def overrides(args: argparse.Namespace, experiment: str) -> list[str]:
         result.append(f"dataset.max_eval_samples={args.max_eval_samples}")
     return result
 
+
 def store(args: argparse.Namespace) -> str:
     """The benchmark's own MLflow store, under --root (its experiment is `tradeoffs`)."""
     return stores.sqlite_uri(args.root / "mlflow.db")
 
+
 def recovered(job: results.Job) -> bool:
     return job.params.get("pruning.finetune_steps", "0") != "0"
+
 
 def int8_mode(job: results.Job) -> str | None:
     """How an OpenVINO INT8 job was quantized: post-training, accuracy control or QAT (None for other methods)."""
@@ -71,21 +76,26 @@ def int8_mode(job: results.Job) -> str | None:
         return "QAT"
     return "post-training" if job.params.get("quantization.max_f1_drop") in (None, "None") else "accuracy control"
 
+
 def label(job: results.Job) -> str:
     mode = int8_mode(job)
     return f"{job.pruning_label} | {job.quantization}" + (f" ({mode})" if mode not in (None, "post-training") else "")
+
 
 def eval_batches(args: argparse.Namespace, tokenizer_dir: Path, sizes: list[int]) -> dict[int, dict[str, torch.Tensor]]:
     """For each size, that many real evaluation windows, padded to the sequence length the jobs used."""
     tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
     examples = squad.limit(squad.load_squad_json(args.eval, "--eval"), max(sizes))
-    windows = features.prepare(examples.dataset, examples.digest, tokenizer, args.max_seq_length, args.doc_stride,
-                               "eval", args.root / "cache")  # fmt: skip
+    windows = features.prepare(
+        examples.dataset, examples.digest, tokenizer, args.max_seq_length, args.doc_stride, "eval", args.root / "cache"
+    )
     inputs = predict.forward_inputs(windows, [n for n in tokenizer.model_input_names if n in windows.column_names])
     return {size: timing.batch_of(inputs, size) for size in sizes}
 
-def time_side_by_side(variants: dict[str, object], batches: dict[int, dict], warmup: int, rounds: int,
-                      order_seed: int | None = None) -> dict[str, dict[int, list[float]]]:  # fmt: skip
+
+def time_side_by_side(
+    variants: dict[str, object], batches: dict[int, dict], warmup: int, rounds: int, order_seed: int | None = None
+) -> dict[str, dict[int, list[float]]]:
     """Milliseconds per forward pass of every variant at every batch size, round by round, interleaved
     (`timing.interleaved`: an untimed pass then the timed one, a fresh seeded order each round with `order_seed`)."""
     times: dict[str, dict[int, list[float]]] = {name: {} for name in variants}
@@ -100,6 +110,7 @@ def paired(times: dict[str, list[float]], reference: str) -> dict[str, list[floa
     """Each variant's speed-up over `reference`, round by round."""
     return {name: timing.ratios(times[reference], own) for name, own in times.items()}
 
+
 def write_section(path: Path, begin: str, end: str, text: str) -> None:
     """Print `text` (a section from `begin` to `end`) and put it in `path` in place of the old one, or at its end."""
     print(text)
@@ -113,6 +124,7 @@ def write_section(path: Path, begin: str, end: str, text: str) -> None:
         document = document.rstrip("\n") + "\n\n" + text.strip("\n") + "\n"
     path.write_text(document)
     print(f"written to {path}")
+
 
 def keep_sections(document: str, previous: str) -> str:
     """`document` followed by the sections other scripts wrote into the previous file (benchmarks/recovery.py)."""

@@ -44,8 +44,16 @@ def burn(stop_at: float) -> None:
 
 def sweep(out: Path, name: str, extra: list[str]) -> float:
     run_py = str(common.ROOT / "run.py")
-    command = [sys.executable, run_py, "-m", "experiment=quickstart", f"paths.cache_dir={out / 'cache'}",
-               f"paths.mlruns_dir={out / name}", f"hydra.sweep.dir={out / name / 'sweep'}", *extra]  # fmt: skip
+    command = [
+        sys.executable,
+        run_py,
+        "-m",
+        "experiment=quickstart",
+        f"paths.cache_dir={out / 'cache'}",
+        f"paths.mlruns_dir={out / name}",
+        f"hydra.sweep.dir={out / name / 'sweep'}",
+        *extra,
+    ]
     started = time.perf_counter()
     subprocess.run(command, cwd=common.ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - started
@@ -62,21 +70,27 @@ def section(out: Path, durations: str) -> list[str]:
     """The section's lines: the two runs side by side, and the targets."""
     quiet, crowded = speedups(out, "quiet"), speedups(out, "crowded")
     lines = [
-        BEGIN, "## Speed-up on a busy machine", "",
+        BEGIN,
+        "## Speed-up on a busy machine",
+        "",
         "`python benchmarks/paired_timing.py`: the quick start (generated data; MiniLM-L6, batch 16) run alone, then "
         "with two parallel jobs (`hydra/launcher=joblib hydra.launcher.n_jobs=2`) and a CPU-bound process beside "
         "them for the whole sweep. `speedup` is what each job measured against the uncompressed model in its own "
         "process (median of 10 interleaved rounds; interquartile range in brackets); `latency ms` is what the "
-        "job measured of its own model alone.", "",
-        f"CPU: {timing.cpu_description()}, {os.cpu_count()} cores. {durations}", "",
+        "job measured of its own model alone.",
+        "",
+        f"CPU: {timing.cpu_description()}, {os.cpu_count()} cores. {durations}",
+        "",
         "| job | quiet: speed-up (IQR) | quiet: latency ms | crowded: speed-up (IQR) | crowded: latency ms |",
         "|---|---|---|---|---|",
-    ]  # fmt: skip
+    ]
     for key in sorted(quiet):
         q, c = quiet[key], crowded[key]
-        lines.append(f"| L1 {key[0]} + {key[1]} | {q['speedup']:.2f} ({q['speedup_q1']:.2f}-{q['speedup_q3']:.2f}) | "
-                     f"{q['latency_ms']:.1f} | {c['speedup']:.2f} ({c['speedup_q1']:.2f}-{c['speedup_q3']:.2f}) | "
-                     f"{c['latency_ms']:.1f} |")  # fmt: skip
+        lines.append(
+            f"| L1 {key[0]} + {key[1]} | {q['speedup']:.2f} ({q['speedup_q1']:.2f}-{q['speedup_q3']:.2f}) | "
+            f"{q['latency_ms']:.1f} | {c['speedup']:.2f} ({c['speedup_q1']:.2f}-{c['speedup_q3']:.2f}) | "
+            f"{c['latency_ms']:.1f} |"
+        )
     dense = [crowded[(amount, "none")]["speedup"] for amount in ("0.0", "0.3", "0.6")]
     int8_change = crowded[("0.0", "dynamic_int8")]["speedup"] / quiet[("0.0", "dynamic_int8")]["speedup"] - 1
     met_dense = all(0.9 <= s <= 1.1 for s in dense)
@@ -87,7 +101,7 @@ def section(out: Path, durations: str) -> list[str]:
         f"- dynamic_int8 at amount 0, crowded against quiet: {int8_change:+.1%} (target within 15%: "
         f"**{'met' if abs(int8_change) <= 0.15 else 'missed'}**).",
         END,
-    ]  # fmt: skip
+    ]
     return lines
 
 

@@ -43,9 +43,14 @@ CALIBRATION_TARGETS = {  # threshold calibration alone must win back at least ha
 
 def run_sweeps(args: argparse.Namespace) -> None:
     for experiment in EXPERIMENTS:
-        command = [sys.executable, str(common.ROOT / "run.py"), "-m", f"experiment={experiment}",
-                   *common.overrides(args, experiment),
-                   f"hydra.sweep.dir={args.root.resolve() / 'sweeps' / experiment}"]  # fmt: skip
+        command = [
+            sys.executable,
+            str(common.ROOT / "run.py"),
+            "-m",
+            f"experiment={experiment}",
+            *common.overrides(args, experiment),
+            f"hydra.sweep.dir={args.root.resolve() / 'sweeps' / experiment}",
+        ]
         print("$", " ".join(command), flush=True)
         subprocess.run(command, cwd=common.ROOT, check=True)
 
@@ -73,8 +78,17 @@ def _amount(job: results.Job) -> str:
 
 
 def find(jobs: list[results.Job], pruning: str, amount: str, recovered: bool, quantization: str) -> results.Job | None:
-    return next((j for j in jobs if j.pruning == pruning and _amount(j) == amount and j.quantization == quantization
-                 and common.recovered(j) == recovered), None)  # fmt: skip
+    return next(
+        (
+            j
+            for j in jobs
+            if j.pruning == pruning
+            and _amount(j) == amount
+            and j.quantization == quantization
+            and common.recovered(j) == recovered
+        ),
+        None,
+    )
 
 
 def rows(jobs: list[results.Job], reference: results.Job) -> list[dict[str, object]]:
@@ -83,29 +97,36 @@ def rows(jobs: list[results.Job], reference: results.Job) -> list[dict[str, obje
     table = []
     for job in jobs:
         m = job.metrics
-        table.append({
-            "job": common.label(job),
-            "sparsity": m.get("sparsity", math.nan),
-            "F1 before recovery": m.get("f1_before_recovery", math.nan),
-            "F1 after recovery": m["f1_uncalibrated"] if common.recovered(job) else math.nan,
-            "F1 at fixed threshold": m["f1_uncalibrated"],
-            "F1 calibrated": m["f1"],
-            "ΔF1 vs uncompressed": m["f1"] - base,
-            "HasAns F1": m.get("HasAns_f1", math.nan),
-            "NoAns F1": m.get("NoAns_f1", math.nan),
-            "threshold": m.get("null_threshold", math.nan),
-            "best_f1 (oracle)": m.get("best_f1", math.nan),
-        })  # fmt: skip
+        table.append(
+            {
+                "job": common.label(job),
+                "sparsity": m.get("sparsity", math.nan),
+                "F1 before recovery": m.get("f1_before_recovery", math.nan),
+                "F1 after recovery": m["f1_uncalibrated"] if common.recovered(job) else math.nan,
+                "F1 at fixed threshold": m["f1_uncalibrated"],
+                "F1 calibrated": m["f1"],
+                "ΔF1 vs uncompressed": m["f1"] - base,
+                "HasAns F1": m.get("HasAns_f1", math.nan),
+                "NoAns F1": m.get("NoAns_f1", math.nan),
+                "threshold": m.get("null_threshold", math.nan),
+                "best_f1 (oracle)": m.get("best_f1", math.nan),
+            }
+        )
     return [{k: round(v, 2) if isinstance(v, float) else v for k, v in row.items()} for row in table]
 
 
 def targets(jobs: list[results.Job], reference: results.Job) -> list[str]:
     base = reference.metrics["f1_uncalibrated"]
-    lines = ["### Targets", "", f"Against the uncompressed model's F1 at the fixed threshold ({base:.2f}), the "
-             "figure the pruned model is compared with elsewhere in this file; each recovered model at the fixed "
-             "threshold and at its calibrated one.", "",
-             "| target | ΔF1 at fixed threshold | ΔF1 calibrated | bound | met (fixed / calibrated) |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "### Targets",
+        "",
+        f"Against the uncompressed model's F1 at the fixed threshold ({base:.2f}), the "
+        "figure the pruned model is compared with elsewhere in this file; each recovered model at the fixed "
+        "threshold and at its calibrated one.",
+        "",
+        "| target | ΔF1 at fixed threshold | ΔF1 calibrated | bound | met (fixed / calibrated) |",
+        "|---|---|---|---|---|",
+    ]
     for name, ((pruning, amount, recovered, quantization), bound) in TARGETS.items():
         job = find(jobs, pruning, amount, recovered, quantization)
         if job is None:
@@ -125,8 +146,10 @@ def targets(jobs: list[results.Job], reference: results.Job) -> list[str]:
         oracle = job.metrics.get("best_f1", math.nan) - job.metrics["f1_uncalibrated"]
         share = won / lost if lost > 0 else math.nan
         met = "yes" if share >= 0.5 else "no"
-        lines.append(f"| {name} | lost {lost:.2f}, won back {won:+.2f} ({share:.0%}); "
-                     f"the oracle threshold would win {oracle:+.2f} | ≥ 50% | {met} |")  # fmt: skip
+        lines.append(
+            f"| {name} | lost {lost:.2f}, won back {won:+.2f} ({share:.0%}); "
+            f"the oracle threshold would win {oracle:+.2f} | ≥ 50% | {met} |"
+        )
     return lines
 
 
@@ -150,19 +173,24 @@ def section(args: argparse.Namespace, jobs: list[results.Job], command: str) -> 
         raise SystemExit("the tradeoffs_threshold sweep has no uncompressed job")
     calibration = reference.metrics.get("threshold_questions", math.nan)
     lines = [
-        BEGIN, "## Keeping the answers: threshold calibration, distillation, gradual pruning", "",
+        BEGIN,
+        "## Keeping the answers: threshold calibration, distillation, gradual pruning",
+        "",
         f"`{command}` on {cpu_description()}; accuracy only (no timing). Every job picks its "
         f"no-answer threshold on {calibration:.0f} questions of whole training paragraphs that no training "
         "stage sees (`predict.null_threshold=calibrate`); *F1 at fixed threshold* is the same model at "
         "`predict.null_score_diff_threshold` (0). *best_f1 (oracle)* tunes the threshold on the evaluation "
         "answers themselves: an upper bound, not a result. Recovery: 400 steps, batch 16, learning rate 1e-4, "
         "distillation from the uncompressed model (T = 2, weight 0.5); unstructured amounts reached gradually "
-        "(8 cubic stages over the first 75% of the steps). *F1 before recovery* is the one-shot pruned model.", "",
+        "(8 cubic stages over the first 75% of the steps). *F1 before recovery* is the one-shot pruned model.",
+        "",
         tables.markdown(rows(jobs, reference)),
-        *targets(jobs, reference), "", *seen_questions(reference),
+        *targets(jobs, reference),
+        "",
+        *seen_questions(reference),
         *([f"Not finished when this section was written: {', '.join(args.missing)}.", ""] if args.missing else []),
         END,
-    ]  # fmt: skip
+    ]
     return "\n".join(lines) + "\n"
 
 

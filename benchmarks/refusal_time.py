@@ -124,8 +124,17 @@ def main() -> int:
             seconds = [t for t, _, _ in timed]
             _, code, line = timed[-1]
             line = line.replace(str(work), "<tmp>")
-            rows.append({"name": name, "torch": needs_torch, "median": statistics.median(seconds),
-                         "low": min(seconds), "high": max(seconds), "exit": code, "line": line})  # fmt: skip
+            rows.append(
+                {
+                    "name": name,
+                    "torch": needs_torch,
+                    "median": statistics.median(seconds),
+                    "low": min(seconds),
+                    "high": max(seconds),
+                    "exit": code,
+                    "line": line,
+                }
+            )
             print(f"{name}: median {rows[-1]['median']:.2f} s, exit {code}: {line[:150]}", flush=True)
     text = section(rows, opts.repeats)
     common.write_section(opts.benchmarks, BEGIN, END, text)

@@ -57,11 +57,18 @@ BEGIN, END = common.markers("search")
 QUANTIZATION = "quantization=none,dynamic_int8,onnx_int8"
 GRID = {  # sweep name: its overrides (60 jobs in all)
     "grid_none": ["pruning=none", QUANTIZATION],
-    "grid_unstructured": ["pruning=global_magnitude,l1_unstructured", "pruning.amount=0.1,0.2,0.3,0.4,0.5",
-                          QUANTIZATION],
-    "grid_structured": ["pruning=structured", "pruning.heads_amount=0,0.25,0.5", "pruning.ffn_amount=0.25,0.5,0.75",
-                        QUANTIZATION],
-}  # fmt: skip
+    "grid_unstructured": [
+        "pruning=global_magnitude,l1_unstructured",
+        "pruning.amount=0.1,0.2,0.3,0.4,0.5",
+        QUANTIZATION,
+    ],
+    "grid_structured": [
+        "pruning=structured",
+        "pruning.heads_amount=0,0.25,0.5",
+        "pruning.ffn_amount=0.25,0.5,0.75",
+        QUANTIZATION,
+    ],
+}
 SPACE = [
     "pruning=choice(none,global_magnitude,l1_unstructured,structured)",
     "pruning.amount=choice(0.1,0.2,0.3,0.4,0.5)",
@@ -178,8 +185,11 @@ def same_work(jobs: list[results.Job]) -> dict[str, list[results.Job]]:
     dense = ("none", *common.UNSTRUCTURED)
     groups = {}
     for quantization in QUANTIZATION.split("=", 1)[1].split(","):
-        same = [job for job in jobs if job.params["quantization.name"] == quantization
-                and job.params["pruning.name"] in dense]  # fmt: skip
+        same = [
+            job
+            for job in jobs
+            if job.params["quantization.name"] == quantization and job.params["pruning.name"] in dense
+        ]
         if same:
             groups[quantization] = same
     return groups
@@ -225,16 +235,26 @@ def retime_grid(args: argparse.Namespace, jobs: list[results.Job], floor: float)
             settings = config.compose_job("config", overrides, workdir)
             print(f"building {n + 1}/{len(chosen)}: {job.pruning_label} | {job.quantization}", flush=True)
             models[job.run_id] = stages.compressed(settings, workdir)
-        where = argparse.Namespace(eval=args.eval, root=args.root, max_seq_length=settings.dataset.max_seq_length,
-                                   doc_stride=settings.dataset.doc_stride)  # fmt: skip
+        where = argparse.Namespace(
+            eval=args.eval,
+            root=args.root,
+            max_seq_length=settings.dataset.max_seq_length,
+            doc_stride=settings.dataset.doc_stride,
+        )
         size = settings.benchmark.batch_size
         batches = common.eval_batches(where, args.model, [size])
         print(f"timing {len(models)} configurations side by side ({args.side_rounds} rounds)...", flush=True)
         times = common.time_side_by_side(models, batches, args.warmup, args.side_rounds, order_seed=0)
-    timing = {"cpu": cpu_description(), "threads": args.threads, "batch_size": size,
-              "max_seq_length": settings.dataset.max_seq_length, "rounds": args.side_rounds,
-              "warmup": args.warmup, "reference": results.baseline_of(jobs).run_id,
-              "times": {run: t[size] for run, t in times.items()}}  # fmt: skip
+    timing = {
+        "cpu": cpu_description(),
+        "threads": args.threads,
+        "batch_size": size,
+        "max_seq_length": settings.dataset.max_seq_length,
+        "rounds": args.side_rounds,
+        "warmup": args.warmup,
+        "reference": results.baseline_of(jobs).run_id,
+        "times": {run: t[size] for run, t in times.items()},
+    }
     (args.root / SIDE_BY_SIDE).write_text(json.dumps(timing))
     return timing
 
@@ -320,16 +340,22 @@ def replay(
 
     from qa_compress.sweep import callback, search_space
 
-    settings = [*sweeper_options(sampler), f"hydra.sweeper.seed={seed}",
-                f"hydra.sweeper.n_trials={args.trials}", f"hydra.sweeper.n_startup_trials={args.startup}",
-                f"hydra.sweeper.objectives=[{','.join(OBJECTIVES)}]", f"hydra.sweeper.storage={args.replay_storage}",
-                f"hydra.sweeper.study_name=replay-{sampler}-{seed}-{max_f1_drop}"]  # fmt: skip
+    settings = [
+        *sweeper_options(sampler),
+        f"hydra.sweeper.seed={seed}",
+        f"hydra.sweeper.n_trials={args.trials}",
+        f"hydra.sweeper.n_startup_trials={args.startup}",
+        f"hydra.sweeper.objectives=[{','.join(OBJECTIVES)}]",
+        f"hydra.sweeper.storage={args.replay_storage}",
+        f"hydra.sweeper.study_name=replay-{sampler}-{seed}-{max_f1_drop}",
+    ]
     if max_f1_drop is not None:
         settings.append(f"hydra.sweeper.max_f1_drop={max_f1_drop}")
     find = grid_lookup(jobs)
     with initialize_config_dir(config_dir=str(common.ROOT / "conf"), version_base="1.3"):
-        config = compose("config", overrides=[*sweep_overrides(args), "hydra/sweeper=pareto", *settings],
-                         return_hydra_config=True)  # fmt: skip
+        config = compose(
+            "config", overrides=[*sweep_overrides(args), "hydra/sweeper=pareto", *settings], return_hydra_config=True
+        )
         with open_dict(config):
             config.hydra.overrides.task = [*sweep_overrides(args), *SPACE]
 
@@ -397,8 +423,9 @@ def not_slower(verdicts: list[dict[str, Verdict]]) -> int:
     return sum(v[TIMINGS[0]].met or v[TIMINGS[0]].indistinct for v in verdicts)
 
 
-def replays(args: argparse.Namespace, jobs: list[results.Job], judged: Judge, key_run: str
-            ) -> tuple[list[str], dict[str, list[float]]]:  # fmt: skip
+def replays(
+    args: argparse.Namespace, jobs: list[results.Job], judged: Judge, key_run: str
+) -> tuple[list[str], dict[str, list[float]]]:
     """Each sampler replayed over --replay-seeds seeds, judged on both timings: the hypervolume shares side by side,
     how many seeds reached the target on each timing, how many ran the grid job that carries most of the front,
     and how many constraint-mode searches found a configuration as fast as the grid's fastest within the loss."""
@@ -414,25 +441,34 @@ def replays(args: argparse.Namespace, jobs: list[results.Job], judged: Judge, ke
         shares = [v[side].share for v in verdicts]
         print(f"replay {sampler}: {' '.join(f'{100 * v:.0f}' for v in shares)}", flush=True)
         quartiles = statistics.quantiles([100 * v for v in shares], n=4)
-        cells = [sampler, str(args.replay_seeds), f"{100 * statistics.median(shares):.1f}%",
-                 f"{quartiles[0]:.1f}–{quartiles[2]:.1f}%", f"{100 * min(shares):.1f}%",
-                 f"{reached(verdicts, side)} of {len(verdicts)}", f"{reached(verdicts, timed)} of {len(verdicts)}",
-                 f"{len(ran_key)} ({reached(ran_key, side)} reached {HYPERVOLUME_TARGET:.0%})",
-                 f"{sum(v[side].met for v in verdicts)} of {len(verdicts)} ({not_slower(verdicts)} not measurably "
-                 "slower)",
-                 f"{sum(v[timed].met for v in verdicts)} of {len(verdicts)}"]  # fmt: skip
+        cells = [
+            sampler,
+            str(args.replay_seeds),
+            f"{100 * statistics.median(shares):.1f}%",
+            f"{quartiles[0]:.1f}–{quartiles[2]:.1f}%",
+            f"{100 * min(shares):.1f}%",
+            f"{reached(verdicts, side)} of {len(verdicts)}",
+            f"{reached(verdicts, timed)} of {len(verdicts)}",
+            f"{len(ran_key)} ({reached(ran_key, side)} reached {HYPERVOLUME_TARGET:.0%})",
+            f"{sum(v[side].met for v in verdicts)} of {len(verdicts)} ({not_slower(verdicts)} not measurably slower)",
+            f"{sum(v[timed].met for v in verdicts)} of {len(verdicts)}",
+        ]
         rows.append("| " + " | ".join(cells) + " |")
         by_sampler[sampler] = shares
     return rows, by_sampler
 
 
-def replay_section(args: argparse.Namespace, rows: list[str], real: dict[str, list[float]],
-                   replayed: dict[str, list[float]]) -> list[str]:  # fmt: skip
+def replay_section(
+    args: argparse.Namespace, rows: list[str], real: dict[str, list[float]], replayed: dict[str, list[float]]
+) -> list[str]:
     if not rows:
         return []
     covered = all(seed < args.replay_seeds for seed in args.seeds)
-    pairs = [(sampler, real[sampler], [100 * replayed[sampler][seed] for seed in args.seeds])
-             for sampler in real if sampler in replayed and covered]  # fmt: skip
+    pairs = [
+        (sampler, real[sampler], [100 * replayed[sampler][seed] for seed in args.seeds])
+        for sampler in real
+        if sampler in replayed and covered
+    ]
     check = " ".join(
         f"Replayed with the real searches' seeds, {sampler} covers {', '.join(f'{v:.1f}' for v in again)}% "
         f"(the real searches: {', '.join(f'{v:.1f}' for v in first)}%)."
@@ -459,8 +495,9 @@ def replay_section(args: argparse.Namespace, rows: list[str], real: dict[str, li
     ]
 
 
-def plot(grid: list[list[float]], reference: list[float], searches: dict[str, list[list[float]]], shown: str,
-         path: Path) -> None:  # fmt: skip
+def plot(
+    grid: list[list[float]], reference: list[float], searches: dict[str, list[list[float]]], shown: str, path: Path
+) -> None:
     """Left: the grid, its front and one search's front; right: each search's hypervolume after each trial."""
     import matplotlib
 
@@ -474,8 +511,14 @@ def plot(grid: list[list[float]], reference: list[float], searches: dict[str, li
         on = sorted((found[i] for i in front.front(found, DIRECTIONS)), key=lambda p: p[1])
         left.plot([p[1] for p in on], [p[0] for p in on], style, marker="o", markersize=4, label=label)
     chosen = searches[shown]
-    left.scatter([p[1] for p in chosen], [p[0] for p in chosen], s=10, color="tab:blue", alpha=0.5,
-                 label=f"search trials ({len(chosen)})")  # fmt: skip
+    left.scatter(
+        [p[1] for p in chosen],
+        [p[0] for p in chosen],
+        s=10,
+        color="tab:blue",
+        alpha=0.5,
+        label=f"search trials ({len(chosen)})",
+    )
     left.axhline(reference[0], color="tab:red", lw=0.8, label="always-no-answer F1")
     left.set_xlabel("speed-up over the uncompressed model (side by side above the red line)")
     left.set_ylabel("F1")
@@ -484,8 +527,15 @@ def plot(grid: list[list[float]], reference: list[float], searches: dict[str, li
     styles = ["-", "--", ":", "-."]
     for n, (name, found) in enumerate(searches.items()):
         growth = [100 * v / whole for v in front.growth(found, reference, DIRECTIONS)]
-        right.step(range(1, len(growth) + 1), growth, where="post", label=name, alpha=0.8, ls=styles[n % len(styles)],
-                   color="tab:blue" if name.startswith("tpe") else "tab:orange")  # fmt: skip
+        right.step(
+            range(1, len(growth) + 1),
+            growth,
+            where="post",
+            label=name,
+            alpha=0.8,
+            ls=styles[n % len(styles)],
+            color="tab:blue" if name.startswith("tpe") else "tab:orange",
+        )
     right.axhline(100 * HYPERVOLUME_TARGET, color="k", lw=0.8, ls="--", label="95% of the grid front")
     right.set_xlabel("trials (jobs)")
     right.set_ylabel("hypervolume side by side, % of the grid front's")
@@ -552,8 +602,10 @@ def measure(args: argparse.Namespace) -> str:
             shares = [share_cell(verdict[timing], sampler == "tpe", found_key) for timing in TIMINGS]
             constraint = ["", ""]
             if constrained is not None:
-                constraint = [f"{constraint_cell(verdict[on_side])} in {constrained_count} jobs",
-                              constraint_cell(verdict[on_timed])]  # fmt: skip
+                constraint = [
+                    f"{constraint_cell(verdict[on_side])} in {constrained_count} jobs",
+                    constraint_cell(verdict[on_timed]),
+                ]
             cells = [sampler, str(seed), f"{count} of {len(jobs)}", *shares, *constraint]
             rows.append("| " + " | ".join(cells) + " |")
     replayed, replayed_shares = [], {}
@@ -564,15 +616,21 @@ def measure(args: argparse.Namespace) -> str:
     shown = next(iter(searches))
     plot(grid, reference, searches, shown, PLOT)
     tpe = verdicts.get("tpe", [])
-    medians = ", ".join(f"{sampler} {100 * statistics.median(v[on_side].share for v in found):.1f}%"
-                        for sampler, found in verdicts.items() if found)  # fmt: skip
+    medians = ", ".join(
+        f"{sampler} {100 * statistics.median(v[on_side].share for v in found):.1f}%"
+        for sampler, found in verdicts.items()
+        if found
+    )
     timed_points = points(as_timed)
     real_shares = {sampler: [100 * v[on_side].share for v in found] for sampler, found in verdicts.items()}
     timed_spread = "; ".join(same_work_spread(jobs, lambda job: job.metrics["speedup"]))
     retimed = [job for job in jobs if job.run_id in side.times]
     side_spread = "; ".join(same_work_spread(retimed, lambda job: side.speedups[job.run_id]))
-    widths = [np.subtract(*side.interval(side.reference, job.run_id)[::-1]) / 2 for job in retimed
-              if job.run_id != side.reference]  # fmt: skip
+    widths = [
+        np.subtract(*side.interval(side.reference, job.run_id)[::-1]) / 2
+        for job in retimed
+        if job.run_id != side.reference
+    ]
     lines = [
         BEGIN,
         "## Search against grid",
@@ -648,20 +706,35 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--trials", type=int, default=20, help="jobs per search (default: a third of the grid)")
     parser.add_argument("--startup", type=int, default=8, help="random trials before TPE models the space")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--samplers", nargs="+", default=["tpe", "tpe-unrefined", "random"], choices=SEARCHERS,
-                        help="searches to run: tpe (the default: TPE with front refinement), tpe-unrefined, nsga2, "
-                             "random (no refinement: the baseline)")  # fmt: skip
+    parser.add_argument(
+        "--samplers",
+        nargs="+",
+        default=["tpe", "tpe-unrefined", "random"],
+        choices=SEARCHERS,
+        help="searches to run: tpe (the default: TPE with front refinement), tpe-unrefined, nsga2, "
+        "random (no refinement: the baseline)",
+    )
     parser.add_argument("--max-f1-drop", type=float, default=1.0)
-    parser.add_argument("--side-rounds", type=int, default=40,
-                        help="rounds of the grid's configurations timed side by side in one process")  # fmt: skip
+    parser.add_argument(
+        "--side-rounds",
+        type=int,
+        default=40,
+        help="rounds of the grid's configurations timed side by side in one process",
+    )
     parser.add_argument("--warmup", type=int, default=3, help="untimed passes of each model before those rounds")
-    parser.add_argument("--reuse-timing", action="store_true",
-                        help=f"judge on the last side-by-side timing (--root/{SIDE_BY_SIDE})")  # fmt: skip
-    parser.add_argument("--replay-seeds", type=int, default=24,
-                        help="searches per sampler replayed on the grid's measurements (0: none)")  # fmt: skip
+    parser.add_argument(
+        "--reuse-timing", action="store_true", help=f"judge on the last side-by-side timing (--root/{SIDE_BY_SIDE})"
+    )
+    parser.add_argument(
+        "--replay-seeds",
+        type=int,
+        default=24,
+        help="searches per sampler replayed on the grid's measurements (0: none)",
+    )
     parser.add_argument("--replay-samplers", nargs="+", default=list(SEARCHERS), choices=SEARCHERS)
-    parser.add_argument("--fresh", action="store_true",
-                        help="delete the benchmark's earlier studies first, so the searches start anew")  # fmt: skip
+    parser.add_argument(
+        "--fresh", action="store_true", help="delete the benchmark's earlier studies first, so the searches start anew"
+    )
     parser.add_argument("--skip-grid", action="store_true", help="the grid ran already: do not start it")
     parser.add_argument("--skip-searches", action="store_true", help="only measure the studies already run")
     parser.add_argument("--skip-measure", action="store_true", help="run the sweeps, write nothing (grid unfinished)")
@@ -673,8 +746,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     if not args.skip_grid:
         for name, overrides in GRID.items():
-            run([sys.executable, str(common.ROOT / "run.py"), "-m", *sweep_overrides(args), *overrides,
-                 f"hydra.sweep.dir={args.root.resolve() / 'sweeps' / name}"])  # fmt: skip
+            run(
+                [
+                    sys.executable,
+                    str(common.ROOT / "run.py"),
+                    "-m",
+                    *sweep_overrides(args),
+                    *overrides,
+                    f"hydra.sweep.dir={args.root.resolve() / 'sweeps' / name}",
+                ]
+            )
     if not args.skip_searches:
         if args.fresh:
             forget_studies(args)

@@ -57,8 +57,14 @@ from common import (
     time_side_by_side,
 )
 
-EXPERIMENTS = ("tradeoffs_quantization", "tradeoffs_unstructured", "tradeoffs_structured", "tradeoffs_qat",
-               "tradeoffs_accuracy_control", "tradeoffs_bf16")  # fmt: skip
+EXPERIMENTS = (
+    "tradeoffs_quantization",
+    "tradeoffs_unstructured",
+    "tradeoffs_structured",
+    "tradeoffs_qat",
+    "tradeoffs_accuracy_control",
+    "tradeoffs_bf16",
+)
 NEEDS_BF16 = ("tradeoffs_bf16",)  # run only where the CPU has AVX512-BF16 or AMX (run.py refuses them elsewhere)
 RUNTIME_FP32 = "openvino_fp32"  # the fastest FP32 runtime: speed-ups are also given against it
 TARGETS = {  # name: (pruning, quantization, recovery steps > 0, OpenVINO INT8 mode), speed-up at --batch-size,
@@ -84,17 +90,28 @@ TARGETS = {  # name: (pruning, quantization, recovery steps > 0, OpenVINO INT8 m
 def experiments(args: argparse.Namespace) -> dict[str, str | None]:
     """Each experiment, and why it is left out this time (None: it runs): --only, or a CPU without bf16."""
     bf16 = quantize.cpu_has_bf16()
-    return {e: "--only" if args.only and e not in args.only else
-               "this CPU has neither AVX512-BF16 nor AMX" if e in NEEDS_BF16 and not bf16 else None
-            for e in EXPERIMENTS}  # fmt: skip
+    return {
+        e: "--only"
+        if args.only and e not in args.only
+        else "this CPU has neither AVX512-BF16 nor AMX"
+        if e in NEEDS_BF16 and not bf16
+        else None
+        for e in EXPERIMENTS
+    }
 
 
 def run_sweeps(args: argparse.Namespace) -> None:
     for experiment, left_out in experiments(args).items():
         if left_out:
             continue
-        command = [sys.executable, str(ROOT / "run.py"), "-m", f"experiment={experiment}", *overrides(args, experiment),
-                   f"hydra.sweep.dir={args.root.resolve() / 'sweeps' / experiment}"]  # fmt: skip
+        command = [
+            sys.executable,
+            str(ROOT / "run.py"),
+            "-m",
+            f"experiment={experiment}",
+            *overrides(args, experiment),
+            f"hydra.sweep.dir={args.root.resolve() / 'sweeps' / experiment}",
+        ]
         if args.force:
             command.append("force=true")
         print("$", " ".join(command), flush=True)
@@ -176,8 +193,17 @@ def target_jobs(jobs: list[results.Job]) -> dict[str, results.Job | None]:
     """The uncompressed job, then the variant each target is about (None where it was not run)."""
 
     def find(pruning: str, quantization: str, with_recovery: bool, mode: str | None) -> results.Job | None:
-        return next((j for j in jobs if j.pruning == pruning and j.quantization == quantization
-                     and recovered(j) == with_recovery and int8_mode(j) == mode), None)  # fmt: skip
+        return next(
+            (
+                j
+                for j in jobs
+                if j.pruning == pruning
+                and j.quantization == quantization
+                and recovered(j) == with_recovery
+                and int8_mode(j) == mode
+            ),
+            None,
+        )
 
     uncompressed = next((j for j in jobs if j.uncompressed), None)
     if uncompressed is None:
@@ -211,9 +237,11 @@ def time_and_profile(args: argparse.Namespace, jobs: list[results.Job]) -> dict:
         print(f"Timing the {len(contenders)} target variants head to head ({args.target_rounds} rounds)...", flush=True)
         contending = {run: variants[run] for run in contenders}
         head_to_head = time_side_by_side(contending, {args.batch_size: batches[args.batch_size]}, 1, args.target_rounds)
-        profiled = {label(job): profile(variants[job.run_id], batches[args.batch_size], passes=3)
-                    for job in jobs if job.pruning in ("none", "structured")
-                    and (not recovered(job) or job.quantization == "openvino_int8")}  # fmt: skip
+        profiled = {
+            label(job): profile(variants[job.run_id], batches[args.batch_size], passes=3)
+            for job in jobs
+            if job.pruning in ("none", "structured") and (not recovered(job) or job.quantization == "openvino_int8")
+        }
     at_batch = {run: t[args.batch_size] for run, t in head_to_head.items()}
     runtime_fp32 = target_jobs(jobs).get(RUNTIME_FP32)
     timing = {
@@ -241,25 +269,30 @@ def _version(package: str) -> str:
 def header(args: argparse.Namespace, jobs: list[results.Job], timing: dict, command: str) -> list[str]:
     base = next(j for j in jobs if j.uncompressed).metrics
     return [
-        "# Measured trade-offs", "",
+        "# Measured trade-offs",
+        "",
         f"Produced by `{command}` on {datetime.date.today().isoformat()}."
         + (" Accuracy and sizes come from the finished sweeps, reused from MLflow." if args.skip_sweeps else "")
         + (" Latency and profiles are those of the last timing run (`timing.json`)." if args.reuse_timing else ""),
         "",
         f"- Model: `{args.model}` (MiniLM-L6 fine-tuned for SQuAD 2.0), evaluated on `{args.eval}` "
         f"({int(base['eval_features'])} windows of {args.max_seq_length} tokens, stride {args.doc_stride}"
-        + (f", first {args.max_eval_samples} questions" if args.max_eval_samples else "") + ").",
+        + (f", first {args.max_eval_samples} questions" if args.max_eval_samples else "")
+        + ").",
         f"- Sweeps: `python run.py -m experiment=...` for {', '.join(f'`{e}`' for e in args.included)} "
         "(conf/experiment/)"
-        + (f"; not run this time: {', '.join(f'`{e}` ({why})' for e, why in args.left_out.items())}."
-           if args.left_out else "."),
+        + (
+            f"; not run this time: {', '.join(f'`{e}` ({why})' for e, why in args.left_out.items())}."
+            if args.left_out
+            else "."
+        ),
         f"- Machine: {timing['cpu']}, {os.cpu_count()} logical CPUs; {args.threads} threads for PyTorch and ONNX "
         "Runtime. Every speed figure of this script's sections comes from this CPU (the sections other benchmark "
         "scripts write below name their own); INT8 and bf16 speed-ups differ a lot between CPUs, "
         "and so, by tenths of a point, does the F1 of the INT8 variants (they are calibrated and run with that "
         "CPU's kernels).",
-        "- Versions: " + ", ".join(f"{p} {_version(p)}" for p in ("torch", "transformers", "onnxruntime", "onnx",
-                                                                 "openvino", "nncf")),
+        "- Versions: "
+        + ", ".join(f"{p} {_version(p)}" for p in ("torch", "transformers", "onnxruntime", "onnx", "openvino", "nncf")),
         f"- Latency: median of {args.rounds} interleaved rounds (each variant: one untimed pass, then the timed "
         f"one) after {args.warmup} warm-up passes, one process, batch 1 and batch {args.batch_size}, real "
         f"evaluation windows padded to {args.max_seq_length}; ×: the uncompressed time over this one (higher is "
@@ -268,7 +301,7 @@ def header(args: argparse.Namespace, jobs: list[results.Job], timing: dict, comm
         "`size_gzip_mb` the same bytes "
         "gzipped; ×: the uncompressed size over this one.",
         "",
-    ]  # fmt: skip
+    ]
 
 
 def tradeoff_rows(args: argparse.Namespace, jobs: list[results.Job], timing: dict) -> list[dict[str, object]]:
@@ -279,31 +312,47 @@ def tradeoff_rows(args: argparse.Namespace, jobs: list[results.Job], timing: dic
     for job, row in zip(jobs, tables.rows(jobs), strict=True):
         m, latency = job.metrics, timing["latency"][job.run_id]
         windows_per_question = m["eval_features"] / m["total"]
-        rows.append({
-            "pruning": row["pruning"], "quantization": label(job).split(" | ", 1)[1], "F1": f"{m['f1']:.2f}",
-            "HasAns F1": f"{m.get('HasAns_f1', np.nan):.2f}", "NoAns F1": f"{m.get('NoAns_f1', np.nan):.2f}",
-            "ΔF1": f"{row['Δf1']:+.2f}", "size MB": f"{m['size_mb']:.1f}",
-            "size ×": f"{base['size_mb'] / m['size_mb']:.2f}", "gzip MB": f"{m['size_gzip_mb']:.1f}",
-            "gzip ×": f"{base['size_gzip_mb'] / m['size_gzip_mb']:.2f}",
-            "params non-zero": f"{int(m['params_nonzero']):,}", "bs1 ms": f"{latency['1']:.1f}",
-            "bs1 ×": f"{base_latency['1'] / latency['1']:.2f}", f"bs{b} ms": f"{latency[b]:.1f}",
-            f"bs{b} ×": f"{base_latency[b] / latency[b]:.2f}",
-            "samples/s": f"{args.batch_size / (latency[b] / 1e3) / windows_per_question:.1f}",
-        })  # fmt: skip
+        rows.append(
+            {
+                "pruning": row["pruning"],
+                "quantization": label(job).split(" | ", 1)[1],
+                "F1": f"{m['f1']:.2f}",
+                "HasAns F1": f"{m.get('HasAns_f1', np.nan):.2f}",
+                "NoAns F1": f"{m.get('NoAns_f1', np.nan):.2f}",
+                "ΔF1": f"{row['Δf1']:+.2f}",
+                "size MB": f"{m['size_mb']:.1f}",
+                "size ×": f"{base['size_mb'] / m['size_mb']:.2f}",
+                "gzip MB": f"{m['size_gzip_mb']:.1f}",
+                "gzip ×": f"{base['size_gzip_mb'] / m['size_gzip_mb']:.2f}",
+                "params non-zero": f"{int(m['params_nonzero']):,}",
+                "bs1 ms": f"{latency['1']:.1f}",
+                "bs1 ×": f"{base_latency['1'] / latency['1']:.2f}",
+                f"bs{b} ms": f"{latency[b]:.1f}",
+                f"bs{b} ×": f"{base_latency[b] / latency[b]:.2f}",
+                "samples/s": f"{args.batch_size / (latency[b] / 1e3) / windows_per_question:.1f}",
+            }
+        )
     return rows
 
 
 def recovery_rows(jobs: list[results.Job]) -> list[dict[str, object]]:
     return [
-        {"pruning": job.pruning_label, "quantization": job.quantization,
-         **{f"{name} before": f"{job.metrics.get(f'{key}_before_recovery', np.nan):.2f}" for name, key in
-            (("F1", "f1"), ("HasAns", "HasAns_f1"), ("NoAns", "NoAns_f1"))},
-         "F1 after": f"{job.metrics['f1']:.2f}", "HasAns after": f"{job.metrics.get('HasAns_f1', np.nan):.2f}",
-         "NoAns after": f"{job.metrics.get('NoAns_f1', np.nan):.2f}",
-         "sparsity before": f"{job.metrics['sparsity_before_recovery']:.4f}",
-         "sparsity after": f"{job.metrics['sparsity']:.4f}"}
-        for job in jobs if "f1_before_recovery" in job.metrics
-    ]  # fmt: skip
+        {
+            "pruning": job.pruning_label,
+            "quantization": job.quantization,
+            **{
+                f"{name} before": f"{job.metrics.get(f'{key}_before_recovery', np.nan):.2f}"
+                for name, key in (("F1", "f1"), ("HasAns", "HasAns_f1"), ("NoAns", "NoAns_f1"))
+            },
+            "F1 after": f"{job.metrics['f1']:.2f}",
+            "HasAns after": f"{job.metrics.get('HasAns_f1', np.nan):.2f}",
+            "NoAns after": f"{job.metrics.get('NoAns_f1', np.nan):.2f}",
+            "sparsity before": f"{job.metrics['sparsity_before_recovery']:.4f}",
+            "sparsity after": f"{job.metrics['sparsity']:.4f}",
+        }
+        for job in jobs
+        if "f1_before_recovery" in job.metrics
+    ]
 
 
 def int8_rows(jobs: list[results.Job]) -> list[dict[str, object]]:
@@ -313,15 +362,23 @@ def int8_rows(jobs: list[results.Job]) -> list[dict[str, object]]:
         mode, m = int8_mode(job), job.metrics
         if mode is None or job.pruning != "none":
             continue
-        rows.append({
-            "variant": mode, "F1": f"{m['f1']:.2f}", "HasAns": f"{m.get('HasAns_f1', np.nan):.2f}",
-            "NoAns": f"{m.get('NoAns_f1', np.nan):.2f}",
-            "F1 before QAT (its own post-training start)": f"{m['f1_before_qat']:.2f}" if "f1_before_qat" in m else "",
-            "held-out F1 FP32 → INT8": f"{m['held_out_f1_fp32']:.2f} → {m['held_out_f1_int8']:.2f}"
-            if "held_out_f1_fp32" in m else "",
-            "MatMuls kept FP32": f"{int(m.get('float_matmuls', 0))} of {int(m['matmuls'])}" if "matmuls" in m
-            else f"{int(m.get('float_matmuls', 0))}",
-        })  # fmt: skip
+        rows.append(
+            {
+                "variant": mode,
+                "F1": f"{m['f1']:.2f}",
+                "HasAns": f"{m.get('HasAns_f1', np.nan):.2f}",
+                "NoAns": f"{m.get('NoAns_f1', np.nan):.2f}",
+                "F1 before QAT (its own post-training start)": f"{m['f1_before_qat']:.2f}"
+                if "f1_before_qat" in m
+                else "",
+                "held-out F1 FP32 → INT8": f"{m['held_out_f1_fp32']:.2f} → {m['held_out_f1_int8']:.2f}"
+                if "held_out_f1_fp32" in m
+                else "",
+                "MatMuls kept FP32": f"{int(m.get('float_matmuls', 0))} of {int(m['matmuls'])}"
+                if "matmuls" in m
+                else f"{int(m.get('float_matmuls', 0))}",
+            }
+        )
     return rows
 
 
@@ -329,9 +386,19 @@ def curve_rows(jobs: list[results.Job]) -> list[dict[str, object]]:
     """F1 (HasAns / NoAns) of each unstructured method at each amount."""
     curves = {m: {float(j.params["pruning.amount"]): j.metrics for j in jobs if j.pruning == m} for m in UNSTRUCTURED}
     amounts = sorted({a for curve in curves.values() for a in curve})
-    return [{"amount": f"{a:g}", **{f"{m} F1 (HasAns / NoAns)": "" if a not in curves[m] else
-             f"{curves[m][a]['f1']:.2f} ({curves[m][a].get('HasAns_f1', np.nan):.2f} / "
-             f"{curves[m][a].get('NoAns_f1', np.nan):.2f})" for m in UNSTRUCTURED}} for a in amounts]  # fmt: skip
+    return [
+        {
+            "amount": f"{a:g}",
+            **{
+                f"{m} F1 (HasAns / NoAns)": ""
+                if a not in curves[m]
+                else f"{curves[m][a]['f1']:.2f} ({curves[m][a].get('HasAns_f1', np.nan):.2f} / "
+                f"{curves[m][a].get('NoAns_f1', np.nan):.2f})"
+                for m in UNSTRUCTURED
+            },
+        }
+        for a in amounts
+    ]
 
 
 def question_f1(client: MlflowClient, job: results.Job, gold: Callable[[], score.Gold]) -> dict[str, float]:
@@ -395,19 +462,24 @@ def targets(args: argparse.Namespace, jobs: list[results.Job], timing: dict) -> 
                 behind = tables.f1_change(job.metrics["f1"] - post_training.metrics["f1"], against)
                 misses.append(f"F1 {behind} against post-training INT8")
         checked = speed_target is not None or f1_bound is not None
-        rows.append({
-            "variant": name,
-            f"speed-up at batch {args.batch_size} [95% interval]": f"{speedup:.2f}× [{low:.2f}, {high:.2f}]",
-            "over OpenVINO FP32": "" if runtime_speedup is None else f"{runtime_speedup:.2f}×",
-            "target": "" if speed_target is None else f"≥ {speed_target}×"
-            + ("" if runtime_target is None else f", ≥ {runtime_target}× over OpenVINO FP32"),
-            "F1 change [95% interval]": tables.f1_change(change, interval),
-            "F1 bound": "" if f1_bound is None else f"within {f1_bound}",
-            "size ×": f"{baseline.metrics['size_mb'] / job.metrics['size_mb']:.2f}",
-            "met?": "(reported)" if not checked else "yes" if not misses else "no: " + "; ".join(misses),
-        })  # fmt: skip
+        rows.append(
+            {
+                "variant": name,
+                f"speed-up at batch {args.batch_size} [95% interval]": f"{speedup:.2f}× [{low:.2f}, {high:.2f}]",
+                "over OpenVINO FP32": "" if runtime_speedup is None else f"{runtime_speedup:.2f}×",
+                "target": ""
+                if speed_target is None
+                else f"≥ {speed_target}×"
+                + ("" if runtime_target is None else f", ≥ {runtime_target}× over OpenVINO FP32"),
+                "F1 change [95% interval]": tables.f1_change(change, interval),
+                "F1 bound": "" if f1_bound is None else f"within {f1_bound}",
+                "size ×": f"{baseline.metrics['size_mb'] / job.metrics['size_mb']:.2f}",
+                "met?": "(reported)" if not checked else "yes" if not misses else "no: " + "; ".join(misses),
+            }
+        )
     return [
-        "## Targets", "",
+        "## Targets",
+        "",
         f"Speed-ups from a separate head-to-head timing of just these variants and the uncompressed model: "
         f"{args.target_rounds} interleaved rounds at batch {args.batch_size}; each round's paired ratio (the "
         "uncompressed time of that round over the variant's) cancels drift common to the round. Median, in brackets "
@@ -415,9 +487,13 @@ def targets(args: argparse.Namespace, jobs: list[results.Job], timing: dict) -> 
         "the target is met). F1 change: against the uncompressed model, in brackets its 95% interval "
         f"from a paired bootstrap over the evaluation questions ({bootstrap.RESAMPLES:,} resamples; "
         "`qa_compress/bootstrap.py`): where it reaches both sides of a bound, these questions cannot tell whether the "
-        "bound is met.", "", tables.markdown(rows), *int8_explained(timing),
-        *structured_int8_explained(timing), *onnx_static_explained(timing),
-    ]  # fmt: skip
+        "bound is met.",
+        "",
+        tables.markdown(rows),
+        *int8_explained(timing),
+        *structured_int8_explained(timing),
+        *onnx_static_explained(timing),
+    ]
 
 
 INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # the instructions that give INT8 matrix multiplies a fast path
@@ -462,9 +538,12 @@ def rest_of_pass(int8: list, fp32: list, linear: float) -> str:
         return ""
     op, ms = others[0]
     fp32_ms = next((m for o, m, _ in fp32 if kind(o) == kind(op)), None)
-    return (f"The linear layers are now {linear / total:.0%} of the INT8 pass; the largest other operator, "
-            f"`{op}`, takes {ms:.0f} ms" + (f" against {fp32_ms:.0f} ms in FP32" if fp32_ms else "")
-            + ", and what INT8 does not speed up bounds the whole model's speed-up.")  # fmt: skip
+    return (
+        f"The linear layers are now {linear / total:.0%} of the INT8 pass; the largest other operator, "
+        f"`{op}`, takes {ms:.0f} ms"
+        + (f" against {fp32_ms:.0f} ms in FP32" if fp32_ms else "")
+        + ", and what INT8 does not speed up bounds the whole model's speed-up."
+    )
 
 
 def int8_explained(timing: dict) -> list[str]:
@@ -483,12 +562,14 @@ def int8_explained(timing: dict) -> list[str]:
         f"Where INT8 stands on this CPU, {timing['cpu']}: {cpu}. In the profiles below, OpenVINO's INT8 model "
         f"spends {int8_ms:.0f} ms per pass in its linear layers (kernels {', '.join(int8_kernels)}) against "
         f"{fp32_ms:.0f} ms for the same layers in FP32 ({', '.join(fp32_kernels)}): "
-        + (f"INT8 makes them {fp32_ms / int8_ms:.2f}× faster. " + rest_of_pass(int8, fp32, int8_ms)
-           if int8_ms < fp32_ms else
-           f"INT8 makes them {int8_ms / fp32_ms:.2f}× slower, so the INT8 speed targets cannot be met here; "
-           "measure them on a CPU with VNNI or AMX."),
+        + (
+            f"INT8 makes them {fp32_ms / int8_ms:.2f}× faster. " + rest_of_pass(int8, fp32, int8_ms)
+            if int8_ms < fp32_ms
+            else f"INT8 makes them {int8_ms / fp32_ms:.2f}× slower, so the INT8 speed targets cannot be met here; "
+            "measure them on a CPU with VNNI or AMX."
+        ),
         "",
-    ]  # fmt: skip
+    ]
 
 
 def structured_int8_explained(timing: dict) -> list[str]:
@@ -496,16 +577,21 @@ def structured_int8_explained(timing: dict) -> list[str]:
     pruned, recovered INT8 models: each of the pruned pass's two largest operator types, before and after."""
     profiled = timing.get("profiled", {})
     dense = profiled.get("none | openvino_int8")
-    recovered_int8 = [ops for name, ops in profiled.items() if name.startswith("structured") and "steps" in name
-                      and name.endswith("| openvino_int8")]  # fmt: skip
+    recovered_int8 = [
+        ops
+        for name, ops in profiled.items()
+        if name.startswith("structured") and "steps" in name and name.endswith("| openvino_int8")
+    ]
     pruned = recovered_int8[0] if recovered_int8 else []
     total = pass_ms(pruned)
     if not dense or not total:
         return []
     before, after = by_kind(dense), by_kind(pruned)
     largest = sorted((op for op in after if op in before), key=lambda op: -after[op])[:2]
-    changes = ", ".join(f"`{op}` from {before[op]:.0f} to {after[op]:.0f} ms ({after[op] / total:.0%} of "
-                        "the pruned pass)" for op in largest)  # fmt: skip
+    changes = ", ".join(
+        f"`{op}` from {before[op]:.0f} to {after[op]:.0f} ms ({after[op] / total:.0%} of the pruned pass)"
+        for op in largest
+    )
     return [
         f"Structured pruning on top of OpenVINO INT8 (profiles of the dense and the pruned, recovered INT8 models, "
         f"ms per pass): {changes}. Removing FFN neurons and heads shrinks the linear layers (FullyConnected); "
@@ -525,8 +611,9 @@ def onnx_static_explained(timing: dict) -> list[str]:
     static, dynamic = profiled.get("none | onnx_static_int8"), profiled.get("none | onnx_int8")
     if not static or not dynamic:
         return []
-    (static_ms, static_ops), (dynamic_ms, dynamic_ops) = (summed(ops, ORT_INT8_PRODUCTS.__contains__)
-                                                          for ops in (static, dynamic))  # fmt: skip
+    (static_ms, static_ops), (dynamic_ms, dynamic_ops) = (
+        summed(ops, ORT_INT8_PRODUCTS.__contains__) for ops in (static, dynamic)
+    )
     if not static_ops or not dynamic_ops:
         return []
     return [
@@ -549,9 +636,13 @@ def rest_of_static_pass(static: list) -> str:
 
 
 def profiles(args: argparse.Namespace, timing: dict) -> list[str]:
-    lines = [f"## Where the time goes (batch {args.batch_size}, {args.threads} threads)", "",
-             "Top operators by self time per forward pass (torch.profiler for PyTorch, the session profiler for "
-             "ONNX Runtime; profiling adds overhead, so read the shares, not the absolute times).", ""]  # fmt: skip
+    lines = [
+        f"## Where the time goes (batch {args.batch_size}, {args.threads} threads)",
+        "",
+        "Top operators by self time per forward pass (torch.profiler for PyTorch, the session profiler for "
+        "ONNX Runtime; profiling adds overhead, so read the shares, not the absolute times).",
+        "",
+    ]
     for name, ops in timing["profiled"].items():
         rows = [{"operator": f"`{op}`", "ms per pass": f"{ms:.1f}", "share": f"{share:.0%}"} for op, ms, share in ops]
         lines += [f"**{name.replace(' | ', ' + ')}**", "", tables.markdown(rows)]
@@ -559,21 +650,39 @@ def profiles(args: argparse.Namespace, timing: dict) -> list[str]:
 
 
 def write(args: argparse.Namespace, jobs: list[results.Job], timing: dict, command: str) -> str:
-    dense = [float(r[f"bs{args.batch_size} ×"]) for j, r in zip(jobs, tradeoff_rows(args, jobs, timing), strict=True)
-             if j.pruning in UNSTRUCTURED]  # fmt: skip
+    dense = [
+        float(r[f"bs{args.batch_size} ×"])
+        for j, r in zip(jobs, tradeoff_rows(args, jobs, timing), strict=True)
+        if j.pruning in UNSTRUCTURED
+    ]
     sections = [
-        *header(args, jobs, timing, command), tables.markdown(tradeoff_rows(args, jobs, timing)),
-        *([f"Timing noise: the {len(dense)} unstructured-pruned models do exactly the dense work of the "
-           f"uncompressed one, and their batch-{args.batch_size} speed ratios span {min(dense):.2f}–"
-           f"{max(dense):.2f}×; read differences of that size as noise.", ""] if dense else []),
-        "## Recovery fine-tuning", "", tables.markdown(recovery_rows(jobs)),
-        "## OpenVINO INT8: post-training, accuracy control, quantization-aware training", "",
+        *header(args, jobs, timing, command),
+        tables.markdown(tradeoff_rows(args, jobs, timing)),
+        *(
+            [
+                f"Timing noise: the {len(dense)} unstructured-pruned models do exactly the dense work of the "
+                f"uncompressed one, and their batch-{args.batch_size} speed ratios span {min(dense):.2f}–"
+                f"{max(dense):.2f}×; read differences of that size as noise.",
+                "",
+            ]
+            if dense
+            else []
+        ),
+        "## Recovery fine-tuning",
+        "",
+        tables.markdown(recovery_rows(jobs)),
+        "## OpenVINO INT8: post-training, accuracy control, quantization-aware training",
+        "",
         "Accuracy control scores candidates on 200 held-out training questions (never evaluation ones); QAT "
-        "starts from NNCF's post-training quantization of the PyTorch model, whose F1 is given as its start.", "",
+        "starts from NNCF's post-training quantization of the PyTorch model, whose F1 is given as its start.",
+        "",
         tables.markdown(int8_rows(jobs)),
-        "## Unstructured pruning: F1 by amount", "", tables.markdown(curve_rows(jobs)),
-        *targets(args, jobs, timing), *profiles(args, timing),
-    ]  # fmt: skip
+        "## Unstructured pruning: F1 by amount",
+        "",
+        tables.markdown(curve_rows(jobs)),
+        *targets(args, jobs, timing),
+        *profiles(args, timing),
+    ]
     return "\n".join(sections)
 
 
@@ -614,7 +723,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--reuse-timing", action="store_true", help="reuse the last timing and profiles (timing.json)")
     parser.add_argument("--force", action="store_true", help="rerun jobs even if an identical one finished")
-    args = parser.parse_args(argv)  # fmt: skip
+    args = parser.parse_args(argv)
     args.train = args.train or args.eval.with_name("train.json")
     for key in ("model", "eval", "train"):
         if not getattr(args, key).exists():

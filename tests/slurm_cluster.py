@@ -24,8 +24,22 @@ from . import daemons
 from .daemons import Unavailable, _free_port, _succeeds, _wait
 
 PACKAGES = "apt-get install slurm-wlm slurmdbd munge mariadb-server"
-PROGRAMS = ("munge", "munged", "mungekey", "mariadbd", "mariadb-install-db", "mariadb", "slurmdbd", "slurmctld",
-            "slurmd", "sbatch", "sacct", "sacctmgr", "scancel", "sinfo")  # fmt: skip
+PROGRAMS = (
+    "munge",
+    "munged",
+    "mungekey",
+    "mariadbd",
+    "mariadb-install-db",
+    "mariadb",
+    "slurmdbd",
+    "slurmctld",
+    "slurmd",
+    "sbatch",
+    "sacct",
+    "sacctmgr",
+    "scancel",
+    "sinfo",
+)
 MUNGE_SOCKET = Path("/run/munge/munge.socket.2")
 DATABASE_USER, DATABASE_PASSWORD = "slurm", "slurm-test-only"
 
@@ -48,8 +62,15 @@ class Cluster:
     def accounting(self) -> list[dict[str, str]]:
         """Every job sacct knows of (steps left out): JobIDRaw (what $SLURM_JOB_ID says), JobID, State, ExitCode."""
         fields = ["JobIDRaw", "JobID", "JobName", "State", "ExitCode"]
-        out = self.run("sacct", "--allusers", "--parsable2", "--noheader", f"--format={','.join(fields)}",
-                       "--starttime=now-1day", "--allocations")  # fmt: skip
+        out = self.run(
+            "sacct",
+            "--allusers",
+            "--parsable2",
+            "--noheader",
+            f"--format={','.join(fields)}",
+            "--starttime=now-1day",
+            "--allocations",
+        )
         return [dict(zip(fields, line.split("|"), strict=True)) for line in out.splitlines() if line]
 
 
@@ -69,11 +90,19 @@ def _munge(root: Path, env: dict[str, str]) -> subprocess.Popen | None:
         key.chmod(0o600)
     MUNGE_SOCKET.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     daemon = subprocess.Popen(
-        ["munged", "--foreground", "--force", f"--key-file={key}", f"--socket={MUNGE_SOCKET}",
-         f"--pid-file={root / 'munged.pid'}", f"--log-file={root / 'log' / 'munged.log'}",
-         f"--seed-file={root / 'munged.seed'}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+        [
+            "munged",
+            "--foreground",
+            "--force",
+            f"--key-file={key}",
+            f"--socket={MUNGE_SOCKET}",
+            f"--pid-file={root / 'munged.pid'}",
+            f"--log-file={root / 'log' / 'munged.log'}",
+            f"--seed-file={root / 'munged.seed'}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     _wait(lambda: _succeeds(["munge", "--no-input"], env), "munged", root / "log" / "munged.log")
     return daemon
 
@@ -143,17 +172,25 @@ def running(root: Path) -> Iterator[Cluster]:
         cluster.daemons.append(database)
         conf, _ = _configs(root, database_port)
         cluster.env["SLURM_CONF"] = str(conf)
-        slurmdbd = subprocess.Popen(["slurmdbd", "-D"], env=cluster.env, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.STDOUT)  # fmt: skip
+        slurmdbd = subprocess.Popen(
+            ["slurmdbd", "-D"], env=cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT
+        )
         cluster.daemons.append(slurmdbd)
-        _wait(lambda: _succeeds(["sacctmgr", "-n", "list", "cluster"], cluster.env), "slurmdbd",
-              root / "log" / "slurmdbd.log")  # fmt: skip
+        _wait(
+            lambda: _succeeds(["sacctmgr", "-n", "list", "cluster"], cluster.env),
+            "slurmdbd",
+            root / "log" / "slurmdbd.log",
+        )
         cluster.run("sacctmgr", "-i", "add", "cluster", "qatest")
         for daemon in (["slurmctld", "-D", "-i"], ["slurmd", "-D"]):
-            cluster.daemons.append(subprocess.Popen(daemon, env=cluster.env, stdout=subprocess.DEVNULL,
-                                                    stderr=subprocess.STDOUT))  # fmt: skip
-        _wait(lambda: _succeeds(["sinfo"], cluster.env) and "idle" in cluster.run("sinfo", "-h", "-o", "%t"),
-              "slurmctld and slurmd", root / "log" / "slurmctld.log")  # fmt: skip
+            cluster.daemons.append(
+                subprocess.Popen(daemon, env=cluster.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+            )
+        _wait(
+            lambda: _succeeds(["sinfo"], cluster.env) and "idle" in cluster.run("sinfo", "-h", "-o", "%t"),
+            "slurmctld and slurmd",
+            root / "log" / "slurmctld.log",
+        )
         yield cluster
     finally:
         for daemon in reversed(cluster.daemons):

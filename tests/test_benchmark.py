@@ -1,6 +1,7 @@
 """Sizes and timings, measured the same way for every variant."""
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,8 +19,12 @@ def test_sizes_count_zeros_and_gzip_rewards_sparsity():
     dense, sparse = small_bert(), small_bert()
     layers = prune_layers.prunable_layers(sparse, [r"\.(query|key|value|dense)$"])
     method = prune.get("l1_unstructured")
-    method.apply(sparse, layers, method.settings(name="l1_unstructured", amount=0.9),
-                 prune.PruneContext(0, None, torch.device("cpu")))  # fmt: skip
+    method.apply(
+        sparse,
+        layers,
+        method.settings(name="l1_unstructured", amount=0.9),
+        prune.PruneContext(0, None, torch.device("cpu")),
+    )
     prune_layers.make_permanent(layers)
     none = quantize.get("none")
     a, b = timing.sizes(dense, none), timing.sizes(sparse, none)
@@ -52,8 +57,25 @@ def test_parallel_gzip_size_matches_one_stream_within_a_kilobyte():
 
 
 def test_the_cpu_is_described_with_the_flags_that_decide_int8_speed():
-    description = timing.cpu_description()
-    assert "(flags: " in description and description.split(" (flags:")[0]
+    cpuinfo = (
+        "processor\t: 0\nmodel name\t: Example Xeon\nflags\t\t: fpu sse avx2 avx512f avx512_vnni rdrand amx_int8\n"
+    )
+    assert timing.describe_cpu(cpuinfo) == "Example Xeon (flags: avx2 avx512f avx512_vnni amx_int8)"
+    assert timing.describe_cpu("flags\t: sse2\n", "x86_64") == (
+        "x86_64 (flags: none of avx2, avx512f, avx512_vnni, avx_vnni, avx512_bf16, amx_bf16, amx_int8)"
+    )
+
+
+def test_this_machines_description_names_exactly_the_listed_flags_it_has():
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo on this system: nothing to compare the description with")
+    flags = set(
+        next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags")).split(":")[1].split()
+    )
+    expected = [flag for flag in timing.CPU_FLAGS if flag in flags]
+    described = timing.cpu_description().split("(flags: ", 1)[1].rstrip(")")
+    assert described == (" ".join(expected) if expected else "none of " + ", ".join(timing.CPU_FLAGS))
 
 
 class _Sleeper(torch.nn.Module):

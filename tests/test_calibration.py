@@ -51,8 +51,13 @@ def test_held_out_questions_are_a_seeded_draw_of_training_questions(tokenizer, s
 
 def test_calibrating_on_the_evaluation_file_is_refused(tiny_bert_dir, squad_files):
     _, validation = squad_files
-    args = tiny_job_args(tiny_bert_dir, squad_files, "quantization=openvino_int8",
-                         f"quantization.calibration_file={validation}", fine_tune=False)  # fmt: skip
+    args = tiny_job_args(
+        tiny_bert_dir,
+        squad_files,
+        "quantization=openvino_int8",
+        f"quantization.calibration_file={validation}",
+        fine_tune=False,
+    )
     with pytest.raises(UserError, match=f"quantization.calibration_file={validation}: the same data as dataset"):
         checks.inputs(from_hydra(compose_config(args)))
 
@@ -60,8 +65,13 @@ def test_calibrating_on_the_evaluation_file_is_refused(tiny_bert_dir, squad_file
 def test_a_changed_calibration_file_changes_the_configuration_hash(tiny_bert_dir, squad_files, tmp_path):
     train, _ = squad_files
     calibration_file = shutil.copy(train, tmp_path / "calibration.json")
-    args = tiny_job_args(tiny_bert_dir, squad_files, "quantization=onnx_static_int8",
-                         f"quantization.calibration_file={calibration_file}", fine_tune=False)  # fmt: skip
+    args = tiny_job_args(
+        tiny_bert_dir,
+        squad_files,
+        "quantization=onnx_static_int8",
+        f"quantization.calibration_file={calibration_file}",
+        fine_tune=False,
+    )
     job = from_hydra(compose_config(args))
     checks.inputs(job)
     before = bookkeeping.job_hash(job)
@@ -73,10 +83,12 @@ def test_a_changed_calibration_file_changes_the_configuration_hash(tiny_bert_dir
 def test_a_method_whose_results_changed_does_not_reuse_the_runs_of_its_earlier_revision(
     tiny_bert_dir, squad_files, monkeypatch
 ):
-    static = from_hydra(compose_config(tiny_job_args(tiny_bert_dir, squad_files, "quantization=onnx_static_int8",
-                                                     fine_tune=False)))  # fmt: skip
-    dynamic = from_hydra(compose_config(tiny_job_args(tiny_bert_dir, squad_files, "quantization=onnx_int8",
-                                                      fine_tune=False)))  # fmt: skip
+    static = from_hydra(
+        compose_config(tiny_job_args(tiny_bert_dir, squad_files, "quantization=onnx_static_int8", fine_tune=False))
+    )
+    dynamic = from_hydra(
+        compose_config(tiny_job_args(tiny_bert_dir, squad_files, "quantization=onnx_int8", fine_tune=False))
+    )
     before = bookkeeping.job_hash(static), bookkeeping.job_hash(dynamic)
     method = type(quantize.get("onnx_static_int8"))
     monkeypatch.setattr(method, "revision", method.revision + 1)

@@ -25,21 +25,40 @@ def test_bad_files_models_and_windows_are_refused_naming_the_value(tmp_path, tin
     records = write_json(tmp_path / "records.json", [{"question": "q", "answer": "a"}])
     base = ["training=none", "dataset=squad_json"]
     cases = [
-        ([f"model.name_or_path={tiny_distilbert_dir}", f"dataset.validation_file={records}"],
-         f"dataset.validation_file={records}: not SQuAD 2.0 JSON"),
-        ([f"model.name_or_path={tiny_distilbert_dir}", f"dataset.validation_file={ROOT / 'pyproject.toml'}"],
-         "not a JSON file"),
-        ([f"model.name_or_path={tiny_distilbert_dir}", f"dataset.validation_file={squad_files[1]}",
-          "dataset.max_seq_length=600"],
-         f"dataset.max_seq_length=600: longer than the 512 positions of model.name_or_path={tiny_distilbert_dir}"),
-        (["model.name_or_path=./no/such/model", f"dataset.validation_file={records}"],
-         "model.name_or_path=./no/such/model: no such directory"),
-        (["model=minilm_l6", "dataset.validation_file=/no/such/file.json"],
-         "dataset.validation_file=/no/such/file.json: no such file"),
-        ([f"model.name_or_path={tiny_distilbert_dir}", f"dataset.validation_file={squad_files[1]}",
-          "pruning=l1_unstructured", "pruning.layer_patterns=['(unclosed']"],
-         "pruning.layer_patterns: '(unclosed' is not a regular expression"),
-    ]  # fmt: skip
+        (
+            [f"model.name_or_path={tiny_distilbert_dir}", f"dataset.validation_file={records}"],
+            f"dataset.validation_file={records}: not SQuAD 2.0 JSON",
+        ),
+        (
+            [f"model.name_or_path={tiny_distilbert_dir}", f"dataset.validation_file={ROOT / 'pyproject.toml'}"],
+            "not a JSON file",
+        ),
+        (
+            [
+                f"model.name_or_path={tiny_distilbert_dir}",
+                f"dataset.validation_file={squad_files[1]}",
+                "dataset.max_seq_length=600",
+            ],
+            f"dataset.max_seq_length=600: longer than the 512 positions of model.name_or_path={tiny_distilbert_dir}",
+        ),
+        (
+            ["model.name_or_path=./no/such/model", f"dataset.validation_file={records}"],
+            "model.name_or_path=./no/such/model: no such directory",
+        ),
+        (
+            ["model=minilm_l6", "dataset.validation_file=/no/such/file.json"],
+            "dataset.validation_file=/no/such/file.json: no such file",
+        ),
+        (
+            [
+                f"model.name_or_path={tiny_distilbert_dir}",
+                f"dataset.validation_file={squad_files[1]}",
+                "pruning=l1_unstructured",
+                "pruning.layer_patterns=['(unclosed']",
+            ],
+            "pruning.layer_patterns: '(unclosed' is not a regular expression",
+        ),
+    ]
     for overrides, message in cases:
         with pytest.raises(UserError) as err:
             _check([*base, *overrides])
@@ -48,8 +67,12 @@ def test_bad_files_models_and_windows_are_refused_naming_the_value(tmp_path, tin
 
 def test_an_unknown_layout_is_refused_for_structured_pruning_and_default_layers(tmp_path, squad_files):
     GPT2ForQuestionAnswering(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).save_pretrained(str(tmp_path))
-    base = ["training=none", "dataset=squad_json", f"dataset.validation_file={squad_files[1]}",
-            f"model.name_or_path={tmp_path}"]  # fmt: skip
+    base = [
+        "training=none",
+        "dataset=squad_json",
+        f"dataset.validation_file={squad_files[1]}",
+        f"model.name_or_path={tmp_path}",
+    ]
     with pytest.raises(UserError, match="pruning=structured: structured pruning knows the layer layout of bert"):
         _check([*base, "pruning=structured"])
     with pytest.raises(UserError, match="pruning.layer_patterns=null: model_type='gpt2' belongs to no known"):
@@ -60,8 +83,15 @@ def test_an_unknown_layout_is_refused_for_structured_pruning_and_default_layers(
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is refused only without a GPU: run on a CPU-only machine")
 def test_fp16_without_a_gpu_is_refused(tiny_distilbert_dir, squad_files):
     with pytest.raises(UserError, match="quantization=fp16: fp16 inference needs a CUDA GPU and none is visible"):
-        _check(["training=none", f"model.name_or_path={tiny_distilbert_dir}", "dataset=squad_json",
-                f"dataset.validation_file={squad_files[1]}", "quantization=fp16"])  # fmt: skip
+        _check(
+            [
+                "training=none",
+                f"model.name_or_path={tiny_distilbert_dir}",
+                "dataset=squad_json",
+                f"dataset.validation_file={squad_files[1]}",
+                "quantization=fp16",
+            ]
+        )
 
 
 def test_dynamic_int8_on_a_torch_without_it_is_refused_naming_the_alternative(
@@ -69,8 +99,15 @@ def test_dynamic_int8_on_a_torch_without_it_is_refused_naming_the_alternative(
 ):
     monkeypatch.setattr(dynamic_int8, "_quantize_dynamic", lambda: None)  # as on a torch that removed it
     with pytest.raises(UserError) as err:
-        _check(["training=none", f"model.name_or_path={tiny_distilbert_dir}", "dataset=squad_json",
-                f"dataset.validation_file={squad_files[1]}", "quantization=dynamic_int8"])  # fmt: skip
+        _check(
+            [
+                "training=none",
+                f"model.name_or_path={tiny_distilbert_dir}",
+                "dataset=squad_json",
+                f"dataset.validation_file={squad_files[1]}",
+                "quantization=dynamic_int8",
+            ]
+        )
     assert "quantization=dynamic_int8: this PyTorch has no torch.ao.quantization.quantize_dynamic" in str(err.value)
     assert "use quantization=onnx_int8" in str(err.value)
 
@@ -119,18 +156,34 @@ def test_checkpoint_weights_are_checked_from_their_headers_before_any_run(tmp_pa
         (pickled, ["training=none"], "no safetensors weights (found pytorch_model.bin: pickle files"),
         (torn, ["training=none"], "model.safetensors is not a readable safetensors file"),
         (noise, ["training=none"], "model.safetensors is not a readable safetensors file"),
-        (misfit, ["training=none"], "its weights do not fit its config.json (6 tensors differ, first "
-         "bert.encoder.layer.0.intermediate.dense.bias: [64] in the safetensors file, [128] by the config)"),
+        (
+            misfit,
+            ["training=none"],
+            "its weights do not fit its config.json (6 tensors differ, first "
+            "bert.encoder.layer.0.intermediate.dense.bias: [64] in the safetensors file, [128] by the config)",
+        ),
         (headless, ["training=none"], "no question-answering head (no qa_outputs weights), and training=none"),
-        (tiny_bert_dir, ["training=none", f"benchmark.num_threads={os.cpu_count() * 64}"],
-         f"benchmark.num_threads={os.cpu_count() * 64}: this machine gives the job"),
-        (tiny_bert_dir, ["pruning=l1_unstructured", "pruning.layer_patterns=[decoder]"],
-         "pruning.layer_patterns=['decoder']: no layer of model.name_or_path="),
-        (tiny_bert_dir, [f"paths.cache_dir={squad_files[0]}/cache"],  # under a file: nothing can be written
-         f"paths.cache_dir={squad_files[0]}/cache: cannot be written (Not a directory)"),
-        (tiny_bert_dir, [f"paths.mlruns_dir={squad_files[0]}"],
-         f"paths.mlruns_dir={squad_files[0]}: cannot be written"),
-    ]  # fmt: skip
+        (
+            tiny_bert_dir,
+            ["training=none", f"benchmark.num_threads={os.cpu_count() * 64}"],
+            f"benchmark.num_threads={os.cpu_count() * 64}: this machine gives the job",
+        ),
+        (
+            tiny_bert_dir,
+            ["pruning=l1_unstructured", "pruning.layer_patterns=[decoder]"],
+            "pruning.layer_patterns=['decoder']: no layer of model.name_or_path=",
+        ),
+        (
+            tiny_bert_dir,
+            [f"paths.cache_dir={squad_files[0]}/cache"],  # under a file: nothing can be written
+            f"paths.cache_dir={squad_files[0]}/cache: cannot be written (Not a directory)",
+        ),
+        (
+            tiny_bert_dir,
+            [f"paths.mlruns_dir={squad_files[0]}"],
+            f"paths.mlruns_dir={squad_files[0]}: cannot be written",
+        ),
+    ]
     for directory, overrides, message in cases:
         with pytest.raises(UserError) as err:
             _check([*base, f"model.name_or_path={directory}", *overrides])
@@ -143,14 +196,18 @@ def test_windows_too_small_for_a_question_or_its_stride_are_refused_with_the_num
     qas = [{"id": "long-q", "question": question, "answers": []}, {"id": "short", "question": "why?", "answers": []}]
     content = {"data": [{"title": "t", "paragraphs": [{"context": "The Rhine flows through it. " * 30, "qas": qas}]}]}
     validation = write_json(tmp_path / "v.json", content)
-    base = ["training=none", "dataset=squad_json", f"dataset.validation_file={validation}",
-            f"model.name_or_path={tiny_bert_dir}"]  # fmt: skip
+    base = [
+        "training=none",
+        "dataset=squad_json",
+        f"dataset.validation_file={validation}",
+        f"model.name_or_path={tiny_bert_dir}",
+    ]
     for overrides, message in [
         (["dataset.max_seq_length=16", "dataset.doc_stride=4"], "leaves 0 for context"),
         (
             ["dataset.max_seq_length=64", "dataset.doc_stride=60"],
             "'long-q' of dataset.validation_file is 13 tokens, which leaves 48 for context",
-        ),  # fmt: skip
+        ),
     ]:
         with pytest.raises(UserError) as err:
             _check([*base, *overrides])

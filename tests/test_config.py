@@ -89,7 +89,7 @@ def test_each_method_gets_its_own_settings_and_they_reach_the_dump():
             ],
             "dataset.train_file=null: pruning=l1_unstructured with these settings read training data",
         ),
-    ],  # fmt: skip
+    ],
 )
 def test_out_of_range_values_are_refused_by_name(overrides, message):
     with pytest.raises(UserError) as err:

@@ -79,12 +79,20 @@ def _file(qas: list[dict], context: str = "Ada wrote it in 1843.") -> str:
 @pytest.mark.parametrize(
     ("qas", "message"),
     [
-        ([{"id": "a", "question": "q", "answers": []}, {"id": "a", "question": "r", "answers": []},
-          {"id": "b", "question": "s", "answers": []}], "1 occur more than once ('a')"),
-        ([{"id": "a", "question": "q", "answers": [{"text": "1843.", "answer_start": -5}]}],
-         "answer_start=-5 does not point at the answer text '1843.'"),  # Python's slicing would find it
+        (
+            [
+                {"id": "a", "question": "q", "answers": []},
+                {"id": "a", "question": "r", "answers": []},
+                {"id": "b", "question": "s", "answers": []},
+            ],
+            "1 occur more than once ('a')",
+        ),
+        (
+            [{"id": "a", "question": "q", "answers": [{"text": "1843.", "answer_start": -5}]}],
+            "answer_start=-5 does not point at the answer text '1843.'",
+        ),  # Python's slicing would find it
     ],
-)  # fmt: skip
+)
 def test_duplicate_ids_and_negative_offsets_are_refused(tmp_path, qas, message):
     path = tmp_path / "bad.json"
     path.write_text(_file(qas))
@@ -93,11 +101,27 @@ def test_duplicate_ids_and_negative_offsets_are_refused(tmp_path, qas, message):
 
 
 def test_odd_but_valid_layouts_load_and_hostile_ones_are_refused(tmp_path, monkeypatch):
-    odd = {"data": [
-        {"paragraphs": [{"context": "Ada wrote it.", "qas": [
-            {"id": "a", "question": "Who?", "answers": [{"text": "Ada", "answer_start": 0}], "extra": 1},
-            {"id": "b", "question": "When?", "answers": [], "extra": "text"}]}, {"context": "Empty.", "qas": []}]},
-    ]}  # no title; a paragraph without questions; a field whose type changes  # fmt: skip
+    odd = {
+        "data": [
+            {
+                "paragraphs": [
+                    {
+                        "context": "Ada wrote it.",
+                        "qas": [
+                            {
+                                "id": "a",
+                                "question": "Who?",
+                                "answers": [{"text": "Ada", "answer_start": 0}],
+                                "extra": 1,
+                            },
+                            {"id": "b", "question": "When?", "answers": [], "extra": "text"},
+                        ],
+                    },
+                    {"context": "Empty.", "qas": []},
+                ]
+            },
+        ]
+    }  # no title; a paragraph without questions; a field whose type changes
     examples = squad.load_squad_json(write_json(tmp_path / "odd.json", odd), "k")
     assert examples.dataset["id"] == ["a", "b"] and examples.dataset["title"] == ["", ""]
     assert examples.dataset["answers"][0] == {"text": ["Ada"], "answer_start": [0]}

@@ -86,8 +86,9 @@ def _post(url: str, payload: dict) -> dict:
 
 def test_a_job_with_export_serves_its_answers_over_http(tmp_path, tiny_bert_dir, squad_files):
     """`export=true` registers the job's ONNX Runtime model; `mlflow models serve` answers as predictions.json."""
-    args = tiny_job_args(tiny_bert_dir, squad_files, "quantization=onnx_int8", "export=true",
-                         "export_name=tiny-onnx", fine_tune=False)  # fmt: skip
+    args = tiny_job_args(
+        tiny_bert_dir, squad_files, "quantization=onnx_int8", "export=true", "export_name=tiny-onnx", fine_tune=False
+    )
     result = run_in_process(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     store = store_uri(tmp_path)
@@ -97,8 +98,21 @@ def test_a_job_with_export_serves_its_answers_over_http(tmp_path, tiny_bert_dir,
     assert version.run_id == job.info.run_id and job.data.tags["registered_model"] == "tiny-onnx/1"
 
     port = free_port()
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/tiny-onnx/1", "--env-manager",
-               "local", "-h", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        "models:/tiny-onnx/1",
+        "--env-manager",
+        "local",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     environment = {**os.environ, "MLFLOW_TRACKING_URI": store}
     with local_server(command, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", environment):
         questions = _questions(squad_files[1])

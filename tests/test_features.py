@@ -69,8 +69,13 @@ def test_prepared_features_are_cached_on_disk(squad_files, tokenizer, tmp_path):
 def test_trimming_padding_drops_only_columns_no_window_uses(tokenizer):
     import torch
 
-    encoded = tokenizer(["Who?", "Who wrote it?"], ["Ada.", "Ada wrote it in 1843."], padding="max_length",
-                        max_length=32, return_tensors="pt")  # fmt: skip
+    encoded = tokenizer(
+        ["Who?", "Who wrote it?"],
+        ["Ada.", "Ada wrote it in 1843."],
+        padding="max_length",
+        max_length=32,
+        return_tensors="pt",
+    )
     trimmed = features.trim_padding({**encoded, "start_positions": torch.tensor([0, 1])})
     longest = int(encoded["attention_mask"].sum(1).max())
     assert trimmed["input_ids"].shape == (2, longest) and trimmed["attention_mask"].all(dim=0).any()

@@ -59,8 +59,13 @@ def test_static_int8_runs_every_weight_product_on_calibrated_int8_activations(tm
     inputs = small_inputs()
     generator = torch.Generator().manual_seed(2)
     lengths = (12, 9, 12, 7, 12, 10, 12, 12)  # windows as drawn: unpadded, of different lengths
-    calibration = [{"input_ids": torch.randint(5, 120, (1, n), generator=generator).numpy(),
-                    "attention_mask": torch.ones(1, n, dtype=torch.long).numpy()} for n in lengths]  # fmt: skip
+    calibration = [
+        {
+            "input_ids": torch.randint(5, 120, (1, n), generator=generator).numpy(),
+            "attention_mask": torch.ones(1, n, dtype=torch.long).numpy(),
+        }
+        for n in lengths
+    ]
     outputs = {}
     for method in ("minmax", "percentile"):
         path, counts = onnxrt.build_int8(model, list(inputs), tmp_path / method, True, calibration, method)

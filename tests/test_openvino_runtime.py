@@ -20,10 +20,12 @@ NAMES = ["input_ids", "attention_mask"]
 def _windows(count: int, length: int = 24, seed: int = 1) -> list[dict[str, torch.Tensor]]:
     generator = torch.Generator().manual_seed(seed)
     return [
-        {"input_ids": torch.randint(5, 120, (1, length), generator=generator),
-         "attention_mask": torch.ones(1, length, dtype=torch.long)}
+        {
+            "input_ids": torch.randint(5, 120, (1, length), generator=generator),
+            "attention_mask": torch.ones(1, length, dtype=torch.long),
+        }
         for _ in range(count)
-    ]  # fmt: skip
+    ]
 
 
 def _context(tmp_path, windows) -> quantize.QuantizeContext:
@@ -73,8 +75,9 @@ def test_full_bias_correction_is_the_default_and_the_choice_reaches_nncf(tmp_pat
     monkeypatch.setattr(nncf, "quantize", recording)
     model = small_bert().eval()
     for choice in ("full", "fast"):
-        int8, _ = _apply("openvino_int8", model, tmp_path / choice, _windows(8), calibration_samples=8,
-                         bias_correction=choice)  # fmt: skip
+        int8, _ = _apply(
+            "openvino_int8", model, tmp_path / choice, _windows(8), calibration_samples=8, bias_correction=choice
+        )
         assert int8.record["bias_correction"] == choice
     assert asked == [False, True]
     assert quantize.get("openvino_int8").settings(name="openvino_int8").bias_correction == "full"
@@ -107,8 +110,9 @@ class _Agreement:
 
     def f1(self, candidate, questions=None):
         indices = range(len(self.windows)) if questions is None else list(questions)
-        values = [100.0 * (int(candidate(**self.windows[i]).start_logits.argmax()) == self.reference[i])
-                  for i in indices]  # fmt: skip
+        values = [
+            100.0 * (int(candidate(**self.windows[i]).start_logits.argmax()) == self.reference[i]) for i in indices
+        ]
         return float(np.mean(values)), values
 
 

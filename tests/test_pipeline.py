@@ -53,8 +53,18 @@ def test_sweep_trains_once_and_logs_every_job_under_one_parent(tiny_sweep):
         assert set(METRICS) <= set(job.data.metrics), set(METRICS) - set(job.data.metrics)
         assert job.data.params["pruning.amount"] in {"0.0", "0.5"}
         assert job.data.params["dataset.max_seq_length"] == "64"
-        for tag in ("git_commit", "model", "pruning", "pruning_label", "quantization", "versions", "num_threads",
-                    "config_hash", "device", "uncompressed"):  # fmt: skip
+        for tag in (
+            "git_commit",
+            "model",
+            "pruning",
+            "pruning_label",
+            "quantization",
+            "versions",
+            "num_threads",
+            "config_hash",
+            "device",
+            "uncompressed",
+        ):
             assert tag in job.data.tags
         artifacts = {a.path for a in client.list_artifacts(job.info.run_id)}
         assert {"config.yaml", "predictions.json", "na_probs.json", "metrics.json", "layer_sparsity.csv"} <= artifacts
@@ -81,8 +91,12 @@ def test_saved_models_are_safetensors_and_load_back_to_the_same_answers(tiny_swe
         assert {weights, f"model/{quantize.SAVED_RECORD}"} <= saved
         assert not any(p.endswith((".bin", ".pt", ".pkl")) for p in saved)
     examples = squad.load_squad_json(squad_files[1], "k").dataset
-    windows = examples.map(features.prepare_eval_features, batched=True, remove_columns=examples.column_names,
-                           fn_kwargs={"tokenizer": tokenizer, "max_seq_length": 64, "doc_stride": 16})  # fmt: skip
+    windows = examples.map(
+        features.prepare_eval_features,
+        batched=True,
+        remove_columns=examples.column_names,
+        fn_kwargs={"tokenizer": tokenizer, "max_seq_length": 64, "doc_stride": 16},
+    )
     directories = sorted((tiny_sweep / "sweep").glob("*/model"))
     assert len(directories) == 4
     for directory in directories:
@@ -113,8 +127,9 @@ def test_a_failing_job_does_not_lose_the_others(tmp_path, tiny_distilbert_dir, t
     # question with a rarer word fails inside the model.
     config = DistilBertConfig(vocab_size=1000, dim=32, n_layers=2, n_heads=2, hidden_dim=64)
     broken = save_tiny(DistilBertForQuestionAnswering, config, tokenizer, tmp_path / "damaged_model")
-    args = [a for a in tiny_job_args(tiny_distilbert_dir, squad_files, "benchmark.enabled=false")
-            if "name_or_path" not in a]  # fmt: skip
+    args = [
+        a for a in tiny_job_args(tiny_distilbert_dir, squad_files, "benchmark.enabled=false") if "name_or_path" not in a
+    ]
     result = run_in_process(["-m", *args, f"model.name_or_path={tiny_distilbert_dir},{broken}"], tmp_path)
     assert result.returncode != 0
     statuses = {c.data.params["model.name_or_path"]: c.info.status for c in children(tmp_path)}
@@ -138,8 +153,12 @@ class _Exploit:
 def test_rerun_skips_finished_jobs_a_planted_pickle_never_runs_and_runs_are_reproducible(
     tmp_path, tiny_distilbert_dir, squad_files
 ):
-    args = ["-m", *tiny_job_args(tiny_distilbert_dir, squad_files, "pruning=l1_unstructured", "pruning.amount=0.3",
-                                 "benchmark.enabled=false")]  # fmt: skip
+    args = [
+        "-m",
+        *tiny_job_args(
+            tiny_distilbert_dir, squad_files, "pruning=l1_unstructured", "pruning.amount=0.3", "benchmark.enabled=false"
+        ),
+    ]
     assert run_in_process(args, tmp_path).returncode == 0
     first = (tmp_path / "sweep" / "0" / "predictions.json").read_bytes()
     first_na = (tmp_path / "sweep" / "0" / "na_probs.json").read_bytes()
@@ -181,10 +200,17 @@ def test_structured_pruning_with_gradient_importance_recovery_and_onnx_logs_what
     tmp_path, tiny_bert_dir, squad_files
 ):
     args = tiny_job_args(
-        tiny_bert_dir, squad_files, "pruning=structured", "pruning.finetune_steps=2", "pruning.finetune_batch_size=4",
-        "pruning.importance=gradient", "pruning.importance_batches=2", "quantization=onnx_int8", "save_model=true",
+        tiny_bert_dir,
+        squad_files,
+        "pruning=structured",
+        "pruning.finetune_steps=2",
+        "pruning.finetune_batch_size=4",
+        "pruning.importance=gradient",
+        "pruning.importance_batches=2",
+        "quantization=onnx_int8",
+        "save_model=true",
         fine_tune=False,
-    )  # fmt: skip
+    )
     result = run_in_process(["-m", *args], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     client, _ = logged_runs(tmp_path)
@@ -192,8 +218,16 @@ def test_structured_pruning_with_gradient_importance_recovery_and_onnx_logs_what
     assert run.info.status == "FINISHED"
     assert run.info.run_name == "tiny | structured heads 0.25 ffn 0.5 +2 steps | onnx_int8"
     m = run.data.metrics
-    for key in ("size_mb", "size_gzip_mb", "params_nonzero", "params_total", "latency_ms", "f1_before_recovery",
-                "HasAns_f1_before_recovery", "recovery_train_loss"):  # fmt: skip
+    for key in (
+        "size_mb",
+        "size_gzip_mb",
+        "params_nonzero",
+        "params_total",
+        "latency_ms",
+        "f1_before_recovery",
+        "HasAns_f1_before_recovery",
+        "recovery_train_loss",
+    ):
         assert key in m, key
     assert m["sparsity_before_recovery"] == m["sparsity"] > 0.2  # recovery kept the pruning
     assert m["ffn_neurons_removed"] == 2 * 32  # half of each layer's 64 (2 heads: a quarter rounds to 0)
@@ -206,8 +240,12 @@ def test_structured_pruning_with_gradient_importance_recovery_and_onnx_logs_what
 
 def _answers_of_saved_model(directory: Path, validation: Path, tokenizer, cache_dir: Path) -> dict[str, str]:
     examples = squad.load_squad_json(validation, "k").dataset
-    windows = examples.map(features.prepare_eval_features, batched=True, remove_columns=examples.column_names,
-                           fn_kwargs={"tokenizer": tokenizer, "max_seq_length": 64, "doc_stride": 16})  # fmt: skip
+    windows = examples.map(
+        features.prepare_eval_features,
+        batched=True,
+        remove_columns=examples.column_names,
+        fn_kwargs={"tokenizer": tokenizer, "max_seq_length": 64, "doc_stride": 16},
+    )
     model = quantize.load(directory, num_threads=1)
     names = ["input_ids", "attention_mask", "token_type_ids"]
     start, end = predict.logits(model, predict.forward_inputs(windows, names), 64, torch.device("cpu"))
@@ -218,8 +256,9 @@ def test_calibrated_runtimes_run_through_run_py_calibrate_on_training_data_and_r
     tmp_path, tiny_bert_dir, squad_files, tokenizer
 ):
     quantizations = ("openvino_fp32", "openvino_int8", "onnx_static_int8")
-    args = tiny_job_args(tiny_bert_dir, squad_files, f"quantization={','.join(quantizations)}", "save_model=true",
-                         fine_tune=False)  # fmt: skip
+    args = tiny_job_args(
+        tiny_bert_dir, squad_files, f"quantization={','.join(quantizations)}", "save_model=true", fine_tune=False
+    )
     result = run_in_process(["-m", *args], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     client, _ = logged_runs(tmp_path)
@@ -255,14 +294,26 @@ def test_calibrated_runtimes_run_through_run_py_calibrate_on_training_data_and_r
 
 def test_accuracy_control_and_quantization_aware_training_log_what_they_did(tmp_path, tiny_bert_dir, squad_files):
     train, _ = squad_files
-    controlled = tiny_job_args(tiny_bert_dir, squad_files, "quantization=openvino_int8",
-                               "quantization.max_f1_drop=1.0", "quantization.held_out_questions=6",
-                               "quantization.calibration_samples=16", fine_tune=False)  # fmt: skip
+    controlled = tiny_job_args(
+        tiny_bert_dir,
+        squad_files,
+        "quantization=openvino_int8",
+        "quantization.max_f1_drop=1.0",
+        "quantization.held_out_questions=6",
+        "quantization.calibration_samples=16",
+        fine_tune=False,
+    )
     assert run_in_process(controlled, tmp_path).returncode == 0
-    aware = tiny_job_args(tiny_bert_dir, squad_files, "quantization=openvino_int8", "quantization.qat_steps=2",
-                          "quantization.qat_batch_size=4", "quantization.calibration_samples=16",
-                          "quantization.qat_distill_weight=0.5",
-                          fine_tune=False)  # fmt: skip
+    aware = tiny_job_args(
+        tiny_bert_dir,
+        squad_files,
+        "quantization=openvino_int8",
+        "quantization.qat_steps=2",
+        "quantization.qat_batch_size=4",
+        "quantization.calibration_samples=16",
+        "quantization.qat_distill_weight=0.5",
+        fine_tune=False,
+    )
     assert run_in_process(aware, tmp_path).returncode == 0
     client, jobs = logged_runs(tmp_path)
     by_kind = {("qat" if j.data.params["quantization.qat_steps"] != "0" else "ac"): j for j in jobs}
@@ -284,17 +335,20 @@ def test_compressed_builds_the_model_the_job_saved_and_refuses_a_job_that_reads_
     tmp_path, tiny_distilbert_dir, tokenizer, squad_files
 ):
     chosen = ["pruning=global_magnitude", "pruning.amount=0.5", "quantization=dynamic_int8"]
-    args = tiny_job_args(tiny_distilbert_dir, squad_files, *chosen, "save_model=true", "benchmark.enabled=false",
-                         fine_tune=False)  # fmt: skip
+    args = tiny_job_args(
+        tiny_distilbert_dir, squad_files, *chosen, "save_model=true", "benchmark.enabled=false", fine_tune=False
+    )
     result = run_in_process(args, tmp_path)
     assert result.returncode == 0, result.stderr
     saved = quantize.load(tmp_path / "run" / "model")
     rebuilt = stages.compressed(checks.job(compose_config(args)), tmp_path / "work")
-    inputs = tokenizer(["Who wrote it?", "When?"], ["Ada wrote it in 1843.", "It was 1843."], padding=True,
-                       return_tensors="pt")  # fmt: skip
+    inputs = tokenizer(
+        ["Who wrote it?", "When?"], ["Ada wrote it in 1843.", "It was 1843."], padding=True, return_tensors="pt"
+    )
     with torch.inference_mode():
         assert torch.equal(rebuilt(**inputs).start_logits, saved(**inputs).start_logits)
-    recovering = compose_config(tiny_job_args(tiny_distilbert_dir, squad_files, *chosen, "pruning.finetune_steps=5",
-                                              fine_tune=False))  # fmt: skip
+    recovering = compose_config(
+        tiny_job_args(tiny_distilbert_dir, squad_files, *chosen, "pruning.finetune_steps=5", fine_tune=False)
+    )
     with pytest.raises(UserError, match=r"pruning\.finetune_steps=5.*reads data to compress"):
         stages.compressed(checks.job(recovering), tmp_path / "work")

@@ -17,8 +17,9 @@ CONTEXT = prune.PruneContext(seed=0, train_features=None, device=torch.device("c
 
 
 def _layers(model):
-    return prune_layers.prunable_layers(model, prune.layer_patterns(prune.get("none").settings(name="none"),
-                                                                    model.config.model_type))  # fmt: skip
+    return prune_layers.prunable_layers(
+        model, prune.layer_patterns(prune.get("none").settings(name="none"), model.config.model_type)
+    )
 
 
 def _prune(model, method: str, amount: float, seed: int = 0):

@@ -47,8 +47,11 @@ def test_int8_saves_and_loads_back_without_pickle(tmp_path, per_channel, structu
     query = model.bert.encoder.layer[0].attention.self.query
     assert scales.numel() == (query.out_features if per_channel else 1)
     quantize.save(quantized, settings, tmp_path)
-    assert {p.name for p in tmp_path.iterdir()} == {"config.json", dynamic_int8.QUANTIZED_WEIGHTS,
-                                                    quantize.SAVED_RECORD}  # fmt: skip
+    assert {p.name for p in tmp_path.iterdir()} == {
+        "config.json",
+        dynamic_int8.QUANTIZED_WEIGHTS,
+        quantize.SAVED_RECORD,
+    }
     loaded = quantize.load(tmp_path)
     with torch.no_grad():
         assert torch.equal(loaded(**small_inputs()).start_logits, quantized(**small_inputs()).start_logits)
@@ -68,9 +71,7 @@ def test_bf16_converts_every_weight_and_halves_the_size():
     with torch.no_grad():
         assert model(**small_inputs()).start_logits.dtype == torch.bfloat16
     none = quantize.get("none")
-    assert (
-        timing.sizes(model, quantize.get("bf16"))["size_mb"] < 0.6 * timing.sizes(small_bert(), none)["size_mb"]
-    )
+    assert timing.sizes(model, quantize.get("bf16"))["size_mb"] < 0.6 * timing.sizes(small_bert(), none)["size_mb"]
 
 
 def test_half_precisions_are_refused_exactly_where_the_hardware_lacks_them():
@@ -103,8 +104,9 @@ def test_qat_with_frozen_weights_trains_the_quantizer_ranges_and_leaves_the_weig
     windows = answer_windows(tokenizer, count=8, length=16)
     inputs = ("input_ids", "token_type_ids", "attention_mask")
     calibration = [{name: torch.tensor(windows[i : i + 1][name]) for name in inputs} for i in range(4)]
-    fake_quantized = nncf.quantize(model, nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER,
-                                   subset_size=4)  # fmt: skip
+    fake_quantized = nncf.quantize(
+        model, nncf.Dataset(calibration), model_type=nncf.ModelType.TRANSFORMER, subset_size=4
+    )
     train_only_quantizers(fake_quantized)
     before = {name: p.detach().clone() for name, p in fake_quantized.named_parameters()}
     trainable = {name for name, p in fake_quantized.named_parameters() if p.requires_grad}

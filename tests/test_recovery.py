@@ -139,8 +139,12 @@ def test_distillation_pulls_the_student_to_the_teacher_and_masks_hold(tokenizer,
     model = _tiny(tiny_bert_dir)
     windows = answer_windows(tokenizer)
     layers = _layers(model)
-    prune.get("l1_unstructured").apply(model, layers, prune.get("l1_unstructured").settings(name="l1_unstructured",
-                                       amount=0.5), prune.PruneContext(0, None, torch.device("cpu")))  # fmt: skip
+    prune.get("l1_unstructured").apply(
+        model,
+        layers,
+        prune.get("l1_unstructured").settings(name="l1_unstructured", amount=0.5),
+        prune.PruneContext(0, None, torch.device("cpu")),
+    )
     zeros = {name: (m.weight == 0).clone() for name, m in layers.items()}
     # A teacher whose answer is token 3 (the labels say 7); pure distillation must follow the teacher.
     peaked = torch.full((16, 24), -5.0)
@@ -199,8 +203,7 @@ def test_structured_stages_name_removed_heads_by_their_original_index_and_load_b
     method = prune.get("structured")
     context = prune.PruneContext(0, None, torch.device("cpu"))
     for heads_amount in (0.25, 1 / 3):  # one head of 4, then one of the 3 left
-        method.apply(model, {}, method.settings(name="structured", heads_amount=heads_amount, ffn_amount=0.0),
-                     context)  # fmt: skip
+        method.apply(model, {}, method.settings(name="structured", heads_amount=heads_amount, ffn_amount=0.0), context)
     removed = model.config.pruned_heads
     assert all(len(heads) == 2 and len(set(heads)) == 2 and max(heads) < 4 for heads in removed.values())
     assert families.of_model(model).blocks(model)[0].heads == 2
@@ -227,12 +230,22 @@ def test_recovery_settings_are_checked_before_any_work():
 # Through run.py -----------------------------------------------------------------------------
 
 
-def test_a_gradual_distilled_sweep_calibrates_its_threshold_and_reports_each_step(tmp_path, tiny_bert_dir,
-                                                                                   squad_files):  # fmt: skip
-    args = tiny_job_args(tiny_bert_dir, squad_files, "pruning=global_magnitude", "pruning.amount=0.5",
-                         "pruning.schedule=gradual", "pruning.gradual_stages=2", "pruning.finetune_steps=4",
-                         "pruning.finetune_batch_size=4", "pruning.distill=true", "predict.null_threshold=calibrate",
-                         "predict.threshold_questions=8", "quantization=none,onnx_int8", fine_tune=False)  # fmt: skip
+def test_a_gradual_distilled_sweep_calibrates_its_threshold_and_reports_each_step(tmp_path, tiny_bert_dir, squad_files):
+    args = tiny_job_args(
+        tiny_bert_dir,
+        squad_files,
+        "pruning=global_magnitude",
+        "pruning.amount=0.5",
+        "pruning.schedule=gradual",
+        "pruning.gradual_stages=2",
+        "pruning.finetune_steps=4",
+        "pruning.finetune_batch_size=4",
+        "pruning.distill=true",
+        "predict.null_threshold=calibrate",
+        "predict.threshold_questions=8",
+        "quantization=none,onnx_int8",
+        fine_tune=False,
+    )
     result = run_in_process(["-m", *args], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     client, _ = logged_runs(tmp_path)
@@ -262,8 +275,9 @@ def test_a_gradual_distilled_sweep_calibrates_its_threshold_and_reports_each_ste
 
 
 def test_calibration_needs_training_data_left_to_train_on(tmp_path, tiny_bert_dir, squad_files):
-    args = tiny_job_args(tiny_bert_dir, squad_files, "predict.null_threshold=calibrate",
-                         "predict.threshold_questions=100000")  # fmt: skip
+    args = tiny_job_args(
+        tiny_bert_dir, squad_files, "predict.null_threshold=calibrate", "predict.threshold_questions=100000"
+    )
     assert_refused(run_in_process(args, tmp_path), tmp_path, "predict.threshold_questions=100000")
 
 
@@ -272,10 +286,19 @@ def test_staged_structured_pruning_with_distillation_saves_a_model_that_answers_
 ):
     from .test_pipeline import _answers_of_saved_model
 
-    args = tiny_job_args(tiny_bert_dir, squad_files, "pruning=structured", "pruning.heads_amount=0.5",
-                         "pruning.schedule=gradual", "pruning.gradual_stages=3", "pruning.finetune_steps=6",
-                         "pruning.finetune_batch_size=4", "pruning.distill=true", "save_model=true",
-                         fine_tune=False)  # fmt: skip
+    args = tiny_job_args(
+        tiny_bert_dir,
+        squad_files,
+        "pruning=structured",
+        "pruning.heads_amount=0.5",
+        "pruning.schedule=gradual",
+        "pruning.gradual_stages=3",
+        "pruning.finetune_steps=6",
+        "pruning.finetune_batch_size=4",
+        "pruning.distill=true",
+        "save_model=true",
+        fine_tune=False,
+    )
     result = run_in_process(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (job,) = logged_runs(tmp_path)[1]
@@ -301,8 +324,13 @@ def test_a_threshold_file_replaces_the_carved_questions_and_never_the_evaluation
                 qa["id"] = "held-out-" + qa["id"]  # generated ids repeat from file to file
     held_out = tmp_path / "held_out.json"
     held_out.write_text(json.dumps(generated))
-    args = tiny_job_args(tiny_bert_dir, squad_files, "predict.null_threshold=calibrate",
-                         f"predict.threshold_file={held_out}", fine_tune=False)  # fmt: skip
+    args = tiny_job_args(
+        tiny_bert_dir,
+        squad_files,
+        "predict.null_threshold=calibrate",
+        f"predict.threshold_file={held_out}",
+        fine_tune=False,
+    )
     result = run_in_process(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     client, (job,) = logged_runs(tmp_path)
@@ -310,7 +338,15 @@ def test_a_threshold_file_replaces_the_carved_questions_and_never_the_evaluation
     assert str(held_out) in inputs["squad_json/threshold"].source and "squad_json/train" not in inputs
     held = squad.load_squad_json(held_out, "k").dataset
     assert job.data.metrics["threshold_questions"] == len(held)
-    same = tiny_job_args(tiny_bert_dir, squad_files, "predict.null_threshold=calibrate",
-                         f"predict.threshold_file={validation}", fine_tune=False)  # fmt: skip
-    assert_refused(run_in_process(same, tmp_path / "again"), tmp_path / "again",
-                   f"predict.threshold_file={validation}: the same data as dataset.validation_file")  # fmt: skip
+    same = tiny_job_args(
+        tiny_bert_dir,
+        squad_files,
+        "predict.null_threshold=calibrate",
+        f"predict.threshold_file={validation}",
+        fine_tune=False,
+    )
+    assert_refused(
+        run_in_process(same, tmp_path / "again"),
+        tmp_path / "again",
+        f"predict.threshold_file={validation}: the same data as dataset.validation_file",
+    )

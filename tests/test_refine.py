@@ -18,8 +18,11 @@ def _untried(points: list[refine.Point]):
 
     def neighbours(params):
         moves = [{**params, "quantization": q} for q in ("a", "b") if q != params["quantization"]]
-        moves += [{**params, "pruning.amount#position": params["pruning.amount#position"] + d} for d in (-1, 1)
-                  if 0 <= params["pruning.amount#position"] + d <= 4]  # fmt: skip
+        moves += [
+            {**params, "pruning.amount#position": params["pruning.amount#position"] + d}
+            for d in (-1, 1)
+            if 0 <= params["pruning.amount#position"] + d <= 4
+        ]
         return [m for m in moves if m not in tried]
 
     return neighbours
@@ -57,8 +60,11 @@ def test_trials_below_the_reference_point_are_not_refined():
 
 # Through the search loop ------------------------------------------------------------------------------
 
-SPACE = ["pruning=choice(none,l1_unstructured)", "pruning.amount=choice(0.1,0.2,0.3,0.4,0.5)",
-         "quantization=choice(none,dynamic_int8,onnx_int8)"]  # fmt: skip
+SPACE = [
+    "pruning=choice(none,l1_unstructured)",
+    "pruning.amount=choice(0.1,0.2,0.3,0.4,0.5)",
+    "quantization=choice(none,dynamic_int8,onnx_int8)",
+]
 SPEED = {"none": 1.0, "dynamic_int8": 1.3, "onnx_int8": 1.6}
 
 
@@ -72,10 +78,23 @@ def _measure(overrides: list[str]) -> dict[str, float]:
 
 def _search(tmp_path, refine_front: bool, trials: int = 11) -> list:
     space = search_space.parse(SPACE, None, ["pruning", "quantization"])
-    keys = {("pruning", "none"): frozenset(), ("pruning", "l1_unstructured"): frozenset({"amount"}),
-            **{("quantization", q): frozenset() for q in SPEED}}  # fmt: skip
-    chosen = search.settings({"objectives": NAMES, "n_trials": trials, "batch_size": 1, "sampler": "tpe", "seed": 3,
-                              "n_startup_trials": 5, "refine": refine_front}, {})  # fmt: skip
+    keys = {
+        ("pruning", "none"): frozenset(),
+        ("pruning", "l1_unstructured"): frozenset({"amount"}),
+        **{("quantization", q): frozenset() for q in SPEED},
+    }
+    chosen = search.settings(
+        {
+            "objectives": NAMES,
+            "n_trials": trials,
+            "batch_size": 1,
+            "sampler": "tpe",
+            "seed": 3,
+            "n_startup_trials": 5,
+            "refine": refine_front,
+        },
+        {},
+    )
     plan = search.Plan(space, chosen, keys, f"sqlite:///{tmp_path / f'{refine_front}.db'}", "refine")
 
     def launch(batch, first_index):
@@ -93,9 +112,17 @@ def test_after_its_startup_trials_the_search_refines_the_front_one_step_at_a_tim
     for trial in refined:  # each one step (one choice, or one amount position) from a trial finished before it
         earlier = [{k: v for k, v in t.params.items() if k in trial.params} for t in trials if t.number < trial.number]
         assert any(refine.change(e, trial.params) for e in earlier)
-    grid = [_measure(c) for c in ([["pruning=none", f"quantization={q}"] for q in SPEED] + [
-        ["pruning=l1_unstructured", f"pruning.amount={a}", f"quantization={q}"] for a in (0.1, 0.2, 0.3, 0.4, 0.5)
-        for q in SPEED])]  # fmt: skip
+    grid = [
+        _measure(c)
+        for c in (
+            [["pruning=none", f"quantization={q}"] for q in SPEED]
+            + [
+                ["pruning=l1_unstructured", f"pruning.amount={a}", f"quantization={q}"]
+                for a in (0.1, 0.2, 0.3, 0.4, 0.5)
+                for q in SPEED
+            ]
+        )
+    ]
     reference = [50.0, 1.0]
     whole = front.hypervolume([[m["f1"], m["speedup"]] for m in grid], reference, DIRECTIONS)
     refined_share = front.hypervolume([t.values for t in trials], reference, DIRECTIONS) / whole

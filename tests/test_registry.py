@@ -71,8 +71,11 @@ class RoundToLevels(quantize.QuantizationMethod):
 def outside_methods():
     """Register both methods and their config nodes as a plugin outside the package would; remove them after."""
     store = ConfigStore.instance()
-    store.store(group="pruning", name="every_other_row",
-                node={"defaults": ["none", "_self_"], "name": "every_other_row", "keep_every": 2})  # fmt: skip
+    store.store(
+        group="pruning",
+        name="every_other_row",
+        node={"defaults": ["none", "_self_"], "name": "every_other_row", "keep_every": 2},
+    )
     store.store(group="quantization", name="round_to_levels", node={"name": "round_to_levels", "levels": 16})
     prune.register(EveryOtherRow())
     quantize.register(RoundToLevels())
@@ -86,10 +89,17 @@ def outside_methods():
 
 def test_method_defined_outside_the_package(outside_methods, tmp_path, tiny_bert_dir, squad_files):
     args = tiny_job_args(
-        tiny_bert_dir, squad_files, "pruning=every_other_row", "pruning.keep_every=4",
-        "pruning.finetune_steps=2", "pruning.finetune_batch_size=4", "quantization=round_to_levels",
-        "quantization.levels=8", "save_model=true", fine_tune=False,
-    )  # fmt: skip
+        tiny_bert_dir,
+        squad_files,
+        "pruning=every_other_row",
+        "pruning.keep_every=4",
+        "pruning.finetune_steps=2",
+        "pruning.finetune_batch_size=4",
+        "quantization=round_to_levels",
+        "quantization.levels=8",
+        "save_model=true",
+        fine_tune=False,
+    )
     result = run_in_process(["-m", *args], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = compressed(tmp_path)
@@ -127,8 +137,9 @@ def test_a_method_that_needs_training_windows_needs_a_training_file(
 
 
 def test_outside_method_settings_are_range_checked(outside_methods, tmp_path, tiny_bert_dir, squad_files):
-    args = tiny_job_args(tiny_bert_dir, squad_files, "quantization=round_to_levels", "quantization.levels=1",
-                         fine_tune=False)  # fmt: skip
+    args = tiny_job_args(
+        tiny_bert_dir, squad_files, "quantization=round_to_levels", "quantization.levels=1", fine_tune=False
+    )
     result = run_in_process(args, tmp_path)
     assert result.returncode == 1
     assert "quantization.levels=1: Input should be greater than or equal to 2" in result.stderr

@@ -104,11 +104,19 @@ def test_sweep_ends_with_a_report_in_its_directory_and_parent_run(tiny_sweep):
 
 def _job(number: int, f1: float, latency: float, size: float, quantization: str = "dynamic_int8", **kw) -> results.Job:
     return results.Job(
-        run_id=f"run{number}", name=f"m | p{number} | {quantization}", model="m", dataset="squad_v2",
-        pruning="l1_unstructured", pruning_label=f"l1_unstructured 0.{number}", quantization=quantization,
-        status="FINISHED", uncompressed=kw.pop("uncompressed", False),
-        metrics={"f1": f1, "latency_ms": latency, "size_mb": size}, overrides=(f"pruning.amount=0.{number}",), **kw,
-    )  # fmt: skip
+        run_id=f"run{number}",
+        name=f"m | p{number} | {quantization}",
+        model="m",
+        dataset="squad_v2",
+        pruning="l1_unstructured",
+        pruning_label=f"l1_unstructured 0.{number}",
+        quantization=quantization,
+        status="FINISHED",
+        uncompressed=kw.pop("uncompressed", False),
+        metrics={"f1": f1, "latency_ms": latency, "size_mb": size},
+        overrides=(f"pruning.amount=0.{number}",),
+        **kw,
+    )
 
 
 def test_recommendation_is_the_fastest_and_smallest_within_the_allowed_loss_and_flags_the_rest():
@@ -144,8 +152,9 @@ def test_recommendation_is_the_fastest_and_smallest_within_the_allowed_loss_and_
 
 def test_with_paired_timing_the_fastest_is_the_highest_speedup_and_a_wide_spread_is_flagged():
     def timed(job, speedup, q1, q3):
-        return replace(job, metrics={**job.metrics, "speedup": speedup, "speedup_q1": q1, "speedup_q3": q3,
-                                     "speedup_iqr": q3 - q1})  # fmt: skip
+        return replace(
+            job, metrics={**job.metrics, "speedup": speedup, "speedup_q1": q1, "speedup_q3": q3, "speedup_iqr": q3 - q1}
+        )
 
     jobs = [
         timed(_job(0, 80.0, 100.0, 250.0, "none", uncompressed=True), 1.0, 0.98, 1.02),

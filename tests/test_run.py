@@ -62,11 +62,15 @@ def test_bad_files_and_weights_are_refused_before_torch_loads(tmp_path, tiny_ber
     (torn / "model.safetensors").write_bytes((torn / "model.safetensors").read_bytes()[:1000])
     base = ["dataset=squad_json", f"dataset.train_file={train}", f"hydra.run.dir={tmp_path / 'run'}"]
     for args, message in [
-        ([f"model.name_or_path={tiny_bert_dir}", f"dataset.validation_file={duplicated}"],
-         f"dataset.validation_file={duplicated}: question ids must be unique"),
-        ([f"model.name_or_path={torn}", f"dataset.validation_file={validation}"],
-         f"model.name_or_path={torn}: model.safetensors is not a readable safetensors file"),
-    ]:  # fmt: skip
+        (
+            [f"model.name_or_path={tiny_bert_dir}", f"dataset.validation_file={duplicated}"],
+            f"dataset.validation_file={duplicated}: question ids must be unique",
+        ),
+        (
+            [f"model.name_or_path={torn}", f"dataset.validation_file={validation}"],
+            f"model.name_or_path={torn}: model.safetensors is not a readable safetensors file",
+        ),
+    ]:
         result = run_cli([*base, *args], tmp_path, timeout=120)
         assert_refused(result, tmp_path, message)
         assert not _imported([*base, *args], tmp_path) & HEAVY
@@ -77,8 +81,13 @@ def test_library_noise_stays_out_of_the_output_unless_hydra_verbose_asks(tmp_pat
     base = tmp_path / "encoder"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                            num_attention_heads=2, intermediate_size=64)  # fmt: skip
+        config = BertConfig(
+            vocab_size=tokenizer.vocab_size,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+        )
         BertModel(config).save_pretrained(base)
     tokenizer.save_pretrained(base)
     args = tiny_job_args(base, squad_files, "quantization=onnx_int8", "benchmark.enabled=false")

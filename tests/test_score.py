@@ -109,10 +109,27 @@ def test_cli_prints_the_official_json(tmp_path, capsys):
 
 
 def test_cli_out_image_dir_adds_average_precision_and_plots(tmp_path, capsys):
-    data = {"data": [{"title": "t", "paragraphs": [{"context": "red barn", "qas": [
-        {"id": "q1", "question": "?", "answers": [{"text": "red barn", "answer_start": 0}], "is_impossible": False},
-        {"id": "q2", "question": "?", "answers": [], "is_impossible": True},
-    ]}]}]}  # fmt: skip
+    data = {
+        "data": [
+            {
+                "title": "t",
+                "paragraphs": [
+                    {
+                        "context": "red barn",
+                        "qas": [
+                            {
+                                "id": "q1",
+                                "question": "?",
+                                "answers": [{"text": "red barn", "answer_start": 0}],
+                                "is_impossible": False,
+                            },
+                            {"id": "q2", "question": "?", "answers": [], "is_impossible": True},
+                        ],
+                    }
+                ],
+            }
+        ]
+    }
     data_file = write_json(tmp_path / "d.json", data)
     pred_file = write_json(tmp_path / "p.json", {"q1": "barn", "q2": ""})
     na_file = write_json(tmp_path / "n.json", {"q1": 0.1, "q2": 0.7})
@@ -127,9 +144,23 @@ def test_cli_out_image_dir_adds_average_precision_and_plots(tmp_path, capsys):
 
 
 def _files(tmp_path, preds, na_probs=None) -> list[str]:
-    data = {"version": "v2.0", "data": [{"title": "t", "paragraphs": [{"context": "red barn", "qas": [
-        {"id": "q1", "question": "?", "answers": [{"text": "red barn", "answer_start": 0}]},
-        {"id": "q2", "question": "?", "answers": []}]}]}]}  # fmt: skip
+    data = {
+        "version": "v2.0",
+        "data": [
+            {
+                "title": "t",
+                "paragraphs": [
+                    {
+                        "context": "red barn",
+                        "qas": [
+                            {"id": "q1", "question": "?", "answers": [{"text": "red barn", "answer_start": 0}]},
+                            {"id": "q2", "question": "?", "answers": []},
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
     args = [str(write_json(tmp_path / "data.json", data)), str(write_json(tmp_path / "pred.json", preds))]
     return args + (["-n", str(write_json(tmp_path / "na.json", na_probs))] if na_probs is not None else [])
 

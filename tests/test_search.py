@@ -17,8 +17,11 @@ from qa_compress.tracking import store
 from tests.conftest import assert_refused, children, parents, run_cli, run_in_process, start_cli, tiny_job_args
 
 GROUPS = ["model", "dataset", "training", "pruning", "quantization"]
-SPACE = ["pruning=choice(none,l1_unstructured,structured)", "pruning.amount=interval(0.1,0.9)",
-         "quantization=choice(none,dynamic_int8)"]  # fmt: skip
+SPACE = [
+    "pruning=choice(none,l1_unstructured,structured)",
+    "pruning.amount=interval(0.1,0.9)",
+    "quantization=choice(none,dynamic_int8)",
+]
 PARETO = ["hydra/sweeper=pareto"]
 
 
@@ -31,7 +34,10 @@ def test_the_space_reads_hydras_sweep_syntax_and_keeps_the_rest_fixed():
     params = {p.key: p for p in space.params}
     assert params["pruning"].choices == ("none", "l1_unstructured", "structured")
     assert (params["pruning.amount"].kind, params["pruning.amount"].low, params["pruning.amount"].high) == (
-        "float", 0.1, 0.9)  # fmt: skip
+        "float",
+        0.1,
+        0.9,
+    )
     assert (params["predict.n_best_size"].kind, params["predict.n_best_size"].high) == ("int", 20)
     assert params["x"].log
     assert space.fixed == ("seed=1",)
@@ -49,15 +55,19 @@ def test_a_space_with_nothing_to_search_is_refused(arguments):
 
 
 def test_the_config_params_are_a_space_the_command_line_overrides():
-    space = search_space.parse(["pruning.amount=interval(0.2,0.4)"],
-                               {"pruning": "choice(none,l1_unstructured)", "pruning.amount": "interval(0.1,0.9)"},
-                               GROUPS)  # fmt: skip
+    space = search_space.parse(
+        ["pruning.amount=interval(0.2,0.4)"],
+        {"pruning": "choice(none,l1_unstructured)", "pruning.amount": "interval(0.1,0.9)"},
+        GROUPS,
+    )
     assert {p.key: (p.low, p.high) for p in space.params if p.kind == "float"} == {"pruning.amount": (0.2, 0.4)}
 
 
 def test_a_key_applies_only_to_the_options_that_have_it():
-    keys = {("pruning", "none"): frozenset({"name", "finetune_steps"}),
-            ("pruning", "l1_unstructured"): frozenset({"name", "finetune_steps", "amount"})}  # fmt: skip
+    keys = {
+        ("pruning", "none"): frozenset({"name", "finetune_steps"}),
+        ("pruning", "l1_unstructured"): frozenset({"name", "finetune_steps", "amount"}),
+    }
     assert search_space.applies("pruning.amount", {"pruning": "l1_unstructured"}, keys)
     assert not search_space.applies("pruning.amount", {"pruning": "none"}, keys)
     assert search_space.applies("pruning.finetune_steps", {"pruning": "none"}, keys)
@@ -77,9 +87,17 @@ def test_numbers_go_to_the_command_line_without_float_noise():
 
 
 def test_numeric_choices_are_searched_as_a_sorted_scale_and_options_as_categories():
-    space = search_space.parse(["pruning=choice(none,l1_unstructured)", "pruning.amount=choice(0.3,0.1,0.2)",
-                                "quantization=choice(none,dynamic_int8)", "model.dropout=choice(0.1,0.2)",
-                                "predict.mode=choice(fast,exact,slow)"], None, GROUPS)  # fmt: skip
+    space = search_space.parse(
+        [
+            "pruning=choice(none,l1_unstructured)",
+            "pruning.amount=choice(0.3,0.1,0.2)",
+            "quantization=choice(none,dynamic_int8)",
+            "model.dropout=choice(0.1,0.2)",
+            "predict.mode=choice(fast,exact,slow)",
+        ],
+        None,
+        GROUPS,
+    )
     study = optuna.create_study()
     study.enqueue_trial({f"pruning.amount{search.ORDERED_SUFFIX}": 0})
     trial = study.ask()
@@ -128,22 +146,47 @@ def test_hypervolume_in_three_objectives_matches_the_box_it_spans():
     ],
 )
 def test_bad_sweeper_options_are_refused_by_name(options, message):
-    sweeper = {"objectives": ["f1"], "n_trials": 6, "batch_size": 1, "sampler": "tpe", "seed": 0,
-               "n_startup_trials": 2, **{k: v for k, v in options.items() if k != "benchmark"}}  # fmt: skip
+    sweeper = {
+        "objectives": ["f1"],
+        "n_trials": 6,
+        "batch_size": 1,
+        "sampler": "tpe",
+        "seed": 0,
+        "n_startup_trials": 2,
+        **{k: v for k, v in options.items() if k != "benchmark"},
+    }
     with pytest.raises(UserError, match=message.replace("(", r"\(")):
         search.settings(sweeper, options.get("benchmark", {"enabled": True}))
 
 
 def test_objectives_take_their_natural_direction():
-    chosen = search.settings({"objectives": ["f1", "size_mb", "speedup"], "n_trials": 3, "batch_size": 1,
-                              "sampler": "nsga2", "seed": 0, "n_startup_trials": 0}, {})  # fmt: skip
+    chosen = search.settings(
+        {
+            "objectives": ["f1", "size_mb", "speedup"],
+            "n_trials": 3,
+            "batch_size": 1,
+            "sampler": "nsga2",
+            "seed": 0,
+            "n_startup_trials": 0,
+        },
+        {},
+    )
     assert chosen.objectives == {"f1": "maximize", "size_mb": "minimize", "speedup": "maximize"}
 
 
 def test_nsga2_evolves_after_its_random_start_within_a_short_search():
     """Optuna's NSGA-II default generation of 50 would leave a 20-trial search random from start to end."""
-    chosen = search.settings({"objectives": ["f1", "size_mb"], "n_trials": 8, "batch_size": 1, "sampler": "nsga2",
-                              "seed": 0, "n_startup_trials": 4}, {})  # fmt: skip
+    chosen = search.settings(
+        {
+            "objectives": ["f1", "size_mb"],
+            "n_trials": 8,
+            "batch_size": 1,
+            "sampler": "nsga2",
+            "seed": 0,
+            "n_startup_trials": 4,
+        },
+        {},
+    )
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=search._sampler(optuna, chosen, 0))
     for _ in range(6):
         trial = study.ask()
@@ -172,8 +215,13 @@ def test_a_six_trial_constrained_search_runs_as_one_sweep_and_names_the_fastest_
 ):
     recovery = "pruning.finetune_steps=choice(0,2)"  # pruning=none has the key, but recovery needs pruning
     args = tiny_job_args(tiny_distilbert_dir, squad_files, *PARETO, *SPACE, recovery, fine_tune=False)
-    options = ["hydra.sweeper.n_trials=6", "hydra.sweeper.n_startup_trials=3", "hydra.sweeper.max_f1_drop=0.5",
-               "hydra.sweeper.objectives=[f1,size_mb]", "benchmark.enabled=false"]  # fmt: skip
+    options = [
+        "hydra.sweeper.n_trials=6",
+        "hydra.sweeper.n_startup_trials=3",
+        "hydra.sweeper.max_f1_drop=0.5",
+        "hydra.sweeper.objectives=[f1,size_mb]",
+        "benchmark.enabled=false",
+    ]
     result = run_in_process(["-m", *args, *options], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -214,9 +262,14 @@ def test_a_search_stopped_by_sigterm_continues_to_n_trials_with_no_trial_twice(
     tmp_path, tiny_distilbert_dir, squad_files
 ):
     parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "hydra.sweeper.batch_size=2"]
-    args = ["-m", *tiny_job_args(tiny_distilbert_dir, squad_files, *PARETO, *SPACE, fine_tune=False),
-            "hydra.sweeper.n_trials=5", "hydra.sweeper.n_startup_trials=2", "hydra.sweeper.objectives=[f1,size_mb]",
-            "benchmark.enabled=false"]  # fmt: skip
+    args = [
+        "-m",
+        *tiny_job_args(tiny_distilbert_dir, squad_files, *PARETO, *SPACE, fine_tune=False),
+        "hydra.sweeper.n_trials=5",
+        "hydra.sweeper.n_startup_trials=2",
+        "hydra.sweeper.objectives=[f1,size_mb]",
+        "benchmark.enabled=false",
+    ]
     process = start_cli([*args, *parallel], tmp_path, start_new_session=True)
     log = tmp_path / "cli.log"
     try:
@@ -231,8 +284,11 @@ def test_a_search_stopped_by_sigterm_continues_to_n_trials_with_no_trial_twice(
     assert process.returncode != 0
     (first,) = parents(tmp_path)
     assert first.info.status == "KILLED"
-    before = {t.number: t.user_attrs["config_key"] for t in _ran(_study(tmp_path))
-              if t.state == optuna.trial.TrialState.COMPLETE}  # fmt: skip
+    before = {
+        t.number: t.user_attrs["config_key"]
+        for t in _ran(_study(tmp_path))
+        if t.state == optuna.trial.TrialState.COMPLETE
+    }
     assert 1 <= len(before) < 5
 
     resumed = run_in_process(args, tmp_path)  # the same search, started again (here with the basic launcher)
@@ -284,8 +340,10 @@ def test_a_bad_search_is_refused_before_any_trial(tmp_path, tiny_distilbert_dir,
 
 def test_a_study_another_live_process_searches_is_refused(tmp_path):
     space = search_space.parse(["quantization=choice(none,dynamic_int8)"], None, GROUPS)
-    chosen = search.settings({"objectives": ["f1"], "n_trials": 2, "batch_size": 1, "sampler": "random", "seed": 0,
-                              "n_startup_trials": 0}, {})  # fmt: skip
+    chosen = search.settings(
+        {"objectives": ["f1"], "n_trials": 2, "batch_size": 1, "sampler": "random", "seed": 0, "n_startup_trials": 0},
+        {},
+    )
     plan = search.Plan(space, chosen, {}, f"sqlite:///{tmp_path / 'optuna.db'}", "study")
     first = search.Search(plan, None, None, str, [], None, "")
     first.study.set_user_attr("searcher", {"host": socket.gethostname(), "pid": os.getppid()})  # alive: our parent
@@ -299,11 +357,23 @@ def test_a_study_another_live_process_searches_is_refused(tmp_path):
 def test_a_search_launches_its_batches_through_submitit(tmp_path, tiny_distilbert_dir, squad_files):
     """The basic launcher runs the searches above, joblib the stopped one; submitit here (SLURM's is the same call),
     with the NSGA-II sampler."""
-    launcher = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10", "hydra.sweeper.batch_size=2",
-                "hydra.sweeper.sampler=nsga2"]  # fmt: skip
-    args = tiny_job_args(tiny_distilbert_dir, squad_files, *PARETO, "quantization=choice(none,dynamic_int8)",
-                         "hydra.sweeper.n_trials=2", "hydra.sweeper.objectives=[f1,size_mb]", "benchmark.enabled=false",
-                         *launcher, fine_tune=False)  # fmt: skip
+    launcher = [
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+        "hydra.sweeper.batch_size=2",
+        "hydra.sweeper.sampler=nsga2",
+    ]
+    args = tiny_job_args(
+        tiny_distilbert_dir,
+        squad_files,
+        *PARETO,
+        "quantization=choice(none,dynamic_int8)",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.objectives=[f1,size_mb]",
+        "benchmark.enabled=false",
+        *launcher,
+        fine_tune=False,
+    )
     result = run_cli(["-m", *args], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (parent,) = parents(tmp_path)
@@ -320,14 +390,22 @@ def test_a_search_launches_its_batches_through_submitit(tmp_path, tiny_distilber
     ("configured", "tracking", "expected"),
     [
         (None, "sqlite:////data/mlflow.db", "sqlite:////data/optuna.db"),
-        (None, "postgresql+psycopg://u:pw@db:5432/mlflow", "postgresql+psycopg://u:pw@db:5432/mlflow?options=-csearch_path%3Doptuna"),
+        (
+            None,
+            "postgresql+psycopg://u:pw@db:5432/mlflow",
+            "postgresql+psycopg://u:pw@db:5432/mlflow?options=-csearch_path%3Doptuna",
+        ),
         (None, "mysql+pymysql://u:pw@db/mlflow", "mysql+pymysql://u:pw@db/mlflow_optuna"),
         (None, "http://server:5000", "sqlite:////runs/optuna.db"),
         ("postgresql://db/mlflow", "http://server:5000", "postgresql://db/mlflow?options=-csearch_path%3Doptuna"),
-        ("postgresql://db/x?options=-csearch_path%3Dmine", "http://server:5000", "postgresql://db/x?options=-csearch_path%3Dmine"),
+        (
+            "postgresql://db/x?options=-csearch_path%3Dmine",
+            "http://server:5000",
+            "postgresql://db/x?options=-csearch_path%3Dmine",
+        ),
         ("mysql://db/studies", "http://server:5000", "mysql://db/studies"),
     ],
-)  # fmt: skip
+)
 def test_the_study_lives_beside_the_mlflow_store_in_a_schema_of_its_own(configured, tracking, expected):
     assert study_storage.storage_url(configured, tracking, "/runs") == expected
     assert "pw" not in store.masked(expected)  # logs and reports mask a password
@@ -348,10 +426,20 @@ def test_a_search_keeps_its_study_in_the_tracking_database(request, server, tmp_
     with engine.connect() as connection:
         connection.execute(text(f"CREATE DATABASE {database}"))
     engine.dispose()
-    args = tiny_job_args(tiny_distilbert_dir, squad_files, *PARETO, "quantization=choice(none,dynamic_int8)",
-                         f"tracking.uri={uri}", fine_tune=False)  # fmt: skip
-    options = ["hydra.sweeper.n_trials=2", "hydra.sweeper.n_startup_trials=1", "hydra.sweeper.objectives=[f1,size_mb]",
-               "benchmark.enabled=false"]  # fmt: skip
+    args = tiny_job_args(
+        tiny_distilbert_dir,
+        squad_files,
+        *PARETO,
+        "quantization=choice(none,dynamic_int8)",
+        f"tracking.uri={uri}",
+        fine_tune=False,
+    )
+    options = [
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.n_startup_trials=1",
+        "hydra.sweeper.objectives=[f1,size_mb]",
+        "benchmark.enabled=false",
+    ]
     for _ in range(2):  # the second time, the study is found where the first left it: nothing runs again
         result = run_in_process(["-m", *args, *options], tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]

@@ -47,11 +47,25 @@ def test_quickstart_sweeps_six_jobs():
 
 
 def test_the_benchmark_sweeps_are_experiments_with_their_grids():
-    counts = {e: len(sweep_jobs(_sweep_config([f"experiment={e}"]))) for e in
-              ("tradeoffs_quantization", "tradeoffs_unstructured", "tradeoffs_structured", "tradeoffs_qat",
-               "tradeoffs_accuracy_control", "tradeoffs_bf16")}  # fmt: skip
-    assert counts == {"tradeoffs_quantization": 6, "tradeoffs_unstructured": 27, "tradeoffs_structured": 4,
-                      "tradeoffs_qat": 1, "tradeoffs_accuracy_control": 1, "tradeoffs_bf16": 2}  # fmt: skip
+    counts = {
+        e: len(sweep_jobs(_sweep_config([f"experiment={e}"])))
+        for e in (
+            "tradeoffs_quantization",
+            "tradeoffs_unstructured",
+            "tradeoffs_structured",
+            "tradeoffs_qat",
+            "tradeoffs_accuracy_control",
+            "tradeoffs_bf16",
+        )
+    }
+    assert counts == {
+        "tradeoffs_quantization": 6,
+        "tradeoffs_unstructured": 27,
+        "tradeoffs_structured": 4,
+        "tradeoffs_qat": 1,
+        "tradeoffs_accuracy_control": 1,
+        "tradeoffs_bf16": 2,
+    }
     narrowed = sweep_jobs(_sweep_config(["experiment=tradeoffs_unstructured", "pruning.amount=0.5"]))
     assert len(narrowed) == 3  # a command-line value replaces the experiment's grid for that key
 
@@ -90,8 +104,14 @@ def test_a_bad_value_in_any_job_stops_the_sweep_before_the_first(tmp_path, tiny_
 def test_submitit_launcher_fine_tunes_once_and_groups_runs_under_the_sweep(tmp_path, tiny_distilbert_dir, squad_files):
     """joblib, the other launcher, runs in the interrupted-sweep test below."""
     launcher = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]
-    args = tiny_job_args(tiny_distilbert_dir, squad_files, "pruning=l1_unstructured", "pruning.amount=0.0,0.5",
-                         *launcher, "benchmark.enabled=false")  # fmt: skip
+    args = tiny_job_args(
+        tiny_distilbert_dir,
+        squad_files,
+        "pruning=l1_unstructured",
+        "pruning.amount=0.0,0.5",
+        *launcher,
+        "benchmark.enabled=false",
+    )
     result = run_cli(["-m", *args], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     (parent,) = parents(tmp_path)
@@ -106,10 +126,23 @@ def test_submitit_launcher_fine_tunes_once_and_groups_runs_under_the_sweep(tmp_p
 def test_a_sweep_on_a_slurm_cluster_is_accounted_and_a_cancelled_job_completes_on_rerun(
     slurm, tmp_path, tiny_distilbert_dir, squad_files
 ):
-    launcher = ["hydra/launcher=submitit_slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1",
-                "hydra.launcher.timeout_min=10"]  # fmt: skip
-    args = ["-m", *tiny_job_args(tiny_distilbert_dir, squad_files, "pruning=l1_unstructured",
-                                 "pruning.amount=0.0,0.3,0.6", *launcher, "benchmark.repeats=100")]  # fmt: skip
+    launcher = [
+        "hydra/launcher=submitit_slurm",
+        "hydra.launcher.partition=debug",
+        "hydra.launcher.cpus_per_task=1",
+        "hydra.launcher.timeout_min=10",
+    ]
+    args = [
+        "-m",
+        *tiny_job_args(
+            tiny_distilbert_dir,
+            squad_files,
+            "pruning=l1_unstructured",
+            "pruning.amount=0.0,0.3,0.6",
+            *launcher,
+            "benchmark.repeats=100",
+        ),
+    ]
     process = start_cli(args, tmp_path, env=slurm.env)
     try:
         deadline = time.time() + 240
@@ -155,8 +188,17 @@ def test_interrupted_parallel_sweep_resumes_without_retraining_or_duplicates(
 ):
     parallel = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
     # Long enough benchmarks that the signal finds a job under way.
-    args = ["-m", *tiny_job_args(tiny_distilbert_dir, squad_files, "pruning=l1_unstructured",
-                                 "pruning.amount=0.0,0.3,0.6", *parallel, "benchmark.repeats=500")]  # fmt: skip
+    args = [
+        "-m",
+        *tiny_job_args(
+            tiny_distilbert_dir,
+            squad_files,
+            "pruning=l1_unstructured",
+            "pruning.amount=0.0,0.3,0.6",
+            *parallel,
+            "benchmark.repeats=500",
+        ),
+    ]
     process = start_cli(args, tmp_path, start_new_session=True)
     try:
         deadline = time.time() + 180
@@ -192,11 +234,15 @@ def test_two_sweeps_started_together_run_a_shared_job_once(tmp_path, tiny_distil
     common = [f"paths.cache_dir={tmp_path / 'cache'}", f"paths.mlruns_dir={tmp_path / 'mlruns'}"]
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     first, second = (
-        subprocess.Popen([sys.executable, str(ROOT / "run.py"), "-m", *shared, *common,
-                          f"hydra.sweep.dir={tmp_path / name}"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
+        subprocess.Popen(
+            [sys.executable, str(ROOT / "run.py"), "-m", *shared, *common, f"hydra.sweep.dir={tmp_path / name}"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         for name in ("a", "b")
-    )  # fmt: skip
+    )
     assert first.wait(timeout=300) == 0 and second.wait(timeout=300) == 0
     jobs = children(tmp_path)
     assert [j.info.status for j in jobs] == ["FINISHED"]  # one ran it; the other waited on its claim and reused it
@@ -211,9 +257,20 @@ def tracking_server(tmp_path):
     store = tmp_path / "server"
     store.mkdir()
     uri = f"http://127.0.0.1:{free_port()}"
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-               "--artifacts-destination", str(store / "artifacts"), "--host", "127.0.0.1",
-               "--port", uri.rsplit(":", 1)[1]]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{store / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(store / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        uri.rsplit(":", 1)[1],
+    ]
     with local_server(command, f"{uri}/health", store / "server.log"):
         yield uri
 
@@ -221,9 +278,19 @@ def tracking_server(tmp_path):
 def test_a_parallel_sweep_logs_to_a_tracking_server_and_the_report_is_rebuilt_from_it(
     tmp_path, tiny_distilbert_dir, squad_files, tracking_server, capsys
 ):
-    args = ["-m", *tiny_job_args(tiny_distilbert_dir, squad_files, "pruning=l1_unstructured", "pruning.amount=0.0,0.5",
-                                 "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"tracking.uri={tracking_server}",
-                                 "benchmark.enabled=false")]  # fmt: skip
+    args = [
+        "-m",
+        *tiny_job_args(
+            tiny_distilbert_dir,
+            squad_files,
+            "pruning=l1_unstructured",
+            "pruning.amount=0.0,0.5",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            f"tracking.uri={tracking_server}",
+            "benchmark.enabled=false",
+        ),
+    ]
     result = run_cli(args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     client = MlflowClient(tracking_server)

@@ -193,16 +193,19 @@ def test_runs_whose_process_died_are_marked_killed_by_the_next_job_and_live_ones
 def test_processes_opening_one_fresh_store_at_once_all_get_the_same_experiment(tmp_path):
     uri = store_uri(tmp_path)
     code = f"from qa_compress import tracking; print(runs.experiment_id({uri!r}, 'qa-compress'))"
-    workers = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-               for _ in range(4)]  # fmt: skip
+    workers = [
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
     results = [worker.communicate(timeout=120) for worker in workers]
     assert all(worker.returncode == 0 for worker in workers), [err[-2000:] for _, err in results]
     assert len({out.strip() for out, _ in results}) == 1
     assert len(MlflowClient(uri).search_experiments()) == 2  # Default and qa-compress, each once
 
 
-def test_a_sweep_whose_parent_run_cannot_be_created_starts_no_job(tmp_path, tiny_distilbert_dir, squad_files,
-                                                                   monkeypatch):  # fmt: skip
+def test_a_sweep_whose_parent_run_cannot_be_created_starts_no_job(
+    tmp_path, tiny_distilbert_dir, squad_files, monkeypatch
+):
     def broken(*args, **kwargs):
         raise sqlite3.OperationalError("no such column: jobs.function_fullname")
 

@@ -20,8 +20,11 @@ def common():
 
 def test_set_values_reach_every_sweep_or_the_one_they_name(common):
     args = argparse.Namespace(set=["seed=3", "tradeoffs_unstructured:pruning.amount=0.5", "tracking.uri=sqlite:///x"])
-    assert common.user_overrides(args, "tradeoffs_unstructured") == ["seed=3", "pruning.amount=0.5",
-                                                                        "tracking.uri=sqlite:///x"]  # fmt: skip
+    assert common.user_overrides(args, "tradeoffs_unstructured") == [
+        "seed=3",
+        "pruning.amount=0.5",
+        "tracking.uri=sqlite:///x",
+    ]
     assert common.user_overrides(args, "tradeoffs_quantization") == ["seed=3", "tracking.uri=sqlite:///x"]
 
 
@@ -44,17 +47,24 @@ def test_side_by_side_rounds_time_every_variant_once_each_in_a_fresh_order_when_
 
 
 def test_the_int8_explanation_reads_the_profiles_and_the_cpu_flags(tradeoffs):
-    fp32 = [["FullyConnected (gemm_mlas_f32)", 300.0, 0.5], ["FullyConnected (brgemm_avx2_f32)", 200.0, 0.3],
-            ["Subgraph (jit_avx2_f32)", 100.0, 0.2]]  # fmt: skip
+    fp32 = [
+        ["FullyConnected (gemm_mlas_f32)", 300.0, 0.5],
+        ["FullyConnected (brgemm_avx2_f32)", 200.0, 0.3],
+        ["Subgraph (jit_avx2_f32)", 100.0, 0.2],
+    ]
     slow = [["FullyConnected (jit_gemm_I8)", 750.0, 0.7], ["MatMul (jit_gemm_i8)", 70.0, 0.1]]
-    without = {"cpu": "AMD EPYC (flags: avx2)",
-               "profiled": {"none | openvino_fp32": fp32, "none | openvino_int8": slow}}  # fmt: skip
+    without = {
+        "cpu": "AMD EPYC (flags: avx2)",
+        "profiled": {"none | openvino_fp32": fp32, "none | openvino_int8": slow},
+    }
     (text, _) = tradeoffs.int8_explained(without)
     assert "none of avx512_vnni, avx_vnni, amx_int8" in text
     assert "750 ms" in text and "500 ms" in text and "1.50× slower" in text  # linear layers only, not MatMul
     fast = [["FullyConnected (brgemm_avx512_amx_I8)", 125.0, 0.5], ["Subgraph (jit_avx512_i8)", 90.0, 0.36]]
-    amx = {"cpu": "Xeon (flags: avx2 avx512f avx512_vnni amx_int8)",
-           "profiled": {"none | openvino_fp32": fp32, "none | openvino_int8": fast}}  # fmt: skip
+    amx = {
+        "cpu": "Xeon (flags: avx2 avx512f avx512_vnni amx_int8)",
+        "profiled": {"none | openvino_fp32": fp32, "none | openvino_int8": fast},
+    }
     (text, _) = tradeoffs.int8_explained(amx)
     assert "it has avx512_vnni, amx_int8" in text and "4.00× faster" in text
     # Once the linear layers are fast, what is left of the pass is named, against its own FP32 time.
@@ -64,10 +74,17 @@ def test_the_int8_explanation_reads_the_profiles_and_the_cpu_flags(tradeoffs):
 
 def test_the_structured_int8_explanation_compares_each_operator_type_dense_and_pruned(tradeoffs):
     dense = [["FullyConnected (brgemm_avx512_I8)", 70.0, 0.5], ["Subgraph (jit_avx512_i8)", 50.0, 0.36]]
-    pruned = [["Subgraph (jit_avx512_i8)", 40.0, 0.4], ["FullyConnected (brgemm_avx512_I8)", 30.0, 0.3],
-              ["FullyConnected (brgemm_avx512_f32)", 10.0, 0.1], ["MVN (jit_avx512_f32)", 5.0, 0.05]]  # fmt: skip
-    profiled = {"none | openvino_int8": dense, "structured heads 0.25 ffn 0.5 | openvino_int8": dense,
-                "structured heads 0.25 ffn 0.5 +200 steps | openvino_int8": pruned}  # fmt: skip
+    pruned = [
+        ["Subgraph (jit_avx512_i8)", 40.0, 0.4],
+        ["FullyConnected (brgemm_avx512_I8)", 30.0, 0.3],
+        ["FullyConnected (brgemm_avx512_f32)", 10.0, 0.1],
+        ["MVN (jit_avx512_f32)", 5.0, 0.05],
+    ]
+    profiled = {
+        "none | openvino_int8": dense,
+        "structured heads 0.25 ffn 0.5 | openvino_int8": dense,
+        "structured heads 0.25 ffn 0.5 +200 steps | openvino_int8": pruned,
+    }
     (text, _) = tradeoffs.structured_int8_explained({"profiled": profiled})
     assert "`FullyConnected` from 70 to 40 ms (40% of the pruned pass)" in text  # kernels merged, recovered model
     assert "`Subgraph` from 50 to 40 ms (40% of the pruned pass)" in text and "MVN" not in text

@@ -31,7 +31,7 @@ SQUAD_COLUMNS = datasets.Features(
         "answers": {
             "text": datasets.Sequence(datasets.Value("string")),
             "answer_start": datasets.Sequence(datasets.Value("int32")),
-        },  # fmt: skip
+        },
     }
 )  # the Hub's squad_v2 columns
 

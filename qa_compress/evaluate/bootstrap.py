@@ -38,10 +38,12 @@ def interval(
     replacement `resamples` times: how far it would move on another sample of the same kind."""
     values = np.asarray(values, dtype=float)
     rng = np.random.default_rng(seed)
-    draws = np.concatenate([
-        statistic(values[rng.integers(0, len(values), (min(_CHUNK, resamples - done), len(values)))], axis=1)
-        for done in range(0, resamples, _CHUNK)
-    ])  # fmt: skip
+    draws = np.concatenate(
+        [
+            statistic(values[rng.integers(0, len(values), (min(_CHUNK, resamples - done), len(values)))], axis=1)
+            for done in range(0, resamples, _CHUNK)
+        ]
+    )
     tail = 100 * (1 - level) / 2
     low, high = np.percentile(draws, [tail, 100 - tail])
     return float(low), float(high)

@@ -76,20 +76,34 @@ def load(opts: argparse.Namespace) -> tuple[dict, dict, dict | None]:
     """Gold answers, predictions and no-answer probabilities, each checked; a bad file is a UserError."""
     _read_json(opts.data_file, "data file")  # unreadable or not JSON: said as such, before the layout check
     gold = gold_from_squad_json(validate_squad_json(Path(opts.data_file), "data file")["data"])
-    preds = _mapping(_read_json(opts.pred_file, "prediction file"), opts.pred_file, "prediction file",
-                     lambda v: isinstance(v, str), "an answer string (\"\" for no answer)")  # fmt: skip
+    preds = _mapping(
+        _read_json(opts.pred_file, "prediction file"),
+        opts.pred_file,
+        "prediction file",
+        lambda v: isinstance(v, str),
+        'an answer string ("" for no answer)',
+    )
     unanswered = [qid for qid in gold if qid not in preds]
     if unanswered:  # the official script prints each, then fails with a KeyError
-        raise UserError(f"prediction file {opts.pred_file}: no prediction for {unanswered[0]!r} ({len(unanswered)} "
-                        f"of the data file's {len(gold)} questions have none)")  # fmt: skip
+        raise UserError(
+            f"prediction file {opts.pred_file}: no prediction for {unanswered[0]!r} ({len(unanswered)} "
+            f"of the data file's {len(gold)} questions have none)"
+        )
     na_probs = None
     if opts.na_prob_file:
-        na_probs = _mapping(_read_json(opts.na_prob_file, "no-answer probability file"), opts.na_prob_file,
-                            "no-answer probability file", _probability, "a probability in [0, 1]")  # fmt: skip
+        na_probs = _mapping(
+            _read_json(opts.na_prob_file, "no-answer probability file"),
+            opts.na_prob_file,
+            "no-answer probability file",
+            _probability,
+            "a probability in [0, 1]",
+        )
         absent = [qid for qid in preds if qid not in na_probs]
         if absent:
-            raise UserError(f"no-answer probability file {opts.na_prob_file}: no probability for {absent[0]!r} "
-                            f"({len(absent)} predicted questions have none)")  # fmt: skip
+            raise UserError(
+                f"no-answer probability file {opts.na_prob_file}: no probability for {absent[0]!r} "
+                f"({len(absent)} predicted questions have none)"
+            )
     return gold, preds, na_probs
 
 

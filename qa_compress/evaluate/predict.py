@@ -111,8 +111,9 @@ def decode(
             diffs[example["id"]] = min_null_score - best_score
         else:
             best_spans[example["id"]], diffs[example["id"]] = "", math.inf
-        answers[example["id"]] = with_threshold(best_spans[example["id"]], diffs[example["id"]],
-                                                null_score_diff_threshold)  # fmt: skip
+        answers[example["id"]] = with_threshold(
+            best_spans[example["id"]], diffs[example["id"]], null_score_diff_threshold
+        )
     return Predictions(answers, na_probs, best_spans, diffs)
 
 
@@ -123,6 +124,8 @@ def with_threshold(best_span: str, null_score_diff: float, threshold: float) -> 
 
 def rethreshold(predictions: Predictions, threshold: float) -> Predictions:
     """The same predictions with answers decided by another null threshold."""
-    answers = {qid: with_threshold(predictions.best_spans[qid], diff, threshold)
-               for qid, diff in predictions.null_score_diffs.items()}  # fmt: skip
+    answers = {
+        qid: with_threshold(predictions.best_spans[qid], diff, threshold)
+        for qid, diff in predictions.null_score_diffs.items()
+    }
     return Predictions(answers, predictions.na_probs, predictions.best_spans, predictions.null_score_diffs)

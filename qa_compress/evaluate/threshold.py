@@ -71,8 +71,11 @@ def best(predictions: Predictions, gold: Mapping[str, list[str]]) -> tuple[float
     _, answered_f1, _ = score.get_raw_scores(gold, {q: predictions.best_spans[q] for q in gold})
     unanswered = {q: float(not [a for a in answers if score.normalize_answer(a)]) for q, answers in gold.items()}
     base = sum(unanswered.values())  # everything unanswered
-    steps = sorted((predictions.null_score_diffs[q], answered_f1[q] - unanswered[q]) for q in gold
-                   if math.isfinite(predictions.null_score_diffs[q]))  # fmt: skip
+    steps = sorted(
+        (predictions.null_score_diffs[q], answered_f1[q] - unanswered[q])
+        for q in gold
+        if math.isfinite(predictions.null_score_diffs[q])
+    )
     diffs = [d for d, _ in steps]
     gains = np.cumsum([g for _, g in steps]) if steps else np.zeros(0)
     # Candidate k answers the k questions with the smallest differences (k = 0: none answered).

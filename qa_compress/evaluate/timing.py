@@ -196,8 +196,9 @@ def paired(
     mine = {k: v.to(device) for k, v in batch.items()}
     theirs = {k: v.to(reference_device) for k, v in batch.items()}
     variants = {"model": lambda: model(**mine), "reference": lambda: reference(**theirs)}
-    times = interleaved(variants, warmup, rounds, mirrored=True, sync=sync,
-                        desc="Timing against the uncompressed model")  # fmt: skip
+    times = interleaved(
+        variants, warmup, rounds, mirrored=True, sync=sync, desc="Timing against the uncompressed model"
+    )
     ours, refs = np.array(times["model"]), np.array(times["reference"])
     q1, median, q3 = np.percentile(ratios(refs, ours), [25, 50, 75])
     return {
@@ -213,14 +214,20 @@ def paired(
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
+def describe_cpu(cpuinfo: str, fallback: str = "unknown CPU") -> str:
+    """The CPU model and the instruction-set flags of CPU_FLAGS it has, from the text of /proc/cpuinfo."""
+    lines = cpuinfo.splitlines()
+    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "")
+    flags_line = next((line for line in lines if line.startswith("flags")), "")
+    flags = set(flags_line.split(":", 1)[1].split()) if flags_line else set()
+    present = [flag for flag in CPU_FLAGS if flag in flags] or ["none of " + ", ".join(CPU_FLAGS)]
+    return f"{name or fallback} (flags: {' '.join(present)})"
+
+
 def cpu_description() -> str:
-    """The CPU model and the instruction-set flags that decide INT8 and bf16 speed, as /proc/cpuinfo names them."""
+    """This machine's CPU and the instruction-set flags that decide INT8 and bf16 speed (`describe_cpu`)."""
     import platform
     from pathlib import Path
 
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
-    flags_line = next((line for line in info.splitlines() if line.startswith("flags")), "")
-    flags = set(flags_line.split(":", 1)[1].split()) if flags_line else set()
-    present = [flag for flag in CPU_FLAGS if flag in flags] or ["none of " + ", ".join(CPU_FLAGS)]
-    return f"{name or platform.processor() or 'unknown CPU'} (flags: {' '.join(present)})"
+    return describe_cpu(info, platform.processor() or "unknown CPU")

@@ -26,8 +26,12 @@ from qa_compress.tracking import store
 @functools.lru_cache(maxsize=64)
 def _checked_squad_json(path: str, mtime_ns: int, key: str) -> tuple[tuple[str, str], ...]:
     content = squad_json.validate(Path(path), key)
-    return tuple((qa["id"], qa["question"]) for article in content["data"] for paragraph in article["paragraphs"]
-                 for qa in paragraph["qas"])  # fmt: skip
+    return tuple(
+        (qa["id"], qa["question"])
+        for article in content["data"]
+        for paragraph in article["paragraphs"]
+        for qa in paragraph["qas"]
+    )
 
 
 def squad_file(path: str | None, key: str) -> tuple[tuple[str, str], ...]:

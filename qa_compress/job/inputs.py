@@ -43,8 +43,16 @@ def examples(job: JobConfig, split: str) -> squad.Examples:
 def windows(job: JobConfig, questions: squad.Examples, tokenizer: Any, split: str) -> Dataset:
     """Windows of `questions` for "train" (with labels) or "eval" (with offsets), from the shared cache."""
     ds = job.dataset
-    return features.prepare(questions.dataset, questions.digest, tokenizer, ds.max_seq_length, ds.doc_stride, split,
-                            Path(job.paths.cache_dir), job.cache_lock_timeout_s)  # fmt: skip
+    return features.prepare(
+        questions.dataset,
+        questions.digest,
+        tokenizer,
+        ds.max_seq_length,
+        ds.doc_stride,
+        split,
+        Path(job.paths.cache_dir),
+        job.cache_lock_timeout_s,
+    )
 
 
 def threshold_split(
@@ -104,7 +112,15 @@ def held_out(job: JobConfig, tokenizer: Any, model: Any, train: squad.Examples) 
     held = calibration.held_out_examples(train, job.quantization.held_out_questions, job.seed)
     runs.log_dataset(f"{job.dataset.name}/held_out", held.source, "train", held.digest, "held_out")
     p = job.predict
-    decoding = {"n_best_size": p.n_best_size, "max_answer_length": p.max_answer_length,
-                "null_score_diff_threshold": p.null_score_diff_threshold}  # fmt: skip
-    return calibration.HeldOut(held.dataset, windows(job, held, tokenizer, "eval"),
-                               models.input_names(tokenizer, model), decoding, p.batch_size)  # fmt: skip
+    decoding = {
+        "n_best_size": p.n_best_size,
+        "max_answer_length": p.max_answer_length,
+        "null_score_diff_threshold": p.null_score_diff_threshold,
+    }
+    return calibration.HeldOut(
+        held.dataset,
+        windows(job, held, tokenizer, "eval"),
+        models.input_names(tokenizer, model),
+        decoding,
+        p.batch_size,
+    )

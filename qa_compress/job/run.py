@@ -30,7 +30,6 @@ from qa_compress.tracking import cache, results, runs, store
 log = logging.getLogger(__name__)
 
 
-
 def summary(
     name: str, metrics: dict[str, float], baseline_cache: str, baseline_f1: float | None, batch_size: int
 ) -> str:
@@ -40,8 +39,10 @@ def summary(
         f"{metrics['latency_ms']:.1f} ms per batch of {batch_size}" if "latency_ms" in metrics else "not benchmarked"
     )
     if "speedup" in metrics:
-        speed += (f", {metrics['speedup']:.2f}x the uncompressed model's speed "
-                  f"(IQR {metrics['speedup_q1']:.2f}-{metrics['speedup_q3']:.2f})")  # fmt: skip
+        speed += (
+            f", {metrics['speedup']:.2f}x the uncompressed model's speed "
+            f"(IQR {metrics['speedup_q1']:.2f}-{metrics['speedup_q3']:.2f})"
+        )
     return (
         f"{name}: F1 {metrics['f1']:.2f}{change}, HasAns {metrics.get('HasAns_f1', math.nan):.2f}, "
         f"NoAns {metrics.get('NoAns_f1', math.nan):.2f}, always-no-answer {metrics['always_no_answer_f1']:.2f} | "

@@ -91,9 +91,14 @@ def baseline(ctx: Context) -> tuple[Any, str]:
         transformers.set_seed(job.seed)  # a fresh QA head is drawn from the seeded generator
         model, ctx.tokenizer = models.load(job.model.name_or_path, job.model.trust_remote_code)
         return model, "none"
-    key = train.baseline_key(models.fingerprint(job.model.name_or_path), ctx.train.digest,
-                             job.dataset.max_seq_length, job.dataset.doc_stride, job.training.key_fields(),
-                             job.seed)  # fmt: skip
+    key = train.baseline_key(
+        models.fingerprint(job.model.name_or_path),
+        ctx.train.digest,
+        job.dataset.max_seq_length,
+        job.dataset.doc_stride,
+        job.training.key_fields(),
+        job.seed,
+    )
     entry = Path(job.paths.cache_dir) / "baselines" / key
     with cache.locked(entry, job.cache_lock_timeout_s):  # parallel jobs: one trains, the others wait
         hit = cache.usable(entry, required=train.BASELINE_FILES)
@@ -105,13 +110,23 @@ def baseline(ctx: Context) -> tuple[Any, str]:
         transformers.set_seed(job.seed)
         model, ctx.tokenizer = models.load(job.model.name_or_path, job.model.trust_remote_code)
         ctx.train_windows = inputs.windows(job, ctx.train, ctx.tokenizer, "train")
-        log.info("Fine-tuning %s on %d questions (%d windows)", job.model.name, len(ctx.train.dataset),
-                 len(ctx.train_windows))  # fmt: skip
-        metrics = train.fine_tune(model, ctx.tokenizer, ctx.train_windows, job.training.model_dump(), job.seed,
-                                  [runs.TrainingCurves()])  # fmt: skip
+        log.info(
+            "Fine-tuning %s on %d questions (%d windows)",
+            job.model.name,
+            len(ctx.train.dataset),
+            len(ctx.train_windows),
+        )
+        metrics = train.fine_tune(
+            model, ctx.tokenizer, ctx.train_windows, job.training.model_dump(), job.seed, [runs.TrainingCurves()]
+        )
         runs.log_metrics(metrics)
-        record = {"key": key, "model": job.model.name_or_path, "train_data": ctx.train.source,
-                  "training": job.training.model_dump(), "seed": job.seed}  # fmt: skip
+        record = {
+            "key": key,
+            "model": job.model.name_or_path,
+            "train_data": ctx.train.source,
+            "training": job.training.model_dump(),
+            "seed": job.seed,
+        }
         train.save_baseline(model, ctx.tokenizer, entry, record)
     return model, "miss"
 
@@ -125,13 +140,20 @@ def prepare_windows(ctx: Context, model: Any) -> None:
     ctx.train_device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def teacher(ctx: Context, model: Any, device: torch.device, temperature: float, weight: float,
-            tag: str = "teacher_cache") -> distill.Teacher:  # fmt: skip
+def teacher(
+    ctx: Context, model: Any, device: torch.device, temperature: float, weight: float, tag: str = "teacher_cache"
+) -> distill.Teacher:
     """`model`'s logits on every training window (cached), for distillation during recovery or QAT."""
     job = ctx.job
-    start, end, origin = distill.teacher_logits(model, ctx.train_windows, ctx.input_names(model),
-                                                job.predict.batch_size, device, Path(job.paths.cache_dir),
-                                                job.cache_lock_timeout_s)  # fmt: skip
+    start, end, origin = distill.teacher_logits(
+        model,
+        ctx.train_windows,
+        ctx.input_names(model),
+        job.predict.batch_size,
+        device,
+        Path(job.paths.cache_dir),
+        job.cache_lock_timeout_s,
+    )
     runs.set_tags({tag: origin})
     return distill.Teacher(start, end, temperature, weight)
 
@@ -140,8 +162,9 @@ def pruned(ctx: Context, model: Any) -> tuple[list[dict], dict[str, float]]:
     """Prune `model` in place (recovering when the settings ask); the per-layer sparsity rows and the metrics."""
     job, p = ctx.job, ctx.job.pruning
     distilled = teacher(ctx, model, ctx.train_device, p.distill_temperature, p.distill_weight) if p.distill else None
-    settings = recovery.Recovery(ctx.tokenizer, ctx.train_windows, job.training.model_dump(), job.seed,
-                                 ctx.train_device, distilled)  # fmt: skip
+    settings = recovery.Recovery(
+        ctx.tokenizer, ctx.train_windows, job.training.model_dump(), job.seed, ctx.train_device, distilled
+    )
 
     def scores(candidate: Any) -> dict[str, float]:
         return evaluate(ctx, candidate.to(ctx.train_device), ctx.train_device).scores
@@ -190,16 +213,24 @@ def evaluate(ctx: Context, model: Any, device: torch.device) -> Evaluation:
     p = ctx.job.predict
     started = time.perf_counter()
     start_logits, end_logits = predict.logits(model, ctx.inputs, p.batch_size, device)
-    predictions = predict.decode(ctx.evaluation.dataset, ctx.eval_windows, start_logits, end_logits, p.n_best_size,
-                                 p.max_answer_length, p.null_score_diff_threshold)  # fmt: skip
+    predictions = predict.decode(
+        ctx.evaluation.dataset,
+        ctx.eval_windows,
+        start_logits,
+        end_logits,
+        p.n_best_size,
+        p.max_answer_length,
+        p.null_score_diff_threshold,
+    )
     seconds = time.perf_counter() - started
     gold = squad.gold_answers(ctx.evaluation.dataset)
     scores, _ = score.evaluate(gold, predictions.answers, predictions.na_probs)
     return Evaluation(predictions, scores, seconds)
 
 
-def calibrate_threshold(ctx: Context, model: Any, evaluation: Evaluation, device: torch.device
-                        ) -> tuple[Evaluation, dict]:  # fmt: skip
+def calibrate_threshold(
+    ctx: Context, model: Any, evaluation: Evaluation, device: torch.device
+) -> tuple[Evaluation, dict]:
     """The evaluation redone at the null threshold that maximises F1 on the questions set aside for it.
 
     Also returns what to log: the threshold, the F1 it reached on those questions, and the
@@ -208,26 +239,44 @@ def calibrate_threshold(ctx: Context, model: Any, evaluation: Evaluation, device
     questions, p = ctx.threshold, ctx.job.predict
     windows = inputs.windows(ctx.job, questions, ctx.tokenizer, "eval")
     starts, ends = predict.logits(model, predict.forward_inputs(windows, ctx.input_names(model)), p.batch_size, device)
-    on_split = predict.decode(questions.dataset, windows, starts, ends, p.n_best_size, p.max_answer_length,
-                              p.null_score_diff_threshold)  # fmt: skip
+    on_split = predict.decode(
+        questions.dataset, windows, starts, ends, p.n_best_size, p.max_answer_length, p.null_score_diff_threshold
+    )
     chosen, split_f1 = threshold.best(on_split, squad.gold_answers(questions.dataset))
     predictions = predict.rethreshold(evaluation.predictions, chosen)
     gold = squad.gold_answers(ctx.evaluation.dataset)
     scores, _ = score.evaluate(gold, predictions.answers, predictions.na_probs)
-    uncalibrated = {f"{k}_uncalibrated": evaluation.scores[k] for k in ("exact", "f1", "HasAns_f1", "NoAns_f1")
-                    if k in evaluation.scores}  # fmt: skip
-    record = {"null_threshold": chosen, "threshold_questions": len(questions.dataset),
-              "threshold_split_f1": split_f1, **uncalibrated}  # fmt: skip
-    log.info("Null threshold %.3f (F1 %.2f on the set-aside questions): evaluation F1 %.2f -> %.2f",
-             chosen, split_f1, evaluation.scores["f1"], scores["f1"])  # fmt: skip
+    uncalibrated = {
+        f"{k}_uncalibrated": evaluation.scores[k]
+        for k in ("exact", "f1", "HasAns_f1", "NoAns_f1")
+        if k in evaluation.scores
+    }
+    record = {
+        "null_threshold": chosen,
+        "threshold_questions": len(questions.dataset),
+        "threshold_split_f1": split_f1,
+        **uncalibrated,
+    }
+    log.info(
+        "Null threshold %.3f (F1 %.2f on the set-aside questions): evaluation F1 %.2f -> %.2f",
+        chosen,
+        split_f1,
+        evaluation.scores["f1"],
+        scores["f1"],
+    )
     return Evaluation(predictions, scores, evaluation.seconds), record
 
 
 def scores(ctx: Context, evaluation: Evaluation) -> dict[str, float]:
     """The official scores, the always-no-answer floor on the same questions, and how long prediction took."""
     floor = score.always_no_answer(squad.gold_answers(ctx.evaluation.dataset))
-    return {**evaluation.scores, "predict_s": evaluation.seconds, "eval_features": len(ctx.eval_windows),
-            "always_no_answer_exact": floor["exact"], "always_no_answer_f1": floor["f1"]}  # fmt: skip
+    return {
+        **evaluation.scores,
+        "predict_s": evaluation.seconds,
+        "eval_features": len(ctx.eval_windows),
+        "always_no_answer_exact": floor["exact"],
+        "always_no_answer_f1": floor["f1"],
+    }
 
 
 def measured(ctx: Context, model: Any, device: torch.device) -> dict[str, float]:
@@ -236,8 +285,9 @@ def measured(ctx: Context, model: Any, device: torch.device) -> dict[str, float]
     b = ctx.job.benchmark
     if b.enabled:
         per_window = len(ctx.evaluation.dataset) / len(ctx.inputs)
-        metrics.update(timing.run(model, ctx.inputs, b.batch_size, b.warmup, b.repeats, device,
-                                  questions_per_feature=per_window))  # fmt: skip
+        metrics.update(
+            timing.run(model, ctx.inputs, b.batch_size, b.warmup, b.repeats, device, questions_per_feature=per_window)
+        )
     return metrics
 
 
@@ -245,10 +295,22 @@ def against_reference(ctx: Context, model: Any, reference: Any, device: torch.de
     """Speed-up over the uncompressed model, timed in interleaved rounds in this job (see timing.paired)."""
     b = ctx.job.benchmark
     reference_device = quantize.get("none").device()
-    timed = timing.paired(model, reference.to(reference_device), timing.batch_of(ctx.inputs, b.batch_size), b.warmup,
-                          b.repeats, device, reference_device)  # fmt: skip
-    log.info("%.2fx the uncompressed model's speed (interquartile range %.2f-%.2f over %d paired rounds)",
-             timed["speedup"], timed["speedup_q1"], timed["speedup_q3"], b.repeats)  # fmt: skip
+    timed = timing.paired(
+        model,
+        reference.to(reference_device),
+        timing.batch_of(ctx.inputs, b.batch_size),
+        b.warmup,
+        b.repeats,
+        device,
+        reference_device,
+    )
+    log.info(
+        "%.2fx the uncompressed model's speed (interquartile range %.2f-%.2f over %d paired rounds)",
+        timed["speedup"],
+        timed["speedup_q1"],
+        timed["speedup_q3"],
+        b.repeats,
+    )
     return timed
 
 
@@ -340,8 +402,10 @@ def compressed(job: JobConfig, workdir: Path) -> Any:
     if quantize.get(job.quantization.name).reads(job.quantization):
         readers.append(f"quantization={job.quantization.name}")
     if readers:
-        raise UserError(f"{'; '.join(dict.fromkeys(readers))}: this job reads data to compress; run it as a job "
-                        "(save_model=true) to time its model")  # fmt: skip
+        raise UserError(
+            f"{'; '.join(dict.fromkeys(readers))}: this job reads data to compress; run it as a job "
+            "(save_model=true) to time its model"
+        )
     ctx = Context(job, workdir, squad.Examples(None, "", ""))
     model, _ = baseline(ctx)
     settings = recovery.Recovery(ctx.tokenizer, None, job.training.model_dump(), job.seed, CPU)

@@ -124,6 +124,12 @@ class DistillationTrainer(Trainer):
         length = outputs.start_logits.shape[1]  # batches are trimmed of padding none of their windows needs
         device = outputs.start_logits.device
         teacher = tuple(t[rows, :length].to(device) for t in (self.teacher.start_logits, self.teacher.end_logits))
-        value = loss((outputs.start_logits, outputs.end_logits), teacher, inputs["attention_mask"], outputs.loss,
-                     self.teacher.temperature, self.teacher.weight)  # fmt: skip
+        value = loss(
+            (outputs.start_logits, outputs.end_logits),
+            teacher,
+            inputs["attention_mask"],
+            outputs.loss,
+            self.teacher.temperature,
+            self.teacher.weight,
+        )
         return (value, outputs) if return_outputs else value

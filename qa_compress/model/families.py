@@ -60,9 +60,17 @@ def _bert_blocks(model: nn.Module) -> list[Block]:
         if attention is not None and hasattr(attention, "self") and hasattr(module, "intermediate"):
             own = attention.self
             found.append(
-                Block(own, own.query, own.key, own.value, attention.output.dense, module.intermediate.dense,
-                      module.output.dense, own.attention_head_size)
-            )  # fmt: skip
+                Block(
+                    own,
+                    own.query,
+                    own.key,
+                    own.value,
+                    attention.output.dense,
+                    module.intermediate.dense,
+                    module.output.dense,
+                    own.attention_head_size,
+                )
+            )
     return found
 
 
@@ -72,9 +80,17 @@ def _distilbert_blocks(model: nn.Module) -> list[Block]:
         attention = getattr(module, "attention", None)
         if attention is not None and hasattr(attention, "q_lin") and hasattr(module, "ffn"):
             found.append(
-                Block(attention, attention.q_lin, attention.k_lin, attention.v_lin, attention.out_lin,
-                      module.ffn.lin1, module.ffn.lin2, attention.attention_head_size)
-            )  # fmt: skip
+                Block(
+                    attention,
+                    attention.q_lin,
+                    attention.k_lin,
+                    attention.v_lin,
+                    attention.out_lin,
+                    module.ffn.lin1,
+                    module.ffn.lin2,
+                    attention.attention_head_size,
+                )
+            )
     return found
 
 

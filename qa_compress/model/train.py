@@ -108,8 +108,13 @@ def fine_tune(
             remove_unused_columns=teacher is None,  # the distillation loss reads each window's index
             **mixed_precision(training["mixed_precision"]),
         )
-        common = {"model": model, "args": args, "data_collator": _collate, "processing_class": tokenizer,
-                  "callbacks": callbacks}  # fmt: skip
+        common = {
+            "model": model,
+            "args": args,
+            "data_collator": _collate,
+            "processing_class": tokenizer,
+            "callbacks": callbacks,
+        }
         if teacher is None:
             trainer = Trainer(train_dataset=train_features, **common)
         else:

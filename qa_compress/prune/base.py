@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from torch import nn
 
 
-
 class PruningSettings(Section):
     """Keys every pruning method takes (`conf/pruning/none.yaml`); a method's own settings add to them."""
 

@@ -23,9 +23,18 @@ class NoPruning(PruningMethod):
     settings: ClassVar[type[PruningSettings]] = NoPruningSettings
     # Recovery and its schedule need something pruned: a search never sets them with pruning=none.
     inert_keys: ClassVar[frozenset[str]] = frozenset(
-        {"finetune_steps", "finetune_learning_rate", "finetune_batch_size", "distill", "distill_temperature",
-         "distill_weight", "schedule", "gradual_stages", "gradual_end"}
-    )  # fmt: skip
+        {
+            "finetune_steps",
+            "finetune_learning_rate",
+            "finetune_batch_size",
+            "distill",
+            "distill_temperature",
+            "distill_weight",
+            "schedule",
+            "gradual_stages",
+            "gradual_end",
+        }
+    )
 
     def apply(self, model, layers, settings, context) -> dict[str, float]:
         return {}

@@ -20,8 +20,9 @@ class RandomPruning(UnstructuredMethod):
         import torch
 
         generator = torch.Generator().manual_seed(seed)
-        return {name: torch.rand(weight.shape, generator=generator).to(weight.device)
-                for name, weight in weights.items()}  # fmt: skip
+        return {
+            name: torch.rand(weight.shape, generator=generator).to(weight.device) for name, weight in weights.items()
+        }
 
 
 METHOD = register(RandomPruning())

@@ -85,14 +85,28 @@ def recover(model: Any, settings: PruningSettings, pruned: Pruned, recovery: Rec
     """Recovery fine-tuning of the pruned model, tightening a gradual schedule's masks as it goes."""
     callbacks = []
     if settings.gradual():
-        callbacks.append(schedule.GradualMasks(get(settings.name), pruned.layers, settings.amount,
-                                               settings.gradual_stages, settings.gradual_end, recovery.seed,
-                                               settings.finetune_steps))  # fmt: skip
+        callbacks.append(
+            schedule.GradualMasks(
+                get(settings.name),
+                pruned.layers,
+                settings.amount,
+                settings.gradual_stages,
+                settings.gradual_end,
+                recovery.seed,
+                settings.finetune_steps,
+            )
+        )
     teacher = recovery.teacher
     log.info("Recovery fine-tuning for %d steps%s", settings.finetune_steps, " with distillation" if teacher else "")
-    result = train.fine_tune(model, recovery.tokenizer, recovery.train_features,
-                             recovery_settings(settings, recovery.training, settings.finetune_steps), recovery.seed,
-                             callbacks, teacher)  # fmt: skip
+    result = train.fine_tune(
+        model,
+        recovery.tokenizer,
+        recovery.train_features,
+        recovery_settings(settings, recovery.training, settings.finetune_steps),
+        recovery.seed,
+        callbacks,
+        teacher,
+    )
     metrics = {f"recovery_{k}": v for k, v in result.items()}
     if callbacks:
         metrics["gradual_stages_applied"] = len(callbacks[0].applied)
@@ -114,8 +128,11 @@ def prune_in_stages(model: Any, settings: PruningSettings, recovery: Recovery) -
                 removed[key] = removed.get(key, 0) + value
         log.info("Pruning stage %d of %d; recovery for %d steps", len(trained) + 1, len(lengths), length)
         steps = recovery_settings(settings, recovery.training, length)
-        trained.append(train.fine_tune(model, recovery.tokenizer, recovery.train_features, steps, recovery.seed, [],
-                                       recovery.teacher))  # fmt: skip
+        trained.append(
+            train.fine_tune(
+                model, recovery.tokenizer, recovery.train_features, steps, recovery.seed, [], recovery.teacher
+            )
+        )
     steps = sum(r["train_steps"] for r in trained)
     metrics = {
         **removed,

@@ -38,8 +38,9 @@ class GradualMasks(TrainerCallback):
     evaluates before recovery play no part.
     """
 
-    def __init__(self, method: UnstructuredMethod, layers: dict, amount: float, stages: int, end: float, seed: int,
-                 steps: int) -> None:  # fmt: skip
+    def __init__(
+        self, method: UnstructuredMethod, layers: dict, amount: float, stages: int, end: float, seed: int, steps: int
+    ) -> None:
         self.method, self.layers, self.seed = method, layers, seed
         self.plan = dict(zip(stage_starts(steps, stages, end), (amount * f for f in cubic(1.0, stages)), strict=True))
         self.masks: dict | None = None

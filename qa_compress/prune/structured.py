@@ -163,8 +163,10 @@ class Structured(PruningMethod):
         for fraction in fractions:
             target = (round(fraction * final[0]), round(fraction * final[1]))
             block = families.of_model(model).blocks(model)[0]
-            amounts = {"heads_amount": (target[0] - removed[0]) / block.heads,
-                       "ffn_amount": (target[1] - removed[1]) / block.ffn_in.out_features}  # fmt: skip
+            amounts = {
+                "heads_amount": (target[0] - removed[0]) / block.heads,
+                "ffn_amount": (target[1] - removed[1]) / block.ffn_in.out_features,
+            }
             removed = target
             yield settings.model_copy(update=amounts)
 

@@ -33,8 +33,9 @@ class OnnxStaticInt8(OnnxInt8):
         from qa_compress.quantize.backends import onnxrt
 
         items = context.calibration.items(context.input_names)
-        path, operators = onnxrt.build_int8(model, context.input_names, context.workdir, settings.per_channel, items,
-                                            settings.calibration_method)  # fmt: skip
+        path, operators = onnxrt.build_int8(
+            model, context.input_names, context.workdir, settings.per_channel, items, settings.calibration_method
+        )
         session = onnxrt.OrtModel(path, context.num_threads)
         counted = ("static_int8_matmuls", "float_matmuls", "dynamic_int8_operators")
         session.record = {"calibration_windows": len(items), **{key: operators[key] for key in counted}}

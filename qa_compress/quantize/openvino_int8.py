@@ -83,16 +83,24 @@ class OpenVinoInt8(OpenVinoMethod):
             return self._quantization_aware(model, settings, context)
         items = context.calibration.items(context.input_names)
         graph = openvino_runtime.convert(model, context.input_names)
-        record = {"calibration_windows": len(items), "matmuls": openvino_runtime.matmul_count(graph),
-                  "bias_correction": settings.bias_correction}  # fmt: skip
+        record = {
+            "calibration_windows": len(items),
+            "matmuls": openvino_runtime.matmul_count(graph),
+            "bias_correction": settings.bias_correction,
+        }
         if settings.max_f1_drop is None:
             quantized = openvino_runtime.quantize(graph, items, settings.bias_correction == "fast")
         else:
             quantized, f1 = openvino_runtime.quantize_with_accuracy_control(
                 graph, items, context.held_out, settings.max_f1_drop, settings.bias_correction == "fast"
             )
-            record.update({"held_out_questions": len(context.held_out), "held_out_f1_fp32": f1["reference"],
-                           "held_out_f1_int8": f1["quantized"]})  # fmt: skip
+            record.update(
+                {
+                    "held_out_questions": len(context.held_out),
+                    "held_out_f1_fp32": f1["reference"],
+                    "held_out_f1_int8": f1["quantized"],
+                }
+            )
         floating = openvino_runtime.float_matmuls(quantized)
         record.update({"float_matmuls": len(floating), "float_matmul_names": floating})
         return quantized, record
@@ -110,8 +118,12 @@ class OpenVinoInt8(OpenVinoMethod):
         model = model.to("cpu").eval()
         teacher = None
         if settings.qat_distill_weight > 0:  # the FP32 model's logits, taken before NNCF touches it
-            teacher = context.teacher(model, temperature=settings.qat_distill_temperature,
-                                      weight=settings.qat_distill_weight, tag="qat_teacher_cache")  # fmt: skip
+            teacher = context.teacher(
+                model,
+                temperature=settings.qat_distill_temperature,
+                weight=settings.qat_distill_weight,
+                tag="qat_teacher_cache",
+            )
         with openvino_runtime.native_section():
             fake_quantized = nncf.quantize(
                 model,
@@ -123,8 +135,11 @@ class OpenVinoInt8(OpenVinoMethod):
             train_only_quantizers(fake_quantized)
         before = openvino_runtime.convert(fake_quantized, context.input_names)
         trainable = sum(p.numel() for p in fake_quantized.parameters() if p.requires_grad)
-        record = {"calibration_windows": len(batches), "qat_distill_weight": settings.qat_distill_weight,
-                  "qat_trainable_parameters": trainable}  # fmt: skip
+        record = {
+            "calibration_windows": len(batches),
+            "qat_distill_weight": settings.qat_distill_weight,
+            "qat_trainable_parameters": trainable,
+        }
         if context.evaluate is not None:
             scores = context.evaluate(openvino_runtime.OvModel(before, context.num_threads))
             kept = ("f1", "exact", "HasAns_f1", "NoAns_f1")

@@ -109,13 +109,20 @@ class QuestionAnswerer:
         ids = [str(row.get("id") or i) for i, row in enumerate(rows)]
         if len(set(ids)) != len(ids):
             raise ValueError("the rows' ids must be unique (or leave them out)")
-        examples = Dataset.from_dict({
-            "id": ids, "question": [str(r["question"]) for r in rows], "context": [str(r["context"]) for r in rows],
-        })  # fmt: skip
+        examples = Dataset.from_dict(
+            {
+                "id": ids,
+                "question": [str(r["question"]) for r in rows],
+                "context": [str(r["context"]) for r in rows],
+            }
+        )
         s = self.serving
-        windows = examples.map(features.prepare_eval_features, batched=True, remove_columns=examples.column_names,
-                               fn_kwargs={"tokenizer": self.tokenizer, "max_seq_length": s.max_seq_length,
-                                          "doc_stride": s.doc_stride})  # fmt: skip
+        windows = examples.map(
+            features.prepare_eval_features,
+            batched=True,
+            remove_columns=examples.column_names,
+            fn_kwargs={"tokenizer": self.tokenizer, "max_seq_length": s.max_seq_length, "doc_stride": s.doc_stride},
+        )
         inputs = predict.forward_inputs(windows, self.input_names)
         start, end = predict.logits(self.model, inputs, s.batch_size, torch.device("cpu"))
         found = predict.decode(examples, windows, start, end, s.n_best_size, s.max_answer_length, s.null_threshold)
@@ -225,8 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"{err}\n")
         return 1
     print(f"Logged {model_uri} and registered it as models:/{opts.name}/{version}. Serve it with:")
-    print(f"  MLFLOW_TRACKING_URI={uri} mlflow models serve -m models:/{opts.name}/{version} "
-          "--env-manager local -h 127.0.0.1 -p 5001")  # fmt: skip
+    print(
+        f"  MLFLOW_TRACKING_URI={uri} mlflow models serve -m models:/{opts.name}/{version} "
+        "--env-manager local -h 127.0.0.1 -p 5001"
+    )
     return 0
 
 

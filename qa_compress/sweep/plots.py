@@ -29,9 +29,14 @@ def _place_labels(ax, points: Sequence[tuple[float, float, str]], fontsize: floa
                 break
         placed.append(box)
         ax.annotate(
-            text, (x, y), xytext=(box[0] - px, box[1] - py), textcoords="offset pixels", fontsize=fontsize,
+            text,
+            (x, y),
+            xytext=(box[0] - px, box[1] - py),
+            textcoords="offset pixels",
+            fontsize=fontsize,
             arrowprops={"arrowstyle": "-", "color": "0.5", "linewidth": 0.5} if dy else None,
-        )  # fmt: skip
+        )
+
 
 def plot(jobs: Sequence[Job], out_dir: Path) -> list[Path]:
     """The three trade-off plots, as PNG files in `out_dir`; points carry the job numbers of the report's table."""
@@ -51,8 +56,13 @@ def plot(jobs: Sequence[Job], out_dir: Path) -> list[Path]:
 
     def references(ax) -> None:
         if baseline is not None:
-            ax.axhline(baseline.metrics["f1"], color="tab:green", linestyle="--", linewidth=1,
-                       label=f"uncompressed ({baseline.metrics['f1']:.2f})")  # fmt: skip
+            ax.axhline(
+                baseline.metrics["f1"],
+                color="tab:green",
+                linestyle="--",
+                linewidth=1,
+                label=f"uncompressed ({baseline.metrics['f1']:.2f})",
+            )
         if floor is not None:
             ax.axhline(floor, color="tab:red", linestyle=":", linewidth=1, label=f"always no answer ({floor:.2f})")
 
@@ -77,8 +87,11 @@ def plot(jobs: Sequence[Job], out_dir: Path) -> list[Path]:
                 xs, ys = zip(*line, strict=True)
                 ax.plot(xs, ys, marker="o", label=f"{pruning} + {quantization}")
     references(ax)
-    ax.set(xlabel="sparsity of prunable weights (fraction of zeros)", ylabel="F1 (%)",
-           title=f"F1 against sparsity: {model} on {dataset}")  # fmt: skip
+    ax.set(
+        xlabel="sparsity of prunable weights (fraction of zeros)",
+        ylabel="F1 (%)",
+        title=f"F1 against sparsity: {model} on {dataset}",
+    )
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     paths.append(out_dir / PLOTS[0])
@@ -100,15 +113,31 @@ def plot(jobs: Sequence[Job], out_dir: Path) -> list[Path]:
             group = [p for p in points if p[2].quantization == quantization]
             ax.scatter([p[0] for p in group], [p[1] for p in group], label=f"quantization: {quantization}", zorder=3)
         if higher_is_better:
-            spread = [(p[0] - p[2].metrics.get("speedup_q1", p[0]), p[2].metrics.get("speedup_q3", p[0]) - p[0])
-                      for p in points]  # fmt: skip
-            ax.errorbar([p[0] for p in points], [p[1] for p in points], xerr=list(zip(*spread, strict=True)) or None,
-                        fmt="none", ecolor="0.6", elinewidth=1, zorder=1)  # fmt: skip
+            spread = [
+                (p[0] - p[2].metrics.get("speedup_q1", p[0]), p[2].metrics.get("speedup_q3", p[0]) - p[0])
+                for p in points
+            ]
+            ax.errorbar(
+                [p[0] for p in points],
+                [p[1] for p in points],
+                xerr=list(zip(*spread, strict=True)) or None,
+                fmt="none",
+                ecolor="0.6",
+                elinewidth=1,
+                zorder=1,
+            )
         directions = (front.MAXIMIZE if higher_is_better else front.MINIMIZE, front.MAXIMIZE)
         frontier = sorted(points[i][:2] for i in front.front([p[:2] for p in points], directions))
         if frontier:
-            ax.step([p[0] for p in frontier], [p[1] for p in frontier], where="pre" if higher_is_better else "post",
-                    color="black", linewidth=1.2, label="Pareto front", zorder=2)  # fmt: skip
+            ax.step(
+                [p[0] for p in frontier],
+                [p[1] for p in frontier],
+                where="pre" if higher_is_better else "post",
+                color="black",
+                linewidth=1.2,
+                label="Pareto front",
+                zorder=2,
+            )
         references(ax)
         what = "speed-up" if higher_is_better else label.split(" (")[0]
         ax.set(xlabel=label, ylabel="F1 (%)", title=f"F1 against {what}: {model} on {dataset}")

@@ -36,6 +36,7 @@ def change_intervals(client: MlflowClient, jobs: Sequence[Job]) -> dict[str, tup
                 intervals[job.run_id] = interval
     return intervals
 
+
 def speed_cost(jobs: Sequence[Job]) -> tuple[str, Callable[[Job], float]]:
     """What "faster" means in this sweep: the paired `speedup` when every finished job has one (negated, so lower
     is better like a latency), else the median latency each job measured on its own."""
@@ -43,6 +44,7 @@ def speed_cost(jobs: Sequence[Job]) -> tuple[str, Callable[[Job], float]]:
     if done and all("speedup" in job.metrics for job in done):
         return "speedup", lambda job: -job.metrics["speedup"]
     return "latency_ms", lambda job: job.metrics["latency_ms"]
+
 
 def pareto_marks(jobs: Sequence[Job]) -> dict[str, list[str]]:
     """For each finished job, the costs (speed, size) on whose Pareto front against F1 it lies."""
@@ -55,10 +57,12 @@ def pareto_marks(jobs: Sequence[Job]) -> dict[str, list[str]]:
             marks[candidates[i].run_id].append(name)
     return marks
 
+
 def noisy(job: Job) -> bool:
     """Whether the job's paired timing spread too widely to trust its speed-up."""
     m = job.metrics
     return "speedup_iqr" in m and m["speedup_iqr"] > NOISY_TIMING * m["speedup"]
+
 
 def speedup(job: Job, reference: Job | None) -> float:
     """How many times faster than the reference: the job's own paired `speedup` when it logged one."""
@@ -68,17 +72,20 @@ def speedup(job: Job, reference: Job | None) -> float:
         return math.nan
     return reference.metrics["latency_ms"] / job.metrics["latency_ms"]
 
+
 def shrink(job: Job, reference: Job | None) -> float:
     """How many times smaller on disk than the reference."""
     if reference is None or "size_mb" not in job.metrics or "size_mb" not in reference.metrics:
         return math.nan
     return reference.metrics["size_mb"] / job.metrics["size_mb"]
 
+
 def f1_drop(job: Job, reference: Job | None) -> float:
     """F1 points lost against the reference (negative: gained)."""
     if reference is None or not job.done:
         return math.nan
     return reference.metrics["f1"] - job.metrics["f1"]
+
 
 @dataclass(frozen=True)
 class Recommendation:
@@ -89,6 +96,7 @@ class Recommendation:
     fastest: Job | None
     smallest: Job | None
     losers: list[Job]  # finished jobs that lose more than max_f1_drop
+
 
 def recommend(jobs: Sequence[Job], max_f1_drop: float = DEFAULT_MAX_F1_DROP) -> Recommendation:
     """Fastest and smallest finished jobs within `max_f1_drop` of the reference (ties: higher F1 first)."""

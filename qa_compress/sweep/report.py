@@ -40,10 +40,12 @@ class Report:
     text: str  # report.md
     advice: list[str]  # the recommendation in three lines
 
+
 def _sweep_facts(client: MlflowClient, parent_run_id: str) -> dict[str, str]:
     run = client.get_run(parent_run_id)
     started = datetime.fromtimestamp(run.info.start_time / 1000, tz=timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return {**run.data.tags, "run_id": parent_run_id, "started": started}
+
 
 def _tag_runs(client: MlflowClient, jobs: Sequence[Job], table: Sequence[dict[str, object]], max_f1_drop: float):
     """Pareto membership, recommendation and loss verdict as tags on each job's run (reset on every report)."""
@@ -54,6 +56,7 @@ def _tag_runs(client: MlflowClient, jobs: Sequence[Job], table: Sequence[dict[st
         client.set_tag(job.run_id, "pareto", str(row["pareto"]) or "no")
         client.set_tag(job.run_id, "recommended", str(row["recommended"]) or "no")
         client.set_tag(job.run_id, "f1_drop_beyond_max", str(row[loses]).lower())
+
 
 def build(
     client: MlflowClient,
@@ -87,14 +90,19 @@ def build(
     models = len({j.model for j in jobs})
     return Report(files, text, advice(recommend(jobs, max_f1_drop), models, intervals))
 
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qa_compress.report", description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlruns)")
     parser.add_argument("--experiment", default="qa-compress", help="experiment name (default: qa-compress)")
     parser.add_argument("--parent-run-id", help="the sweep's parent run (default: the latest sweep)")
     parser.add_argument("--out-dir", type=Path, help="where to write (default: the sweep's output directory)")
-    parser.add_argument("--max-f1-drop", type=float, default=DEFAULT_MAX_F1_DROP,
-                        help=f"F1 a recommended job may lose (default: {DEFAULT_MAX_F1_DROP:g})")  # fmt: skip
+    parser.add_argument(
+        "--max-f1-drop",
+        type=float,
+        default=DEFAULT_MAX_F1_DROP,
+        help=f"F1 a recommended job may lose (default: {DEFAULT_MAX_F1_DROP:g})",
+    )
     opts = parser.parse_args(argv)
     try:
         built, parent, out_dir = _report(opts)
@@ -105,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Report of sweep {parent} written to {out_dir} ({', '.join(p.name for p in built.files)})")
     print("\n".join(built.advice))
     return 0
+
 
 def _report(opts: argparse.Namespace) -> tuple[Report, str, Path]:
     if not (opts.max_f1_drop >= 0 and math.isfinite(opts.max_f1_drop)):

@@ -159,8 +159,10 @@ def plan(config: DictConfig, compose: Callable[[list[str]], Mapping], tracking_u
     groups = list(config.hydra.runtime.choices.keys())
     task = [str(o) for o in config.hydra.overrides.task]
     space = search_space.parse(task, sweeper.get("params"), groups)
-    keys = {(group, option): found - _inert(group, option) for (group, option), found in
-            search_space.option_keys(space, compose).items()}  # fmt: skip
+    keys = {
+        (group, option): found - _inert(group, option)
+        for (group, option), found in search_space.option_keys(space, compose).items()
+    }
     search_space.check_applicable(space, keys)
     storage = study_storage.storage_url(chosen.storage, tracking_uri, config.paths.mlruns_dir)
     study_storage.check_storage(storage, "hydra.sweeper.storage" if chosen.storage else "paths.mlruns_dir")

@@ -119,8 +119,11 @@ def section(document: dict, jobs: Sequence, reference, out_dir: Path) -> Section
         measured = f"reference point {where}: always-no-answer accuracy, the uncompressed model's speed and size"
         if last > 0:
             reached = next(i + 1 for i, v in enumerate(volumes) if v >= 0.95 * last)
-            lines += ["", f"Hypervolume of the front: {last:.4g} ({measured}); 95% of it was reached after {reached} "
-                      f"of {len(volumes)} finished trials (`{GROWTH_PLOT}`)."]  # fmt: skip
+            lines += [
+                "",
+                f"Hypervolume of the front: {last:.4g} ({measured}); 95% of it was reached after {reached} "
+                f"of {len(volumes)} finished trials (`{GROWTH_PLOT}`).",
+            ]
         else:
             lines += ["", f"Hypervolume of the front: 0: no finished trial beats the {measured} in every objective."]
     return Section(lines, files, {t["run_id"] for t in on_front if t.get("run_id")})

@@ -59,8 +59,9 @@ def _create_home(url: str) -> None:
     parsed = make_url(url)
     scheme = store.scheme(url)
     if scheme == "mysql" and parsed.database:
-        server = URL.create(parsed.drivername, parsed.username, parsed.password, parsed.host, parsed.port,
-                            query=parsed.query)  # fmt: skip
+        server = URL.create(
+            parsed.drivername, parsed.username, parsed.password, parsed.host, parsed.port, query=parsed.query
+        )
         engine = create_engine(server)
         statement = f"CREATE DATABASE IF NOT EXISTS `{parsed.database.replace('`', '``')}`"
     elif scheme == "postgresql" and "search_path=" in str(parsed.query.get("options", "")):

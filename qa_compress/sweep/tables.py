@@ -49,15 +49,18 @@ def _round(value: float, key: str) -> float:
         return value
     return round(value, DECIMALS.get(key, DEFAULT_DECIMALS)) + 0.0
 
+
 def _num(value: float, key: str, sign: bool = False) -> str:
     if not isinstance(value, float) or math.isnan(value):
         return ""
     return f"{_round(value, key):{'+' if sign else ''}.{DECIMALS.get(key, DEFAULT_DECIMALS)}f}"
 
+
 def job_label(job: Job, models: int) -> str:
     """What a job pruned and quantized, and its model when the sweep has several."""
     label = f"{job.pruning_label} | {job.quantization}"
     return f"{job.model} | {label}" if models > 1 else label
+
 
 def f1_change(change: float, interval: tuple[float, float] | None = None) -> str:
     """A ΔF1 with its interval when known (None or NaN bounds: not known): "-0.66 [-2.39, +1.13]"."""
@@ -66,9 +69,11 @@ def f1_change(change: float, interval: tuple[float, float] | None = None) -> str
         return text
     return f"{text} [{_num(interval[0], 'f1', sign=True)}, {_num(interval[1], 'f1', sign=True)}]"
 
+
 def _change(job: Job, reference: Job, intervals: Mapping[str, tuple[float, float]]) -> str:
     """ΔF1 of `job` against the reference, with its interval when known."""
     return f1_change(-f1_drop(job, reference), intervals.get(job.run_id))
+
 
 def advice(
     rec: Recommendation, models: int = 1, intervals: Mapping[str, tuple[float, float]] | None = None
@@ -90,16 +95,23 @@ def advice(
             what = "the uncompressed model itself (no compressed job is both within the loss and better)"
         else:
             what = job_label(job, models)
-        return (f"{kind} {allowed}: {what}, F1 {_num(job.metrics['f1'], 'f1')} ({change}), {figure}, {where}"
-                + (f": {command}" if command else ""))  # fmt: skip
+        return f"{kind} {allowed}: {what}, F1 {_num(job.metrics['f1'], 'f1')} ({change}), {figure}, {where}" + (
+            f": {command}" if command else ""
+        )
 
     faster = rec.fastest and f"{_num(speedup(rec.fastest, rec.reference), 'x_faster')}x faster"
     lines = [
         line("Fastest", rec.fastest, faster),
-        line("Smallest", rec.smallest, rec.smallest and (
-            f"{_num(rec.smallest.metrics['size_mb'], 'size_mb')} MB "
-            f"({_num(shrink(rec.smallest, rec.reference), 'x_smaller')}x smaller)")),
-    ]  # fmt: skip
+        line(
+            "Smallest",
+            rec.smallest,
+            rec.smallest
+            and (
+                f"{_num(rec.smallest.metrics['size_mb'], 'size_mb')} MB "
+                f"({_num(shrink(rec.smallest, rec.reference), 'x_smaller')}x smaller)"
+            ),
+        ),
+    ]
     if rec.losers:
         worst = sorted(rec.losers, key=lambda job: -f1_drop(job, rec.reference))
         listed = ", ".join(f"{job_label(j, models)} ({_change(j, rec.reference, intervals)})" for j in worst)
@@ -107,6 +119,7 @@ def advice(
     else:
         lines.append(f"No finished job loses more than {rec.max_f1_drop:g} F1.")
     return lines
+
 
 def rows(
     jobs: Sequence[Job],
@@ -153,14 +166,17 @@ def rows(
         table.append(row)
     return table
 
+
 def write_csv(table: Sequence[dict[str, object]], path: Path) -> None:
     with path.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(table[0]) if table else ["job", "run_id"])
         writer.writeheader()
         writer.writerows(table)
 
+
 def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
+
 
 def markdown(table: Sequence[dict[str, object]]) -> str:
     """A table (rows of the same keys) as GitHub-flavoured Markdown."""
@@ -171,10 +187,12 @@ def markdown(table: Sequence[dict[str, object]]) -> str:
     lines += ["| " + " | ".join(_cell(_fmt(row[c])) for c in header) + " |" for row in table]
     return "\n".join(lines) + "\n"
 
+
 def _fmt(value: object) -> str:
     if isinstance(value, float):
         return "" if math.isnan(value) else f"{value:.4g}" if abs(value) < 1 else f"{value:.2f}"
     return str(value)
+
 
 def document(
     jobs: Sequence[Job],
@@ -208,8 +226,22 @@ def document(
     if extra:
         lines += ["", *extra]
     lines += ["", "## Jobs", ""]
-    header = ["#", "job", "F1", "ΔF1", "HasAns F1", "NoAns F1", "size MB", "× smaller", "latency ms", "× faster",
-              "sparsity", "Pareto", "run", "note"]  # fmt: skip
+    header = [
+        "#",
+        "job",
+        "F1",
+        "ΔF1",
+        "HasAns F1",
+        "NoAns F1",
+        "size MB",
+        "× smaller",
+        "latency ms",
+        "× faster",
+        "sparsity",
+        "Pareto",
+        "run",
+        "note",
+    ]
     step_names = [name for name in STEPS.values() if table and name in table[0]]
     header[12:12] = step_names
     lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -226,14 +258,22 @@ def document(
             note.append(f"noisy timing (× faster {m['speedup_q1']:.2f}–{m['speedup_q3']:.2f})")
         delta = f1_change(row["Δf1"], (row["Δf1_low"], row["Δf1_high"])) + (" ⚠" if row[loses] else "")
         cells = [
-            str(row["job"]), job_label(job, len(models)), _num(row["f1"], "f1"), delta,
-            _num(row["HasAns_f1"], "f1"), _num(row["NoAns_f1"], "f1"), _num(row["size_mb"], "size_mb"),
-            _num(row["x_smaller"], "x_smaller"), _num(row["latency_ms"], "latency_ms"),
-            _num(row["x_faster"], "x_faster"), _num(row["sparsity"], "sparsity"),
+            str(row["job"]),
+            job_label(job, len(models)),
+            _num(row["f1"], "f1"),
+            delta,
+            _num(row["HasAns_f1"], "f1"),
+            _num(row["NoAns_f1"], "f1"),
+            _num(row["size_mb"], "size_mb"),
+            _num(row["x_smaller"], "x_smaller"),
+            _num(row["latency_ms"], "latency_ms"),
+            _num(row["x_faster"], "x_faster"),
+            _num(row["sparsity"], "sparsity"),
             ", ".join(marks for marks in str(row["pareto"]).split(",") if marks),
             *[_num(row[name], step_keys[name]) for name in step_names],
-            f"`{job.run_id[:8]}`", "; ".join(note),
-        ]  # fmt: skip
+            f"`{job.run_id[:8]}`",
+            "; ".join(note),
+        ]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     interval = (
         f"; in brackets, its {bootstrap.LEVEL:.0%} interval from a paired bootstrap over the evaluation questions "

@@ -44,6 +44,7 @@ class Job:
     def done(self) -> bool:
         return self.status == "FINISHED" and "f1" in self.metrics
 
+
 def job_of(run: Run) -> Job:
     """A job's run, as the report reads it."""
     params, tags = run.data.params, run.data.tags
@@ -68,6 +69,7 @@ def job_of(run: Run) -> Job:
         cpu=f"{tags['cpu']}, {tags.get('cpu_count', '?')} cores" if "cpu" in tags else "",
     )
 
+
 def sweep_jobs(client: MlflowClient, parent_run_id: str) -> list[Job]:
     """The jobs of a sweep: its child runs and the finished runs it reused, in start order."""
     experiment = client.get_run(parent_run_id).info.experiment_id
@@ -79,6 +81,7 @@ def sweep_jobs(client: MlflowClient, parent_run_id: str) -> list[Job]:
         found += client.search_runs([experiment], filter_string=condition, max_results=10_000)
     unique = {run.info.run_id: run for run in found}.values()  # a child its own sweep reused is found twice
     return [job_of(run) for run in sorted(unique, key=lambda run: run.info.start_time)]
+
 
 def latest_sweep(client: MlflowClient, experiment_name: str) -> str | None:
     """Id of the most recently started sweep parent run of the experiment."""
@@ -93,9 +96,11 @@ def latest_sweep(client: MlflowClient, experiment_name: str) -> str | None:
     )
     return runs[0].info.run_id if runs else None
 
+
 def baseline_of(jobs: Sequence[Job]) -> Job | None:
     """The sweep's uncompressed job (finished), the reference for every change."""
     return next((j for j in jobs if j.uncompressed and j.done), None)
+
 
 def question_f1(client: MlflowClient, run_id: str) -> dict[str, float] | None:
     """A job's F1 on each evaluation question (its `question_f1.json`); None for a run that did not log one."""

@@ -199,8 +199,12 @@ def job_run(experiment: str, name: str, parent_run_id: str | None, tags: dict[st
     with _interrupts.scope():
         try:
             with held():  # a signal held during the start is raised here, with the run open
-                run = mlflow.start_run(experiment_id=experiment, run_name=run_name(name), parent_run_id=parent_run_id,
-                                       tags={**tags, **owner_tags()})  # fmt: skip
+                run = mlflow.start_run(
+                    experiment_id=experiment,
+                    run_name=run_name(name),
+                    parent_run_id=parent_run_id,
+                    tags={**tags, **owner_tags()},
+                )
             yield run.info.run_id
         except KeyboardInterrupt as err:
             take_interrupt()  # further signals must not break the run's ending

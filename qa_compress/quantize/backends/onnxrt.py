@@ -157,8 +157,11 @@ def quantize_static(
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.items, None)
 
-    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
-               "percentile": CalibrationMethod.Percentile}  # fmt: skip
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
     typed = target.with_name("model.typed.onnx")
     static = target.with_name("model.qdq.onnx")
     root = logging.getLogger()
@@ -203,8 +206,9 @@ def padded(items: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
     histograms, as they do in a padded evaluation batch.
     """
     length = max(item["input_ids"].shape[1] for item in items)
-    return [{name: np.pad(array, ((0, 0), (0, length - array.shape[1]))) for name, array in item.items()}
-            for item in items]  # fmt: skip
+    return [
+        {name: np.pad(array, ((0, 0), (0, length - array.shape[1]))) for name, array in item.items()} for item in items
+    ]
 
 
 def quantized_operators(path: Path) -> dict[str, int]:
@@ -223,8 +227,10 @@ def quantized_operators(path: Path) -> dict[str, int]:
             static += 1
         elif any(name in initial for name in node.input):  # a weight product (attention's own are fused)
             floating += 1
-    dynamic = sum(node.op_type in ("QAttention", "QEmbedLayerNormalization", "MatMulInteger", "DynamicQuantizeMatMul")
-                  for node in graph.node)  # fmt: skip
+    dynamic = sum(
+        node.op_type in ("QAttention", "QEmbedLayerNormalization", "MatMulInteger", "DynamicQuantizeMatMul")
+        for node in graph.node
+    )
     return {"static_int8_matmuls": static, "float_matmuls": floating, "dynamic_int8_operators": dynamic}
 
 
@@ -251,8 +257,13 @@ def build_int8(
     if calibration_items is None:
         target = quantize(directory / "model.fused.onnx", directory / QUANTIZED_FILE, per_channel)
     else:
-        target, quantized = quantize_static(directory / "model.fused.onnx", directory / QUANTIZED_FILE,
-                                            calibration_items, calibration_method, per_channel)  # fmt: skip
+        target, quantized = quantize_static(
+            directory / "model.fused.onnx",
+            directory / QUANTIZED_FILE,
+            calibration_items,
+            calibration_method,
+            per_channel,
+        )
         fused = {**fused, **quantized}
     for scratch in ("model.onnx", "model.fused.onnx"):
         (directory / scratch).unlink(missing_ok=True)

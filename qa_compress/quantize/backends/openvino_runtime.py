@@ -96,10 +96,14 @@ class OvModel:
     def profile(self) -> list[dict[str, Any]]:
         """Per-operator time of the last inference (compiled with `profile=True`): name, type, precision, ms."""
         return [
-            {"name": p.node_name, "type": p.node_type, "exec_type": p.exec_type,
-             "ms": p.real_time.total_seconds() * 1e3}
+            {
+                "name": p.node_name,
+                "type": p.node_type,
+                "exec_type": p.exec_type,
+                "ms": p.real_time.total_seconds() * 1e3,
+            }
             for p in self.request.profiling_info
-        ]  # fmt: skip
+        ]
 
     def eval(self) -> OvModel:
         return self
@@ -188,8 +192,10 @@ def quantize_with_accuracy_control(
                 smooth_quant_alphas=AdvancedSmoothQuantParameters(matmul=-1)
             ),
         )
-    return quantized, {"reference": held_out.f1(_CompiledQa(_compile(model)))[0],
-                       "quantized": held_out.f1(_CompiledQa(_compile(quantized)))[0]}  # fmt: skip
+    return quantized, {
+        "reference": held_out.f1(_CompiledQa(_compile(model)))[0],
+        "quantized": held_out.f1(_CompiledQa(_compile(quantized)))[0],
+    }
 
 
 def _compile(model: Any) -> Any:

@@ -25,6 +25,7 @@ def test_four_processes_build_a_cache_entry_exactly_once(tmp_path):
     assert (entry / "data.txt").read_text() == "built" and cache.damage(entry) is None
 
 
+@pytest.mark.slow
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     entry = tmp_path / "entry"
     holder = multiprocessing.get_context("spawn").Process(target=lock_workers.hold_lock, args=(str(entry),))

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 
 from qa_compress.data import squad
 from qa_compress.serve import export
 
 from .conftest import children, free_port, local_server, logged_runs, parents, run_in_process, store_uri, tiny_job_args
+
+pytestmark = pytest.mark.slow  # every test here runs jobs or serves a model
 
 
 def _export_command(capsys, *args) -> tuple[int, str, str]:

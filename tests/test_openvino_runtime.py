@@ -116,6 +116,7 @@ class _Agreement:
         return float(np.mean(values)), values
 
 
+@pytest.mark.slow
 def test_accuracy_control_keeps_sensitive_layers_in_fp32_until_the_drop_is_within_bound():
     model = small_bert().eval()
     windows = _windows(40)
@@ -152,6 +153,7 @@ def test_a_bf16_cpu_runs_openvino_bf16_close_to_fp32(tmp_path):
     assert torch.allclose(half(**small_inputs()).start_logits, reference, atol=0.1)
 
 
+@pytest.mark.slow
 def test_after_openvino_work_signals_land_on_a_stack_the_process_owns(tmp_path):
     """OpenVINO's CPU plugin sets the thread's alternate signal stack and frees it later; a SIGTERM then crashed."""
     model = small_bert().eval()

@@ -33,6 +33,7 @@ from .conftest import (
 )
 
 
+@pytest.mark.slow
 def test_sweep_trains_once_and_logs_every_job_under_one_parent(tiny_sweep):
     tmp_path = tiny_sweep
     client, _ = logged_runs(tmp_path)
@@ -82,6 +83,7 @@ def test_sweep_trains_once_and_logs_every_job_under_one_parent(tiny_sweep):
     assert len(client.get_metric_history(trainer.info.run_id, "train/loss")) == 2  # a training curve
 
 
+@pytest.mark.slow
 def test_saved_models_are_safetensors_and_load_back_to_the_same_answers(tiny_sweep, tokenizer, squad_files):
     client, _ = logged_runs(tiny_sweep)
     for job in children(tiny_sweep):
@@ -107,6 +109,7 @@ def test_saved_models_are_safetensors_and_load_back_to_the_same_answers(tiny_swe
         assert answers == json.loads((directory.parent / "predictions.json").read_text())
 
 
+@pytest.mark.slow
 def test_logged_predictions_rescore_to_the_logged_metrics_with_the_official_interface(tiny_sweep, squad_files, capsys):
     job = next(c for c in children(tiny_sweep) if c.info.run_name == "tiny | l1_unstructured 0 | none")
     local = mlflow.artifacts.download_artifacts(
@@ -122,6 +125,7 @@ def test_logged_predictions_rescore_to_the_logged_metrics_with_the_official_inte
     assert sum(per_question.values()) / len(per_question) == pytest.approx(job.data.metrics["f1"])
 
 
+@pytest.mark.slow
 def test_a_failing_job_does_not_lose_the_others(tmp_path, tiny_distilbert_dir, tokenizer, squad_files):
     # Embeddings for 1,000 tokens behind a 30,522-token vocabulary: every check passes, the first
     # question with a rarer word fails inside the model.
@@ -150,6 +154,7 @@ class _Exploit:
         return (Path.write_text, (self.marker, "pwned"))
 
 
+@pytest.mark.slow
 def test_rerun_skips_finished_jobs_a_planted_pickle_never_runs_and_runs_are_reproducible(
     tmp_path, tiny_distilbert_dir, squad_files
 ):
@@ -196,6 +201,7 @@ def test_rerun_skips_finished_jobs_a_planted_pickle_never_runs_and_runs_are_repr
         assert newest.data.tags[tag]
 
 
+@pytest.mark.slow
 def test_structured_pruning_with_gradient_importance_recovery_and_onnx_logs_what_it_did(
     tmp_path, tiny_bert_dir, squad_files
 ):
@@ -252,6 +258,7 @@ def _answers_of_saved_model(directory: Path, validation: Path, tokenizer, cache_
     return predict.decode(examples, windows, start, end).answers
 
 
+@pytest.mark.slow
 def test_calibrated_runtimes_run_through_run_py_calibrate_on_training_data_and_reload(
     tmp_path, tiny_bert_dir, squad_files, tokenizer
 ):
@@ -292,6 +299,7 @@ def test_calibrated_runtimes_run_through_run_py_calibrate_on_training_data_and_r
     assert dict(zip(served["id"], served["answer"], strict=True)) == logged
 
 
+@pytest.mark.slow
 def test_accuracy_control_and_quantization_aware_training_log_what_they_did(tmp_path, tiny_bert_dir, squad_files):
     train, _ = squad_files
     controlled = tiny_job_args(
@@ -331,6 +339,7 @@ def test_accuracy_control_and_quantization_aware_training_log_what_they_did(tmp_
     assert by_kind["qat"].data.tags["config_hash"] != by_kind["ac"].data.tags["config_hash"]
 
 
+@pytest.mark.slow
 def test_compressed_builds_the_model_the_job_saved_and_refuses_a_job_that_reads_data(
     tmp_path, tiny_distilbert_dir, tokenizer, squad_files
 ):

@@ -13,6 +13,8 @@ from .conftest import (
     run_in_process,
 )
 
+pytestmark = pytest.mark.slow  # every test here runs jobs or serves a model
+
 
 @needs_shared_squad
 @needs_qa_checkpoint

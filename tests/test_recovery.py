@@ -230,6 +230,7 @@ def test_recovery_settings_are_checked_before_any_work():
 # Through run.py -----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_gradual_distilled_sweep_calibrates_its_threshold_and_reports_each_step(tmp_path, tiny_bert_dir, squad_files):
     args = tiny_job_args(
         tiny_bert_dir,
@@ -281,6 +282,7 @@ def test_calibration_needs_training_data_left_to_train_on(tmp_path, tiny_bert_di
     assert_refused(run_in_process(args, tmp_path), tmp_path, "predict.threshold_questions=100000")
 
 
+@pytest.mark.slow
 def test_staged_structured_pruning_with_distillation_saves_a_model_that_answers_as_logged(
     tmp_path, tiny_bert_dir, squad_files, tokenizer
 ):
@@ -313,6 +315,7 @@ def test_staged_structured_pruning_with_distillation_saves_a_model_that_answers_
     assert _answers_of_saved_model(saved, squad_files[1], tokenizer, tmp_path / "cache") == logged
 
 
+@pytest.mark.slow
 def test_a_threshold_file_replaces_the_carved_questions_and_never_the_evaluation_file(
     tmp_path, tiny_bert_dir, squad_files
 ):

@@ -2,6 +2,8 @@
 
 import random
 
+import pytest
+
 from qa_compress.sweep import front, refine, search, search_space
 
 DIRECTIONS = [front.MAXIMIZE, front.MAXIMIZE]
@@ -105,6 +107,7 @@ def _search(tmp_path, refine_front: bool, trials: int = 11) -> list:
     return [t for t in runner.study.trials if t.state.name == "COMPLETE"]
 
 
+@pytest.mark.slow
 def test_after_its_startup_trials_the_search_refines_the_front_one_step_at_a_time(tmp_path):
     trials = _search(tmp_path, refine_front=True)
     refined = [t for t in trials if t.user_attrs.get("refines_front")]

@@ -87,6 +87,7 @@ def outside_methods():
             del store.repo[group][name]
 
 
+@pytest.mark.slow
 def test_method_defined_outside_the_package(outside_methods, tmp_path, tiny_bert_dir, squad_files):
     args = tiny_job_args(
         tiny_bert_dir,

@@ -48,6 +48,7 @@ def _read_csv(path):
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_sweep_ends_with_a_report_in_its_directory_and_parent_run(tiny_sweep):
     sweep_dir = tiny_sweep / "sweep"
     for name in PLOTS:
@@ -213,6 +214,7 @@ def test_plot_labels_of_crowded_points_do_not_overlap(tmp_path):
                 assert not a.overlaps(b), (a, b)
 
 
+@pytest.mark.slow
 def test_report_command_regenerates_the_report_from_mlflow_alone(tiny_sweep, tmp_path, capsys):
     out_dir = tmp_path / "again"
     code, out, err = _report_command(capsys, "--tracking-uri", store_uri(tiny_sweep), "--out-dir", str(out_dir))
@@ -222,6 +224,7 @@ def test_report_command_regenerates_the_report_from_mlflow_alone(tiny_sweep, tmp
     assert {p.name for p in out_dir.iterdir()} == {*PLOTS, "report.md", "report.csv"}
 
 
+@pytest.mark.slow
 def test_report_command_refuses_what_is_not_a_sweep_in_one_line_and_writes_nothing(
     tiny_sweep, tmp_path, capsys, monkeypatch
 ):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import BertConfig, BertModel
 
@@ -15,6 +16,7 @@ from qa_compress.job.resolvers import HELP_GROUPS
 from .conftest import ROOT, assert_refused, help_line, run_cli, tiny_job_args, write_json
 
 
+@pytest.mark.slow
 def test_help_lists_every_group_option_with_its_description():
     result = subprocess.run([sys.executable, "run.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0
@@ -29,6 +31,7 @@ def test_help_lists_every_group_option_with_its_description():
             assert line.search(result.stdout), f"{option} is missing from --help, or runs into its description"
 
 
+@pytest.mark.slow
 def test_an_unknown_option_is_refused_by_the_command_line_in_one_line(tmp_path):
     result = run_cli(["pruning=magnitude_of_doom"], tmp_path, timeout=120)
     assert_refused(result, tmp_path, "Could not find 'pruning/magnitude_of_doom'", "l1_unstructured")
@@ -44,6 +47,7 @@ def _imported(args: list[str], cwd: Path) -> set[str]:
 HEAVY = {"torch", "mlflow", "transformers", "datasets"}
 
 
+@pytest.mark.slow
 def test_a_bad_value_is_refused_in_one_line_before_torch_or_mlflow_load(tmp_path):
     result = run_cli(["pruning=l1_unstructured", "pruning.amount=1.5"], tmp_path, timeout=120)
     assert_refused(result, tmp_path, "pruning.amount=1.5: Input should be less than or equal to 1")
@@ -52,6 +56,7 @@ def test_a_bad_value_is_refused_in_one_line_before_torch_or_mlflow_load(tmp_path
     assert "hydra" in modules and not modules & HEAVY
 
 
+@pytest.mark.slow
 def test_bad_files_and_weights_are_refused_before_torch_loads(tmp_path, tiny_bert_dir, squad_files):
     train, validation = squad_files
     content = json.loads(validation.read_text())
@@ -76,6 +81,7 @@ def test_bad_files_and_weights_are_refused_before_torch_loads(tmp_path, tiny_ber
         assert not _imported([*base, *args], tmp_path) & HEAVY
 
 
+@pytest.mark.slow
 def test_library_noise_stays_out_of_the_output_unless_hydra_verbose_asks(tmp_path, tokenizer, squad_files):
     """transformers' load report (a checkpoint without a QA head) and ONNX Runtime's fusion log, quiet by default."""
     base = tmp_path / "encoder"

@@ -210,6 +210,7 @@ def _ran(study) -> list:
     return [t for t in study.trials if "overrides" in t.user_attrs and "duplicate_of" not in t.user_attrs]
 
 
+@pytest.mark.slow
 def test_a_six_trial_constrained_search_runs_as_one_sweep_and_names_the_fastest_within_the_loss(
     tmp_path, tiny_distilbert_dir, squad_files
 ):
@@ -258,6 +259,7 @@ def _trials_finished(path) -> int:
     return path.read_text().count("] - Trial ") if path.is_file() else 0
 
 
+@pytest.mark.slow
 def test_a_search_stopped_by_sigterm_continues_to_n_trials_with_no_trial_twice(
     tmp_path, tiny_distilbert_dir, squad_files
 ):
@@ -354,6 +356,7 @@ def test_a_study_another_live_process_searches_is_refused(tmp_path):
     assert first.study.user_attrs["searcher"]["pid"] == os.getpid()
 
 
+@pytest.mark.slow
 def test_a_search_launches_its_batches_through_submitit(tmp_path, tiny_distilbert_dir, squad_files):
     """The basic launcher runs the searches above, joblib the stopped one; submitit here (SLURM's is the same call),
     with the NSGA-II sampler."""
@@ -411,6 +414,7 @@ def test_the_study_lives_beside_the_mlflow_store_in_a_schema_of_its_own(configur
     assert "pw" not in store.masked(expected)  # logs and reports mask a password
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("server", ["postgres_server", "mariadb_server"])
 def test_a_search_keeps_its_study_in_the_tracking_database(request, server, tmp_path, tiny_distilbert_dir, squad_files):
     """With MLflow in PostgreSQL or MySQL, the study goes into the same database (PostgreSQL: schema `optuna`) or

@@ -101,6 +101,7 @@ def test_a_bad_value_in_any_job_stops_the_sweep_before_the_first(tmp_path, tiny_
     assert not (tmp_path / "cache" / "baselines").exists()  # nothing was trained
 
 
+@pytest.mark.slow
 def test_submitit_launcher_fine_tunes_once_and_groups_runs_under_the_sweep(tmp_path, tiny_distilbert_dir, squad_files):
     """joblib, the other launcher, runs in the interrupted-sweep test below."""
     launcher = ["hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10"]
@@ -123,6 +124,7 @@ def test_submitit_launcher_fine_tunes_once_and_groups_runs_under_the_sweep(tmp_p
     assert Counter(c.data.tags["baseline_cache"] for c in jobs)["miss"] == 1
 
 
+@pytest.mark.slow
 def test_a_sweep_on_a_slurm_cluster_is_accounted_and_a_cancelled_job_completes_on_rerun(
     slurm, tmp_path, tiny_distilbert_dir, squad_files
 ):
@@ -183,6 +185,7 @@ def _started_after_a_finish(runs) -> bool:
     return bool(ends) and any(r.info.status == "RUNNING" and r.info.start_time > min(ends) for r in runs)
 
 
+@pytest.mark.slow
 def test_interrupted_parallel_sweep_resumes_without_retraining_or_duplicates(
     tmp_path, tiny_distilbert_dir, squad_files
 ):
@@ -228,6 +231,7 @@ def test_interrupted_parallel_sweep_resumes_without_retraining_or_duplicates(
     assert Counter(c.data.tags.get("baseline_cache") for c in jobs)["miss"] == 1  # and nothing retrained
 
 
+@pytest.mark.slow
 def test_two_sweeps_started_together_run_a_shared_job_once(tmp_path, tiny_distilbert_dir, squad_files):
     shared = tiny_job_args(tiny_distilbert_dir, squad_files, "benchmark.repeats=200", fine_tune=False)
     runs.experiment_id(store_uri(tmp_path), "qa-compress")  # one schema, made once
@@ -275,6 +279,7 @@ def tracking_server(tmp_path):
         yield uri
 
 
+@pytest.mark.slow
 def test_a_parallel_sweep_logs_to_a_tracking_server_and_the_report_is_rebuilt_from_it(
     tmp_path, tiny_distilbert_dir, squad_files, tracking_server, capsys
 ):

@@ -60,6 +60,7 @@ def _open_job_run(tmp_path):
     return uri, runs.job_run(experiment, "job", None, {})
 
 
+@pytest.mark.slow
 def test_a_signal_during_an_mlflow_write_is_raised_after_it_and_the_run_ends_killed(tmp_path):
     """Raising inside a write would leave the SQLite store locked and the run RUNNING for good."""
     uri, job_run = _open_job_run(tmp_path)
@@ -74,6 +75,7 @@ def test_a_signal_during_an_mlflow_write_is_raised_after_it_and_the_run_ends_kil
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the job's handlers are gone with it
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_a_signal_swallowed_by_a_finalizer_is_delivered_again(tmp_path):
     """Python drops exceptions raised in __del__ (garbage collection): the job must still stop."""
@@ -92,6 +94,7 @@ def test_a_signal_swallowed_by_a_finalizer_is_delivered_again(tmp_path):
     assert MlflowClient(uri).get_run(run_id).info.status == "KILLED"
 
 
+@pytest.mark.slow
 def test_a_signal_while_the_run_starts_still_ends_it_killed(tmp_path, monkeypatch):
     uri, job_run = _open_job_run(tmp_path)
     start = mlflow.start_run
@@ -109,6 +112,7 @@ def test_a_signal_while_the_run_starts_still_ends_it_killed(tmp_path, monkeypatc
     assert run.info.status == "KILLED"
 
 
+@pytest.mark.slow
 def test_sigterm_marks_the_job_killed(tmp_path, tiny_distilbert_dir, squad_files):
     """What a cluster sends at a time limit; Ctrl-C is covered by the resume test."""
     args = ["-m", *tiny_job_args(tiny_distilbert_dir, squad_files, "training.max_steps=100000")]
@@ -131,6 +135,7 @@ def test_sigterm_marks_the_job_killed(tmp_path, tiny_distilbert_dir, squad_files
     assert {r.info.status for r in logged_runs(tmp_path)[1]} == {"KILLED"}  # the job and its sweep's parent
 
 
+@pytest.mark.slow
 def test_sigterm_while_the_sweep_writes_its_report_still_ends_it(
     tmp_path, tiny_distilbert_dir, squad_files, monkeypatch
 ):
@@ -164,6 +169,7 @@ def test_an_unreachable_tracking_server_is_refused_in_one_line_before_any_job(
     assert not list(tmp_path.rglob("predictions.json")) and not list(tmp_path.rglob("mlflow.db"))
 
 
+@pytest.mark.slow
 def test_runs_whose_process_died_are_marked_killed_by_the_next_job_and_live_ones_are_not(
     tmp_path, tiny_distilbert_dir, squad_files
 ):
@@ -190,9 +196,10 @@ def test_runs_whose_process_died_are_marked_killed_by_the_next_job_and_live_ones
     assert job.data.tags["host"] == host and job.data.tags["pid"] == str(os.getpid())
 
 
+@pytest.mark.slow
 def test_processes_opening_one_fresh_store_at_once_all_get_the_same_experiment(tmp_path):
     uri = store_uri(tmp_path)
-    code = f"from qa_compress import tracking; print(runs.experiment_id({uri!r}, 'qa-compress'))"
+    code = f"from qa_compress.tracking import runs; print(runs.experiment_id({uri!r}, 'qa-compress'))"
     workers = [
         subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for _ in range(4)

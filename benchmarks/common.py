@@ -69,12 +69,9 @@ def recovered(job: results.Job) -> bool:
 
 
 def int8_mode(job: results.Job) -> str | None:
-    """How an OpenVINO INT8 job was quantized: post-training, accuracy control or QAT (None for other methods)."""
-    if job.quantization != "openvino_int8":
-        return None
-    if job.params.get("quantization.qat_steps", "0") != "0":
-        return "QAT"
-    return "post-training" if job.params.get("quantization.max_f1_drop") in (None, "None") else "accuracy control"
+    """How an OpenVINO INT8 job was quantized, as the method labels it: post-training, accuracy control or QAT
+    (None for other methods)."""
+    return (job.quantization_label or None) if job.quantization == "openvino_int8" else None
 
 
 def label(job: results.Job) -> str:

@@ -29,6 +29,7 @@ from pathlib import Path
 from mlflow.tracking import MlflowClient
 
 from qa_compress.evaluate import timing
+from qa_compress.tracking import store as stores
 
 import common
 
@@ -60,7 +61,7 @@ def sweep(out: Path, name: str, extra: list[str]) -> float:
 
 
 def speedups(out: Path, name: str) -> dict[tuple[str, str], dict[str, float]]:
-    client = MlflowClient(f"sqlite:///{out / name / 'mlflow.db'}")
+    client = MlflowClient(stores.sqlite_uri(out / name / "mlflow.db"))
     experiment = client.get_experiment_by_name("qa-compress").experiment_id
     runs = client.search_runs([experiment], filter_string="tags.mlflow.parentRunId != ''")
     return {(r.data.params["pruning.amount"], r.data.params["quantization.name"]): r.data.metrics for r in runs}
@@ -110,7 +111,7 @@ def _durations(out: Path, path: Path) -> str:
     if not path.is_file():
         return "Sweep durations not recorded."
     seconds = json.loads(path.read_text())
-    client = MlflowClient(f"sqlite:///{out / 'quiet' / 'mlflow.db'}")
+    client = MlflowClient(stores.sqlite_uri(out / "quiet" / "mlflow.db"))
     experiment = client.get_experiment_by_name("qa-compress").experiment_id
     tags = [r.data.tags.get("baseline_cache") for r in client.search_runs([experiment])]
     baseline = "including the one fine-tune" if "miss" in tags else "the fine-tuned model from the cache"

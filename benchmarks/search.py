@@ -50,6 +50,7 @@ from qa_compress.evaluate.timing import cpu_description
 from qa_compress.job import config, stages
 from qa_compress.sweep import front, search
 from qa_compress.tracking import results, runs
+from qa_compress.tracking import store as stores
 
 import common
 
@@ -99,7 +100,7 @@ def sweep_overrides(args: argparse.Namespace) -> list[str]:
         f"dataset.validation_file={args.eval.resolve()}",
         f"dataset.train_file={args.train.resolve()}",
         f"benchmark.num_threads={args.threads}",
-        f"tracking.uri=sqlite:///{root / 'mlflow.db'}",
+        f"tracking.uri={stores.sqlite_uri(root / 'mlflow.db')}",
         f"paths.mlruns_dir={root}",
         f"paths.cache_dir={root / 'cache'}",
     ]
@@ -124,7 +125,7 @@ def forget_studies(args: argparse.Namespace) -> None:
     """Delete the studies this run would otherwise continue (the grid's runs stay: trials reuse them)."""
     import optuna
 
-    storage = f"sqlite:///{args.root.resolve() / 'optuna.db'}"
+    storage = stores.sqlite_uri(args.root / "optuna.db")
     existing = {summary.study_name for summary in optuna.get_all_study_summaries(storage)}
     for sampler in args.samplers:
         for seed in args.seeds:
@@ -156,7 +157,7 @@ def run_search(args: argparse.Namespace, sampler: str, seed: int, max_f1_drop: f
 def grid_jobs(args: argparse.Namespace) -> list[results.Job]:
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{args.root.resolve() / 'mlflow.db'}")
+    client = MlflowClient(stores.sqlite_uri(args.root / "mlflow.db"))
     jobs = {}
     for name in GRID:
         parent = runs.sweep_parent(args.root.resolve() / "sweeps" / name)
@@ -173,7 +174,7 @@ def study_runs(args: argparse.Namespace, name: str) -> tuple[Ran, int]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.load_study(study_name=name, storage=f"sqlite:///{args.root.resolve() / 'optuna.db'}")
+    study = optuna.load_study(study_name=name, storage=stores.sqlite_uri(args.root / "optuna.db"))
     ran = [t for t in study.trials if "overrides" in t.user_attrs and "duplicate_of" not in t.user_attrs]
     done = [t for t in ran if t.state == optuna.trial.TrialState.COMPLETE]
     return [(t.user_attrs["run_id"], dict(t.user_attrs["metrics"])) for t in done], len(ran)
@@ -222,7 +223,7 @@ def retime_grid(args: argparse.Namespace, jobs: list[results.Job], floor: float)
     from hydra import initialize_config_dir
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{args.root.resolve() / 'mlflow.db'}")
+    client = MlflowClient(stores.sqlite_uri(args.root / "mlflow.db"))
     chosen = [job for job in jobs if job.metrics["f1"] > floor]
     if not chosen:
         raise SystemExit(f"no grid job scores above the always-no-answer F1 {floor:.2f}: nothing to time")
@@ -571,34 +572,63 @@ def constraint_cell(verdict: Verdict) -> str:
     return f"{what} ({note})"
 
 
-def measure(args: argparse.Namespace) -> str:
+@dataclass
+class Findings:
+    """The grid judged on the side-by-side timing, and what every paragraph of the section reads from it."""
+
+    jobs: list[results.Job]
+    timing: dict  # the side-by-side run's settings and times (`side_timing`)
+    side: SideBySide
+    judged: Judge
+    reference: list[float]  # the hypervolume's reference point
+    ref_f1: float  # the uncompressed model's F1
+    drop: float
+    losses: list[float]  # hypervolume the grid front loses without each grid job
+    key: int  # the grid job whose loss costs the front most: what a search must find
+    runner_up: int
+
+    @property
+    def grid(self) -> list[list[float]]:
+        return points(self.judged.grid[TIMINGS[0]])
+
+    @property
+    def whole(self) -> float:
+        return self.judged.whole[TIMINGS[0]]
+
+
+def findings(args: argparse.Namespace) -> Findings:
+    """The grid's jobs, timed side by side, judged, and its key jobs."""
     jobs = grid_jobs(args)
     reference_job = results.baseline_of(jobs)
     if reference_job is None:
         raise SystemExit("the grid has no finished uncompressed job")
     reference = search.reference_point(dict(zip(OBJECTIVES, DIRECTIONS, strict=True)), reference_job.metrics)
-    ref_f1, drop = reference_job.metrics["f1"], args.max_f1_drop
     timing = side_timing(args, jobs, reference[0])
     side = SideBySide(timing["times"], timing["reference"])
     as_timed: Ran = [(job.run_id, job.metrics) for job in jobs]
-    judged = Judge(as_timed, reference, ref_f1, drop, side)
-    on_side, on_timed = TIMINGS
-    grid, whole = points(judged.grid[on_side]), judged.whole[on_side]
-    # The grid job whose loss would cost the grid front the most hypervolume: what a search must find.
+    judged = Judge(as_timed, reference, reference_job.metrics["f1"], args.max_f1_drop, side)
+    grid, whole = points(judged.grid[TIMINGS[0]]), judged.whole[TIMINGS[0]]
     losses = [whole - front.hypervolume(grid[:i] + grid[i + 1 :], reference, DIRECTIONS) for i in range(len(grid))]
     key, runner_up = sorted(range(len(grid)), key=lambda i: -losses[i])[:2]
-    best, best_timed = judged.best[on_side], judged.best[on_timed]
+    return Findings(
+        jobs, timing, side, judged, reference, reference_job.metrics["f1"], args.max_f1_drop, losses, key, runner_up
+    )
+
+
+def search_rows(args: argparse.Namespace, f: Findings) -> tuple[list[str], dict[str, list], dict[str, list]]:
+    """Each real search's table row, its verdicts by sampler, and its front's points by name (for the plot)."""
+    on_side, on_timed = TIMINGS
     rows, verdicts, searches = [], {sampler: [] for sampler in args.samplers}, {}
     for sampler in args.samplers:
         for seed in args.seeds:
             ran, count = study_runs(args, study_name(sampler, seed, args.trials, None))
             constrained, constrained_count = None, 0
             if sampler == "tpe":
-                constrained, constrained_count = study_runs(args, study_name(sampler, seed, args.trials, drop))
-            verdict = judged(ran, constrained)
+                constrained, constrained_count = study_runs(args, study_name(sampler, seed, args.trials, f.drop))
+            verdict = f.judged(ran, constrained)
             verdicts[sampler].append(verdict)
-            searches[f"{sampler} seed {seed}"] = points(judged.timed(ran, on_side))
-            found_key = ", found it" if jobs[key].run_id in dict(ran) else ""
+            searches[f"{sampler} seed {seed}"] = points(f.judged.timed(ran, on_side))
+            found_key = ", found it" if f.jobs[f.key].run_id in dict(ran) else ""
             shares = [share_cell(verdict[timing], sampler == "tpe", found_key) for timing in TIMINGS]
             constraint = ["", ""]
             if constrained is not None:
@@ -606,23 +636,36 @@ def measure(args: argparse.Namespace) -> str:
                     f"{constraint_cell(verdict[on_side])} in {constrained_count} jobs",
                     constraint_cell(verdict[on_timed]),
                 ]
-            cells = [sampler, str(seed), f"{count} of {len(jobs)}", *shares, *constraint]
+            cells = [sampler, str(seed), f"{count} of {len(f.jobs)}", *shares, *constraint]
             rows.append("| " + " | ".join(cells) + " |")
-    replayed, replayed_shares = [], {}
-    if args.replay_seeds:
-        with tempfile.TemporaryDirectory() as scratch:
-            args.replay_storage = f"sqlite:///{Path(scratch) / 'replay.db'}"
-            replayed, replayed_shares = replays(args, jobs, judged, jobs[key].run_id)
-    shown = next(iter(searches))
-    plot(grid, reference, searches, shown, PLOT)
-    tpe = verdicts.get("tpe", [])
-    medians = ", ".join(
-        f"{sampler} {100 * statistics.median(v[on_side].share for v in found):.1f}%"
-        for sampler, found in verdicts.items()
-        if found
+    return rows, verdicts, searches
+
+
+def intro(args: argparse.Namespace, f: Findings) -> str:
+    """The command, the machine, the model, the grid, the space and the searches."""
+    timing, reference = f.timing, f.reference
+    return (
+        f"`python benchmarks/search.py --trials {args.trials} --seeds {' '.join(map(str, args.seeds))}` on "
+        f"{timing['cpu']}, {timing['threads']} threads: the fine-tuned MiniLM-L6 on the first 1,000 "
+        "questions of the real SQuAD 2.0 validation file (`experiment=search_common`). The grid: "
+        f"{len(f.jobs)} jobs (no pruning; global magnitude and L1 at 0.1-0.5; structured at heads 0/0.25/0.5 × FFN "
+        "0.25/0.5/0.75; each with no quantization, dynamic_int8, onnx_int8). Each search explores the same space "
+        f"(`{' '.join(SPACE)}`) with at most {args.trials} jobs; a trial the grid ran reuses the grid's run, so "
+        "both are judged on the same measurements. Objectives F1 and `speedup` (paired against the uncompressed "
+        f"model in each job); hypervolume reference point: always-no-answer F1 ({reference[0]:.2f}) and the "
+        f"uncompressed model's speed (1×); the uncompressed model scores F1 {f.ref_f1:.2f}. Searches: `tpe` (the "
+        "sweeper's default: TPE, then front refinement, README), `tpe-unrefined` (`hydra.sweeper.refine=false`), "
+        "`nsga2` (with refinement) and `random` (no refinement: the baseline)."
     )
-    timed_points = points(as_timed)
-    real_shares = {sampler: [100 * v[on_side].share for v in found] for sampler, found in verdicts.items()}
+
+
+def timing_paragraph(f: Findings) -> str:
+    """How far apart the jobs' own timings put identical work, the side-by-side run, and the grid front on each."""
+    on_side, on_timed = TIMINGS
+    jobs, side, timing, drop, grid, whole, losses = f.jobs, f.side, f.timing, f.drop, f.grid, f.whole, f.losses
+    key, runner_up = f.key, f.runner_up
+    best, best_timed = f.judged.best[on_side], f.judged.best[on_timed]
+    timed_points = points([(job.run_id, job.metrics) for job in jobs])
     timed_spread = "; ".join(same_work_spread(jobs, lambda job: job.metrics["speedup"]))
     retimed = [job for job in jobs if job.run_id in side.times]
     side_spread = "; ".join(same_work_spread(retimed, lambda job: side.speedups[job.run_id]))
@@ -631,22 +674,7 @@ def measure(args: argparse.Namespace) -> str:
         for job in retimed
         if job.run_id != side.reference
     ]
-    lines = [
-        BEGIN,
-        "## Search against grid",
-        "",
-        f"`python benchmarks/search.py --trials {args.trials} --seeds {' '.join(map(str, args.seeds))}` on "
-        f"{timing['cpu']}, {timing['threads']} threads: the fine-tuned MiniLM-L6 on the first 1,000 "
-        "questions of the real SQuAD 2.0 validation file (`experiment=search_common`). The grid: "
-        f"{len(jobs)} jobs (no pruning; global magnitude and L1 at 0.1-0.5; structured at heads 0/0.25/0.5 × FFN "
-        "0.25/0.5/0.75; each with no quantization, dynamic_int8, onnx_int8). Each search explores the same space "
-        f"(`{' '.join(SPACE)}`) with at most {args.trials} jobs; a trial the grid ran reuses the grid's run, so "
-        "both are judged on the same measurements. Objectives F1 and `speedup` (paired against the uncompressed "
-        f"model in each job); hypervolume reference point: always-no-answer F1 ({reference[0]:.2f}) and the "
-        f"uncompressed model's speed (1×); the uncompressed model scores F1 {ref_f1:.2f}. Searches: `tpe` (the "
-        "sweeper's default: TPE, then front refinement, README), `tpe-unrefined` (`hydra.sweeper.refine=false`), "
-        "`nsga2` (with refinement) and `random` (no refinement: the baseline).",
-        "",
+    return (
         "**Timing.** Each job times itself against the uncompressed model in its own process, at its own moment. "
         "Jobs that do the same dense work (no pruning, or unstructured pruning, which leaves every matrix its "
         f"shape) came out at {timed_spread}: which of them sit on the grid front was decided by when each was "
@@ -662,21 +690,27 @@ def measure(args: argparse.Namespace) -> str:
         "are judged on that run (each job keeps its F1, which the timing does not touch); the jobs' own timings "
         f"are given beside it. Side by side the grid front has {len(front.front(grid, DIRECTIONS))} jobs and "
         f"hypervolume {whole:.3f} (as timed by the jobs: {len(front.front(timed_points, DIRECTIONS))} jobs, "
-        f"{judged.whole[on_timed]:.3f}); the grid's fastest within {drop:g} F1 "
+        f"{f.judged.whole[on_timed]:.3f}); the grid's fastest within {drop:g} F1 "
         f"is {best[1]['speedup']:.2f}× at F1 {best[1]['f1']:.2f} (as timed by the jobs: "
         f"{best_timed[1]['speedup']:.2f}× at F1 {best_timed[1]['f1']:.2f}). One grid job carries "
         f"{100 * losses[key] / whole:.0f}% of the grid front's hypervolume on its own: "
         f"{jobs[key].pruning_label} | {jobs[key].quantization} (F1 {grid[key][0]:.2f}, {grid[key][1]:.2f}×); "
         '"found it" marks the searches that ran it. The next, '
         f"{jobs[runner_up].pruning_label} | {jobs[runner_up].quantization} (F1 {grid[runner_up][0]:.2f}, "
-        f"{grid[runner_up][1]:.2f}×), carries {100 * losses[runner_up] / whole:.1f}%.",
-        "",
-        f"| sampler | seed | jobs | hypervolume, side by side (target ≥ {HYPERVOLUME_TARGET:.0%} for tpe) "
-        f"| as timed by the jobs | constraint mode: fastest within {drop:g} F1, side by side (target ≥ "
-        f"{best[1]['speedup']:.2f}×) | as timed by the jobs (target ≥ {best_timed[1]['speedup']:.2f}×) |",
-        "|---|---|---|---|---|---|---|",
-        *rows,
-        "",
+        f"{grid[runner_up][1]:.2f}×), carries {100 * losses[runner_up] / whole:.1f}%."
+    )
+
+
+def targets_paragraph(f: Findings, verdicts: dict[str, list], shown: str) -> str:
+    """The targets met by the TPE searches, and each sampler's median share."""
+    on_side, on_timed = TIMINGS
+    tpe, drop = verdicts.get("tpe", []), f.drop
+    medians = ", ".join(
+        f"{sampler} {100 * statistics.median(v[on_side].share for v in found):.1f}%"
+        for sampler, found in verdicts.items()
+        if found
+    )
+    return (
         f"Targets (TPE, the default sampler): hypervolume ≥ {HYPERVOLUME_TARGET:.0%} with at most a third of the "
         f"grid's jobs: {reached(tpe, on_side)} of {len(tpe)} seeds side by side ({reached(tpe, on_timed)} of "
         f"{len(tpe)} as timed by the jobs); constraint mode at least as fast as the grid's fastest within "
@@ -686,7 +720,38 @@ def measure(args: argparse.Namespace) -> str:
         f"{sum(v[on_timed].met for v in tpe)} of {len(tpe)} as timed by the jobs. Median hypervolume side by side by "
         "sampler: "
         f"{medians}. Left: the grid (side by side) and the search front of {shown}; right: each search's "
-        "hypervolume after each trial (`docs/search_vs_grid.png`).",
+        "hypervolume after each trial (`docs/search_vs_grid.png`)."
+    )
+
+
+def measure(args: argparse.Namespace) -> str:
+    """The section: the grid timed side by side, every search judged on it, the replays, the plot."""
+    f = findings(args)
+    rows, verdicts, searches = search_rows(args, f)
+    replayed, replayed_shares = [], {}
+    if args.replay_seeds:
+        with tempfile.TemporaryDirectory() as scratch:
+            args.replay_storage = stores.sqlite_uri(Path(scratch) / "replay.db")
+            replayed, replayed_shares = replays(args, f.jobs, f.judged, f.jobs[f.key].run_id)
+    shown = next(iter(searches))
+    plot(f.grid, f.reference, searches, shown, PLOT)
+    real_shares = {sampler: [100 * v[TIMINGS[0]].share for v in found] for sampler, found in verdicts.items()}
+    best, best_timed = f.judged.best[TIMINGS[0]], f.judged.best[TIMINGS[1]]
+    lines = [
+        BEGIN,
+        "## Search against grid",
+        "",
+        intro(args, f),
+        "",
+        timing_paragraph(f),
+        "",
+        f"| sampler | seed | jobs | hypervolume, side by side (target ≥ {HYPERVOLUME_TARGET:.0%} for tpe) "
+        f"| as timed by the jobs | constraint mode: fastest within {f.drop:g} F1, side by side (target ≥ "
+        f"{best[1]['speedup']:.2f}×) | as timed by the jobs (target ≥ {best_timed[1]['speedup']:.2f}×) |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        targets_paragraph(f, verdicts, shown),
         "",
         "![search against grid](docs/search_vs_grid.png)",
         *replay_section(args, replayed, real_shares, replayed_shares),

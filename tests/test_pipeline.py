@@ -336,6 +336,10 @@ def test_accuracy_control_and_quantization_aware_training_log_what_they_did(tmp_
     assert qat["qat_train_steps"] == 2 and {"f1_before_qat", "HasAns_f1_before_qat", "f1"} <= set(qat)
     # Asked to distil, QAT learns the FP32 model's logits: its teacher's logits were computed (and cached) for the job.
     assert qat["qat_distill_weight"] == 0.5 and by_kind["qat"].data.tags["qat_teacher_cache"] == "miss"
+    assert {kind: run.data.tags["quantization_label"] for kind, run in by_kind.items()} == {
+        "ac": "accuracy control",
+        "qat": "QAT",
+    }
     assert by_kind["qat"].data.tags["config_hash"] != by_kind["ac"].data.tags["config_hash"]
 
 

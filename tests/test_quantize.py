@@ -115,3 +115,12 @@ def test_qat_with_frozen_weights_trains_the_quantizer_ranges_and_leaves_the_weig
     after = dict(fake_quantized.named_parameters())
     assert all(torch.equal(after[name], before[name]) for name in before if name not in trainable)
     assert any(not torch.equal(after[name], before[name]) for name in trainable)
+
+
+def test_a_quantization_method_labels_its_way_of_quantizing():
+    method = quantize.get("openvino_int8")
+    assert method.label(method.settings(name="openvino_int8")) == "post-training"
+    assert method.label(method.settings(name="openvino_int8", max_f1_drop=1.0)) == "accuracy control"
+    assert method.label(method.settings(name="openvino_int8", qat_steps=10)) == "QAT"
+    dynamic = quantize.get("dynamic_int8")
+    assert dynamic.label(dynamic.settings(name="dynamic_int8")) == ""

@@ -75,6 +75,7 @@ def tags(job: JobConfig, num_threads: int, versions: dict[str, str], overrides: 
         "pruning": job.pruning.name,
         "pruning_label": prune.describe(job.pruning),
         "quantization": job.quantization.name,
+        "quantization_label": quantize.get(job.quantization.name).label(job.quantization),
         "uncompressed": str(is_uncompressed(job)).lower(),
         "num_threads": str(num_threads),
         "cpu": timing.cpu_description(),

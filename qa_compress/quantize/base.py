@@ -97,6 +97,10 @@ class QuantizationMethod:
         """The data this method reads with these settings: TRAINING_WINDOWS, CALIBRATION_WINDOWS, HELD_OUT_QUESTIONS."""
         return self.needs
 
+    def label(self, settings: QuantizationSettings) -> str:
+        """How this choice quantizes when the method has several ways ("QAT"), as a user would say it; "" if one."""
+        return ""
+
     def check(self, settings: QuantizationSettings, model_config: Any) -> str | None:
         """Why these settings cannot run here (missing hardware or library), or None."""
         return None

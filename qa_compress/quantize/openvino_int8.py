@@ -61,6 +61,11 @@ class OpenVinoInt8(OpenVinoMethod):
     )
     settings: ClassVar[type[QuantizationSettings]] = OpenVinoInt8Settings
 
+    def label(self, settings):
+        if settings.qat_steps:
+            return "QAT"
+        return "post-training" if settings.max_f1_drop is None else "accuracy control"
+
     def reads(self, settings):
         wanted = set(settings.calibration_reads())
         if settings.qat_steps:

@@ -194,6 +194,101 @@ def _fmt(value: object) -> str:
     return str(value)
 
 
+JOB_COLUMNS = [
+    "#",
+    "job",
+    "F1",
+    "ΔF1",
+    "HasAns F1",
+    "NoAns F1",
+    "size MB",
+    "× smaller",
+    "latency ms",
+    "× faster",
+    "sparsity",
+    "Pareto",
+    "run",
+    "note",
+]  # the steps' columns go before "run"
+
+
+def _heading(jobs: Sequence[Job], sweep: dict[str, str], models: list[str]) -> list[str]:
+    """The title, what was swept, the CPU it was timed on, and the notes a reader must see first."""
+    datasets = sorted({j.dataset for j in jobs}) or ["?"]
+    cpus = sorted({j.cpu for j in jobs if j.cpu})
+    finished = sum(job.done for job in jobs)
+    lines = [
+        f"# Sweep report: {', '.join(models)} on {', '.join(datasets)}",
+        "",
+        f"Swept `{sweep.get('sweep_overrides', '?')}`: {len(jobs)} job(s), {finished} finished; "
+        f"MLflow parent run `{sweep.get('run_id', '?')}`, started {sweep.get('started', '?')}.",
+    ]
+    if cpus:
+        lines.append(f"Timed on {'; '.join(cpus)}.")
+    if any(job.params.get("dataset.source") == "synthetic" for job in jobs):
+        lines += ["", GENERATED_DATA_NOTE]
+    if sweep.get("reference_note"):
+        lines += ["", f"> {sweep['reference_note']}"]
+    return lines
+
+
+def _note(job: Job, row: dict[str, object], rec: Recommendation) -> str:
+    """The table's note on a job: unfinished, recommended, the reference, noisy timing."""
+    note = [] if job.status == "FINISHED" else [f"{job.status}" + (f": {job.error}" if job.error else "")]
+    if row["recommended"]:
+        note.append(f"recommended ({row['recommended'].replace(',', ', ')})")
+    if rec.reference is not None and job.run_id == rec.reference.run_id:
+        note.append("reference")
+    if noisy(job):
+        m = job.metrics
+        note.append(f"noisy timing (× faster {m['speedup_q1']:.2f}–{m['speedup_q3']:.2f})")
+    return "; ".join(note)
+
+
+def _job_cells(job: Job, row: dict[str, object], models: int, steps: list[str], loses: str, note: str) -> list[str]:
+    """One job's row of the Markdown table, in the order of JOB_COLUMNS (the steps before the run)."""
+    step_keys = {name: key for key, name in STEPS.items()}
+    delta = f1_change(row["Δf1"], (row["Δf1_low"], row["Δf1_high"])) + (" ⚠" if row[loses] else "")
+    return [
+        str(row["job"]),
+        job_label(job, models),
+        _num(row["f1"], "f1"),
+        delta,
+        _num(row["HasAns_f1"], "f1"),
+        _num(row["NoAns_f1"], "f1"),
+        _num(row["size_mb"], "size_mb"),
+        _num(row["x_smaller"], "x_smaller"),
+        _num(row["latency_ms"], "latency_ms"),
+        _num(row["x_faster"], "x_faster"),
+        _num(row["sparsity"], "sparsity"),
+        ", ".join(marks for marks in str(row["pareto"]).split(",") if marks),
+        *[_num(row[name], step_keys[name]) for name in steps],
+        f"`{job.run_id[:8]}`",
+        note,
+    ]
+
+
+def _legend(table: Sequence[dict[str, object]], max_f1_drop: float) -> str:
+    """What the table's columns mean, its ΔF1 interval included when some job has one."""
+    interval = (
+        f"; in brackets, its {bootstrap.LEVEL:.0%} interval from a paired bootstrap over the evaluation questions "
+        f"({bootstrap.RESAMPLES:,} resamples): the spread another draw of such questions would show, so an interval "
+        "that holds 0 is no evidence of a change"
+        if any(not math.isnan(row["Δf1_low"]) for row in table)
+        else ""
+    )
+    return (
+        f"ΔF1 against the uncompressed job (⚠: loses more than {max_f1_drop:g} F1){interval}. × smaller: the "
+        "uncompressed job's size over this job's. × faster: the median ratio of the uncompressed model's time to "
+        "this model's over rounds in which the job timed both, interleaved, in its own process (so a busy machine "
+        "slows both alike); noisy timing: that ratio's interquartile range is wider than "
+        f"{NOISY_TIMING:.0%} of it. latency ms: this model alone, median per batch. Pareto: no other job is at "
+        "least as accurate and at least as fast (speed) or as small (size), and better in one; search: on the "
+        "front of the search's own objectives. `report.csv` has "
+        "full run ids; the plots number points as the # column does."
+    )
+
+
 def document(
     jobs: Sequence[Job],
     sweep: dict[str, str],
@@ -206,91 +301,18 @@ def document(
     rec = recommend(jobs, max_f1_drop)
     table = rows(jobs, max_f1_drop) if table is None else table
     models = sorted({j.model for j in jobs}) or ["?"]
-    datasets = sorted({j.dataset for j in jobs}) or ["?"]
-    cpus = sorted({j.cpu for j in jobs if j.cpu})
-    lines = [f"# Sweep report: {', '.join(models)} on {', '.join(datasets)}", ""]
-    finished = sum(job.done for job in jobs)
-    lines.append(
-        f"Swept `{sweep.get('sweep_overrides', '?')}`: {len(jobs)} job(s), {finished} finished; "
-        f"MLflow parent run `{sweep.get('run_id', '?')}`, started {sweep.get('started', '?')}."
-    )
-    if cpus:
-        lines.append(f"Timed on {'; '.join(cpus)}.")
-    if any(job.params.get("dataset.source") == "synthetic" for job in jobs):
-        lines += ["", GENERATED_DATA_NOTE]
-    if sweep.get("reference_note"):
-        lines += ["", f"> {sweep['reference_note']}"]
+    lines = _heading(jobs, sweep, models)
     lines += ["", f"## Recommendation (report.max_f1_drop={max_f1_drop:g})", ""]
     known = {row["run_id"]: (row["Δf1_low"], row["Δf1_high"]) for row in table}
     lines += [f"- {line}" for line in advice(rec, len(models), known)]
     if extra:
         lines += ["", *extra]
-    lines += ["", "## Jobs", ""]
-    header = [
-        "#",
-        "job",
-        "F1",
-        "ΔF1",
-        "HasAns F1",
-        "NoAns F1",
-        "size MB",
-        "× smaller",
-        "latency ms",
-        "× faster",
-        "sparsity",
-        "Pareto",
-        "run",
-        "note",
-    ]
-    step_names = [name for name in STEPS.values() if table and name in table[0]]
-    header[12:12] = step_names
-    lines += ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    steps = [name for name in STEPS.values() if table and name in table[0]]
+    header = JOB_COLUMNS[:12] + steps + JOB_COLUMNS[12:]
+    lines += ["", "## Jobs", "", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     loses = f"loses_more_than_{max_f1_drop:g}_f1"
-    step_keys = {name: key for key, name in STEPS.items()}
     for job, row in zip(jobs, table, strict=True):
-        note = [] if job.status == "FINISHED" else [f"{job.status}" + (f": {job.error}" if job.error else "")]
-        if row["recommended"]:
-            note.append(f"recommended ({row['recommended'].replace(',', ', ')})")
-        if rec.reference is not None and job.run_id == rec.reference.run_id:
-            note.append("reference")
-        if noisy(job):
-            m = job.metrics
-            note.append(f"noisy timing (× faster {m['speedup_q1']:.2f}–{m['speedup_q3']:.2f})")
-        delta = f1_change(row["Δf1"], (row["Δf1_low"], row["Δf1_high"])) + (" ⚠" if row[loses] else "")
-        cells = [
-            str(row["job"]),
-            job_label(job, len(models)),
-            _num(row["f1"], "f1"),
-            delta,
-            _num(row["HasAns_f1"], "f1"),
-            _num(row["NoAns_f1"], "f1"),
-            _num(row["size_mb"], "size_mb"),
-            _num(row["x_smaller"], "x_smaller"),
-            _num(row["latency_ms"], "latency_ms"),
-            _num(row["x_faster"], "x_faster"),
-            _num(row["sparsity"], "sparsity"),
-            ", ".join(marks for marks in str(row["pareto"]).split(",") if marks),
-            *[_num(row[name], step_keys[name]) for name in step_names],
-            f"`{job.run_id[:8]}`",
-            "; ".join(note),
-        ]
+        cells = _job_cells(job, row, len(models), steps, loses, _note(job, row, rec))
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    interval = (
-        f"; in brackets, its {bootstrap.LEVEL:.0%} interval from a paired bootstrap over the evaluation questions "
-        f"({bootstrap.RESAMPLES:,} resamples): the spread another draw of such questions would show, so an interval "
-        "that holds 0 is no evidence of a change"
-        if any(not math.isnan(row["Δf1_low"]) for row in table)
-        else ""
-    )
-    lines += [
-        "",
-        f"ΔF1 against the uncompressed job (⚠: loses more than {max_f1_drop:g} F1){interval}. × smaller: the "
-        "uncompressed job's size over this job's. × faster: the median ratio of the uncompressed model's time to "
-        "this model's over rounds in which the job timed both, interleaved, in its own process (so a busy machine "
-        "slows both alike); noisy timing: that ratio's interquartile range is wider than "
-        f"{NOISY_TIMING:.0%} of it. latency ms: this model alone, median per batch. Pareto: no other job is at "
-        "least as accurate and at least as fast (speed) or as small (size), and better in one; search: on the "
-        "front of the search's own objectives. `report.csv` has "
-        "full run ids; the plots number points as the # column does.",
-    ]
+    lines += ["", _legend(table, max_f1_drop)]
     return "\n".join(lines) + "\n"

@@ -39,6 +39,7 @@ class Job:
     params: dict[str, str] = field(default_factory=dict)
     overrides: tuple[str, ...] | None = None  # the job's command-line overrides; None when not recorded
     cpu: str = ""
+    quantization_label: str = ""  # the method's own label of the choice ("QAT"); "" when it has one way
 
     @property
     def done(self) -> bool:
@@ -67,6 +68,7 @@ def job_of(run: Run) -> Job:
         params=dict(params),
         overrides=overrides,
         cpu=f"{tags['cpu']}, {tags.get('cpu_count', '?')} cores" if "cpu" in tags else "",
+        quantization_label=tags.get("quantization_label", ""),
     )
 
 

@@ -13,6 +13,7 @@ import io
 import logging
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -119,9 +120,6 @@ def quantize(source: Path, target: Path, per_channel: bool = True, operators: li
     return target
 
 
-CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-
-
 def quantize_static(
     source: Path,
     target: Path,
@@ -142,17 +140,54 @@ def quantize_static(
     weight-only. The static quantizer has no form of the fused attention and embedding operators; those two are
     quantized as `onnx_int8` does (QAttention, QEmbedLayerNormalization). Layer norms and GELU stay FP32.
     """
-    import onnx
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
-    from onnxruntime.quantization import quantize_static as ort_quantize_static
-    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
-
     if calibration_method != "minmax":  # histograms stack each tensor across windows: one length for all
         calibration_items = padded(calibration_items)
+    typed = target.with_name("model.typed.onnx")
+    static = target.with_name("model.qdq.onnx")
+    try:
+        with _root_logger_quiet():  # the quantizer's pre-processing advice, on the root logger
+            _with_types(source, typed)
+            _calibrated_products(typed, static, calibration_items, calibration_method, per_channel)
+            quantize(static, target, per_channel, operators=["Attention", "EmbedLayerNormalization"])
+    finally:
+        for scratch in (typed, static):
+            scratch.unlink(missing_ok=True)
+    counts = quantized_operators(target)
+    if counts["static_int8_matmuls"] == 0:
+        raise RuntimeError(f"static quantization of {source} quantized no activation: {counts}")
+    return target, counts
+
+
+@contextlib.contextmanager
+def _root_logger_quiet() -> Iterator[None]:
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+
+
+def _with_types(source: Path, target: Path) -> None:
+    """The graph with every tensor typed by symbolic shape inference (the quantizer skips untyped tensors)."""
+    import onnx
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    onnx.save(SymbolicShapeInference.infer_shapes(onnx.load(str(source)), auto_merge=True), str(target))
+
+
+def _calibrated_products(
+    source: Path, target: Path, items: list[dict[str, np.ndarray]], calibration_method: str, per_channel: bool
+) -> None:
+    """The matrix products of `source` quantized in QDQ format (U8S8, outputs left FP32), ranges calibrated on
+    `items`; the calibrators' printed bin counts kept out of the output."""
+    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
+    from onnxruntime.quantization import quantize_static as ort_quantize_static
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.items = iter(calibration_items)
+            self.items = iter(items)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.items, None)
@@ -162,40 +197,24 @@ def quantize_static(
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }
-    typed = target.with_name("model.typed.onnx")
-    static = target.with_name("model.qdq.onnx")
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer's pre-processing advice, on the root logger
     printed = io.StringIO()  # the histogram calibrators print their bin counts
-    try:
-        onnx.save(SymbolicShapeInference.infer_shapes(onnx.load(str(source)), auto_merge=True), str(typed))
-        with contextlib.redirect_stdout(printed):
-            ort_quantize_static(
-                str(typed),
-                str(static),
-                Reader(),
-                quant_format=QuantFormat.QDQ,
-                per_channel=per_channel,
-                activation_type=QuantType.QUInt8,
-                weight_type=QuantType.QInt8,
-                calibrate_method=methods[calibration_method],
-                op_types_to_quantize=["MatMul"],
-                extra_options={
-                    "DefaultTensorType": 1,  # for any tensor inference could not type (1 = FLOAT)
-                    "OpTypesToExcludeOutputQuantization": ["MatMul"],
-                },
-            )
-        quantize(static, target, per_channel, operators=["Attention", "EmbedLayerNormalization"])
-    finally:
-        root.setLevel(level)
-        for scratch in (typed, static):
-            scratch.unlink(missing_ok=True)
+    with contextlib.redirect_stdout(printed):
+        ort_quantize_static(
+            str(source),
+            str(target),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=methods[calibration_method],
+            op_types_to_quantize=["MatMul"],
+            extra_options={
+                "DefaultTensorType": 1,  # for any tensor inference could not type (1 = FLOAT)
+                "OpTypesToExcludeOutputQuantization": ["MatMul"],
+            },
+        )
     log.debug("ONNX Runtime calibration: %s", printed.getvalue().strip())
-    counts = quantized_operators(target)
-    if counts["static_int8_matmuls"] == 0:
-        raise RuntimeError(f"static quantization of {source} quantized no activation: {counts}")
-    return target, counts
 
 
 def padded(items: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:

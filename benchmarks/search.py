@@ -48,7 +48,7 @@ import numpy as np
 from qa_compress.evaluate import bootstrap, timing
 from qa_compress.evaluate.timing import cpu_description
 from qa_compress.job import config, stages
-from qa_compress.sweep import front, search
+from qa_compress.sweep import front, search, search_plan
 from qa_compress.tracking import results, runs
 from qa_compress.tracking import store as stores
 
@@ -79,7 +79,7 @@ SPACE = [
 ]
 SEARCHED = tuple(item.split("=", 1)[0] for item in SPACE)
 OBJECTIVES = ["f1", "speedup"]
-DIRECTIONS = [search.OBJECTIVES[name] for name in OBJECTIVES]
+DIRECTIONS = [search_plan.OBJECTIVES[name] for name in OBJECTIVES]
 HYPERVOLUME_TARGET = 0.95
 SEARCHERS = {  # name: (hydra.sweeper.sampler, hydra.sweeper.refine); "tpe" is the sweeper's default
     "tpe": ("tpe", True),
@@ -363,7 +363,7 @@ def replay(
         def composed(overrides: list[str]) -> dict:
             return callback.composed("config", overrides)
 
-        plan = search.plan(config, composed, "")
+        plan = search_plan.plan(config, composed, "")
         _, reference = callback.reference_job("config", list(plan.space.fixed))
 
         def launch(batch: list[list[str]], first_index: int) -> list[search.Outcome]:
@@ -602,7 +602,7 @@ def findings(args: argparse.Namespace) -> Findings:
     reference_job = results.baseline_of(jobs)
     if reference_job is None:
         raise SystemExit("the grid has no finished uncompressed job")
-    reference = search.reference_point(dict(zip(OBJECTIVES, DIRECTIONS, strict=True)), reference_job.metrics)
+    reference = search_plan.reference_point(dict(zip(OBJECTIVES, DIRECTIONS, strict=True)), reference_job.metrics)
     timing = side_timing(args, jobs, reference[0])
     side = SideBySide(timing["times"], timing["reference"])
     as_timed: Ran = [(job.run_id, job.metrics) for job in jobs]

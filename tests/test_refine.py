@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from qa_compress.sweep import front, refine, search, search_space
+from qa_compress.sweep import front, refine, search, search_plan, search_space
 
 DIRECTIONS = [front.MAXIMIZE, front.MAXIMIZE]
 NAMES = ["f1", "speedup"]
@@ -85,7 +85,7 @@ def _search(tmp_path, refine_front: bool, trials: int = 11) -> list:
         ("pruning", "l1_unstructured"): frozenset({"amount"}),
         **{("quantization", q): frozenset() for q in SPEED},
     }
-    chosen = search.settings(
+    chosen = search_plan.settings(
         {
             "objectives": NAMES,
             "n_trials": trials,
@@ -97,7 +97,7 @@ def _search(tmp_path, refine_front: bool, trials: int = 11) -> list:
         },
         {},
     )
-    plan = search.Plan(space, chosen, keys, f"sqlite:///{tmp_path / f'{refine_front}.db'}", "refine")
+    plan = search_plan.Plan(space, chosen, keys, f"sqlite:///{tmp_path / f'{refine_front}.db'}", "refine")
 
     def launch(batch, first_index):
         return [search.outcome_of(NAMES, _measure(overrides), None) for overrides in batch]

@@ -12,7 +12,7 @@ import optuna
 import pytest
 
 from qa_compress.errors import UserError
-from qa_compress.sweep import front, search, search_space, study_storage
+from qa_compress.sweep import front, search, search_plan, search_space, study_storage
 from qa_compress.tracking import store
 from tests.conftest import assert_refused, children, parents, run_cli, run_in_process, start_cli, tiny_job_args
 
@@ -156,11 +156,11 @@ def test_bad_sweeper_options_are_refused_by_name(options, message):
         **{k: v for k, v in options.items() if k != "benchmark"},
     }
     with pytest.raises(UserError, match=message.replace("(", r"\(")):
-        search.settings(sweeper, options.get("benchmark", {"enabled": True}))
+        search_plan.settings(sweeper, options.get("benchmark", {"enabled": True}))
 
 
 def test_objectives_take_their_natural_direction():
-    chosen = search.settings(
+    chosen = search_plan.settings(
         {
             "objectives": ["f1", "size_mb", "speedup"],
             "n_trials": 3,
@@ -176,7 +176,7 @@ def test_objectives_take_their_natural_direction():
 
 def test_nsga2_evolves_after_its_random_start_within_a_short_search():
     """Optuna's NSGA-II default generation of 50 would leave a 20-trial search random from start to end."""
-    chosen = search.settings(
+    chosen = search_plan.settings(
         {
             "objectives": ["f1", "size_mb"],
             "n_trials": 8,
@@ -342,11 +342,11 @@ def test_a_bad_search_is_refused_before_any_trial(tmp_path, tiny_distilbert_dir,
 
 def test_a_study_another_live_process_searches_is_refused(tmp_path):
     space = search_space.parse(["quantization=choice(none,dynamic_int8)"], None, GROUPS)
-    chosen = search.settings(
+    chosen = search_plan.settings(
         {"objectives": ["f1"], "n_trials": 2, "batch_size": 1, "sampler": "random", "seed": 0, "n_startup_trials": 0},
         {},
     )
-    plan = search.Plan(space, chosen, {}, f"sqlite:///{tmp_path / 'optuna.db'}", "study")
+    plan = search_plan.Plan(space, chosen, {}, f"sqlite:///{tmp_path / 'optuna.db'}", "study")
     first = search.Search(plan, None, None, str, [], None, "")
     first.study.set_user_attr("searcher", {"host": socket.gethostname(), "pid": os.getppid()})  # alive: our parent
     with pytest.raises(UserError, match=f"being searched by process {os.getppid()}"):

@@ -66,7 +66,7 @@ class ParetoSweeper(Sweeper):
         from hydra.core.utils import JobStatus
         from omegaconf import OmegaConf
 
-        from qa_compress.sweep import search, search_space
+        from qa_compress.sweep import search, search_plan, search_space
         from qa_compress.sweep.callback import callback_for, check_jobs, reference_job
         from qa_compress.sweep.callback import composed as compose_job
         from qa_compress.tracking import runs, store
@@ -81,7 +81,7 @@ class ParetoSweeper(Sweeper):
             return compose_job(config_name, overrides)
 
         plan = callback.search_plan if callback is not None else None  # checked before the parent run opened
-        plan = plan or search.plan(config, composed, uri)
+        plan = plan or search_plan.plan(config, composed, uri)
         names = list(plan.settings.objectives)
         _, reference = reference_job(config_name, list(plan.space.fixed))
 

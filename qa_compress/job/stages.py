@@ -52,12 +52,12 @@ class Context:
 
     job: JobConfig
     output_dir: Path
-    evaluation: squad.Examples
+    evaluation: squad.Examples | None = None
     train: squad.Examples | None = None
     threshold: squad.Examples | None = None  # questions the null threshold is calibrated on
     tokenizer: Any = None
     eval_windows: Dataset | None = None
-    inputs: Dataset | None = None  # the evaluation windows as the model takes them
+    model_inputs: Dataset | None = None  # the evaluation windows as the model takes them
     train_windows: Dataset | None = None
     train_device: torch.device = CPU
 
@@ -70,7 +70,7 @@ class Context:
 
 def read_data(job: JobConfig, output_dir: Path) -> Context:
     """The job's questions: evaluation, training (when anything trains or calibrates) and the threshold's."""
-    ctx = Context(job, output_dir, inputs.examples(job, "validation"))
+    ctx = Context(job, output_dir, evaluation=inputs.examples(job, "validation"))
     ctx.train = inputs.examples(job, "train") if job.reads_training_data() else None
     if job.predict.calibrates():
         if job.predict.threshold_file is not None:
@@ -134,7 +134,7 @@ def baseline(ctx: Context) -> tuple[Any, str]:
 def prepare_windows(ctx: Context, model: Any) -> None:
     """The evaluation windows and their model inputs, and training windows when compression reads them."""
     ctx.eval_windows = inputs.windows(ctx.job, ctx.evaluation, ctx.tokenizer, "eval")
-    ctx.inputs = predict.forward_inputs(ctx.eval_windows, ctx.input_names(model))
+    ctx.model_inputs = predict.forward_inputs(ctx.eval_windows, ctx.input_names(model))
     if ctx.train_windows is None and ctx.job.compression_data_users():
         ctx.train_windows = inputs.windows(ctx.job, ctx.train, ctx.tokenizer, "train")
     ctx.train_device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -166,10 +166,10 @@ def pruned(ctx: Context, model: Any) -> tuple[list[dict], dict[str, float]]:
         ctx.tokenizer, ctx.train_windows, job.training.model_dump(), job.seed, ctx.train_device, distilled
     )
 
-    def scores(candidate: Any) -> dict[str, float]:
+    def scored(candidate: Any) -> dict[str, float]:
         return evaluate(ctx, candidate.to(ctx.train_device), ctx.train_device).scores
 
-    return recovery.prune_and_recover(model, p, settings, scores)
+    return recovery.prune_and_recover(model, p, settings, scored)
 
 
 def quantized(ctx: Context, model: Any, device: torch.device | None) -> Any:
@@ -212,7 +212,7 @@ def evaluate(ctx: Context, model: Any, device: torch.device) -> Evaluation:
     """Predictions and SQuAD 2.0 scores of `model` on the evaluation set."""
     p = ctx.job.predict
     started = time.perf_counter()
-    start_logits, end_logits = predict.logits(model, ctx.inputs, p.batch_size, device)
+    start_logits, end_logits = predict.logits(model, ctx.model_inputs, p.batch_size, device)
     predictions = predict.decode(
         ctx.evaluation.dataset,
         ctx.eval_windows,
@@ -284,9 +284,11 @@ def measured(ctx: Context, model: Any, device: torch.device) -> dict[str, float]
     metrics = timing.sizes(model, quantize.get(ctx.job.quantization.name))
     b = ctx.job.benchmark
     if b.enabled:
-        per_window = len(ctx.evaluation.dataset) / len(ctx.inputs)
+        per_window = len(ctx.evaluation.dataset) / len(ctx.model_inputs)
         metrics.update(
-            timing.run(model, ctx.inputs, b.batch_size, b.warmup, b.repeats, device, questions_per_feature=per_window)
+            timing.run(
+                model, ctx.model_inputs, b.batch_size, b.warmup, b.repeats, device, questions_per_feature=per_window
+            )
         )
     return metrics
 
@@ -298,7 +300,7 @@ def against_reference(ctx: Context, model: Any, reference: Any, device: torch.de
     timed = timing.paired(
         model,
         reference.to(reference_device),
-        timing.batch_of(ctx.inputs, b.batch_size),
+        timing.batch_of(ctx.model_inputs, b.batch_size),
         b.warmup,
         b.repeats,
         device,
@@ -406,7 +408,7 @@ def compressed(job: JobConfig, workdir: Path) -> Any:
             f"{'; '.join(dict.fromkeys(readers))}: this job reads data to compress; run it as a job "
             "(save_model=true) to time its model"
         )
-    ctx = Context(job, workdir, squad.Examples(None, "", ""))
+    ctx = Context(job, workdir)
     model, _ = baseline(ctx)
     settings = recovery.Recovery(ctx.tokenizer, None, job.training.model_dump(), job.seed, CPU)
     recovery.fold_in(recovery.prune_once(model, job.pruning, settings))

@@ -191,7 +191,7 @@ class MlflowSweep(Callback):
 
     def _start(self, config: DictConfig, config_name: str) -> None:
         from qa_compress.job import checks
-        from qa_compress.sweep import search, study_storage
+        from qa_compress.sweep import search_plan, study_storage
         from qa_compress.tracking import runs, store
 
         HydraConfig.instance().set_config(config)  # lets ${hydra:...} resolve before the first job
@@ -207,9 +207,9 @@ class MlflowSweep(Callback):
             log.info("Checked the configs of %d jobs", len(jobs))
         self.uri = store.tracking_uri(OmegaConf.select(config, "tracking.uri"), config.paths.mlruns_dir)
         planned = len(jobs) if jobs is not None else None
-        if search.is_pareto(config):
-            self.search_plan = search.plan(config, lambda o: composed(config_name, o), self.uri)
-            corners = search.corners(self.search_plan)
+        if search_plan.is_pareto(config):
+            self.search_plan = search_plan.plan(config, lambda o: composed(config_name, o), self.uri)
+            corners = search_plan.corners(self.search_plan)
             check_jobs(config, config_name, corners)
             log.info("Checked the search space at %d corners", len(corners))
             study_storage.probe_storage(self.search_plan.storage)

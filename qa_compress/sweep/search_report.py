@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from qa_compress.sweep import front, search
+from qa_compress.sweep import front, search, search_plan
 
 ARTIFACT = f"search/{search.TRIALS_FILE}"
 GROWTH_PLOT = "search_front_growth.png"
@@ -53,7 +53,7 @@ def growth(document: dict, reference: dict[str, float]) -> tuple[list[int], list
     names = list(document["objectives"])
     directions = [document["objectives"][n] for n in names]
     trials = _complete(document)
-    point = search.reference_point(document["objectives"], reference)
+    point = search_plan.reference_point(document["objectives"], reference)
     volumes = front.growth([[t[n] for n in names] for t in trials], point, directions)
     return [t["trial"] for t in trials], volumes, point
 

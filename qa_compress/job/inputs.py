@@ -14,6 +14,7 @@ from qa_compress.errors import UserError
 from qa_compress.evaluate import calibration, threshold
 from qa_compress.job.config import JobConfig
 from qa_compress.model import models
+from qa_compress.quantize import CalibrationSettings, HeldOutSettings
 from qa_compress.tracking import runs
 
 log = logging.getLogger(__name__)
@@ -95,7 +96,7 @@ def calibration_windows(
     job: JobConfig, tokenizer: Any, train: squad.Examples | None, train_windows: Dataset | None
 ) -> calibration.Calibration:
     """The windows a static quantization calibrates on: drawn from its calibration file or the training windows."""
-    settings = job.quantization
+    settings: CalibrationSettings = job.quantization  # what every method reading CALIBRATION_WINDOWS takes
     if settings.calibration_file is not None:
         source = squad.load_squad_json(Path(settings.calibration_file), "quantization.calibration_file")
         drawn_from = windows(job, source, tokenizer, "train")
@@ -109,7 +110,8 @@ def calibration_windows(
 
 def held_out(job: JobConfig, tokenizer: Any, model: Any, train: squad.Examples) -> calibration.HeldOut:
     """Training questions set aside for accuracy-controlled quantization to score candidates on."""
-    held = calibration.held_out_examples(train, job.quantization.held_out_questions, job.seed)
+    settings: HeldOutSettings = job.quantization  # what every method reading HELD_OUT_QUESTIONS takes
+    held = calibration.held_out_examples(train, settings.held_out_questions, job.seed)
     runs.log_dataset(f"{job.dataset.name}/held_out", held.source, "train", held.digest, "held_out")
     p = job.predict
     decoding = {

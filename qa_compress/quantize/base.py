@@ -45,6 +45,12 @@ class QuantizationSettings(Section):
         return {}
 
 
+class HeldOutSettings(QuantizationSettings):
+    """Keys of the methods that score candidate models on held-out training questions (HELD_OUT_QUESTIONS)."""
+
+    held_out_questions: int = Field(default=200, ge=1, le=100_000)  # training questions candidates are scored on
+
+
 class CalibrationSettings(QuantizationSettings):
     """Keys of the methods that calibrate activation ranges on sample windows (static quantization)."""
 

@@ -22,19 +22,19 @@ from qa_compress.quantize.base import (
     HELD_OUT_QUESTIONS,
     TRAINING_WINDOWS,
     CalibrationSettings,
+    HeldOutSettings,
     QuantizationSettings,
     register,
 )
 from qa_compress.quantize.openvino_base import OpenVinoMethod
 
 
-class OpenVinoInt8Settings(CalibrationSettings):
+class OpenVinoInt8Settings(CalibrationSettings, HeldOutSettings):
     # NNCF's bias correction after post-training quantization: "full" (its BiasCorrection, a few minutes longer to
     # quantize, closer to FP32) or "fast" (FastBiasCorrection). QAT always uses the fast one: NNCF's PyTorch
     # quantization has no other.
     bias_correction: Literal["full", "fast"] = "full"
     max_f1_drop: float | None = Field(default=None, gt=0, le=100)  # F1 points; None: plain post-training INT8
-    held_out_questions: int = Field(default=200, ge=1, le=100_000)  # training questions accuracy control scores on
     qat_steps: int = Field(default=0, ge=0, le=1_000_000)  # quantization-aware training steps; 0: post-training
     qat_learning_rate: float = Field(default=1e-5, gt=0, lt=1)
     qat_batch_size: int = Field(default=16, ge=1, le=4096)

@@ -38,7 +38,7 @@ def default(key: str) -> Any:
 class ModelConfig(Section):
     name: str
     name_or_path: str = Field(min_length=1)
-    trust_remote_code: bool = False
+    trust_remote_code: bool
 
 
 class DatasetConfig(Section):
@@ -75,17 +75,17 @@ class DatasetConfig(Section):
 
 class TrainingConfig(Section):
     name: Literal["finetune", "none"]
-    learning_rate: float = Field(default=3e-5, gt=0, le=1)
-    num_train_epochs: float = Field(default=2.0, gt=0)
-    max_steps: int | None = Field(default=None, gt=0)
-    batch_size: int = Field(default=16, gt=0)
-    gradient_accumulation_steps: int = Field(default=1, gt=0)
-    weight_decay: float = Field(default=0.01, ge=0)
-    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
-    lr_scheduler_type: str = "linear"
-    max_grad_norm: float = Field(default=1.0, gt=0)
-    logging_steps: int = Field(default=50, gt=0)
-    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
+    learning_rate: float = Field(gt=0, le=1)
+    num_train_epochs: float = Field(gt=0)
+    max_steps: int | None = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    gradient_accumulation_steps: int = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    warmup_ratio: float = Field(ge=0, lt=1)
+    lr_scheduler_type: str
+    max_grad_norm: float = Field(gt=0)
+    logging_steps: int = Field(gt=0)
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"]
 
     def key_fields(self) -> dict:
         """The settings that determine the fine-tuned weights (logging does not)."""
@@ -93,13 +93,13 @@ class TrainingConfig(Section):
 
 
 class PredictConfig(Section):
-    batch_size: int = Field(default=64, gt=0)
-    n_best_size: int = Field(default=20, gt=0)
-    max_answer_length: int = Field(default=30, gt=0)
-    null_score_diff_threshold: float = Field(default=0.0, allow_inf_nan=False)
-    null_threshold: Literal["fixed", "calibrate"] = "fixed"
-    threshold_questions: int = Field(default=500, gt=0)
-    threshold_file: str | None = None
+    batch_size: int = Field(gt=0)
+    n_best_size: int = Field(gt=0)
+    max_answer_length: int = Field(gt=0)
+    null_score_diff_threshold: float = Field(allow_inf_nan=False)
+    null_threshold: Literal["fixed", "calibrate"]
+    threshold_questions: int = Field(gt=0)
+    threshold_file: str | None
 
     def calibrates(self) -> bool:
         """Whether each job picks its own null threshold (on questions carved from the training data, or a file)."""
@@ -110,12 +110,12 @@ class PredictConfig(Section):
 
 
 class BenchmarkConfig(Section):
-    enabled: bool = True
-    batch_size: int = Field(default=16, gt=0)
-    warmup: int = Field(default=3, ge=0)
-    repeats: int = Field(default=10, gt=0)
-    num_threads: int | None = Field(default=None, gt=0)
-    reference: bool = True
+    enabled: bool
+    batch_size: int = Field(gt=0)
+    warmup: int = Field(ge=0)
+    repeats: int = Field(gt=0)
+    num_threads: int | None = Field(gt=0)
+    reference: bool
 
 
 class ReportConfig(Section):
@@ -131,16 +131,16 @@ class PathsConfig(Section):
 
 class TrackingConfig(Section):
     experiment_name: str = Field(min_length=1)
-    uri: str | None = None
+    uri: str | None
 
 
 class JobConfig(Section):
     seed: int = Field(ge=0, lt=2**32)  # numpy's generators take at most 32 bits
-    force: bool = False
-    save_model: bool = False
-    export: bool = False
-    export_name: str = Field(default="qa-compress", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}$")
-    cache_lock_timeout_s: float = Field(default=86400, gt=0)
+    force: bool
+    save_model: bool
+    export: bool
+    export_name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,255}$")
+    cache_lock_timeout_s: float = Field(gt=0)
     model: ModelConfig
     dataset: DatasetConfig
     training: TrainingConfig

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from qa_compress.sweep import report
 from qa_compress.tracking import runs
 
-from .conftest import children, logged_runs, run_in_process, start_cli, store_uri, tiny_job_args
+from .conftest import children, logged_runs, run_cli, run_in_process, start_cli, store_uri, tiny_job_args
 
 
 def test_a_job_that_raises_is_marked_failed(tmp_path):
@@ -224,3 +224,53 @@ def test_a_sweep_whose_parent_run_cannot_be_created_starts_no_job(
     assert "OperationalError: no such column: jobs.function_fullname); no job was started" in result.stderr
     assert "Traceback" not in result.stderr
     assert logged_runs(tmp_path)[1] == [] and not (tmp_path / "sweep" / "0").exists()
+
+
+# Another process that keeps taking SQLite's write lock on the store, holding it for a while each time.
+_LOCK_HOLDER = """
+import sqlite3, sys, time
+database, until = sys.argv[1], float(sys.argv[2])
+connection = sqlite3.connect(database, timeout=60, isolation_level=None)
+connection.execute("CREATE TABLE IF NOT EXISTS busy_neighbour (at REAL)")
+while time.time() < until:
+    connection.execute("BEGIN IMMEDIATE")
+    connection.execute("INSERT INTO busy_neighbour VALUES (?)", (time.time(),))
+    time.sleep(1.5)
+    connection.execute("COMMIT")
+    time.sleep(0.3)
+"""
+
+
+@pytest.mark.slow
+def test_a_parallel_sweep_on_a_busy_sqlite_store_records_every_job_once_and_complete(
+    tmp_path, tiny_distilbert_dir, squad_files
+):
+    uri = store_uri(tmp_path)
+    runs.experiment_id(uri, "qa-compress")  # the store's schema, before the neighbour takes its lock
+    database = uri.removeprefix("sqlite:///")
+    neighbour = subprocess.Popen([sys.executable, "-c", _LOCK_HOLDER, database, str(time.time() + 600)])
+    try:
+        amounts = "pruning.amount=0.0,0.1,0.2,0.3,0.4,0.5"
+        args = tiny_job_args(
+            tiny_distilbert_dir,
+            squad_files,
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=3",
+            "pruning=l1_unstructured",
+            amounts,
+            "quantization=none,dynamic_int8",
+            fine_tune=False,
+        )
+        result = run_cli(["-m", *args], tmp_path)
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+    assert result.returncode == 0, result.stderr[-3000:]
+    client, logged = logged_runs(tmp_path)
+    assert not [r for r in logged if r.info.status == "RUNNING"]
+    jobs = children(tmp_path)
+    assert len(jobs) == 12 and {j.info.status for j in jobs} == {"FINISHED"}
+    assert len({j.data.tags["config_hash"] for j in jobs}) == 12  # each job once
+    assert all(j.data.tags.get("complete") == "true" and "f1" in j.data.metrics for j in jobs)  # none hollow
+    (parent,) = [r for r in logged if r.info.run_id not in {j.info.run_id for j in jobs}]
+    assert parent.info.status == "FINISHED"

@@ -141,5 +141,6 @@ def run(cfg: DictConfig, checked: JobConfig | None = None) -> dict[str, float | 
             (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
             runs.log_artifacts([output_dir / "config.yaml"])
             metrics, baseline_cache = execute(job, output_dir)
+            runs.mark_complete()
     log.info(summary(name, metrics, baseline_cache, _sweep_baseline_f1(parent, uri), job.benchmark.batch_size))
     return {**metrics, "run_id": run_id}

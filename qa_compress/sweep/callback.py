@@ -268,8 +268,10 @@ class MlflowSweep(Callback):
         client = MlflowClient(self.uri)
         for job in results.sweep_jobs(client, self.parent_run_id):  # the sweep is over: nothing of it still runs
             if job.status == "RUNNING":
-                client.set_tag(job.run_id, "error", "killed with its worker before it could record an end state")
-                client.set_terminated(job.run_id, "KILLED")
+                runs.write(client.set_terminated, job.run_id, "KILLED")
+                runs.write(
+                    client.set_tag, job.run_id, "error", "killed with its worker before it recorded an end state"
+                )
         reference_note = ""
         if not runs.interrupted():
             reference_note = self._reference(client, sweep_dir)
@@ -310,7 +312,7 @@ class MlflowSweep(Callback):
         """Evaluate the uncompressed model when no job of the sweep did (reused when it exists); says what it did."""
         from qa_compress.job.bookkeeping import SKIPPED_FILE
         from qa_compress.job.run import run
-        from qa_compress.tracking import results
+        from qa_compress.tracking import results, runs
 
         jobs = results.sweep_jobs(client, self.parent_run_id)
         done = [job for job in jobs if job.done and job.overrides is not None]
@@ -328,6 +330,9 @@ class MlflowSweep(Callback):
                 job_cfg.hydra.mode = "MULTIRUN"
             HydraConfig.instance().set_config(job_cfg)
             run(job_cfg)
+        except KeyboardInterrupt:  # its run ended KILLED; the sweep still reports and ends
+            runs.take_interrupt()
+            return f"Stopped while evaluating the uncompressed reference ({command}): the report has no reference"
         except Exception as err:  # the sweep's own results stand; say why there is no reference
             log.warning("Evaluating the uncompressed reference failed: %s", err)
             return f"No job of this sweep was uncompressed, and evaluating the reference ({command}) failed: {err}"

@@ -13,14 +13,16 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import sqlalchemy
 from filelock import FileLock
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 from mlflow.data.meta_dataset import MetaDataset
@@ -28,6 +30,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from transformers import TrainerCallback
 
+from qa_compress.errors import UserError
 from qa_compress.tracking import store
 
 log = logging.getLogger(__name__)
@@ -184,6 +187,55 @@ stop_sweep_on_signals = _interrupts.enter  # a sweep's scope spans Hydra callbac
 end_sweep_signals = _interrupts.leave  # closed by hand; a job's is `job_run`'s
 
 
+# How long a write waits for a SQLite store another process holds locked, retrying with growing pauses,
+# before the job gives up and fails (its results unrecorded, so it runs again next time).
+LOCKED_STORE_WAIT_S = 120.0
+COMPLETE_TAG = "complete"  # the last write of a job that logged everything it promises: reuse trusts only these
+
+
+SQLITE_BUSY_TIMEOUT_S = 30.0  # how long one SQLite statement waits for another writer's lock before it fails
+
+
+@sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
+def _wait_for_sqlite_locks(connection: Any, record: Any) -> None:
+    """Every SQLite connection (MLflow's store, the search's study) waits for a lock instead of failing at once."""
+    if isinstance(connection, sqlite3.Connection):
+        connection.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+
+
+class StoreError(UserError):
+    """The MLflow store would not take a write: what the job did is not recorded, and it runs again next time."""
+
+
+def _locked(err: BaseException) -> bool:
+    """Whether an exception (or one it was raised from) says a SQLite database was locked."""
+    while err is not None:
+        if "database is locked" in str(err):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def write(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """One MLflow write, signals held while it runs, retried while the store is locked (LOCKED_STORE_WAIT_S)."""
+    deadline, pause = time.monotonic() + LOCKED_STORE_WAIT_S, 0.2
+    while True:
+        try:
+            with held():
+                return call(*args, **kwargs)
+        except Exception as err:
+            if not _locked(err):
+                raise
+            if time.monotonic() + pause > deadline:
+                raise StoreError(
+                    f"the MLflow store stayed locked by another process for {LOCKED_STORE_WAIT_S:.0f} s; "
+                    "this job's results are not recorded, so it runs again next time"
+                ) from None
+            log.info("The MLflow store is locked by another process; trying again in %.1f s", pause)
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+
 def interrupted() -> bool:
     """Whether SIGTERM or Ctrl-C came while the sweep's (or a job's) handlers were installed."""
     return _interrupts.received
@@ -209,33 +261,55 @@ def job_run(experiment: str, name: str, parent_run_id: str | None, tags: dict[st
         except KeyboardInterrupt as err:
             take_interrupt()  # further signals must not break the run's ending
             if run is not None:
-                _end_run("KILLED", f"interrupted ({err})" if str(err) else "interrupted")
+                _end_failed_run("KILLED", f"interrupted ({err})" if str(err) else "interrupted")
             raise
         except BaseException as err:
             take_interrupt()
             if run is not None:
-                _end_run("FAILED", f"{type(err).__name__}: {err}"[:5000])
+                _end_failed_run("FAILED", f"{type(err).__name__}: {err}"[:5000])
             raise
         else:
-            with held():
-                mlflow.end_run("FINISHED")
+            _end_run("FINISHED")
 
 
-def _end_run(status: str, error: str) -> None:
-    with held():
-        mlflow.set_tag("error", error)
-        mlflow.end_run(status)
+def _end_run(status: str, error: str | None = None) -> None:
+    """End the active run: its status first (retried while the store is locked), then why, best effort.
+
+    The run leaves MLflow's stack of active runs whatever happens, so nothing (not even MLflow's exit handler)
+    can end a failed run FINISHED later. A status that cannot be written leaves the run RUNNING in the store,
+    never reused, until a later job marks it KILLED (`reap_dead_runs`).
+    """
+    run_id = mlflow.active_run().info.run_id
+    try:
+        write(MlflowClient().set_terminated, run_id, status)
+    finally:
+        with contextlib.suppress(Exception):
+            mlflow.end_run(status)  # leaves the stack first, then writes the status again
+    if error is not None:
+        try:
+            write(MlflowClient().set_tag, run_id, "error", error)
+        except Exception as err:  # the status is what a reader trusts; the reason is a courtesy
+            log.warning("Run %s ended %s; its error tag could not be written (%s)", run_id, status, err)
+
+
+def _end_failed_run(status: str, error: str) -> None:
+    """End a run that did not finish; when the store refuses even that, say so and let the first error stand."""
+    try:
+        _end_run(status, error)
+    except Exception as err:
+        log.error("Could not mark the run %s (%s); a later job marks it KILLED", status, str(err).splitlines()[0])
+
+
+def mark_complete() -> None:
+    """The job logged everything it promises: its last write before the run ends FINISHED."""
+    set_tags({COMPLETE_TAG: "true"})
 
 
 def finished_run(experiment: str, config_hash: str) -> Run | None:
-    """A FINISHED run of the experiment with this configuration hash, if any."""
-    with held():
-        runs = MlflowClient().search_runs(
-            [experiment],
-            filter_string=f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'",
-            max_results=1,
-        )
-    return runs[0] if runs else None
+    """A complete FINISHED run of the experiment with this configuration hash, with its metrics, if any."""
+    wanted = f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED' and tags.{COMPLETE_TAG} = 'true'"
+    runs = write(MlflowClient().search_runs, [experiment], filter_string=wanted, max_results=10)
+    return next((run for run in runs if "f1" in run.data.metrics), None)
 
 
 REUSE_TAG_PREFIX = "reused_by_sweep."
@@ -248,36 +322,30 @@ def reuse_tag(parent_run_id: str) -> str:
 def mark_reused(run_id: str, parent_run_id: str | None) -> None:
     """Record that a sweep counts an earlier run as one of its jobs (runs have one parent only)."""
     if parent_run_id is not None:
-        with held():
-            MlflowClient().set_tag(run_id, reuse_tag(parent_run_id), "true")
+        write(MlflowClient().set_tag, run_id, reuse_tag(parent_run_id), "true")
 
 
 def log_params(params: Mapping[str, str]) -> None:
-    with held():
-        mlflow.log_params(dict(params))
+    write(mlflow.log_params, dict(params))
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
-    with held():
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+    write(mlflow.log_metrics, {k: float(v) for k, v in metrics.items()}, step=step)
 
 
 def log_table(columns: Mapping[str, list], artifact_file: str) -> None:
     """A table the MLflow UI shows in its artifact view and can compare across runs."""
     if columns:
-        with held():
-            mlflow.log_table(data=dict(columns), artifact_file=artifact_file)
+        write(mlflow.log_table, data=dict(columns), artifact_file=artifact_file)
 
 
 def set_tags(tags: Mapping[str, str]) -> None:
-    with held():
-        mlflow.set_tags(dict(tags))
+    write(mlflow.set_tags, dict(tags))
 
 
 def log_artifacts(paths: list[Path]) -> None:
-    with held():
-        for path in paths:
-            mlflow.log_artifact(str(path))
+    for path in paths:
+        write(mlflow.log_artifact, str(path))
 
 
 def log_dataset(name: str, source: str, split: str, digest: str, context: str) -> None:
@@ -291,18 +359,16 @@ def log_dataset(name: str, source: str, split: str, digest: str, context: str) -
     else:
         origin = HuggingFaceDatasetSource(path="json", data_files=source)
     dataset = MetaDataset(origin, name=name, digest=digest[:16])
-    with held():
-        try:
-            mlflow.log_input(dataset, context=context)
-        except mlflow.exceptions.MlflowException:
-            # Parallel jobs may register the same data set at the same moment; the loser retries and finds it.
-            time.sleep(1.0)
-            mlflow.log_input(dataset, context=context)
+    try:
+        write(mlflow.log_input, dataset, context=context)
+    except mlflow.exceptions.MlflowException:
+        # Parallel jobs may register the same data set at the same moment; the loser retries and finds it.
+        time.sleep(1.0)
+        write(mlflow.log_input, dataset, context=context)
 
 
 def log_artifact_dir(directory: Path, artifact_path: str) -> None:
-    with held():
-        mlflow.log_artifacts(str(directory), artifact_path)
+    write(mlflow.log_artifacts, str(directory), artifact_path)
 
 
 class TrainingCurves(TrainerCallback):
@@ -347,8 +413,8 @@ def reap_dead_runs(uri: str, experiment: str) -> list[str]:
         for run in stale:
             pid = run.data.tags.get("pid", "")
             if pid.isdigit() and not _alive(int(pid)):
-                client.set_tag(run.info.run_id, "error", f"its process (pid {pid} on {host}) died without ending it")
                 client.set_terminated(run.info.run_id, "KILLED")
+                client.set_tag(run.info.run_id, "error", f"its process (pid {pid} on {host}) died without ending it")
                 marked.append(run.info.run_id)
     if marked:
         log.warning("Marked %d run(s) KILLED whose process died: %s", len(marked), ", ".join(marked))
@@ -404,6 +470,6 @@ def end_sweep(
     if client.get_run(parent_run_id).info.status != "RUNNING":
         return client.get_run(parent_run_id).info.status
     status = sweep_status(job_statuses, planned, interrupted)
-    client.set_terminated(parent_run_id, status)
+    write(client.set_terminated, parent_run_id, status)
     log.info("Sweep run %s ended %s (%d jobs)", parent_run_id, status, len(job_statuses))
     return status

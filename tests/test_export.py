@@ -120,5 +120,9 @@ def test_a_job_with_export_serves_its_answers_over_http(tmp_path, tiny_bert_dir,
     with local_server(command, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", environment):
         questions = _questions(squad_files[1])
         reply = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": questions.to_dict("records")})
+        readme = {"dataframe_records": [{"question": "Who wrote it?", "context": "It was written by Ada Lovelace."}]}
+        plain = _post(f"http://127.0.0.1:{port}/invocations", readme)  # the README's request: no id
     served = {row["id"]: row["answer"] for row in reply["predictions"]}
     assert served == json.loads((tmp_path / "run" / "predictions.json").read_text())
+    (answered,) = plain["predictions"]
+    assert answered["id"] == "0" and isinstance(answered["answer"], str) and 0 <= answered["no_answer_probability"] <= 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +178,17 @@ def _(i: Inputs):
     return data_file(Path("/no/such/file.json"), "no such file")
 
 
+@case("a named pipe as data file")
+def _(i: Inputs):
+    os.mkfifo(i.tmp / "pipe.json")  # reading it would block: refused before any read
+    return data_file(i.tmp / "pipe.json", "not a regular file")
+
+
+@case("a device as data file")
+def _(i: Inputs):
+    return data_file(Path("/dev/zero"), "not a regular file")
+
+
 @case("a bad training file when fine-tuning")
 def _(i: Inputs):
     edited = i.squad(_duplicate_ids)
@@ -221,6 +233,51 @@ def _(i: Inputs):
 def _(i: Inputs):
     damaged = i.checkpoint(_config_edit(hidden_size=64))
     return checkpoint(damaged, "its weights do not fit its config.json")
+
+
+def _rename_tensors(old: str, new: str) -> Callable[[Path], None]:
+    def damage(directory: Path) -> None:
+        from safetensors.torch import load_file, save_file
+
+        tensors = load_file(str(directory / "model.safetensors"))
+        save_file(
+            {key.replace(old, new): value for key, value in tensors.items()}, str(directory / "model.safetensors")
+        )
+
+    return damage
+
+
+def _other_architecture(directory: Path) -> None:
+    """A DistilBERT config.json beside BERT weights."""
+    config = json.loads((directory / "config.json").read_text())
+    distilbert = {"model_type": "distilbert", "architectures": ["DistilBertForQuestionAnswering"], "dim": 32,
+                  "n_layers": 2, "n_heads": 2, "hidden_dim": 64, "vocab_size": config["vocab_size"],
+                  "max_position_embeddings": 512}  # fmt: skip
+    (directory / "config.json").write_text(json.dumps(distilbert))
+
+
+@case("weights named for another layout")
+def _(i: Inputs):
+    damaged = i.checkpoint(_rename_tensors("encoder.layer.", "encoder.layers."))
+    return checkpoint(damaged, "its safetensors weights lack")
+
+
+@case("a config.json of another architecture")
+def _(i: Inputs):
+    damaged = i.checkpoint(_other_architecture)
+    return checkpoint(damaged, "its safetensors weights lack 36 of the 38 tensors its config.json's DistilBertFor")
+
+
+@case("no tokenizer.json")
+def _(i: Inputs):
+    damaged = i.checkpoint(lambda d: [(d / f).unlink(missing_ok=True) for f in ("tokenizer.json", "vocab.txt")])
+    return checkpoint(damaged, "its tokenizer")
+
+
+@case("a garbage tokenizer.json")
+def _(i: Inputs):
+    damaged = i.checkpoint(lambda d: (d / "tokenizer.json").write_bytes(os.urandom(3000)))
+    return checkpoint(damaged, "its tokenizer could not be loaded")
 
 
 @case("config.json that is not JSON")
@@ -305,6 +362,36 @@ CASES.update(
         "a sweep directory under a file": lambda i: value(
             f"hydra.sweep.dir={i.validation}/s", "cannot be written", "-m"
         )(i),
+    }
+)
+
+
+def _store(i: Inputs, content: Callable[[Path], object]) -> Path:
+    """A directory whose mlflow.db `content` wrote."""
+    (i.tmp / "store").mkdir()
+    content(i.tmp / "store" / "mlflow.db")
+    return i.tmp / "store"
+
+
+def _damaged_database(path: Path) -> None:
+    connection = sqlite3.connect(path)
+    connection.execute("CREATE TABLE runs (name TEXT)")
+    connection.executemany("INSERT INTO runs VALUES (?)", [("x" * 100,)] * 2000)
+    connection.commit()
+    connection.close()
+    with path.open("r+b") as handle:
+        handle.truncate(path.stat().st_size // 2)  # what a full disk or a copy cut short leaves
+
+
+CASES.update(
+    {
+        "a store that is no database": lambda i: value(
+            f"paths.mlruns_dir={_store(i, lambda p: p.write_text('not a database'))}",
+            "mlflow.db is not an SQLite database",
+        )(i),
+        "a damaged store": lambda i: value(f"paths.mlruns_dir={_store(i, _damaged_database)}", "mlflow.db is damaged")(
+            i
+        ),
     }
 )
 

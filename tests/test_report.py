@@ -231,6 +231,8 @@ def test_report_command_refuses_what_is_not_a_sweep_in_one_line_and_writes_nothi
     child = children(tiny_sweep)[0]
     artifacts_before = {a.path for a in MlflowClient(store_uri(tiny_sweep)).list_artifacts(child.info.run_id)}
     out_dir = tmp_path / "never"
+    not_a_dir = tmp_path / "a-file.txt"
+    not_a_dir.write_text("a file where a directory or a store should be")
     monkeypatch.chdir(tmp_path)  # the default store, ./mlruns, must not be created
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     store = ["--tracking-uri", store_uri(tiny_sweep)]
@@ -240,6 +242,8 @@ def test_report_command_refuses_what_is_not_a_sweep_in_one_line_and_writes_nothi
         ([*store, "--parent-run-id", child.info.run_id, "--out-dir", str(out_dir)], "is not a sweep's parent run"),
         (["--tracking-uri", "foo://bar"], "--tracking-uri foo://bar: unknown scheme 'foo'"),
         (["--parent-run-id", "deadbeef"], "mlruns/mlflow.db: no such store"),
+        ([*store, "--out-dir", str(not_a_dir)], f"--out-dir={not_a_dir}: cannot be written"),
+        (["--tracking-uri", f"sqlite:///{not_a_dir}"], "is not an SQLite database"),
     ]:
         code, _, err = _report_command(capsys, *argv)
         assert code == 1 and message in err and len(err.strip().splitlines()) == 1, (argv, err)

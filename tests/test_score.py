@@ -192,6 +192,8 @@ def test_cli_refuses_missing_and_malformed_files_and_missing_predictions(tmp_pat
         ([data, str(torn)], f"prediction file {torn}: not a JSON file"),
         ([str(tmp_path), preds], "cannot be read"),
         ([data, preds, "-t", "nan"], "--na-prob-thresh nan"),
+        ([data, preds, "-o", str(tmp_path)], f"--out-file {tmp_path}: not a place for a file"),
+        ([data, preds, "-o", str(tmp_path / "no" / "such" / "eval.json")], "not a place for a file"),
     ]:
         with pytest.raises(SystemExit) as err:
             eval_squad_v2.main(argv)

@@ -15,10 +15,17 @@ from qa_compress.errors import UserError
 MAX_FILE_BYTES = 512 * 2**20  # the official SQuAD 2.0 training file is 40 MiB; parsing takes about 3x the size
 
 
+def readable(path: Path, key: str) -> None:
+    """`path` is a regular file: a pipe or a device would block or never end, a directory cannot be parsed."""
+    if not path.exists():
+        raise UserError(f"{key}={path}: no such file")
+    if not path.is_file():
+        raise UserError(f"{key}={path}: not a regular file (a directory, pipe or device); give a SQuAD 2.0 JSON file")
+
+
 def validate(path: Path, key: str) -> dict[str, Any]:
     """Parse `path` and check it has the official SQuAD 2.0 layout; `key` names the config value in errors."""
-    if not path.is_file():
-        raise UserError(f"{key}={path}: no such file")
+    readable(path, key)
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
         raise UserError(

@@ -107,10 +107,19 @@ def load(opts: argparse.Namespace) -> tuple[dict, dict, dict | None]:
     return gold, preds, na_probs
 
 
+def _file_place(path: Path) -> bool:
+    """Whether a file can be written at `path`: not a directory, in a folder that exists."""
+    return not path.is_dir() and path.parent.resolve().is_dir()
+
+
 def main(argv: list[str] | None = None) -> dict:
     opts = parse_args(argv)
     if not 0.0 <= opts.na_prob_thresh <= 1.0:  # NaN fails too
         sys.exit(f"--na-prob-thresh {opts.na_prob_thresh}: must be a probability in [0, 1]")
+    if opts.out_file and not _file_place(Path(opts.out_file)):
+        sys.exit(
+            f"--out-file {opts.out_file}: not a place for a file (a directory, or in a folder that does not exist)"
+        )
     try:
         gold, preds, na_probs = load(opts)
     except UserError as err:

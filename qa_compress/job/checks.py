@@ -42,9 +42,20 @@ def squad_file(path: str | None, key: str) -> tuple[tuple[str, str], ...]:
     if path is None:
         return ()
     file = Path(path)
-    if not file.is_file():
-        raise UserError(f"{key}={path}: no such file")
+    squad_json.readable(file, key)
     return _checked_squad_json(str(file.resolve()), file.stat().st_mtime_ns, key)
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(name_or_path: str, trust_remote_code: bool) -> Any:
+    """The checkpoint's tokenizer, refused in one line when it cannot be loaded (a missing or broken file)."""
+    import transformers
+
+    try:
+        return transformers.AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except Exception as err:  # a broken tokenizer file fails in many ways (decode, JSON, Rust) before any job
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise UserError(f"model.name_or_path={name_or_path}: its tokenizer could not be loaded ({reason})") from None
 
 
 @functools.lru_cache(maxsize=16)
@@ -52,9 +63,7 @@ def _question_lengths(
     name_or_path: str, trust_remote_code: bool, questions: tuple[tuple[str, str], ...]
 ) -> tuple[list[int], int]:
     """Each question's length in the model's tokens (stripped, as windows are built) and a pair's special tokens."""
-    import transformers
-
-    tokenizer = transformers.AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    tokenizer = _tokenizer(name_or_path, trust_remote_code)
     encoded = tokenizer([q.lstrip() for _, q in questions], add_special_tokens=False).input_ids
     return [len(ids) for ids in encoded], tokenizer.num_special_tokens_to_add(pair=True)
 
@@ -171,6 +180,29 @@ def _header(file: str, mtime_ns: int) -> dict[str, tuple[int, ...]]:
     return sources.safetensors_shapes(Path(file))
 
 
+def _tensors_present(job: JobConfig, model: Any, expected: dict[str, tuple], shapes: dict[str, tuple]) -> None:
+    """Every tensor the config's model expects is stored under its name (with or without the base model's
+    prefix): weights saved for another architecture or layout would leave most of the network random. The QA
+    head alone may be missing, and only when the job fine-tunes (a new head is drawn then)."""
+    prefix = f"{model.base_model_prefix}."
+    ignored = [re.compile(p) for p in getattr(model, "_keys_to_ignore_on_load_missing", None) or ()]
+    stored = set(shapes) | {prefix + key for key in shapes} | {key.removeprefix(prefix) for key in shapes}
+    missing = [
+        key
+        for key in expected
+        if key not in stored
+        and not any(p.search(key) for p in ignored)
+        and not (job.training.name != "none" and key.split(".")[0] == "qa_outputs")
+    ]
+    if missing:
+        name = job.model.name_or_path
+        raise UserError(
+            f"model.name_or_path={name}: its safetensors weights lack {len(missing)} of the {len(expected)} tensors "
+            f"its config.json's {type(model).__name__} expects (first {missing[0]}); the weights and config.json "
+            "do not belong together"
+        )
+
+
 def _shapes_fit(job: JobConfig, config: Any, shapes: dict[str, tuple[int, ...]]) -> None:
     """Every stored tensor has the shape the checkpoint's config gives it (a model built on the meta device)."""
     if not shapes:
@@ -182,11 +214,12 @@ def _shapes_fit(job: JobConfig, config: Any, shapes: dict[str, tuple[int, ...]])
     name = job.model.name_or_path
     try:
         with torch.device("meta"):
-            model = families.from_config(config)
+            model = families.from_config(config, job.model.trust_remote_code)
     except Exception as err:  # any failure to build is the config's: the load would fail the same way
         raise UserError(f"model.name_or_path={name}: no model can be built from its config.json ({err})") from None
     expected = {key: tuple(tensor.shape) for key, tensor in model.state_dict().items()}
     prefix = f"{model.base_model_prefix}."
+    _tensors_present(job, model, expected, shapes)
     misfits = [
         (key, shape, wanted)
         for key, shape in sorted(shapes.items())
@@ -198,6 +231,37 @@ def _shapes_fit(job: JobConfig, config: Any, shapes: dict[str, tuple[int, ...]])
             f"model.name_or_path={name}: its weights do not fit its config.json ({len(misfits)} tensors differ, "
             f"first {key}: {list(shape)} in the safetensors file, {list(wanted)} by the config); use the config "
             "the weights were saved with"
+        )
+
+
+UNKNOWN_SHARE_REFUSED = (
+    0.5  # a tokenizer that turns more of a question than this into unknown tokens is not the model's
+)
+VOCABULARY_PADDING = 1024  # embedding rows a config may reserve beyond its tokenizer's vocabulary (rounding, specials)
+
+
+def _tokenizer_fits(job: JobConfig, config: Any) -> None:
+    """The tokenizer loads, its vocabulary fits the model's embedding rows, and it reads the evaluation questions."""
+    name = job.model.name_or_path
+    tokenizer = _tokenizer(name, job.model.trust_remote_code)
+    rows, size = getattr(config, "vocab_size", None), len(tokenizer)
+    if rows is not None and not rows - VOCABULARY_PADDING <= size <= rows:
+        raise UserError(
+            f"model.name_or_path={name}: its tokenizer has {size} tokens and its model {rows} embedding rows; "
+            "the tokenizer files do not belong to these weights (a missing tokenizer.json?)"
+        )
+    questions = (
+        squad_file(job.dataset.validation_file, "dataset.validation_file") if job.dataset.source == "json" else ()
+    )
+    unknown = tokenizer.unk_token_id
+    if not questions or unknown is None:
+        return
+    qid, question = questions[0]
+    ids = tokenizer(question, add_special_tokens=False).input_ids
+    if ids and sum(i == unknown for i in ids) > UNKNOWN_SHARE_REFUSED * len(ids):
+        raise UserError(
+            f"model.name_or_path={name}: its tokenizer reads question {qid!r} of dataset.validation_file as mostly "
+            "unknown tokens; the tokenizer files do not belong to this model or this data"
         )
 
 
@@ -313,7 +377,7 @@ def early(job: JobConfig) -> dict[str, tuple[int, ...]]:
     """The checks that need neither torch nor transformers; returns the checkpoint's tensor shapes (if local)."""
     _threads(job)
     _writable(job)
-    store.check(store.tracking_uri(job.tracking.uri, job.paths.mlruns_dir))
+    store.check(store.tracking_uri(job.tracking.uri, job.paths.mlruns_dir), job.paths.mlruns_dir)
     sources.check_available(job.model.name_or_path)
     _explicit_patterns(job)
     _data_files(job)
@@ -331,6 +395,7 @@ def late(job: JobConfig, shapes: dict[str, tuple[int, ...]]) -> None:
     _positions(job, config)
     _methods(job, config)
     _layer_patterns(job, config)
+    _tokenizer_fits(job, config)
     _data_windows(job)
     _shapes_fit(job, config, shapes)
 

@@ -181,11 +181,14 @@ def keep_neurons(block: Block, neurons: torch.Tensor) -> None:
     _keep_columns(block.ffn_out, neurons)
 
 
-def from_config(config: Any) -> PreTrainedModel:
-    """A QA model with the shapes `config` describes, removed heads (`pruned_heads`) included; weights arbitrary."""
+def from_config(config: Any, trust_remote_code: bool = False) -> PreTrainedModel:
+    """A QA model with the shapes `config` describes, removed heads (`pruned_heads`) included; weights arbitrary.
+
+    `trust_remote_code`: the user's own choice, passed on (a model_type only its shipped code defines needs it).
+    """
     from transformers import AutoModelForQuestionAnswering
 
-    model = AutoModelForQuestionAnswering.from_config(config)
+    model = AutoModelForQuestionAnswering.from_config(config, trust_remote_code=trust_remote_code)
     pruned = sorted((int(k), v) for k, v in (getattr(config, "pruned_heads", None) or {}).items())
     if pruned:
         family = of(config.model_type)

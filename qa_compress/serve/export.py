@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import sys
@@ -81,6 +82,11 @@ class Serving:
         )
 
 
+def _missing(value: Any) -> bool:
+    """An absent id: no column, or an empty cell of an optional column (None, NaN, "")."""
+    return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
+
+
 class QuestionAnswerer:
     """A saved compressed model and its tokenizer, answering questions as the job's evaluation did."""
 
@@ -106,7 +112,7 @@ class QuestionAnswerer:
 
         if not rows:
             return []
-        ids = [str(row.get("id") or i) for i, row in enumerate(rows)]
+        ids = [str(i) if _missing(row.get("id")) else str(row["id"]) for i, row in enumerate(rows)]
         if len(set(ids)) != len(ids):
             raise ValueError("the rows' ids must be unique (or leave them out)")
         examples = Dataset.from_dict(
@@ -155,35 +161,47 @@ def _requirements(quantization: str) -> list[str]:
     return [f"{name}=={metadata.version(name).split('+', 1)[0]}" for name in names]
 
 
+def signature():
+    """What the served model takes and gives: rows of question and context, with an `id` when the caller has one."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, DataType, Schema
+
+    inputs = Schema(
+        [
+            ColSpec(DataType.string, "question"),
+            ColSpec(DataType.string, "context"),
+            ColSpec(DataType.string, "id", required=False),  # a generated one (the row's number) when absent
+        ]
+    )
+    outputs = Schema(
+        [
+            ColSpec(DataType.string, "id"),
+            ColSpec(DataType.string, "answer"),
+            ColSpec(DataType.double, "no_answer_probability"),
+        ]
+    )
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
 def log_model(directory: Path, serving: Serving, quantization: str, registered_name: str | None):
     """Log the saved model in `directory` as a pyfunc model of the active run, registered under `registered_name`."""
-    import pandas as pd
-
     (directory / SERVING_FILE).write_text(json.dumps(asdict(serving), indent=2))
-    example = pd.DataFrame([{"id": "q1", "question": "Who wrote it?", "context": "It was written by Ada Lovelace."}])
-    answers = pd.DataFrame([{"id": "q1", "answer": "Ada Lovelace", "no_answer_probability": 0.5}])
     package = Path(__file__).resolve().parents[1]  # the whole qa_compress package travels with the model
     with warnings.catch_warnings():  # the signature is given: no type hints or example needed to infer one
         warnings.filterwarnings("ignore", message=".*(type hints|input example was not provided).*")
-        return _log(directory, package, example, answers, quantization, registered_name)
-
-
-def _log(directory: Path, package: Path, example, answers, quantization: str, registered_name: str | None):
-    from mlflow.models import infer_signature
-
-    return mlflow.pyfunc.log_model(
-        name=LOGGED_MODEL_NAME,
-        python_model=str(package / "serve" / "serving_model.py"),  # logged from code: nothing pickled
-        artifacts={MODEL_ARTIFACT: str(directory)},
-        code_paths=[str(package)],
-        signature=infer_signature(example, answers),
-        pip_requirements=_requirements(quantization),
-        registered_model_name=registered_name,
-    )
+        return mlflow.pyfunc.log_model(
+            name=LOGGED_MODEL_NAME,
+            python_model=str(package / "serve" / "serving_model.py"),  # logged from code: nothing pickled
+            artifacts={MODEL_ARTIFACT: str(directory)},
+            code_paths=[str(package)],
+            signature=signature(),
+            pip_requirements=_requirements(quantization),
+            registered_model_name=registered_name,
+        )
 
 
 def check_name(name: str) -> None:
-    if not NAME_PATTERN.match(name):
+    if not NAME_PATTERN.fullmatch(name):
         raise ExportError(f"--name={name!r}: use letters, digits, '.', '_' and '-' (a Model Registry name)")
 
 

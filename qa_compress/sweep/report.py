@@ -26,6 +26,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from qa_compress.errors import UserError
+from qa_compress.job import checks
 from qa_compress.sweep import search_report
 from qa_compress.sweep.plots import plot
 from qa_compress.sweep.recommend import DEFAULT_MAX_F1_DROP, change_intervals, recommend
@@ -134,6 +135,7 @@ def _report(opts: argparse.Namespace) -> tuple[Report, str, Path]:
                 "(a job of a sweep, or a single job); give the parent's id, or none for the latest sweep"
             )
         out_dir = opts.out_dir or Path(run.data.tags["sweep_dir"])
+        checks.writable(str(out_dir), "--out-dir" if opts.out_dir else "the sweep's directory")
         built = build(client, parent, out_dir, opts.max_f1_drop)
     except MlflowException as err:
         raise UserError(f"the MLflow store {uri} could not be read ({str(err).splitlines()[0][:200]})") from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -51,13 +52,62 @@ def _source(uri: str) -> str:
     return "$MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") == uri else "tracking.uri"
 
 
-def check(uri: str) -> None:
-    """A store MLflow can open, and a tracking server that answers; refused in one line otherwise."""
+def check(uri: str, mlruns_dir: str | None = None) -> None:
+    """A store MLflow can open, and a tracking server that answers; refused in one line otherwise.
+
+    `mlruns_dir`: where a store the user did not name lives (`paths.mlruns_dir`), named in a refusal of it."""
     if scheme(uri) not in SCHEMES:
         raise UserError(
             f"{_source(uri)}={uri}: unknown scheme {scheme(uri)!r}; use sqlite:///<path>/mlflow.db or http(s)://<server>"
         )
+    derived = mlruns_dir is not None and uri == tracking_uri(None, mlruns_dir) and _source(uri) == "tracking.uri"
+    check_sqlite(uri, f"paths.mlruns_dir={mlruns_dir}" if derived else f"{_source(uri)}={uri}")
     check_reachable(uri)
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+SQLITE_LOCK_WAIT_S = 60.0  # how long a check waits for a store another process holds locked before refusing
+
+
+def check_sqlite(uri: str, what: str) -> None:
+    """An existing SQLite store is a database, intact (`PRAGMA quick_check`) and not locked for good; read-only,
+    before MLflow or torch is imported. A missing one is fine: MLflow creates it."""
+    database = sqlite_path(uri)
+    if database is None or not database.exists():
+        return
+    if not database.is_file():
+        raise UserError(f"{what}: {database.name} is not a file, so it cannot be an SQLite database")
+    stat = database.stat()
+    _check_database_file(str(database.resolve()), stat.st_mtime_ns, stat.st_size, what)
+
+
+@functools.lru_cache(maxsize=8)
+def _check_database_file(database: str, mtime_ns: int, size: int, what: str) -> None:
+    name = Path(database).name
+    with open(database, "rb") as handle:
+        header = handle.read(len(SQLITE_HEADER))
+    if not header:
+        return  # an empty file: SQLite and MLflow make a store of it
+    if header != SQLITE_HEADER:
+        raise UserError(f"{what}: {name} is not an SQLite database; move it away, or use another store")
+    import sqlite3
+
+    try:
+        connection = sqlite3.connect(f"{Path(database).as_uri()}?mode=ro", uri=True, timeout=SQLITE_LOCK_WAIT_S)
+        try:
+            result = connection.execute("PRAGMA quick_check").fetchone()[0]
+        finally:
+            connection.close()
+    except sqlite3.OperationalError as err:
+        if "locked" in str(err):
+            raise UserError(
+                f"{what}: locked by another process for {SQLITE_LOCK_WAIT_S:.0f} s; try again when it is done"
+            ) from None
+        raise UserError(f"{what}: {name} cannot be read as an SQLite database ({err})") from None
+    except sqlite3.DatabaseError as err:
+        raise UserError(f"{what}: {name} is damaged ({err}); restore it from a copy, or use another store") from None
+    if result != "ok":
+        raise UserError(f"{what}: {name} is damaged ({result}); restore it from a copy, or use another store")
 
 
 def existing(configured: str | None) -> str:
@@ -67,8 +117,9 @@ def existing(configured: str | None) -> str:
     if scheme(uri) not in SCHEMES:
         raise UserError(f"{what}: unknown scheme {scheme(uri)!r}; use sqlite:///<path>/mlflow.db or http(s)://<server>")
     database = sqlite_path(uri)
-    if database is not None and not database.is_file():
+    if database is not None and not database.exists():
         raise UserError(f"{what}: no such store (run a sweep first, or give --tracking-uri)")
+    check_sqlite(uri, what)
     return uri
 
 

@@ -8,7 +8,7 @@ import mlflow
 import pandas as pd
 import pytest
 import torch
-from transformers import AutoModelForQuestionAnswering, DistilBertConfig, DistilBertForQuestionAnswering
+from transformers import AutoModelForQuestionAnswering, BertConfig, BertForQuestionAnswering
 
 from qa_compress import quantize
 from qa_compress.data import features, squad
@@ -127,10 +127,17 @@ def test_logged_predictions_rescore_to_the_logged_metrics_with_the_official_inte
 
 @pytest.mark.slow
 def test_a_failing_job_does_not_lose_the_others(tmp_path, tiny_distilbert_dir, tokenizer, squad_files):
-    # Embeddings for 1,000 tokens behind a 30,522-token vocabulary: every check passes, the first
-    # question with a rarer word fails inside the model.
-    config = DistilBertConfig(vocab_size=1000, dim=32, n_layers=2, n_heads=2, hidden_dim=64)
-    broken = save_tiny(DistilBertForQuestionAnswering, config, tokenizer, tmp_path / "damaged_model")
+    # One segment embedding where the tokenizer marks the context as segment 1: every check passes, the
+    # first window fails inside the model.
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        type_vocab_size=1,
+    )
+    broken = save_tiny(BertForQuestionAnswering, config, tokenizer, tmp_path / "damaged_model")
     args = [
         a for a in tiny_job_args(tiny_distilbert_dir, squad_files, "benchmark.enabled=false") if "name_or_path" not in a
     ]

@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -87,6 +88,33 @@ def _post(url: str, payload: dict) -> dict:
         return json.loads(response.read())
 
 
+def _refused(url: str, payload: dict) -> tuple[int, dict]:
+    """The status and body of a request the server answers with an error."""
+    request = urllib.request.Request(url, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refusal:
+        urllib.request.urlopen(request, timeout=60)
+    return refusal.value.code, json.loads(refusal.value.read())
+
+
+ASK = {"question": "Who wrote it?", "context": "It was written by Ada Lovelace."}
+BAD_REQUESTS = {  # rows, what the one line of the refusal says
+    "no question": ([{"context": "c"}], "missing inputs ['question']"),
+    "a null question": ([{**ASK, "question": None}], "row 0: question must be a non-empty string"),
+    "a numeric question": ([{**ASK, "question": 3}], "row 0: question must be a non-empty string"),
+    "an empty context": ([{**ASK, "context": " "}], "row 0: context must be a non-empty string"),
+    "a 1 MB question": ([{**ASK, "question": "a" * 1_000_000}], "row 0: question is 1,000,000 characters"),
+}
+
+
+def test_a_request_is_checked_row_by_row_in_one_line():
+    assert export.request_problem(["question", "context"], [ASK]) is None
+    for rows, message in BAD_REQUESTS.values():
+        problem = export.request_problem(sorted({key for row in rows for key in row}), rows)
+        assert problem is None or "\n" not in problem
+        if "missing inputs" not in message:
+            assert message in problem, problem
+
+
 def test_a_job_with_export_serves_its_answers_over_http(tmp_path, tiny_bert_dir, squad_files):
     """`export=true` registers the job's ONNX Runtime model; `mlflow models serve` answers as predictions.json."""
     args = tiny_job_args(
@@ -122,7 +150,14 @@ def test_a_job_with_export_serves_its_answers_over_http(tmp_path, tiny_bert_dir,
         reply = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": questions.to_dict("records")})
         readme = {"dataframe_records": [{"question": "Who wrote it?", "context": "It was written by Ada Lovelace."}]}
         plain = _post(f"http://127.0.0.1:{port}/invocations", readme)  # the README's request: no id
+        refused = {
+            name: _refused(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": rows})
+            for name, (rows, _) in BAD_REQUESTS.items()
+        }
     served = {row["id"]: row["answer"] for row in reply["predictions"]}
     assert served == json.loads((tmp_path / "run" / "predictions.json").read_text())
+    for name, (status, body) in refused.items():
+        assert status == 400 and BAD_REQUESTS[name][1] in body["message"], (name, body)
+        assert "stack_trace" not in body and "Traceback" not in json.dumps(body), name
     (answered,) = plain["predictions"]
     assert answered["id"] == "0" and isinstance(answered["answer"], str) and 0 <= answered["no_answer_probability"] <= 1

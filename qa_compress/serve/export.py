@@ -87,6 +87,26 @@ def _missing(value: Any) -> bool:
     return value is None or value == "" or (isinstance(value, float) and math.isnan(value))
 
 
+MAX_CHARS = {"question": 1_000, "context": 100_000}  # a served request's limits, far above SQuAD's longest
+
+
+def request_problem(columns: list[str], rows: list[dict[str, Any]]) -> str | None:
+    """What is wrong with a request to the served model, in one line naming the row and field; None if nothing."""
+    missing = [column for column in REQUIRED_COLUMNS if column not in columns]
+    if missing:
+        return f"missing column(s) {', '.join(missing)}: send rows of question and context (and optionally id)"
+    for number, row in enumerate(rows):
+        for field, limit in MAX_CHARS.items():
+            value = row.get(field)
+            if not isinstance(value, str) or not value.strip():
+                return (
+                    f"row {number}: {field} must be a non-empty string, not {type(value).__name__} {str(value)[:40]!r}"
+                )
+            if len(value) > limit:
+                return f"row {number}: {field} is {len(value):,} characters, more than the {limit:,} a request may hold"
+    return None
+
+
 class QuestionAnswerer:
     """A saved compressed model and its tokenizer, answering questions as the job's evaluation did."""
 
@@ -143,12 +163,15 @@ class QAModel(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input, params=None):
         import pandas as pd
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        missing = [column for column in REQUIRED_COLUMNS if column not in frame.columns]
-        if missing:
-            raise ValueError(f"missing column(s) {', '.join(missing)}: send rows of question and context")
-        return pd.DataFrame(self.answerer.answer(frame.to_dict("records")))
+        rows = frame.to_dict("records")
+        problem = request_problem(list(frame.columns), rows)
+        if problem:  # a 400 with this one line, not a stack trace
+            raise MlflowException(problem, error_code=INVALID_PARAMETER_VALUE)
+        return pd.DataFrame(self.answerer.answer(rows))
 
 
 def _requirements(quantization: str) -> list[str]:

@@ -9,8 +9,9 @@ the CPU, and is written as BENCHMARKS.md's "Refusal times" section. Inputs are t
 files and the fine-tuned MiniLM-L6 checkpoint under ../shared, damaged copies of them in a
 temporary directory.
 
-Target: refusals that need no model weights (values, data files, the weights' headers, places,
-the store) take at most 2 s on an idle 2-core machine; they come before torch is imported.
+Targets: refusals that need no model weights (values, data files, the weights' headers, places,
+the store) take at most 2 s on an idle 2-core machine; they come before torch is imported. A bad value
+among the 300 jobs of a sweep is refused within 5 s (every job's values are checked first).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import common
 
 BEGIN, END = common.markers("refusal-time")
 TARGET_S = 2.0
+SWEEP_TARGET_S = 5.0  # a bad value among SWEEP_JOBS jobs
+SWEEP_JOBS = 300
 
 
 def cases(work: Path, squad: Path, checkpoint: Path) -> dict[str, tuple[list[str], bool]]:
@@ -55,6 +58,16 @@ def cases(work: Path, squad: Path, checkpoint: Path) -> dict[str, tuple[list[str
         ),
         "truncated model.safetensors": ([*good[:-1], f"model.name_or_path={torn}", "training=none"], False),
         "more threads than cores": ([*good, "training=none", "benchmark.num_threads=10000"], False),
+        f"a bad value among {SWEEP_JOBS} swept jobs": (
+            [
+                "-m",
+                *good,
+                "pruning=l1_unstructured",
+                f"pruning.amount=range(0,{SWEEP_JOBS * 0.005:g},0.005)",
+                f"hydra.sweep.dir={work / 'sweep'}",
+            ],
+            False,
+        ),
         "a stride as long as the window (tokenizer)": (
             [*good, "training=none", "dataset.max_seq_length=64", "dataset.doc_stride=60"],
             True,
@@ -84,8 +97,10 @@ def section(rows: list[dict], repeats: int) -> str:
             f"| {row['name']} | {'yes' if row['torch'] else 'no'} | {row['median']:.2f} | "
             f"{row['low']:.2f}-{row['high']:.2f} | {row['exit']} | {line} |"
         )
-    light = [row["median"] for row in rows if not row["torch"]]
+    sweep = next(row for row in rows if row["name"].startswith("a bad value among"))
+    light = [row["median"] for row in rows if not row["torch"] and row is not sweep]
     verdict = "met" if max(light) <= TARGET_S else "not met"
+    sweep_verdict = "met" if sweep["median"] <= SWEEP_TARGET_S else "not met"
     return "\n".join(
         [
             BEGIN,
@@ -98,8 +113,9 @@ def section(rows: list[dict], repeats: int) -> str:
             *table,
             "",
             f"Target: refusals that need no model weights take at most {TARGET_S:.0f} s. Slowest of them: "
-            f"{max(light):.2f} s ({verdict}). A refusal that needs the checkpoint's tokenizer or config imports "
-            "torch and transformers first.",
+            f"{max(light):.2f} s ({verdict}). A bad value among {SWEEP_JOBS} swept jobs (the 201st) within "
+            f"{SWEEP_TARGET_S:.0f} s: {sweep['median']:.2f} s ({sweep_verdict}). A refusal that needs the "
+            "checkpoint's tokenizer or config imports torch and transformers first.",
             END,
         ]
     )

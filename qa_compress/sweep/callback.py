@@ -27,7 +27,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from qa_compress.errors import UserError
-from qa_compress.job.config import compose_job, default
+from qa_compress.job.config import compose_jobs, default
 
 # MLflow, the checks and the report (torch, transformers) are imported where a sweep needs them:
 # Hydra builds this callback for single runs too, which must refuse a bad value without them.
@@ -74,7 +74,7 @@ def check_jobs(config: DictConfig, config_name: str, jobs: list[list[str]]) -> l
     Values are checked for every job first, then what each job reads (files, weights' headers), then what
     needs each checkpoint's config and tokenizer: the cheap refusals come first.
     """
-    checked = [compose_job(config_name, overrides, config.hydra.sweep.dir) for overrides in jobs]
+    checked = compose_jobs(config_name, jobs, config.hydra.sweep.dir)
     from qa_compress.job import checks
 
     shapes = [checks.early(job) for job in checked]

@@ -459,3 +459,11 @@ def tiny_sweep(tmp_path_factory, tiny_distilbert_dir, squad_files) -> Path:
     assert result.returncode == 0, result.stderr[-3000:]
     (tmp_path / "stdout.txt").write_text(result.stdout)
     return tmp_path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under xdist's `--dist loadgroup` (pyproject.toml), the SLURM cluster test, which spends most of its two
+    minutes waiting on the cluster, runs on a worker of its own; every other test runs in order on the other."""
+    for item in items:
+        alone = "slurm" in getattr(item, "fixturenames", ())
+        item.add_marker(pytest.mark.xdist_group("slurm" if alone else "main"))

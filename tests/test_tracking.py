@@ -12,7 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from qa_compress.sweep import report
-from qa_compress.tracking import runs
+from qa_compress.tracking import interrupts, runs
 
 from .conftest import children, logged_runs, run_cli, run_in_process, start_cli, store_uri, tiny_job_args
 
@@ -65,7 +65,7 @@ def test_a_signal_during_an_mlflow_write_is_raised_after_it_and_the_run_ends_kil
     """Raising inside a write would leave the SQLite store locked and the run RUNNING for good."""
     uri, job_run = _open_job_run(tmp_path)
     with pytest.raises(KeyboardInterrupt, match="SIGTERM"), job_run as run_id:
-        with runs.held():
+        with interrupts.held():
             signal.raise_signal(signal.SIGTERM)
             runs.log_metrics({"written_after_the_signal": 1.0})
         pytest.fail("the held signal was not raised when the write ended")
@@ -235,9 +235,9 @@ connection.execute("CREATE TABLE IF NOT EXISTS busy_neighbour (at REAL)")
 while time.time() < until:
     connection.execute("BEGIN IMMEDIATE")
     connection.execute("INSERT INTO busy_neighbour VALUES (?)", (time.time(),))
-    time.sleep(1.5)
+    time.sleep(0.6)
     connection.execute("COMMIT")
-    time.sleep(0.3)
+    time.sleep(0.2)
 """
 
 

@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from qa_compress.errors import UserError
 from qa_compress.job.config import compose_jobs, default
+from qa_compress.tracking import interrupts
 
 # MLflow, the checks and the report (torch, transformers) are imported where a sweep needs them:
 # Hydra builds this callback for single runs too, which must refuse a bad value without them.
@@ -245,7 +246,7 @@ class MlflowSweep(Callback):
             )
         _unfinished.append((self, sweep_dir))
         # SIGTERM between jobs would otherwise end the process at once, the parent run left RUNNING.
-        runs.stop_sweep_on_signals()
+        interrupts.stop_sweep_on_signals()
         log.info("MLflow sweep run %s in %s", self.parent_run_id, self.uri)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
@@ -264,7 +265,7 @@ class MlflowSweep(Callback):
         self._finished = True
         if (self, sweep_dir) in _unfinished:
             _unfinished.remove((self, sweep_dir))
-        runs.take_interrupt()  # a few seconds of bookkeeping must not be cut short
+        interrupts.take_interrupt()  # a few seconds of bookkeeping must not be cut short
         client = MlflowClient(self.uri)
         for job in results.sweep_jobs(client, self.parent_run_id):  # the sweep is over: nothing of it still runs
             if job.status == "RUNNING":
@@ -273,7 +274,7 @@ class MlflowSweep(Callback):
                     client.set_tag, job.run_id, "error", "killed with its worker before it recorded an end state"
                 )
         reference_note = ""
-        if not runs.interrupted():
+        if not interrupts.interrupted():
             reference_note = self._reference(client, sweep_dir)
         built = None
         try:
@@ -300,8 +301,8 @@ class MlflowSweep(Callback):
             for job in failed:
                 print(f"  {job.name}: {job.status} {job.error}".rstrip(), file=sys.stderr)
         statuses = [job.status for job in jobs if job.run_id != self.reference_run_id]
-        runs.end_sweep(self.uri, self.parent_run_id, statuses, self.planned, runs.interrupted())
-        runs.end_sweep_signals()
+        runs.end_sweep(self.uri, self.parent_run_id, statuses, self.planned, interrupts.interrupted())
+        interrupts.end_sweep_signals()
         for note in [*self.notes, reference_note]:
             if note:
                 print(note)
@@ -312,7 +313,7 @@ class MlflowSweep(Callback):
         """Evaluate the uncompressed model when no job of the sweep did (reused when it exists); says what it did."""
         from qa_compress.job.bookkeeping import SKIPPED_FILE
         from qa_compress.job.run import run
-        from qa_compress.tracking import results, runs
+        from qa_compress.tracking import results
 
         jobs = results.sweep_jobs(client, self.parent_run_id)
         done = [job for job in jobs if job.done and job.overrides is not None]
@@ -331,7 +332,7 @@ class MlflowSweep(Callback):
             HydraConfig.instance().set_config(job_cfg)
             run(job_cfg)
         except KeyboardInterrupt:  # its run ended KILLED; the sweep still reports and ends
-            runs.take_interrupt()
+            interrupts.take_interrupt()
             return f"Stopped while evaluating the uncompressed reference ({command}): the report has no reference"
         except Exception as err:  # the sweep's own results stand; say why there is no reference
             log.warning("Evaluating the uncompressed reference failed: %s", err)

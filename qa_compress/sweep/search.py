@@ -26,7 +26,7 @@ from qa_compress.errors import UserError
 from qa_compress.sweep import front, refine, search_space, study_storage
 from qa_compress.sweep.search_plan import Plan, Settings, reference_point, trial_overrides
 from qa_compress.sweep.search_space import Param, Space
-from qa_compress.tracking import store
+from qa_compress.tracking import interrupts, store
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +119,7 @@ def _alive(host: str, pid: int) -> bool:
 
 def _held():
     """Signals wait while the study is written: a stop lands between writes, never inside one."""
-    from qa_compress.tracking import runs
-
-    return runs.held()
+    return interrupts.held()
 
 
 @dataclass

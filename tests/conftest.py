@@ -461,6 +461,7 @@ def tiny_sweep(tmp_path_factory, tiny_distilbert_dir, squad_files) -> Path:
     return tmp_path
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under xdist's `--dist loadgroup` (pyproject.toml), the SLURM cluster test, which spends most of its two
     minutes waiting on the cluster, runs on a worker of its own; every other test runs in order on the other."""

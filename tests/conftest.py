@@ -108,17 +108,16 @@ def tiny_distilbert_dir(tmp_path_factory, tokenizer) -> Path:
     return save_tiny(DistilBertForQuestionAnswering, config, tokenizer, tmp_path_factory.mktemp("tiny_distilbert"))
 
 
+def tiny_bert_config(tokenizer, **changes: object) -> BertConfig:
+    """The config of a 2-layer BERT (hidden 32) for `tokenizer`, with `changes`."""
+    shape = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
+    return BertConfig(vocab_size=tokenizer.vocab_size, max_position_embeddings=512, **{**shape, **changes})
+
+
 @pytest.fixture(scope="session")
 def tiny_bert_dir(tmp_path_factory, tokenizer) -> Path:
     """A randomly initialised 2-layer BERT QA model (hidden 32)."""
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
+    config = tiny_bert_config(tokenizer)
     return save_tiny(BertForQuestionAnswering, config, tokenizer, tmp_path_factory.mktemp("tiny_bert"))
 
 

@@ -8,7 +8,7 @@ import mlflow
 import pandas as pd
 import pytest
 import torch
-from transformers import AutoModelForQuestionAnswering, BertConfig, BertForQuestionAnswering
+from transformers import AutoModelForQuestionAnswering, BertForQuestionAnswering
 
 from qa_compress import quantize
 from qa_compress.data import features, squad
@@ -29,6 +29,7 @@ from .conftest import (
     run_in_process,
     save_tiny,
     store_uri,
+    tiny_bert_config,
     tiny_job_args,
 )
 
@@ -129,14 +130,7 @@ def test_logged_predictions_rescore_to_the_logged_metrics_with_the_official_inte
 def test_a_failing_job_does_not_lose_the_others(tmp_path, tiny_distilbert_dir, tokenizer, squad_files):
     # One segment embedding where the tokenizer marks the context as segment 1: every check passes, the
     # first window fails inside the model.
-    config = BertConfig(
-        vocab_size=tokenizer.vocab_size,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        type_vocab_size=1,
-    )
+    config = tiny_bert_config(tokenizer, type_vocab_size=1)
     broken = save_tiny(BertForQuestionAnswering, config, tokenizer, tmp_path / "damaged_model")
     args = [
         a for a in tiny_job_args(tiny_distilbert_dir, squad_files, "benchmark.enabled=false") if "name_or_path" not in a

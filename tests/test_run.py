@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import BertConfig, BertModel
+from transformers import BertModel
 
 from qa_compress import prune, quantize
 from qa_compress.job.resolvers import HELP_GROUPS
 
-from .conftest import ROOT, assert_refused, help_line, run_cli, tiny_job_args, write_json
+from .conftest import ROOT, assert_refused, help_line, run_cli, tiny_bert_config, tiny_job_args, write_json
 
 
 @pytest.mark.slow
@@ -87,14 +87,7 @@ def test_library_noise_stays_out_of_the_output_unless_hydra_verbose_asks(tmp_pat
     base = tmp_path / "encoder"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        config = BertConfig(
-            vocab_size=tokenizer.vocab_size,
-            hidden_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=64,
-        )
-        BertModel(config).save_pretrained(base)
+        BertModel(tiny_bert_config(tokenizer)).save_pretrained(base)
     tokenizer.save_pretrained(base)
     args = tiny_job_args(base, squad_files, "quantization=onnx_int8", "benchmark.enabled=false")
     quiet = run_cli(args, tmp_path / "quiet")

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from qa_compress.sweep import report
 from qa_compress.tracking import interrupts, runs
 
-from .conftest import children, logged_runs, run_cli, run_in_process, start_cli, store_uri, tiny_job_args
+from .conftest import children, logged_runs, parents, run_cli, run_in_process, start_cli, store_uri, tiny_job_args
 
 
 def test_a_job_that_raises_is_marked_failed(tmp_path):
@@ -275,3 +275,32 @@ def test_a_parallel_sweep_on_a_busy_sqlite_store_records_every_job_once_and_comp
     assert all(j.data.tags.get("complete") == "true" and "f1" in j.data.metrics for j in jobs)  # none hollow
     (parent,) = [r for r in logged if r.info.run_id not in {j.info.run_id for j in jobs}]
     assert parent.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_sigterm_while_the_sweep_evaluates_its_reference_ends_every_run_without_a_traceback(
+    tmp_path, tiny_distilbert_dir, squad_files
+):
+    """A sweep without an uncompressed job evaluates one at its end; a stop then must still end the sweep."""
+    extra = ("pruning=l1_unstructured", "pruning.amount=0.3", "benchmark.repeats=800")
+    process = start_cli(["-m", *tiny_job_args(tiny_distilbert_dir, squad_files, *extra, fine_tune=False)], tmp_path)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline:  # the job finished, and the reference's run is under way
+            jobs = children(tmp_path)
+            if len(jobs) == 2 and any(j.info.status == "RUNNING" and "device" in j.data.tags for j in jobs):
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail("the reference never started")
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=120)
+    finally:
+        process.kill()
+    output = (tmp_path / "cli.log").read_text()
+    assert "Traceback" not in output, output[-3000:]
+    assert "Stopped while evaluating the uncompressed reference" in output, output[-3000:]
+    statuses = sorted((j.data.params["pruning.name"], j.info.status) for j in children(tmp_path))
+    assert statuses == [("l1_unstructured", "FINISHED"), ("none", "KILLED")]
+    (parent,) = parents(tmp_path)
+    assert parent.info.status == "KILLED"  # the sweep was stopped before it had its reference

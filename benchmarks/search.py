@@ -587,7 +587,7 @@ class Findings:
     key: int  # the grid job whose loss costs the front most: what a search must find
     runner_up: int
 
-    @property
+    @functools.cached_property
     def grid(self) -> list[list[float]]:
         return points(self.judged.grid[TIMINGS[0]])
 

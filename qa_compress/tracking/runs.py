@@ -189,10 +189,10 @@ def _end_run(status: str, error: str | None = None) -> None:
     """
     run_id = mlflow.active_run().info.run_id
     try:
+        with held():
+            mlflow.end_run(status)  # leaves the stack of active runs first, then writes the status
+    except Exception:  # the write failed (the run is off the stack already): again, while the store is locked
         write(MlflowClient().set_terminated, run_id, status)
-    finally:
-        with contextlib.suppress(Exception):
-            mlflow.end_run(status)  # leaves the stack first, then writes the status again
     if error is not None:
         try:
             write(MlflowClient().set_tag, run_id, "error", error)

@@ -10,6 +10,7 @@ from collections import Counter
 
 import optuna
 import pytest
+import sqlalchemy
 
 from qa_compress.errors import UserError
 from qa_compress.sweep import front, search, search_plan, search_space, study_storage
@@ -205,6 +206,17 @@ def _study(tmp_path, name: str | None = None):
     return optuna.load_study(study_name=summaries[0].study_name, storage=storage)
 
 
+def _completed(tmp_path) -> bool:
+    """Whether the study holds a completed trial yet (a job's summary line comes before its batch is told)."""
+    if not (tmp_path / "mlruns" / "optuna.db").is_file():
+        return False
+    try:
+        study = _study(tmp_path)
+    except (AssertionError, KeyError, ValueError, sqlalchemy.exc.SQLAlchemyError):
+        return False  # not created yet
+    return any(t.state == optuna.trial.TrialState.COMPLETE for t in _ran(study))
+
+
 def _ran(study) -> list:
     """Trials that ran a job (not proposals that repeated one)."""
     return [t for t in study.trials if "overrides" in t.user_attrs and "duplicate_of" not in t.user_attrs]
@@ -273,10 +285,9 @@ def test_a_search_stopped_by_sigterm_continues_to_n_trials_with_no_trial_twice(
         "benchmark.enabled=false",
     ]
     process = start_cli([*args, *parallel], tmp_path, start_new_session=True)
-    log = tmp_path / "cli.log"
     try:
         deadline = time.time() + 240
-        while time.time() < deadline and "f1 " not in log.read_text():  # a batch has finished
+        while time.time() < deadline and not _completed(tmp_path):  # a batch has finished and is recorded
             time.sleep(0.3)
         os.killpg(process.pid, signal.SIGTERM)  # what a cluster sends at a time limit
         process.wait(timeout=120)

@@ -312,3 +312,27 @@ def test_a_parallel_sweep_logs_to_a_tracking_server_and_the_report_is_rebuilt_fr
     assert report.main(["--tracking-uri", tracking_server, "--out-dir", str(tmp_path / "again")]) == 0
     assert f"Report of sweep {parent.info.run_id}" in capsys.readouterr().out
     assert len((tmp_path / "again" / "report.csv").read_text().splitlines()) == 1 + 2
+
+
+@pytest.mark.slow
+def test_a_sweep_composes_each_job_once_after_checking_them_all(
+    tmp_path, tiny_distilbert_dir, squad_files, monkeypatch
+):
+    """Hydra's basic sweeper composes every job before launching any, then again to run it; the default sweeper
+    leaves the first composition to the sweep's checks, which are faster (BENCHMARKS.md: refusal times)."""
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+    composed = []
+    compose = ConfigLoaderImpl.load_sweep_config
+
+    def counted(self, master_config, sweep_overrides):
+        composed.append(list(sweep_overrides))
+        return compose(self, master_config, sweep_overrides)
+
+    monkeypatch.setattr(ConfigLoaderImpl, "load_sweep_config", counted)
+    grid = ("pruning=l1_unstructured", "pruning.amount=0.0,0.2,0.4", "benchmark.enabled=false")
+    result = run_in_process(["-m", *tiny_job_args(tiny_distilbert_dir, squad_files, *grid, fine_tune=False)], tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    amounts = sorted(o for job in composed for o in job if o.startswith("pruning.amount="))
+    assert amounts == ["pruning.amount=0.0", "pruning.amount=0.2", "pruning.amount=0.4"]  # once each, to run it
+    assert len(children(tmp_path)) == 3

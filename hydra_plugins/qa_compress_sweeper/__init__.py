@@ -1,1 +1,2 @@
-"""qa-compress's Hydra sweeper plugin (`hydra/sweeper=pareto`), found through Hydra's hydra_plugins namespace."""
+"""qa-compress's Hydra sweepers (`hydra/sweeper=checked`, the default grid, and `pareto`), found through Hydra's
+hydra_plugins namespace."""

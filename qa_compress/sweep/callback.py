@@ -54,9 +54,12 @@ def callback_for(sweep_dir: Path) -> MlflowSweep | None:
     return next((callback for callback, directory in _unfinished if directory == sweep_dir), None)
 
 
+GRID_SWEEPERS = ("BasicSweeper", "CheckedSweeper")  # Hydra's, and hydra/sweeper=checked (the default)
+
+
 def sweep_jobs(config: DictConfig) -> list[list[str]] | None:
     """Override lists of every job the basic sweeper will launch; None for other sweepers."""
-    if not config.hydra.sweeper._target_.endswith("BasicSweeper"):
+    if not config.hydra.sweeper._target_.endswith(GRID_SWEEPERS):
         return None
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
     arguments = params + list(config.hydra.overrides.task)
@@ -166,6 +169,7 @@ class MlflowSweep(Callback):
         self._finished = False
         self.reference_run_id: str | None = None
         self.search_plan = None  # hydra/sweeper=pareto: the search, checked before the parent run opens
+        self.checked_overrides: set[tuple[str, ...]] = set()  # jobs the checked sweeper need not compose again
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         """A single run: Hydra makes its directory before the job's checks, so it is probed here."""
@@ -193,7 +197,7 @@ class MlflowSweep(Callback):
     def _start(self, config: DictConfig, config_name: str) -> None:
         from qa_compress.job import checks
         from qa_compress.sweep import search_plan, study_storage
-        from qa_compress.tracking import runs, store
+        from qa_compress.tracking import store
 
         HydraConfig.instance().set_config(config)  # lets ${hydra:...} resolve before the first job
         checks.writable(config.hydra.sweep.dir, "hydra.sweep.dir")
@@ -205,6 +209,7 @@ class MlflowSweep(Callback):
         jobs = sweep_jobs(config)
         checked = check_jobs(config, config_name, jobs) if jobs is not None else []
         if jobs is not None:
+            self.checked_overrides = {tuple(job) for job in jobs}
             log.info("Checked the configs of %d jobs", len(jobs))
         self.uri = store.tracking_uri(OmegaConf.select(config, "tracking.uri"), config.paths.mlruns_dir)
         planned = len(jobs) if jobs is not None else None
@@ -218,6 +223,7 @@ class MlflowSweep(Callback):
             if self.search_plan.settings.max_f1_drop is not None:
                 self.max_f1_drop = self.search_plan.settings.max_f1_drop
         self.stage = f"creating its MLflow parent run in {self.uri}"
+        from qa_compress.tracking import runs  # MLflow: only once every job's values are known to be good
         store.check(self.uri)
         experiment = runs.experiment_id(self.uri, config.tracking.experiment_name)
         runs.reap_dead_runs(self.uri, experiment)

@@ -5,6 +5,7 @@ python run.py -m experiment=quickstart          # offline demo sweep
 python run.py -m pruning=l1_unstructured pruning.amount=0.1,0.3,0.5
 """
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -22,5 +23,18 @@ def main(cfg: DictConfig) -> dict:
     return launch.job(cfg)
 
 
+def stopped(err: KeyboardInterrupt) -> int:
+    """Ctrl-C or SIGTERM: the job's run ended KILLED already; end the sweep, say so in one line."""
+    from qa_compress.sweep.callback import finish_unfinished
+    from qa_compress.tracking import interrupts
+
+    finish_unfinished()
+    sys.stderr.write(f"Stopped ({err or 'interrupted'}): every run it had open ended KILLED\n")
+    return interrupts.exit_code()
+
+
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt as err:
+        sys.exit(stopped(err))

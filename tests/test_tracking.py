@@ -131,8 +131,11 @@ def test_sigterm_marks_the_job_killed(tmp_path, tiny_distilbert_dir, squad_files
         process.wait(timeout=60)
     finally:
         process.kill()
-    assert process.returncode != 0
+    assert process.returncode == 128 + signal.SIGTERM  # as a shell reports a process a signal stopped
     assert {r.info.status for r in logged_runs(tmp_path)[1]} == {"KILLED"}  # the job and its sweep's parent
+    output = (tmp_path / "cli.log").read_text()
+    assert "Traceback" not in output
+    assert output.rstrip().splitlines()[-1] == "Stopped (signal SIGTERM): every run it had open ended KILLED"
 
 
 @pytest.mark.slow

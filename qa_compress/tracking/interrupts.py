@@ -31,10 +31,11 @@ class _Interrupts:
         self.pending: int | None = None
         self.depth = 0
         self.received = False  # a signal came since the outermost scope began
+        self.last: int | None = None  # the last signal that came
         self._outer: list[tuple[dict, bool, int | None] | None] = []  # what each open scope replaced
 
     def handle(self, signum: int, frame: Any) -> None:
-        self.received = True
+        self.received, self.last = True, signum
         if not self.armed:
             return  # the stop is already under way
         self.pending = signum
@@ -100,6 +101,11 @@ scope = _interrupts.scope
 take_interrupt = _interrupts.take
 stop_sweep_on_signals = _interrupts.enter  # a sweep's scope spans Hydra callbacks, so it is opened and
 end_sweep_signals = _interrupts.leave  # closed by hand; a job's is `job_run`'s
+
+
+def exit_code() -> int:
+    """What a process stopped by a signal exits with, as a shell reports it: 128 + the signal's number."""
+    return 128 + (_interrupts.last or signal.SIGINT)
 
 
 def interrupted() -> bool:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
@@ -161,9 +162,8 @@ class QAModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.answerer = QuestionAnswerer(Path(context.artifacts[MODEL_ARTIFACT]))
 
-    def predict(self, context, model_input, params=None):
-        import pandas as pd
-        from mlflow.exceptions import MlflowException
+    # A DataFrame hint: MLflow infers no schema from it (the signature comes from `signature()`).
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)

@@ -1,20 +1,37 @@
 """Job and sweep runs end FINISHED, FAILED or KILLED, whatever signal comes and whenever it comes."""
 
+import contextlib
+import errno
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
+from transformers import BertForQuestionAnswering
 
 from qa_compress.sweep import report
-from qa_compress.tracking import interrupts, runs
+from qa_compress.tracking import disk, interrupts, runs
 
-from .conftest import children, logged_runs, parents, run_cli, run_in_process, start_cli, store_uri, tiny_job_args
+from .conftest import (
+    children,
+    logged_runs,
+    parents,
+    run_cli,
+    run_in_process,
+    save_tiny,
+    start_cli,
+    store_uri,
+    tiny_bert_config,
+    tiny_job_args,
+)
 
 
 def test_a_job_that_raises_is_marked_failed(tmp_path):
@@ -307,3 +324,146 @@ def test_sigterm_while_the_sweep_evaluates_its_reference_ends_every_run_without_
     assert statuses == [("l1_unstructured", "FINISHED"), ("none", "KILLED")]
     (parent,) = parents(tmp_path)
     assert parent.info.status == "KILLED"  # the sweep was stopped before it had its reference
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("lock", "expected"),
+    [
+        ("EXCLUSIVE", "locked by another process for 2 s (tracking.lock_wait_s); try again when it is done"),
+        ("IMMEDIATE", "the MLflow store stayed locked by another process for"),
+    ],
+    ids=["no-reader-either", "writers-only"],
+)
+def test_a_store_locked_when_a_job_starts_is_waited_on_then_refused_in_one_line(
+    lock, expected, tmp_path, tiny_distilbert_dir, squad_files
+):
+    """A neighbour holds the store: readers too (the job's check waits), or writers only (its run's start waits)."""
+    uri = store_uri(tmp_path)
+    runs.experiment_id(uri, "qa-compress")
+    neighbour = sqlite3.connect(tmp_path / "mlruns" / "mlflow.db", isolation_level=None)
+    neighbour.execute(f"BEGIN {lock}")
+    try:
+        started = time.monotonic()
+        args = tiny_job_args(tiny_distilbert_dir, squad_files, "tracking.lock_wait_s=2", fine_tune=False)
+        result = run_cli(args, tmp_path, timeout=120)
+        waited = time.monotonic() - started
+    finally:
+        neighbour.execute("ROLLBACK")
+        neighbour.close()
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if " INFO " not in line]
+    assert len(lines) == 1 and expected in lines[0], result.stderr[-3000:]
+    assert "(tracking.lock_wait_s" in lines[0]
+    assert waited < 60  # bounded: the stated wait (plus at most one statement's, MLflow's 20 s, for a write)
+    assert logged_runs(tmp_path)[1] == []  # no run was created, so none is left RUNNING
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size_mb: int) -> Iterator[Path]:
+    """A file system of its own at `path`, `size_mb` large: a disk that can fill up without harming the machine."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(path)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"a tmpfs cannot be mounted here ({mounted.stderr.decode().strip()}); CI runs as root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def fill_leaving(disk: Path, free_bytes: int) -> None:
+    """Fill `disk` until `free_bytes` are left, as another program would."""
+    filler = shutil.disk_usage(disk).free - free_bytes
+    with (disk / "filler").open("wb") as handle:
+        handle.truncate(0)
+        handle.write(b"\0" * filler)
+
+
+@pytest.fixture(scope="module")
+def small_bert_checkpoint(tmp_path_factory, tokenizer) -> Path:
+    """A BERT QA checkpoint of about 20 MB: more than the space the disk-full tests leave."""
+    config = tiny_bert_config(tokenizer, hidden_size=128, intermediate_size=2048)
+    return save_tiny(BertForQuestionAnswering, config, tokenizer, tmp_path_factory.mktemp("small_bert_checkpoint"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("full", ["run directory and store", "cache"])
+def test_a_full_disk_fails_the_job_in_one_line_naming_the_place_and_leaves_nothing_half_written(
+    full, tmp_path, small_bert_checkpoint, squad_files
+):
+    """The model saved into a full run directory (the store on the same disk), or the fine-tuned baseline into a
+    full cache: the job ends FAILED, says where and how much, and gives back the space its partial files took."""
+    with small_disk(tmp_path / "disk", 24) as disk:
+        places = {"paths.mlruns_dir": disk / "mlruns", "hydra.run.dir": disk / "run"}
+        if full == "cache":
+            places = {"paths.cache_dir": disk / "cache"}
+        runs.experiment_id(f"sqlite:///{places.get('paths.mlruns_dir', tmp_path / 'mlruns')}/mlflow.db", "qa-compress")
+        fill_leaving(disk, 2_000_000)
+        before = shutil.disk_usage(disk).free
+        job = "save_model=true" if full != "cache" else "training.max_steps=1"
+        overrides = [job, *(f"{key}={value}" for key, value in places.items())]
+        args = tiny_job_args(small_bert_checkpoint, squad_files, *overrides, fine_tune=full == "cache")
+        result = run_cli(args, tmp_path)
+        after = shutil.disk_usage(disk).free
+        store = places.get("paths.mlruns_dir", tmp_path / "mlruns")
+        client = MlflowClient(f"sqlite:///{store}/mlflow.db")
+        (run,) = client.search_runs([client.get_experiment_by_name("qa-compress").experiment_id])
+        written = [p for p in disk.rglob("*") if p.is_file() and p.stat().st_size > 100_000 and p.name != "filler"]
+        leftovers = [p for p in disk.rglob(".*") if p.is_dir() and p.name != ".hydra"]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if " INFO " not in line]
+    place = places["paths.cache_dir"] if full == "cache" else places["hydra.run.dir"]
+    assert len(lines) == 1 and lines[0].startswith(f"{place}: no space left on device ("), result.stderr[-3000:]
+    model_mb = (small_bert_checkpoint / "model.safetensors").stat().st_size / 1e6
+    assert f"this job writes about {model_mb:,.0f} MB there" in lines[0]
+    assert run.info.status == "FAILED" and "no space left on device" in run.data.tags["error"]
+    assert "complete" not in run.data.tags  # so the next run of this job runs it again
+    assert [p for p in written if p.name != "mlflow.db"] == [] and leftovers == []  # no partial model, no half entry
+    assert after > before - 300_000  # what it wrote is given back (the store grew by a run, Hydra wrote its log)
+
+
+@pytest.mark.parametrize(
+    ("error", "full"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device", "/data/model.safetensors"), True),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), True),
+        (RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull })"), True),  # safetensors
+        (sqlite3.OperationalError("database or disk is full"), True),
+        (OSError(errno.EACCES, "Permission denied", "/data"), False),
+        (RuntimeError("CUDA out of memory"), False),
+    ],
+)
+def test_a_full_disk_is_recognised_whichever_library_ran_into_it(error, full):
+    try:
+        try:
+            raise error
+        except Exception as cause:
+            raise RuntimeError("saving the model failed") from cause  # how a library wraps it
+    except RuntimeError as wrapped:
+        assert disk.is_full(wrapped) is full
+
+
+def test_what_a_job_wrote_since_it_started_is_removed_and_its_config_and_logs_kept(tmp_path):
+    old = tmp_path / "predictions-of-an-earlier-run.json"
+    old.write_text("{}")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    started = time.time() - 1
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "model.safetensors").write_bytes(b"\0" * 5000)  # the partial model
+    (tmp_path / "predictions.json").write_bytes(b"\0" * 700)
+    for kept in ("config.yaml", "run.log"):
+        (tmp_path / kept).write_text("kept")
+    (tmp_path / ".hydra").mkdir()
+    freed = disk.remove_written_since(tmp_path, started, ("config.yaml", "*.log", ".hydra"))
+    assert freed == 5700
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        ".hydra",
+        "config.yaml",
+        "predictions-of-an-earlier-run.json",
+        "run.log",
+    ]
+    message = disk.full_message(tmp_path, needed=10**15, freed=freed)
+    assert message.startswith(f"{tmp_path}: no space left on device (") and "its partial files (6 kB)" in message

@@ -377,7 +377,8 @@ def early(job: JobConfig) -> dict[str, tuple[int, ...]]:
     """The checks that need neither torch nor transformers; returns the checkpoint's tensor shapes (if local)."""
     _threads(job)
     _writable(job)
-    store.check(store.tracking_uri(job.tracking.uri, job.paths.mlruns_dir), job.paths.mlruns_dir)
+    uri = store.tracking_uri(job.tracking.uri, job.paths.mlruns_dir)
+    store.check(uri, job.paths.mlruns_dir, job.tracking.lock_wait_s)
     sources.check_available(job.model.name_or_path)
     _explicit_patterns(job)
     _data_files(job)

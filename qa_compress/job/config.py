@@ -132,6 +132,7 @@ class PathsConfig(Section):
 class TrackingConfig(Section):
     experiment_name: str = Field(min_length=1)
     uri: str | None
+    lock_wait_s: float = Field(ge=0, le=86400)
 
 
 class JobConfig(Section):

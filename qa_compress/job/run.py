@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import sys
+import time
 from pathlib import Path
 
 import datasets
@@ -22,10 +23,11 @@ from hydra.types import RunMode
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
+from qa_compress.data import sources
 from qa_compress.job import bookkeeping, checks
 from qa_compress.job.config import JobConfig, job_section
 from qa_compress.job.stages import execute
-from qa_compress.tracking import cache, results, runs, store
+from qa_compress.tracking import cache, disk, results, runs, store
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,28 @@ def _versions() -> dict[str, str]:
     }
 
 
+KEPT_ON_FAILURE = (".hydra", "*.log", "config.yaml")  # what a failed job's directory keeps: how it was run
+
+
+def _model_bytes(job: JobConfig) -> int:
+    """The size of a local checkpoint's weights (0 for a Hub model): what a job writes per copy of its model."""
+    name = job.model.name_or_path
+    if not sources.looks_like_path(name):
+        return 0
+    return sum(p.stat().st_size for p in Path(name).expanduser().glob("*.safetensors"))
+
+
+def out_of_space(job: JobConfig, output_dir: Path, started: float, err: BaseException) -> disk.DiskFull:
+    """Remove what the job half-wrote (its files, its run's local artifacts) and say where space ran out."""
+    artifacts = runs.local_artifact_dir()
+    places = [output_dir, Path(job.paths.cache_dir), *([artifacts] if artifacts else [])]
+    place = disk.place_of(err, places)
+    freed = disk.remove_written_since(output_dir, started, KEPT_ON_FAILURE)
+    if artifacts is not None:
+        freed += disk.remove_written_since(artifacts, started)
+    return disk.DiskFull(disk.full_message(place, max(_model_bytes(job), freed), freed))
+
+
 def run(cfg: DictConfig, checked: JobConfig | None = None) -> dict[str, float | str]:
     """Run one job as one MLflow run; returns every metric it logged and its `run_id` (what a sweeper optimises).
 
@@ -118,6 +142,7 @@ def run(cfg: DictConfig, checked: JobConfig | None = None) -> dict[str, float | 
     _quiet_library_logs()
     job = checked if checked is not None else checks.job(cfg)
     torch.set_num_threads(job.benchmark.num_threads or torch.get_num_threads())
+    runs.wait_for_locks(job.tracking.lock_wait_s)
     parent, output_dir = _hydra_context()
     uri = store.tracking_uri(job.tracking.uri, job.paths.mlruns_dir)
     experiment = runs.experiment_id(uri, job.tracking.experiment_name)
@@ -135,12 +160,18 @@ def run(cfg: DictConfig, checked: JobConfig | None = None) -> dict[str, float | 
         if previous is not None:
             return {**previous.data.metrics, "run_id": previous.info.run_id}
         with runs.job_run(experiment, name, parent, tags) as run_id:
-            resolved = OmegaConf.to_container(job_section(cfg), resolve=True)
-            runs.log_params(runs.flatten(resolved))
-            output_dir.mkdir(parents=True, exist_ok=True)
-            (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
-            runs.log_artifacts([output_dir / "config.yaml"])
-            metrics, baseline_cache = execute(job, output_dir)
-            runs.mark_complete()
+            started = time.time()
+            try:
+                resolved = OmegaConf.to_container(job_section(cfg), resolve=True)
+                runs.log_params(runs.flatten(resolved))
+                output_dir.mkdir(parents=True, exist_ok=True)
+                (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+                runs.log_artifacts([output_dir / "config.yaml"])
+                metrics, baseline_cache = execute(job, output_dir)
+                runs.mark_complete()
+            except Exception as err:
+                if not disk.is_full(err):
+                    raise
+                raise out_of_space(job, output_dir, started, err) from None
     log.info(summary(name, metrics, baseline_cache, _sweep_baseline_f1(parent, uri), job.benchmark.batch_size))
     return {**metrics, "run_id": run_id}

@@ -224,7 +224,9 @@ class MlflowSweep(Callback):
                 self.max_f1_drop = self.search_plan.settings.max_f1_drop
         self.stage = f"creating its MLflow parent run in {self.uri}"
         from qa_compress.tracking import runs  # MLflow: only once every job's values are known to be good
-        store.check(self.uri)
+        lock_wait_s = float(OmegaConf.select(config, "tracking.lock_wait_s"))
+        store.check(self.uri, None, lock_wait_s)
+        runs.wait_for_locks(lock_wait_s)
         experiment = runs.experiment_id(self.uri, config.tracking.experiment_name)
         runs.reap_dead_runs(self.uri, experiment)
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -15,6 +15,8 @@ import socket
 import sqlite3
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -101,19 +103,21 @@ def git_commit(directory: str) -> str:
 
 
 # How long a write waits for a SQLite store another process holds locked, retrying with growing pauses,
-# before the job gives up and fails (its results unrecorded, so it runs again next time).
-LOCKED_STORE_WAIT_S = 120.0
+# before the job gives up and fails (its results unrecorded, so it runs again next time): a job's or a
+# sweep's tracking.lock_wait_s, set by `wait_for_locks`.
+_lock_wait_s = store.COMMAND_LOCK_WAIT_S
 COMPLETE_TAG = "complete"  # the last write of a job that logged everything it promises: reuse trusts only these
 
 
-SQLITE_BUSY_TIMEOUT_S = 30.0  # how long one SQLite statement waits for another writer's lock before it fails
+SQLITE_BUSY_TIMEOUT_S = 30.0  # the longest one SQLite statement waits for another writer's lock before it fails
 
 
 @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
 def _wait_for_sqlite_locks(connection: Any, record: Any) -> None:
-    """Every SQLite connection (MLflow's store, the search's study) waits for a lock instead of failing at once."""
+    """Every SQLite connection (MLflow's store, the search's study) waits for a lock instead of failing at once,
+    never longer than a write may wait in all."""
     if isinstance(connection, sqlite3.Connection):
-        connection.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        connection.execute(f"PRAGMA busy_timeout = {int(min(SQLITE_BUSY_TIMEOUT_S, _lock_wait_s) * 1000)}")
 
 
 class StoreError(UserError):
@@ -129,9 +133,27 @@ def _locked(err: BaseException) -> bool:
     return False
 
 
+class _LockedWritesAreRetried(logging.Filter):
+    """MLflow logs each write that meets a locked SQLite store as an error with its traceback; `write` retries
+    those, and says so in one line if the store stays locked."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_locked(record.exc_info[1]) if record.exc_info else "database is locked" in record.getMessage())
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_LockedWritesAreRetried())
+
+
+def wait_for_locks(seconds: float) -> None:
+    """How long each write of this process waits for a store another process holds locked (tracking.lock_wait_s)."""
+    global _lock_wait_s
+    _lock_wait_s = seconds
+
+
 def write(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """One MLflow write, signals held while it runs, retried while the store is locked (LOCKED_STORE_WAIT_S)."""
-    deadline, pause = time.monotonic() + LOCKED_STORE_WAIT_S, 0.2
+    """One MLflow write, signals held while it runs, retried while the store is locked (`wait_for_locks`)."""
+    began = time.monotonic()
+    deadline, pause = began + _lock_wait_s, 0.2
     while True:
         try:
             with held():
@@ -141,7 +163,8 @@ def write(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
                 raise
             if time.monotonic() + pause > deadline:
                 raise StoreError(
-                    f"the MLflow store stayed locked by another process for {LOCKED_STORE_WAIT_S:.0f} s; "
+                    f"{store.masked(mlflow.get_tracking_uri())}: the MLflow store stayed locked by another process "
+                    f"for {time.monotonic() - began:.0f} s (tracking.lock_wait_s={_lock_wait_s:g}); "
                     "this job's results are not recorded, so it runs again next time"
                 ) from None
             log.info("The MLflow store is locked by another process; trying again in %.1f s", pause)
@@ -155,25 +178,30 @@ def job_run(experiment: str, name: str, parent_run_id: str | None, tags: dict[st
 
     SIGTERM (what a cluster sends at a time limit) is treated like Ctrl-C while the run is open.
     """
-    run = None
+    started: list[Run] = []  # filled inside the write, so a signal held during the start finds the run open
+
+    def start() -> None:
+        started.append(
+            mlflow.start_run(
+                experiment_id=experiment,
+                run_name=run_name(name),
+                parent_run_id=parent_run_id,
+                tags={**tags, **owner_tags()},
+            )
+        )
+
     with scope():
         try:
-            with held():  # a signal held during the start is raised here, with the run open
-                run = mlflow.start_run(
-                    experiment_id=experiment,
-                    run_name=run_name(name),
-                    parent_run_id=parent_run_id,
-                    tags={**tags, **owner_tags()},
-                )
-            yield run.info.run_id
+            write(start)  # retried while the store is locked; a signal held meanwhile is raised here
+            yield started[0].info.run_id
         except KeyboardInterrupt as err:
             take_interrupt()  # further signals must not break the run's ending
-            if run is not None:
+            if started:
                 _end_failed_run("KILLED", f"interrupted ({err})" if str(err) else "interrupted")
             raise
         except BaseException as err:
             take_interrupt()
-            if run is not None:
+            if started:
                 _end_failed_run("FAILED", f"{type(err).__name__}: {err}"[:5000])
             raise
         else:
@@ -273,6 +301,15 @@ def log_dataset(name: str, source: str, split: str, digest: str, context: str) -
         # Parallel jobs may register the same data set at the same moment; the loser retries and finds it.
         time.sleep(1.0)
         write(mlflow.log_input, dataset, context=context)
+
+
+def local_artifact_dir() -> Path | None:
+    """The active run's artifact directory when the artifact store is a local directory, else None."""
+    uri = mlflow.get_artifact_uri()
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme not in ("", "file"):
+        return None
+    return Path(urllib.request.url2pathname(parsed.path))
 
 
 def log_artifact_dir(directory: Path, artifact_path: str) -> None:

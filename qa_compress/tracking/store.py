@@ -52,7 +52,7 @@ def _source(uri: str) -> str:
     return "$MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") == uri else "tracking.uri"
 
 
-def check(uri: str, mlruns_dir: str | None = None) -> None:
+def check(uri: str, mlruns_dir: str | None, lock_wait_s: float) -> None:
     """A store MLflow can open, and a tracking server that answers; refused in one line otherwise.
 
     `mlruns_dir`: where a store the user did not name lives (`paths.mlruns_dir`), named in a refusal of it."""
@@ -61,15 +61,14 @@ def check(uri: str, mlruns_dir: str | None = None) -> None:
             f"{_source(uri)}={uri}: unknown scheme {scheme(uri)!r}; use sqlite:///<path>/mlflow.db or http(s)://<server>"
         )
     derived = mlruns_dir is not None and uri == tracking_uri(None, mlruns_dir) and _source(uri) == "tracking.uri"
-    check_sqlite(uri, f"paths.mlruns_dir={mlruns_dir}" if derived else f"{_source(uri)}={uri}")
+    check_sqlite(uri, f"paths.mlruns_dir={mlruns_dir}" if derived else f"{_source(uri)}={uri}", lock_wait_s)
     check_reachable(uri)
 
 
 SQLITE_HEADER = b"SQLite format 3\x00"
-SQLITE_LOCK_WAIT_S = 60.0  # how long a check waits for a store another process holds locked before refusing
 
 
-def check_sqlite(uri: str, what: str) -> None:
+def check_sqlite(uri: str, what: str, lock_wait_s: float) -> None:
     """An existing SQLite store is a database, intact (`PRAGMA quick_check`) and not locked for good; read-only,
     before MLflow or torch is imported. A missing one is fine: MLflow creates it."""
     database = sqlite_path(uri)
@@ -78,11 +77,11 @@ def check_sqlite(uri: str, what: str) -> None:
     if not database.is_file():
         raise UserError(f"{what}: {database.name} is not a file, so it cannot be an SQLite database")
     stat = database.stat()
-    _check_database_file(str(database.resolve()), stat.st_mtime_ns, stat.st_size, what)
+    _check_database_file(str(database.resolve()), stat.st_mtime_ns, stat.st_size, what, lock_wait_s)
 
 
 @functools.lru_cache(maxsize=8)
-def _check_database_file(database: str, mtime_ns: int, size: int, what: str) -> None:
+def _check_database_file(database: str, mtime_ns: int, size: int, what: str, lock_wait_s: float) -> None:
     name = Path(database).name
     with open(database, "rb") as handle:
         header = handle.read(len(SQLITE_HEADER))
@@ -93,7 +92,7 @@ def _check_database_file(database: str, mtime_ns: int, size: int, what: str) -> 
     import sqlite3
 
     try:
-        connection = sqlite3.connect(f"{Path(database).as_uri()}?mode=ro", uri=True, timeout=SQLITE_LOCK_WAIT_S)
+        connection = sqlite3.connect(f"{Path(database).as_uri()}?mode=ro", uri=True, timeout=lock_wait_s)
         try:
             result = connection.execute("PRAGMA quick_check").fetchone()[0]
         finally:
@@ -101,13 +100,19 @@ def _check_database_file(database: str, mtime_ns: int, size: int, what: str) -> 
     except sqlite3.OperationalError as err:
         if "locked" in str(err):
             raise UserError(
-                f"{what}: locked by another process for {SQLITE_LOCK_WAIT_S:.0f} s; try again when it is done"
+                f"{what}: locked by another process for {lock_wait_s:g} s (tracking.lock_wait_s); "
+                "try again when it is done"
             ) from None
         raise UserError(f"{what}: {name} cannot be read as an SQLite database ({err})") from None
     except sqlite3.DatabaseError as err:
         raise UserError(f"{what}: {name} is damaged ({err}); restore it from a copy, or use another store") from None
     if result != "ok":
         raise UserError(f"{what}: {name} is damaged ({result}); restore it from a copy, or use another store")
+
+
+# How long a command that is not a job (report, export) waits for a store another process holds locked;
+# jobs and sweeps wait tracking.lock_wait_s.
+COMMAND_LOCK_WAIT_S = 60.0
 
 
 def existing(configured: str | None) -> str:
@@ -119,7 +124,7 @@ def existing(configured: str | None) -> str:
     database = sqlite_path(uri)
     if database is not None and not database.exists():
         raise UserError(f"{what}: no such store (run a sweep first, or give --tracking-uri)")
-    check_sqlite(uri, what)
+    check_sqlite(uri, what, COMMAND_LOCK_WAIT_S)
     return uri
 
 

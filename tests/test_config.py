@@ -4,6 +4,7 @@ import pytest
 
 from qa_compress import prune
 from qa_compress.errors import UserError
+from qa_compress.job import bookkeeping
 from qa_compress.job.config import from_hydra
 
 from .conftest import MINILM_DIR, compose_config
@@ -102,3 +103,20 @@ def test_a_key_of_another_method_is_refused_by_hydra_before_any_work():
 
     with pytest.raises(ConfigCompositionException, match="Could not override 'pruning.amount'"):
         compose_config(["pruning=structured", "pruning.amount=0.3"])
+
+
+@pytest.mark.parametrize(
+    ("overrides", "uncompressed"),
+    [
+        (["pruning=none", "quantization=none"], True),
+        (["pruning=l1_unstructured", "pruning.amount=0.0"], True),
+        (["pruning=structured", "pruning.heads_amount=0", "pruning.ffn_amount=0"], True),
+        (["pruning=l1_unstructured", "pruning.amount=0.0", "pruning.finetune_steps=1"], False),  # recovery trains
+        (["pruning=l1_unstructured", "pruning.amount=0.0", "quantization=dynamic_int8"], False),
+    ],
+)
+def test_every_spelling_of_no_compression_is_one_uncompressed_model(overrides, uncompressed):
+    job = from_hydra(compose_config(overrides))
+    assert bookkeeping.is_uncompressed(job) is uncompressed
+    if uncompressed:  # what a sweep's reference is found by, whichever way the job says it
+        assert bookkeeping.uncompressed_hash(job) == bookkeeping.uncompressed_hash(from_hydra(compose_config([])))

@@ -336,3 +336,22 @@ def test_a_sweep_composes_each_job_once_after_checking_them_all(
     amounts = sorted(o for job in composed for o in job if o.startswith("pruning.amount="))
     assert amounts == ["pruning.amount=0.0", "pruning.amount=0.2", "pruning.amount=0.4"]  # once each, to run it
     assert len(children(tmp_path)) == 3
+
+
+@pytest.mark.slow
+def test_an_uncompressed_job_however_spelled_is_the_reference_and_is_not_evaluated_again(
+    tmp_path, tiny_distilbert_dir, squad_files
+):
+    """`l1_unstructured` at amount 0 is the uncompressed model: a later sweep without one reuses it as its reference,
+    and the report calls it uncompressed."""
+    first = ["-m", *tiny_job_args(tiny_distilbert_dir, squad_files, "pruning=l1_unstructured", "pruning.amount=0.0")]
+    assert run_in_process(first, tmp_path).returncode == 0
+    (amount_zero,) = children(tmp_path)
+    assert amount_zero.data.tags["uncompressed"] == "true" and "speedup" not in amount_zero.data.metrics  # not timed
+    later = [*first[:-1], "pruning.amount=0.5"]  # no uncompressed job of its own
+    result = run_in_process(later, tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"as the reference, reused finished run {amount_zero.info.run_id}" in result.stdout
+    assert len(children(tmp_path)) == 2  # the amount-0.5 job; the reference was not evaluated again
+    report = (tmp_path / "sweep" / "report.md").read_text()
+    assert "| uncompressed |" in report and "l1_unstructured 0 |" not in report

@@ -155,7 +155,7 @@ def run(cfg: DictConfig, checked: JobConfig | None = None) -> dict[str, float | 
     claim = Path(job.paths.cache_dir) / "claims" / tags["config_hash"]
     with cache.locked(claim, job.cache_lock_timeout_s, "a job with the same configuration is still running"):
         previous = (
-            None if job.force else bookkeeping.reuse_finished(experiment, tags["config_hash"], parent, output_dir, name)
+            None if job.force else bookkeeping.reuse_finished(experiment, tags, parent, output_dir, name)
         )
         if previous is not None:
             return {**previous.data.metrics, "run_id": previous.info.run_id}

@@ -24,7 +24,7 @@ from qa_compress import quantize
 from qa_compress.data import squad
 from qa_compress.errors import UserError
 from qa_compress.evaluate import bootstrap, predict, score, threshold, timing
-from qa_compress.job import inputs
+from qa_compress.job import bookkeeping, inputs
 from qa_compress.job.config import JobConfig
 from qa_compress.model import distill, models, train
 from qa_compress.prune import recovery
@@ -368,7 +368,9 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
     model, origin = baseline(ctx)
     prepare_windows(ctx, model)
     # The uncompressed model, kept to time against the compressed one in the same process.
-    reference = copy.deepcopy(model).cpu() if job.benchmark.enabled and job.benchmark.reference else None
+    # (An uncompressed job is that model: its speed-up is 1 by definition, not timed against itself.)
+    timed_against = job.benchmark.enabled and job.benchmark.reference and not bookkeeping.is_uncompressed(job)
+    reference = copy.deepcopy(model).cpu() if timed_against else None
     rows, metrics = pruned(ctx, model)
 
     device = quantize.get(job.quantization.name).device()

@@ -164,7 +164,7 @@ class UnstructuredMethod(PruningMethod):
         return f"{settings.amount:g}"
 
     def is_identity(self, settings: PruningSettings) -> bool:
-        return settings.amount == 0
+        return settings.amount == 0 and not settings.finetune_steps  # recovery training would change the weights
 
 
 def layer_patterns(settings: PruningSettings, model_type: str) -> list[str] | None:

@@ -174,7 +174,7 @@ class Structured(PruningMethod):
         return f"heads {settings.heads_amount:g} ffn {settings.ffn_amount:g}"
 
     def is_identity(self, settings: PruningSettings) -> bool:
-        return settings.heads_amount == 0 and settings.ffn_amount == 0
+        return settings.heads_amount == 0 and settings.ffn_amount == 0 and not settings.finetune_steps
 
 
 METHOD = register(Structured())

@@ -136,7 +136,7 @@ def _previous_sweep(uri: str, experiment: str, jobs: list) -> str | None:
 
     found = []
     for job in jobs:
-        run = runs.finished_run(experiment, bookkeeping.job_hash(job))
+        run = runs.finished_run(experiment, "config_hash", bookkeeping.job_hash(job))
         if run is None:
             return None
         found.append(run)
@@ -224,6 +224,7 @@ class MlflowSweep(Callback):
                 self.max_f1_drop = self.search_plan.settings.max_f1_drop
         self.stage = f"creating its MLflow parent run in {self.uri}"
         from qa_compress.tracking import runs  # MLflow: only once every job's values are known to be good
+
         lock_wait_s = float(OmegaConf.select(config, "tracking.lock_wait_s"))
         store.check(self.uri, None, lock_wait_s)
         runs.wait_for_locks(lock_wait_s)

@@ -58,7 +58,7 @@ def _num(value: float, key: str, sign: bool = False) -> str:
 
 def job_label(job: Job, models: int) -> str:
     """What a job pruned and quantized, and its model when the sweep has several."""
-    label = f"{job.pruning_label} | {job.quantization}"
+    label = "uncompressed" if job.uncompressed else f"{job.pruning_label} | {job.quantization}"
     return f"{job.model} | {label}" if models > 1 else label
 
 

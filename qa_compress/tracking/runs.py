@@ -241,9 +241,9 @@ def mark_complete() -> None:
     set_tags({COMPLETE_TAG: "true"})
 
 
-def finished_run(experiment: str, config_hash: str) -> Run | None:
-    """A complete FINISHED run of the experiment with this configuration hash, with its metrics, if any."""
-    wanted = f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED' and tags.{COMPLETE_TAG} = 'true'"
+def finished_run(experiment: str, tag: str, value: str) -> Run | None:
+    """A complete FINISHED run of the experiment tagged `tag=value` (a configuration hash), with its metrics."""
+    wanted = f"tags.{tag} = '{value}' and attributes.status = 'FINISHED' and tags.{COMPLETE_TAG} = 'true'"
     runs = write(MlflowClient().search_runs, [experiment], filter_string=wanted, max_results=10)
     return next((run for run in runs if "f1" in run.data.metrics), None)
 

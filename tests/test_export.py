@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import shlex
 import sys
 import urllib.error
 import urllib.request
@@ -15,7 +17,17 @@ from mlflow.tracking import MlflowClient
 from qa_compress.data import squad
 from qa_compress.serve import export
 
-from .conftest import children, free_port, local_server, logged_runs, parents, run_in_process, store_uri, tiny_job_args
+from .conftest import (
+    ROOT,
+    children,
+    free_port,
+    local_server,
+    parents,
+    run_in_process,
+    start_cli,
+    store_uri,
+    tiny_job_args,
+)
 
 pytestmark = pytest.mark.slow  # every test here runs jobs or serves a model
 
@@ -115,49 +127,66 @@ def test_a_request_is_checked_row_by_row_in_one_line():
             assert message in problem, problem
 
 
-def test_a_job_with_export_serves_its_answers_over_http(tmp_path, tiny_bert_dir, squad_files):
-    """`export=true` registers the job's ONNX Runtime model; `mlflow models serve` answers as predictions.json."""
-    args = tiny_job_args(
-        tiny_bert_dir, squad_files, "quantization=onnx_int8", "export=true", "export_name=tiny-onnx", fine_tune=False
-    )
-    result = run_in_process(args, tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    store = store_uri(tmp_path)
-    client = MlflowClient(store)
-    (job,) = logged_runs(tmp_path)[1]
-    (version,) = client.search_model_versions("name='tiny-onnx'")
-    assert version.run_id == job.info.run_id and job.data.tags["registered_model"] == "tiny-onnx/1"
+def _readme_request() -> dict:
+    """The request the README's serving section sends with curl."""
+    readme = (ROOT / "README.md").read_text()
+    body = re.search(r"/invocations -H 'Content-Type: application/json' -d \\\n\s*'(.*?)'", readme, re.S)
+    assert body, "the README's serving section no longer sends a request with curl"
+    return json.loads(body.group(1))
+
+
+def test_the_readmes_three_commands_take_a_sweeps_pick_to_an_answer_over_http(tmp_path, tiny_bert_dir, squad_files):
+    """Sweep, then the command its recommendation prints (it keeps and registers the model, its last line names
+    it), then `mlflow models serve`: the README's request is answered, and every question as the job answered."""
+    grid = ("quantization=none,onnx_int8", "report.max_f1_drop=100")
+    sweep = run_in_process(["-m", *tiny_job_args(tiny_bert_dir, squad_files, *grid, fine_tune=False)], tmp_path)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    smallest = next(line for line in sweep.stdout.splitlines() if line.startswith("Smallest within"))
+    command = shlex.split(smallest.split(": python ", 1)[1])
+    assert command[:1] == ["run.py"] and command[-1] == "export=true" and "quantization=onnx_int8" in command
+
+    picked = run_in_process(command[1:], tmp_path / "pick")
+    assert picked.returncode == 0, picked.stderr[-3000:]
+    print(picked.stdout[-3000:], "\n---\n", picked.stderr[-3000:])
+    last = picked.stdout.strip().splitlines()[-1]
+    registered = re.search(r"\| run (\w+) \| registered as (models:/[\w.-]+/\d+)$", last)
+    assert registered, last
+    run_id, model_uri = registered.groups()
+    job = MlflowClient(store_uri(tmp_path)).get_run(run_id)
+    assert job.data.tags["registered_model"] == model_uri.removeprefix("models:/")
 
     port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "models",
-        "serve",
-        "-m",
-        "models:/tiny-onnx/1",
-        "--env-manager",
-        "local",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        str(port),
-    ]
-    environment = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local"]
+    command += ["-h", "127.0.0.1", "-p", str(port)]
+    environment = {**os.environ, "MLFLOW_TRACKING_URI": store_uri(tmp_path)}
     with local_server(command, f"http://127.0.0.1:{port}/ping", tmp_path / "serve.log", environment):
         questions = _questions(squad_files[1])
         reply = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": questions.to_dict("records")})
-        readme = {"dataframe_records": [{"question": "Who wrote it?", "context": "It was written by Ada Lovelace."}]}
-        plain = _post(f"http://127.0.0.1:{port}/invocations", readme)  # the README's request: no id
+        plain = _post(f"http://127.0.0.1:{port}/invocations", _readme_request())  # no id, as the README sends it
         refused = {
             name: _refused(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": rows})
             for name, (rows, _) in BAD_REQUESTS.items()
         }
     served = {row["id"]: row["answer"] for row in reply["predictions"]}
-    assert served == json.loads((tmp_path / "run" / "predictions.json").read_text())
+    assert served == json.loads((tmp_path / "pick" / "run" / "predictions.json").read_text())
     for name, (status, body) in refused.items():
         assert status == 400 and BAD_REQUESTS[name][1] in body["message"], (name, body)
         assert "stack_trace" not in body and "Traceback" not in json.dumps(body), name
     (answered,) = plain["predictions"]
     assert answered["id"] == "0" and isinstance(answered["answer"], str) and 0 <= answered["no_answer_probability"] <= 1
+
+
+NOISE = re.compile(r"\d+%\|| it/s\]|s/it\]|━|Warning:|warnings\.warn|warn\(|FutureWarning|DeprecationWarning")
+
+
+def test_a_logged_sweep_carries_no_progress_bar_and_no_library_warning(tmp_path, tiny_bert_dir, squad_files):
+    """Output to a file (a cluster's log): every stage that draws a bar or warns (training, OpenVINO and
+    PyTorch INT8, saving, exporting) leaves neither; what a user must know is said in a line of its own."""
+    grid = ("quantization=dynamic_int8,openvino_int8", "export=true")
+    args = ["-m", *tiny_job_args(tiny_bert_dir, squad_files, *grid)]
+    process = start_cli(args, tmp_path)
+    assert process.wait(timeout=600) == 0, (tmp_path / "cli.log").read_text()[-3000:]
+    log = (tmp_path / "cli.log").read_text()
+    noisy = [line for line in log.splitlines() if NOISE.search(line)]
+    assert noisy == [], "\n".join(noisy[:20])
+    assert log.count("torch.ao") == 1  # dynamic_int8's deprecated base, said once in the project's words

@@ -90,7 +90,7 @@ def test_sweep_ends_with_a_report_in_its_directory_and_parent_run(tiny_sweep):
     assert "| # | job | F1 | ΔF1 |" in stdout and "Sweep report:" in stdout
     last = stdout.rstrip().splitlines()[-3:]  # the terminal ends with the recommendation, in three lines
     assert last[0].startswith("Fastest within 1 F1 of uncompressed") and "python run.py " in last[0]
-    assert last[1].startswith("Smallest within 1 F1 of uncompressed") and "save_model=true" in last[1]
+    assert last[1].startswith("Smallest within 1 F1 of uncompressed") and "export=true" in last[1]
     assert last[2] == "No finished job loses more than 1 F1."
     fastest = next(row for row in table if "fastest" in row["recommended"])
     assert f"run {fastest['run_id']}: python run.py " in last[0]
@@ -135,7 +135,7 @@ def test_recommendation_is_the_fastest_and_smallest_within_the_allowed_loss_and_
     assert len(lines) == 3
     assert lines[0] == (
         "Fastest within 1 F1 of uncompressed (80.00): l1_unstructured 0.1 | dynamic_int8, F1 79.50 (-0.50), "
-        "1.43x faster, run run1: python run.py pruning.amount=0.1 save_model=true"
+        "1.43x faster, run run1: python run.py pruning.amount=0.1 export=true"
     )
     assert "90.00 MB (2.78x smaller)" in lines[1]
     assert lines[2] == "Losing more than 1 F1 (not recommended): l1_unstructured 0.2 | dynamic_int8 (-10.00)"
@@ -182,7 +182,7 @@ def test_reproduce_command_keeps_the_jobs_overrides_quoted_and_saves_the_model()
     overrides = ("experiment=quickstart", "model.name_or_path=/a dir/m", "force=true", "save_model=false")
     job = replace(_job(1, 1.0, 1.0, 1.0), overrides=overrides)
     assert results.reproduce_command(job) == (
-        "python run.py experiment=quickstart 'model.name_or_path=/a dir/m' save_model=true"
+        "python run.py experiment=quickstart 'model.name_or_path=/a dir/m' export=true"
     )
     assert results.reproduce_command(replace(job, overrides=None)) is None
 

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
 
 import datasets
+import huggingface_hub
 import hydra
 import mlflow
 import omegaconf
@@ -26,16 +28,16 @@ from omegaconf import DictConfig, OmegaConf
 from qa_compress.data import sources
 from qa_compress.job import bookkeeping, checks
 from qa_compress.job.config import JobConfig, job_section
-from qa_compress.job.stages import execute
+from qa_compress.job.stages import Outcome, execute
 from qa_compress.tracking import cache, disk, results, runs, store
 
 log = logging.getLogger(__name__)
 
 
-def summary(
-    name: str, metrics: dict[str, float], baseline_cache: str, baseline_f1: float | None, batch_size: int
-) -> str:
-    """The one line a user reads at the end of a job."""
+def summary(name: str, outcome: Outcome, run_id: str, baseline_f1: float | None, batch_size: int) -> str:
+    """The one line a user reads at the end of a job: its figures, then its run (and registered model), which the
+    next step (`qa_compress.export`, `mlflow models serve`) takes."""
+    metrics = outcome.metrics
     change = f" ({metrics['f1'] - baseline_f1:+.2f} vs uncompressed)" if baseline_f1 is not None else ""
     speed = (
         f"{metrics['latency_ms']:.1f} ms per batch of {batch_size}" if "latency_ms" in metrics else "not benchmarked"
@@ -45,10 +47,11 @@ def summary(
             f", {metrics['speedup']:.2f}x the uncompressed model's speed "
             f"(IQR {metrics['speedup_q1']:.2f}-{metrics['speedup_q3']:.2f})"
         )
+    kept = f" | registered as models:/{outcome.registered}" if outcome.registered else ""
     return (
         f"{name}: F1 {metrics['f1']:.2f}{change}, HasAns {metrics.get('HasAns_f1', math.nan):.2f}, "
         f"NoAns {metrics.get('NoAns_f1', math.nan):.2f}, always-no-answer {metrics['always_no_answer_f1']:.2f} | "
-        f"{metrics['size_mb']:.1f} MB | {speed} | baseline {baseline_cache}"
+        f"{metrics['size_mb']:.1f} MB | {speed} | baseline {outcome.baseline_origin} | run {run_id}{kept}"
     )
 
 
@@ -92,9 +95,15 @@ def _quiet_library_logs() -> None:
 
 
 def _progress_bars_only_on_a_terminal() -> None:
-    if not sys.stderr.isatty():
-        datasets.disable_progress_bars()
-        transformers.utils.logging.disable_progress_bar()
+    """A log file gets no progress bars (datasets, transformers, the Hub client, MLflow's artifact downloads),
+    unless `hydra.verbose` is true."""
+    verbose = HydraConfig.get().verbose if HydraConfig.initialized() else False
+    if sys.stderr.isatty() or verbose is True:
+        return
+    datasets.disable_progress_bars()
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 
 
 def _versions() -> dict[str, str]:
@@ -154,9 +163,7 @@ def run(cfg: DictConfig, checked: JobConfig | None = None) -> dict[str, float | 
     # Claimed by its configuration hash: a second sweep on the same cache waits, then reuses the result.
     claim = Path(job.paths.cache_dir) / "claims" / tags["config_hash"]
     with cache.locked(claim, job.cache_lock_timeout_s, "a job with the same configuration is still running"):
-        previous = (
-            None if job.force else bookkeeping.reuse_finished(experiment, tags, parent, output_dir, name)
-        )
+        previous = None if job.force else bookkeeping.reuse_finished(experiment, tags, parent, output_dir, name)
         if previous is not None:
             return {**previous.data.metrics, "run_id": previous.info.run_id}
         with runs.job_run(experiment, name, parent, tags) as run_id:
@@ -167,11 +174,11 @@ def run(cfg: DictConfig, checked: JobConfig | None = None) -> dict[str, float | 
                 output_dir.mkdir(parents=True, exist_ok=True)
                 (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
                 runs.log_artifacts([output_dir / "config.yaml"])
-                metrics, baseline_cache = execute(job, output_dir)
+                outcome = execute(job, output_dir)
                 runs.mark_complete()
             except Exception as err:
                 if not disk.is_full(err):
                     raise
                 raise out_of_space(job, output_dir, started, err) from None
-    log.info(summary(name, metrics, baseline_cache, _sweep_baseline_f1(parent, uri), job.benchmark.batch_size))
-    return {**metrics, "run_id": run_id}
+    log.info(summary(name, outcome, run_id, _sweep_baseline_f1(parent, uri), job.benchmark.batch_size))
+    return {**outcome.metrics, "run_id": run_id}

@@ -349,20 +349,29 @@ def save_model(ctx: Context, model: Any, directory: Path) -> None:
     runs.log_artifact_dir(directory, "model")
 
 
-def register(ctx: Context, metrics: dict[str, float], directory: Path) -> None:
-    """Log the saved model as a pyfunc model of this run and register it under `export_name`."""
+def register(ctx: Context, metrics: dict[str, float], directory: Path) -> str:
+    """Log the saved model as a pyfunc model of this run and register it under `export_name`; returns NAME/VERSION."""
     job = ctx.job
     info = export.log_model(directory, export.Serving.of_job(job, metrics), job.quantization.name, job.export_name)
     version = f"{job.export_name}/{info.registered_model_version}"
     runs.set_tags({"registered_model": version})
-    log.info("Registered the model as models:/%s", version)
+    return version
 
 
 # The job -------------------------------------------------------------------------------------
 
 
-def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
-    """The stages of a job, inside its MLflow run; returns the metrics it logged and the baseline's origin."""
+@dataclass
+class Outcome:
+    """What a job's stages leave: the metrics logged, where the baseline came from, the model registered."""
+
+    metrics: dict[str, float]
+    baseline_origin: str  # hit (cache), miss (fine-tuned now), or the checkpoint as given
+    registered: str | None = None  # NAME/VERSION in the Model Registry (export=true)
+
+
+def execute(job: JobConfig, output_dir: Path) -> Outcome:
+    """The stages of a job, inside its MLflow run."""
     output_dir.mkdir(parents=True, exist_ok=True)
     ctx = read_data(job, output_dir)
     model, origin = baseline(ctx)
@@ -390,9 +399,8 @@ def execute(job: JobConfig, output_dir: Path) -> tuple[dict[str, float], str]:
     log_results(ctx, metrics, evaluation, rows)
     if job.save_model or job.export:
         save_model(ctx, model, output_dir / "model")
-    if job.export:
-        register(ctx, metrics, output_dir / "model")
-    return metrics, origin
+    registered = register(ctx, metrics, output_dir / "model") if job.export else None
+    return Outcome(metrics, origin, registered)
 
 
 def compressed(job: JobConfig, workdir: Path) -> Any:

@@ -9,6 +9,10 @@ load, so loading runs no code from the files.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import warnings
+from collections.abc import Iterator
 from typing import ClassVar
 
 from qa_compress.quantize.base import QuantizationMethod, QuantizationSettings, register, unique_tensors
@@ -18,6 +22,29 @@ REMOVED = (
     "this PyTorch has no torch.ao.quantization.quantize_dynamic (deprecated, pytorch/pytorch#153892, and "
     "now removed); use quantization=onnx_int8, or install a torch release that still has it"
 )
+
+
+log = logging.getLogger(__name__)
+DEPRECATED = (
+    "dynamic_int8 rests on PyTorch's torch.ao quantization, which PyTorch has deprecated (pytorch/pytorch#153892): "
+    "it works with this torch {version}; onnx_int8 and openvino_int8 are the maintained INT8 methods"
+)
+_deprecation_said = False
+
+
+@contextlib.contextmanager
+def deprecation_said_once() -> Iterator[None]:
+    """torch warns of the deprecation in several multi-line warnings each time; say it once, in one line."""
+    global _deprecation_said
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated")
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel")
+        yield
+    if not _deprecation_said:
+        _deprecation_said = True
+        log.warning(DEPRECATED.format(version=torch.__version__))
 
 
 class DynamicInt8Settings(QuantizationSettings):
@@ -75,7 +102,8 @@ def quantize(model, per_channel: bool = False):
     from torch.ao.quantization import per_channel_dynamic_qconfig
 
     spec = {nn.Linear: per_channel_dynamic_qconfig} if per_channel else {nn.Linear}
-    return _quantize_dynamic()(model.to("cpu").eval(), spec, dtype=torch.qint8)
+    with deprecation_said_once():
+        return _quantize_dynamic()(model.to("cpu").eval(), spec, dtype=torch.qint8)
 
 
 class DynamicInt8(QuantizationMethod):
@@ -131,10 +159,11 @@ class DynamicInt8(QuantizationMethod):
             prefix = f"{name}." if name else ""
             values, scale = tensors.pop(f"{prefix}weight.int8"), tensors.pop(f"{prefix}weight.scale")
             zero_point = tensors.pop(f"{prefix}weight.zero_point")
-            if scale.numel() == 1:
-                weight = torch._make_per_tensor_quantized_tensor(values, float(scale), int(zero_point))
-            else:
-                weight = torch._make_per_channel_quantized_tensor(values, scale.double(), zero_point, 0)
+            with deprecation_said_once():
+                if scale.numel() == 1:
+                    weight = torch._make_per_tensor_quantized_tensor(values, float(scale), int(zero_point))
+                else:
+                    weight = torch._make_per_channel_quantized_tensor(values, scale.double(), zero_point, 0)
             module.set_weight_bias(weight, tensors.pop(f"{prefix}bias", None))
         with torch.no_grad():
             for key, value in tensors.items():  # the layers that stay FP32: embeddings, layer norms

@@ -113,8 +113,10 @@ def question_f1(client: MlflowClient, run_id: str) -> dict[str, float] | None:
 
 
 def reproduce_command(job: Job) -> str | None:
-    """The `run.py` command that runs this job again alone and keeps its model; None without recorded overrides."""
+    """The `run.py` command that runs this job again alone, keeps its model and registers it for serving (its last
+    line names the registered model); None without recorded overrides."""
     if job.overrides is None:
         return None
-    kept = [o for o in job.overrides if o.split("=", 1)[0].lstrip("+~") not in {"save_model", "force"}]
-    return shlex.join(["python", "run.py", *kept, "save_model=true"])
+    dropped = {"save_model", "force", "export"}
+    kept = [o for o in job.overrides if o.split("=", 1)[0].lstrip("+~") not in dropped]
+    return shlex.join(["python", "run.py", *kept, "export=true"])

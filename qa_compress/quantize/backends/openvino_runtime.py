@@ -15,6 +15,8 @@ import contextlib
 import functools
 import logging
 import math
+import os
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,6 +58,19 @@ def quiet_nncf() -> None:
     import nncf
 
     nncf.set_log_level(logging.WARNING)
+
+
+@contextlib.contextmanager
+def progress_bars_off_a_terminal() -> Iterator[None]:
+    """NNCF draws its progress bars with rich on stdout, not through its logger; in a log file they are noise.
+
+    Its warnings still show: its logger's handler holds the stream it was given at import.
+    """
+    if sys.stdout.isatty():
+        yield
+        return
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
 
 
 def convert(model: PreTrainedModel, input_names: list[str]) -> Any:
@@ -145,7 +160,7 @@ def quantize(model: Any, calibration_items: list[dict[str, np.ndarray]], fast_bi
     import nncf
 
     quiet_nncf()
-    with native_section():
+    with native_section(), progress_bars_off_a_terminal():
         return nncf.quantize(
             model,
             nncf.Dataset(calibration_items),
@@ -175,7 +190,7 @@ def quantize_with_accuracy_control(
     def validation_fn(compiled: Any, questions: Any) -> tuple[float, list[float]]:
         return held_out.f1(_CompiledQa(compiled), list(questions))
 
-    with native_section():
+    with native_section(), progress_bars_off_a_terminal():
         quantized = nncf.quantize_with_accuracy_control(
             model,
             nncf.Dataset(calibration_items),

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import MINILM_DIR, free_port, run_in_process, tiny_job_args, write_json
+from .conftest import MINILM_DIR, free_port, run_cli, run_in_process, tiny_job_args, write_json
 
 
 @dataclass
@@ -417,3 +417,12 @@ def test_hostile_input_is_refused_in_one_line_before_any_run(case, mode, tmp_pat
     hydras_own = {tmp_path / "run" / "run.log", *(tmp_path / "run" / ".hydra").glob("*.yaml")}
     written = [p for p in tmp_path.rglob("*") if p.is_file() and own not in p.parents and p not in hydras_own]
     assert written == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("experiment", [[], ["experiment=quickstart"]], ids=["plain", "experiment"])
+def test_a_single_run_in_a_new_process_says_one_line_and_no_callback_warning(experiment, tmp_path):
+    """In a fresh process Hydra's own config is not set when the callbacks start; no warning may leak from that."""
+    result = run_cli([*experiment, "pruning=l1_unstructured", "pruning.amount=1.5"], tmp_path, timeout=120)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["pruning.amount=1.5: Input should be less than or equal to 1"]

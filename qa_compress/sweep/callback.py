@@ -175,6 +175,7 @@ class MlflowSweep(Callback):
         """A single run: Hydra makes its directory before the job's checks, so it is probed here."""
         from qa_compress.job import checks
 
+        HydraConfig.instance().set_config(config)  # hydra.run.dir may name ${hydra:runtime.cwd}
         try:
             checks.writable(config.hydra.run.dir, "hydra.run.dir")
         except UserError as err:

@@ -187,31 +187,70 @@ def test_reproduce_command_keeps_the_jobs_overrides_quoted_and_saves_the_model()
     assert results.reproduce_command(replace(job, overrides=None)) is None
 
 
-def test_plot_labels_of_crowded_points_do_not_overlap(tmp_path):
-    crowded = [_job(i, 99.0 + i * 0.05, 100.0 + i, 90.0 + i * 0.1) for i in range(12)]
-    jobs = [replace(crowded[0], uncompressed=True, quantization="none"), *crowded[1:]]
+def _drawn(jobs, tmp_path) -> list[dict]:
+    """What each plot of `jobs` draws: its label boxes, its markers in pixels, its F1 axis and its texts."""
     import matplotlib.pyplot as plt
+    from matplotlib.text import Text
 
     real_savefig = plt.Figure.savefig
-    boxes = []
+    drawn = []
 
     def savefig(fig, *args, **kwargs):
         renderer = fig.canvas.get_renderer()
-        texts = [child for ax in fig.axes for child in ax.get_children() if type(child).__name__ == "Annotation"]
-        boxes.append([text.get_window_extent(renderer) for text in texts])
+        (ax,) = fig.axes
+        texts = [child for child in ax.get_children() if type(child).__name__ == "Annotation"]
+        for text in texts:
+            text.update_positions(renderer)
+        markers = [c for c in ax.collections if type(c).__name__ == "PathCollection" and len(c.get_offsets())]
+        drawn.append(
+            {
+                "boxes": [Text.get_window_extent(text, renderer) for text in texts],  # the text, not its line
+                "texts": [text.get_text() for text in texts],
+                "points": [ax.transData.transform(xy) for c in markers for xy in c.get_offsets()],
+                "ylim": ax.get_ylim(),
+                "legend": [t.get_text() for t in ax.get_legend().get_texts()] if ax.get_legend() else [],
+            }
+        )
         return real_savefig(fig, *args, **kwargs)
 
     plt.Figure.savefig = savefig
     try:
-        plots.plot(jobs, tmp_path)
+        plots.plot(jobs, tmp_path, max_f1_drop=1.0)
     finally:
         plt.Figure.savefig = real_savefig
-    labelled = [b for b in boxes if b]
-    assert len(labelled) == 2 and all(len(b) == 12 for b in labelled)  # latency and size plots, every job
-    for plot_boxes in labelled:
-        for i, a in enumerate(plot_boxes):
-            for b in plot_boxes[i + 1 :]:
-                assert not a.overlaps(b), (a, b)
+    return drawn
+
+
+def test_plot_labels_and_points_of_crowded_jobs_do_not_overlap(tmp_path):
+    """Equal sizes and near-equal F1 (unstructured pruning stores every job at one size): no point hides another."""
+    crowded = [_job(i, 99.0 + i * 0.01, 100.0 + i, 90.0 + (i % 3) * 0.01) for i in range(12)]
+    jobs = [replace(crowded[0], uncompressed=True, quantization="none"), *crowded[1:]]
+    labelled = [plot for plot in _drawn(jobs, tmp_path) if plot["boxes"]]
+    assert len(labelled) == 2 and all(len(plot["boxes"]) == 12 for plot in labelled)  # latency and size, every job
+    for plot in labelled:
+        boxes, points = plot["boxes"], plot["points"]
+        assert len(points) == 12
+        for i, a in enumerate(boxes):
+            assert all(not a.overlaps(b) for b in boxes[i + 1 :]), a
+        for i, (ax_, ay) in enumerate(points):
+            for bx, by in points[i + 1 :]:
+                assert (ax_ - bx) ** 2 + (ay - by) ** 2 >= plots.MARKER_PX**2 - 1e-6, (i, ax_, ay, bx, by)
+
+
+def test_the_f1_axis_shows_the_band_the_recommendation_turns_on_and_far_off_jobs_at_its_edge(tmp_path):
+    jobs = [
+        _job(0, 80.0, 100.0, 250.0, "none", uncompressed=True),
+        _job(1, 79.6, 70.0, 90.0),
+        _job(2, 78.7, 60.0, 80.0),  # loses 1.3: outside the allowed 1, inside the band
+        _job(3, 52.4, 40.0, 60.0),  # far off
+    ]
+    jobs = [replace(j, metrics={**j.metrics, "always_no_answer_f1": 50.0}) for j in jobs]
+    for plot in _drawn(jobs, tmp_path):
+        low, high = plot["ylim"]
+        assert 76.0 <= low < 78.7 and 80.0 < high <= 81.0  # a few points of F1, not 50 to 100
+        assert "always no answer (50.00, below)" in plot["legend"]
+        assert any(text in plot["texts"] for text in ("4 (52.4)", "52.4"))  # the far-off job carries its F1
+        assert all(y >= 0 for _, y in plot["points"])  # drawn on the axes, not outside the figure
 
 
 @pytest.mark.slow

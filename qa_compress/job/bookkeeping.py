@@ -25,8 +25,9 @@ UNCOMPRESSED_HASH = "uncompressed_hash"  # tag of uncompressed jobs: equal for e
 
 
 def run_name(job: JobConfig) -> str:
-    """`model | pruning choice | quantization`, as the MLflow UI and the summary line show it."""
-    return f"{job.model.name} | {prune.describe(job.pruning)} | {job.quantization.name}"
+    """`pruning choice | quantization | model`, as the MLflow UI and the summary line show it: what tells a
+    sweep's jobs apart first, where the UI's narrow name column still shows it."""
+    return f"{prune.describe(job.pruning)} | {job.quantization.name} | {job.model.name}"
 
 
 def is_uncompressed(job: JobConfig) -> bool:

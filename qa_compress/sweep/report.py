@@ -82,7 +82,12 @@ def build(
     text = document(jobs, facts, max_f1_drop, table, searched.lines if searched else ())
     (out_dir / "report.md").write_text(text)
     write_csv(table, out_dir / "report.csv")
-    files = [out_dir / "report.md", out_dir / "report.csv", *plot(jobs, out_dir), *(searched.files if searched else [])]
+    files = [
+        out_dir / "report.md",
+        out_dir / "report.csv",
+        *plot(jobs, out_dir, max_f1_drop),
+        *(searched.files if searched else []),
+    ]
     for path in files:
         client.log_artifact(parent_run_id, str(path), "report")
     if table:

@@ -64,12 +64,15 @@ def _plot(numbers: list[int], volumes: list[float], names: Sequence[str], point:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    final = volumes[-1] if volumes and volumes[-1] > 0 else 1.0
+    shares = [100 * v / final for v in volumes]  # raw hypervolume is in units of F1 x cost: unreadable
     fig, ax = plt.subplots(figsize=(6.4, 3.6))
-    ax.step(range(1, len(volumes) + 1), volumes, where="post", color="tab:blue")
+    ax.step(range(1, len(shares) + 1), shares, where="post", color="tab:blue")
     grew = [i for i, v in enumerate(volumes) if v > (volumes[i - 1] if i else 0.0)]
-    ax.scatter([i + 1 for i in grew], [volumes[i] for i in grew], color="tab:blue", zorder=3, label="front grew")
+    ax.scatter([i + 1 for i in grew], [shares[i] for i in grew], color="tab:blue", zorder=3, label="front grew")
     ax.set_xlabel("trials finished")
-    ax.set_ylabel("hypervolume of the front")
+    ax.set_ylabel("hypervolume (% of the final front's)")
+    ax.set_ylim(0, 105)
     reference = ", ".join(f"{n} {p:.4g}" for n, p in zip(names, point, strict=True))
     ax.set_title(f"Front growth ({' vs '.join(names)}; reference point {reference})", fontsize=8)
     ax.legend(loc="lower right", fontsize=8)

@@ -46,6 +46,9 @@ class Job:
         return self.status == "FINISHED" and "f1" in self.metrics
 
 
+SPEEDUP_OF_THE_REFERENCE = {"speedup": 1.0, "speedup_q1": 1.0, "speedup_q3": 1.0}
+
+
 def job_of(run: Run) -> Job:
     """A job's run, as the report reads it."""
     params, tags = run.data.params, run.data.tags
@@ -53,6 +56,10 @@ def job_of(run: Run) -> Job:
         overrides = tuple(json.loads(tags["overrides"])) if "overrides" in tags else None
     except (ValueError, TypeError):
         overrides = None
+    metrics = dict(run.data.metrics)
+    uncompressed = tags.get("uncompressed") == "true"
+    if uncompressed and "latency_ms" in metrics and "speedup" not in metrics:
+        metrics.update(SPEEDUP_OF_THE_REFERENCE)  # not timed against itself: 1 by definition
     return Job(
         run_id=run.info.run_id,
         name=run.info.run_name,
@@ -62,9 +69,9 @@ def job_of(run: Run) -> Job:
         pruning_label=tags.get("pruning_label", "?"),
         quantization=tags.get("quantization", "?"),
         status=run.info.status,
-        uncompressed=tags.get("uncompressed") == "true",
+        uncompressed=uncompressed,
         error=tags.get("error", ""),
-        metrics=dict(run.data.metrics),
+        metrics=metrics,
         params=dict(params),
         overrides=overrides,
         cpu=f"{tags['cpu']}, {tags.get('cpu_count', '?')} cores" if "cpu" in tags else "",

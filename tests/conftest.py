@@ -398,7 +398,7 @@ def slurm(tmp_path_factory) -> Iterator[slurm_cluster.Cluster]:
         pytest.skip(str(err))
 
 
-def _unavailable(service: str, err: Exception) -> None:
+def unavailable(service: str, err: Exception) -> None:
     """Skip a test whose service cannot come up here; in CI (CI=true), fail it."""
     if os.environ.get("CI"):
         pytest.fail(f"CI must run the {service} tests: {err}")
@@ -416,7 +416,7 @@ def postgres_server() -> Iterator[str]:
         daemon, port = daemons.postgres(root, "qa")
     except daemons.Unavailable as err:
         shutil.rmtree(root, ignore_errors=True)
-        _unavailable("PostgreSQL", err)
+        unavailable("PostgreSQL", err)
     try:
         yield f"postgresql://qa@127.0.0.1:{port}"
     finally:
@@ -431,7 +431,7 @@ def mariadb_server(tmp_path_factory) -> Iterator[str]:
     try:
         daemon, port, client = daemons.mariadb(tmp_path_factory.mktemp("mariadb"))
     except daemons.Unavailable as err:
-        _unavailable("MariaDB", err)
+        unavailable("MariaDB", err)
     try:
         grants = (
             "CREATE USER 'qa'@'127.0.0.1' IDENTIFIED BY 'qa-test-only';GRANT ALL ON `mlflow%`.* TO 'qa'@'127.0.0.1';"

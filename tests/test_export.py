@@ -52,7 +52,7 @@ def _logged_predictions(client: MlflowClient, run_id: str, tmp_path: Path) -> di
 def test_export_registers_a_jobs_model_that_answers_as_its_predictions(tiny_sweep, squad_files, tmp_path, capsys):
     store = store_uri(tiny_sweep)
     client = MlflowClient(store)
-    (job,) = [r for r in children(tiny_sweep) if r.info.run_name == "l1_unstructured 0.5 | dynamic_int8 | tiny"]
+    (job,) = [r for r in children(tiny_sweep) if r.info.run_name == "0.5 | dynamic_int8 | l1_unstructured | tiny"]
     code, out, err = _export_command(capsys, "--run-id", job.info.run_id, "--name", "tiny-qa", "--tracking-uri", store)
     assert code == 0, err
     assert "registered it as models:/tiny-qa/1" in out and "mlflow models serve -m models:/tiny-qa/1" in out

@@ -50,7 +50,7 @@ def test_sweep_trains_once_and_logs_every_job_under_one_parent(tiny_sweep):
     assert len([p for p in (tmp_path / "cache" / "baselines").iterdir() if p.is_dir()]) == 1
 
     names = {c.info.run_name for c in jobs}
-    assert "l1_unstructured 0.5 | dynamic_int8 | tiny" in names
+    assert "0.5 | dynamic_int8 | l1_unstructured | tiny" in names
     for job in jobs:
         assert set(METRICS) <= set(job.data.metrics), set(METRICS) - set(job.data.metrics)
         assert job.data.params["pruning.amount"] in {"0.0", "0.5"}
@@ -112,7 +112,7 @@ def test_saved_models_are_safetensors_and_load_back_to_the_same_answers(tiny_swe
 
 @pytest.mark.slow
 def test_logged_predictions_rescore_to_the_logged_metrics_with_the_official_interface(tiny_sweep, squad_files, capsys):
-    job = next(c for c in children(tiny_sweep) if c.info.run_name == "l1_unstructured 0 | none | tiny")
+    job = next(c for c in children(tiny_sweep) if c.info.run_name == "0 | none | l1_unstructured | tiny")
     local = mlflow.artifacts.download_artifacts(
         run_id=job.info.run_id, tracking_uri=store_uri(tiny_sweep), dst_path=str(tiny_sweep / "dl")
     )
@@ -223,7 +223,7 @@ def test_structured_pruning_with_gradient_importance_recovery_and_onnx_logs_what
     client, _ = logged_runs(tmp_path)
     (run,) = compressed(tmp_path)
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "structured heads 0.25 ffn 0.5 +2 steps | onnx_int8 | tiny"
+    assert run.info.run_name == "heads 0.25 ffn 0.5 +2 steps | onnx_int8 | structured | tiny"
     m = run.data.metrics
     for key in (
         "size_mb",

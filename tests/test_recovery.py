@@ -268,7 +268,7 @@ def test_a_gradual_distilled_sweep_calibrates_its_threshold_and_reports_each_ste
         assert set(json.loads(predictions.read_text())) == evaluation_ids  # evaluation answers, never the split's
     pruned = jobs[0]
     assert pruned.data.metrics["sparsity"] == pytest.approx(0.5, abs=1e-3)
-    assert pruned.info.run_name.startswith("global_magnitude 0.5 gradual +4 steps distilled")
+    assert pruned.info.run_name.startswith("0.5 gradual +4 steps distilled | ")
     (parent,) = [r for r in logged_runs(tmp_path)[1] if "mlflow.parentRunId" not in r.data.tags]
     table = Path(client.download_artifacts(parent.info.run_id, "report/report.md", str(tmp_path / "dl"))).read_text()
     for column in ("F1 before recovery", "F1 before threshold calibration", "best_f1 (oracle)"):

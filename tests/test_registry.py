@@ -105,7 +105,7 @@ def test_method_defined_outside_the_package(outside_methods, tmp_path, tiny_bert
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = compressed(tmp_path)
     assert run.info.status == "FINISHED"
-    assert run.info.run_name == "every_other_row 1 in 4 +2 steps | round_to_levels | tiny"
+    assert run.info.run_name == "1 in 4 +2 steps | round_to_levels | every_other_row | tiny"
     assert run.data.params["pruning.keep_every"] == "4" and run.data.params["quantization.levels"] == "8"
     metrics = run.data.metrics
     assert metrics["rows_kept_every"] == 4.0  # the method's own metric reached MLflow

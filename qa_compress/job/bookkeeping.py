@@ -25,9 +25,12 @@ UNCOMPRESSED_HASH = "uncompressed_hash"  # tag of uncompressed jobs: equal for e
 
 
 def run_name(job: JobConfig) -> str:
-    """`pruning choice | quantization | model`, as the MLflow UI and the summary line show it: what tells a
-    sweep's jobs apart first, where the UI's narrow name column still shows it."""
-    return f"{prune.describe(job.pruning)} | {job.quantization.name} | {job.model.name}"
+    """`amount | quantization | pruning method | model` ("0.3 | dynamic_int8 | l1_unstructured | minilm_l6"), as
+    the MLflow UI and the summary line show it: what tells a sweep's jobs apart comes first, where the UI's
+    narrow name column still shows it; the model is a tag too, and in the sweep's parent run's name."""
+    amount = prune.details(job.pruning)
+    parts = (amount or job.pruning.name, job.quantization.name, job.pruning.name if amount else "", job.model.name)
+    return " | ".join(part for part in parts if part)
 
 
 def is_uncompressed(job: JobConfig) -> bool:

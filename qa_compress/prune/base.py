@@ -117,16 +117,21 @@ register = registry.register  # pruning=<method.name>, with a YAML file or Confi
 get = registry.get
 
 
-def describe(settings: PruningSettings) -> str:
-    """The one label of a pruning choice: method, amount and recovery ("l1_unstructured 0.3 gradual +200 distill")."""
-    text = " ".join(part for part in (settings.name, get(settings.name).label(settings)) if part)
+def details(settings: PruningSettings) -> str:
+    """A pruning choice's amount and recovery, without the method's name ("0.3 gradual +200 steps distilled")."""
+    parts = [get(settings.name).label(settings)]
     if settings.gradual():
-        text += " gradual"
+        parts.append("gradual")
     if settings.finetune_steps:
-        text += f" +{settings.finetune_steps} steps"
+        parts.append(f"+{settings.finetune_steps} steps")
     if settings.distill:
-        text += " distilled"
-    return text
+        parts.append("distilled")
+    return " ".join(part for part in parts if part)
+
+
+def describe(settings: PruningSettings) -> str:
+    """The one label of a pruning choice: method, amount and recovery ("l1_unstructured 0.3 gradual +200 steps")."""
+    return " ".join(part for part in (settings.name, details(settings)) if part)
 
 
 class UnstructuredSettings(PruningSettings):

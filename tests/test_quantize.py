@@ -52,6 +52,8 @@ def test_int8_saves_and_loads_back_without_pickle(tmp_path, per_channel, structu
         dynamic_int8.QUANTIZED_WEIGHTS,
         quantize.SAVED_RECORD,
     }
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert len(set(modes.values())) == 1, modes  # the int8 weights as readable as the files beside them
     loaded = quantize.load(tmp_path)
     with torch.no_grad():
         assert torch.equal(loaded(**small_inputs()).start_logits, quantized(**small_inputs()).start_logits)

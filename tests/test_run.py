@@ -1,6 +1,7 @@
 """The command line as a user meets it: a new process, --help, and refusals in one line before any work."""
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -23,12 +24,16 @@ def test_help_lists_every_group_option_with_its_description():
     for group in HELP_GROUPS:
         for option in sorted((ROOT / "conf" / group).glob("*.yaml")):
             comments = [line[2:] for line in option.read_text().splitlines() if line.startswith("# ")]
-            description = next(c for c in comments if not c.startswith("@package"))
+            first = next(c for c in comments if not c.startswith("@package"))
             registry = {"pruning": prune.registry, "quantization": quantize.registry}.get(group)
             if registry is not None:  # a method's description comes from its registry entry
-                description = registry.get(option.stem).description
-            line = help_line(option.stem, description)
-            assert line.search(result.stdout), f"{option} is missing from --help, or runs into its description"
+                line = help_line(option.stem, registry.get(option.stem).description)
+                assert line.search(result.stdout), f"{option} is missing from --help, or runs into its description"
+                continue
+            listed = re.search(rf"^  {re.escape(option.stem)} {{2,}}(.+)$", result.stdout, re.MULTILINE)
+            assert listed, f"{option} is missing from --help"
+            description = listed.group(1)  # the YAML comment's first sentence, whole, however many lines it spans
+            assert description.startswith(first) and description.endswith("."), (option, description)
 
 
 @pytest.mark.slow

@@ -470,3 +470,8 @@ def test_a_search_keeps_its_study_in_the_tracking_database(request, server, tmp_
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
     assert {r.info.run_id for r in children} == {t.user_attrs["run_id"] for t in _ran(study)}
     assert len(runs) - len(children) == 2  # a parent run for each time the search ran
+
+
+def test_trials_closed_without_a_job_are_named_as_a_person_reads_them():
+    assert search._trial_list([7]) == "Trial 7"
+    assert search._trial_list([9, 4, 6, 8, 7]) == "Trials 4, 6-9"

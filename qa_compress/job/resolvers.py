@@ -42,12 +42,20 @@ def model_label(name_or_path: str, group_checkpoint: str, group_name: str) -> st
 
 
 def _yaml_description(group: str, option: str) -> str:
-    """The first comment line of a group option's YAML file in the project's conf/ (its description)."""
+    """The first sentence of the comment atop a group option's YAML file in the project's conf/ (its description),
+    joined across lines; an indented line (an example command) ends it."""
     path = Path(__file__).resolve().parents[2] / "conf" / group / f"{option}.yaml"
     if not path.is_file():
         return ""
     comments = [line[2:] for line in path.read_text().splitlines() if line.startswith("# ")]
-    return next((c for c in comments if not c.startswith("@package")), "")
+    sentence = []
+    for line in (c for c in comments if not c.startswith("@package")):
+        if line.startswith(" "):
+            break
+        sentence.append(line.strip())
+        if line.rstrip().endswith("."):
+            break
+    return " ".join(sentence)
 
 
 def group_help() -> str:

@@ -10,6 +10,7 @@ prediction and benchmark code call like a PyTorch QA model (`model(**batch)` wit
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -177,6 +178,16 @@ def save(model: Any, settings: QuantizationSettings, directory: Path, extra: dic
     get(settings.name).save(model, directory)
     record = {"quantization": settings.name, "settings": settings.model_dump(), **(extra or {})}
     (directory / SAVED_RECORD).write_text(json.dumps(record, indent=2))
+    _usual_modes(directory)
+
+
+def _usual_modes(directory: Path) -> None:
+    """Give every saved file the mode a new file gets here (safetensors writes 0600, unlike the files beside it)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in directory.rglob("*"):
+        if path.is_file():
+            path.chmod(0o666 & ~umask)
 
 
 def load(directory: Path, num_threads: int = 1) -> Any:

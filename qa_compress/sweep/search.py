@@ -117,6 +117,18 @@ def _alive(host: str, pid: int) -> bool:
     return True
 
 
+def _trial_list(numbers: list[int]) -> str:
+    """ "Trial 4" or "Trials 4, 6-9": numbers as a person reads them."""
+    spans: list[list[int]] = []
+    for number in sorted(numbers):
+        if spans and number == spans[-1][1] + 1:
+            spans[-1][1] = number
+        else:
+            spans.append([number, number])
+    text = ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in spans)
+    return f"Trial {text}" if len(numbers) == 1 else f"Trials {text}"
+
+
 def _held():
     """Signals wait while the study is written: a stop lands between writes, never inside one."""
     return interrupts.held()
@@ -290,6 +302,7 @@ class Search:
         proposed = []
         tried = self.tried_keys()
         repeats = 0
+        repeated: list[int] = []  # trials that proposed a tried configuration: closed, never a job
         while len(proposed) < count:
             if repeats == MAX_DUPLICATES:
                 log.info("The sampler keeps proposing tried configurations: proposing at random instead")
@@ -306,6 +319,7 @@ class Search:
                 if key in tried:
                     trial.set_user_attr("duplicate_of", tried[key])
                     self.study.tell(trial, state=self.State.FAIL)
+                    repeated.append(trial.number)
                     repeats += 1
                     continue
                 self._record(trial, overrides)
@@ -315,6 +329,11 @@ class Search:
                 log.info("Trial %d refines the front: %s", trial.number, " ".join(overrides))
             proposed.append(self.study.get_trials(deepcopy=False)[trial.number])
             repeats = 0
+        if repeated:
+            log.info(
+                "%s proposed configurations already tried: closed without a job, so trial and job numbers differ",
+                _trial_list(repeated),
+            )
         if repeats >= MAX_DUPLICATES:
             seed = self.plan.settings.seed + len(self.study.trials)
             self.study.sampler = _sampler(self.optuna, self.plan.settings, seed)

@@ -84,3 +84,18 @@ def test_static_int8_runs_every_weight_product_on_calibrated_int8_activations(tm
     _, counts = onnxrt.build_int8(distilbert, list(inputs), tmp_path / "distilbert", True, calibration, "entropy")
     assert (counts["static_int8_matmuls"], counts["float_matmuls"], counts["dynamic_int8_operators"]) == (7, 0, 3)
     assert sorted(p.name for p in (tmp_path / "distilbert").iterdir()) == [onnxrt.QUANTIZED_FILE]  # no scratch left
+
+
+def test_inputs_listed_in_the_tokenizers_order_reach_the_graph_by_name(tmp_path, tokenizer):
+    """BERT's tokenizer lists token_type_ids before attention_mask, forward() takes them the other way round: bound
+    by position, the segment ids became the attention mask (7 F1 lost on the quick start, before any INT8)."""
+    model = small_bert().eval()
+    inputs = small_inputs()
+    segments = torch.zeros_like(inputs["input_ids"])
+    segments[:, 4:] = 1  # question, then context
+    ordered = {"input_ids": inputs["input_ids"], "token_type_ids": segments, "attention_mask": inputs["attention_mask"]}
+    assert [name for name in tokenizer.model_input_names if name in ordered] == list(ordered)
+    with torch.no_grad():
+        reference = model(**ordered).start_logits
+    exported = onnxrt.export(model, list(ordered), tmp_path / "model.onnx")
+    assert torch.allclose(onnxrt.OrtModel(exported, num_threads=1)(**ordered).start_logits, reference, atol=1e-4)

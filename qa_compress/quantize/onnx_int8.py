@@ -23,6 +23,7 @@ class OnnxInt8(QuantizationMethod):
     )
     settings: ClassVar[type[QuantizationSettings]] = OnnxInt8Settings
     serving_requirements = ("onnx", "onnxruntime")
+    revision = 2  # 2: inputs bound by name (before, BERT-style graphs took the token types as the attention mask)
     runs_on = "cpu"
 
     def check(self, settings, model_config):

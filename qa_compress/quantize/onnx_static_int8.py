@@ -24,7 +24,9 @@ class OnnxStaticInt8(OnnxInt8):
         "windows); runs in ONNX Runtime."
     )
     settings: ClassVar[type[QuantizationSettings]] = OnnxStaticInt8Settings
-    revision = 3  # 3: products' outputs stay FP32; 2: activations quantized (revision 1 graphs held int8 weights only)
+    # 4: inputs bound by name (before, BERT-style graphs took the token types as the attention mask); 3: products'
+    # outputs stay FP32; 2: activations quantized (revision 1 graphs held int8 weights only)
+    revision = 4
 
     def reads(self, settings):
         return settings.calibration_reads()

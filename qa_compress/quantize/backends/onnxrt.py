@@ -9,6 +9,7 @@ session's thread count is fixed so that timings compare with PyTorch's.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import logging
 import sys
@@ -32,7 +33,11 @@ def export(model: PreTrainedModel, input_names: list[str], path: Path) -> Path:
     model = model.to("cpu").eval()
     previous = model.config._attn_implementation
     model.set_attn_implementation("eager")
-    sample = tuple(torch.ones(2, 16, dtype=torch.long) for _ in input_names)
+    # In forward()'s order: the exporter names the graph's inputs in that order, whatever order a tokenizer lists
+    # them in (BERT's: input_ids, token_type_ids, attention_mask), which bound the attention mask to the token types.
+    parameters = list(inspect.signature(model.forward).parameters)
+    input_names = sorted(input_names, key=parameters.index)
+    sample = {name: torch.ones(2, 16, dtype=torch.long) for name in input_names}
     axes = {name: {0: "batch", 1: "sequence"} for name in (*input_names, *OUTPUTS)}
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -40,8 +45,9 @@ def export(model: PreTrainedModel, input_names: list[str], path: Path) -> Path:
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation and tracer notes
             torch.onnx.export(
                 model,
-                sample,
+                (),
                 str(path),
+                kwargs=sample,
                 input_names=input_names,
                 output_names=list(OUTPUTS),
                 dynamic_axes=axes,

@@ -1,5 +1,6 @@
 """ONNX export, graph fusion and INT8 in ONNX Runtime, against PyTorch's outputs."""
 
+import pytest
 import torch
 from transformers import AutoModelForQuestionAnswering
 
@@ -99,3 +100,15 @@ def test_inputs_listed_in_the_tokenizers_order_reach_the_graph_by_name(tmp_path,
         reference = model(**ordered).start_logits
     exported = onnxrt.export(model, list(ordered), tmp_path / "model.onnx")
     assert torch.allclose(onnxrt.OrtModel(exported, num_threads=1)(**ordered).start_logits, reference, atol=1e-4)
+
+
+def test_a_graph_that_computes_something_else_is_refused_before_it_is_quantized(tmp_path):
+    model = small_bert().eval()
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    exported = onnxrt.export(model, names, tmp_path / "model.onnx")
+    onnxrt.check_graph(model, exported, names)  # the graph as exported: the same logits
+    other = small_bert().eval()
+    with torch.no_grad():
+        other.qa_outputs.weight.mul_(1.5)  # weights that are not the graph's
+    with pytest.raises(ValueError, match="does not compute what the model does"):
+        onnxrt.check_graph(other, exported, names)

@@ -59,6 +59,39 @@ def export(model: PreTrainedModel, input_names: list[str], path: Path) -> Path:
     return path
 
 
+GRAPH_TOLERANCE = 1e-3  # the largest logit difference an FP32 graph may show against the model it came from
+
+
+def probe_inputs(input_names: list[str], vocab_size: int) -> dict[str, torch.Tensor]:
+    """Two windows that tell the inputs apart: one half padding, segment ids 0 then 1."""
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(min(5, vocab_size - 1), vocab_size, (2, 24), generator=generator)
+    mask = torch.ones(2, 24, dtype=torch.long)
+    mask[0, 12:] = 0
+    segments = torch.zeros(2, 24, dtype=torch.long)
+    segments[:, 8:] = 1
+    known = {"input_ids": ids, "attention_mask": mask, "token_type_ids": segments}
+    return {name: known.get(name, torch.zeros(2, 24, dtype=torch.long)) for name in input_names}
+
+
+def check_graph(model: PreTrainedModel, graph: Path, input_names: list[str]) -> None:
+    """The FP32 graph computes what the model does (padding and segments included), or nothing is quantized from it.
+
+    A graph that takes one input for another still runs and answers, only worse: this is where it is caught.
+    """
+    inputs = probe_inputs(input_names, model.config.vocab_size)
+    with torch.no_grad():
+        expected = model.to("cpu").eval()(**inputs).start_logits
+    got = OrtModel(graph, num_threads=1)(**inputs).start_logits
+    valid = inputs["attention_mask"].bool() if "attention_mask" in inputs else torch.ones_like(expected, dtype=bool)
+    difference = (got - expected).abs()[valid].max().item()
+    if difference > GRAPH_TOLERANCE:
+        raise ValueError(
+            f"the ONNX graph does not compute what the model does (start logits differ by up to {difference:.3g}); "
+            "not quantizing it"
+        )
+
+
 def attention_shape(model: PreTrainedModel) -> tuple[int, int]:
     """Heads per layer and their total width, which attention fusion needs (after head pruning too)."""
     from qa_compress.model import families
@@ -279,6 +312,7 @@ def build_int8(
     model_type = family.onnx_model_type if family is not None else "bert"
     fused = optimize(exported, directory / "model.fused.onnx", *attention_shape(model), model_type=model_type)
     log.info("ONNX Runtime fused operators: %s", fused)
+    check_graph(model, directory / "model.fused.onnx", input_names)
     if calibration_items is None:
         target = quantize(directory / "model.fused.onnx", directory / QUANTIZED_FILE, per_channel)
     else:

@@ -27,8 +27,10 @@ def markers(name: str) -> tuple[str, str]:
     return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
 
 
-# Sections other scripts write (and `options`, kept by hand), which tradeoffs.py keeps when it rewrites the rest.
-KEPT_SECTIONS = [markers(name) for name in ("recovery", "paired-timing", "refusal-time", "search", "options")]
+# Sections other scripts write (and `options`, `install`, kept by hand), which tradeoffs.py keeps when it rewrites the rest.
+KEPT_SECTIONS = [
+    markers(name) for name in ("recovery", "paired-timing", "refusal-time", "search", "options", "install")
+]
 UNSTRUCTURED = tuple(m.name for m in prune.registry if isinstance(m, prune.UnstructuredMethod))
 
 

@@ -107,7 +107,8 @@ def decode(
 
         if candidates:
             best_score, start_char, end_char = candidates[0]
-            best_spans[example["id"]] = context[start_char:end_char]
+            # SentencePiece and byte-level tokens carry the space before a word in their offsets: not the answer's.
+            best_spans[example["id"]] = context[start_char:end_char].strip()
             diffs[example["id"]] = min_null_score - best_score
         else:
             best_spans[example["id"]], diffs[example["id"]] = "", math.inf

@@ -143,6 +143,9 @@ def test_recommendation_is_the_fastest_and_smallest_within_the_allowed_loss_and_
     assert recommend.recommend(jobs, max_f1_drop=0.1).fastest.run_id == "run3"
     strict = recommend.recommend(jobs[:3], max_f1_drop=0.1)
     assert strict.fastest.run_id == "run0" and "the uncompressed model itself" in tables.advice(strict)[0]
+    # as large as the reference is no size win, however accurate (unstructured pruning keeps every weight stored)
+    same_size = [jobs[0], _job(5, 80.6, 99.0, 250.0)]
+    assert recommend.recommend(same_size, max_f1_drop=1.0).smallest.run_id == "run0"
     table = tables.rows(jobs, 1.0)
     assert [row["loses_more_than_1_f1"] for row in table] == [False, False, True, False, False]
     assert [row["pareto"] for row in table] == ["", "speed,size", "speed,size", "speed,size", ""]

@@ -105,12 +105,16 @@ def recommend(jobs: Sequence[Job], max_f1_drop: float = DEFAULT_MAX_F1_DROP) -> 
         return Recommendation(None, max_f1_drop, None, None, [])
     within = [job for job in jobs if job.done and f1_drop(job, reference) <= max_f1_drop + 1e-9]
 
-    def best(metric: str) -> Job | None:
+    def best(metric: str, cost: Callable[[Job], float]) -> Job | None:
+        """The cheapest job that is cheaper than the reference (a job as large as it is no size win, however
+        accurate), else the reference itself."""
         scored = [job for job in within if metric in job.metrics]
-        return min(scored, key=lambda job: (job.metrics[metric], -job.metrics["f1"]), default=None)
+        if metric in reference.metrics:
+            scored = [job for job in scored if job is reference or cost(job) < cost(reference)]
+        return min(scored, key=lambda job: (cost(job), -job.metrics["f1"]), default=None)
 
     speed_metric, speed = speed_cost(jobs)
-    timed = [job for job in within if speed_metric in job.metrics]
-    fastest = min(timed, key=lambda job: (speed(job), -job.metrics["f1"]), default=None)
+    fastest = best(speed_metric, speed)
+    smallest = best("size_mb", lambda job: job.metrics["size_mb"])
     losers = [job for job in jobs if job.done and f1_drop(job, reference) > max_f1_drop + 1e-9]
-    return Recommendation(reference, max_f1_drop, fastest, best("size_mb"), losers)
+    return Recommendation(reference, max_f1_drop, fastest, smallest, losers)

@@ -27,7 +27,7 @@ def markers(name: str) -> tuple[str, str]:
     return f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
 
 
-# Sections other scripts write (and `options`, `install`, kept by hand), which tradeoffs.py keeps when it rewrites the rest.
+# Sections other scripts write (and `options`, `install`, kept by hand): tradeoffs.py keeps them when it rewrites.
 KEPT_SECTIONS = [
     markers(name) for name in ("recovery", "paired-timing", "refusal-time", "search", "options", "install")
 ]

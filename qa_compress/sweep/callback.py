@@ -224,7 +224,7 @@ class MlflowSweep(Callback):
             if self.search_plan.settings.max_f1_drop is not None:
                 self.max_f1_drop = self.search_plan.settings.max_f1_drop
         self.stage = f"creating its MLflow parent run in {self.uri}"
-        from qa_compress.tracking import runs  # MLflow: only once every job's values are known to be good
+        from qa_compress.tracking import results, runs  # MLflow: once every job's values are known to be good
 
         lock_wait_s = float(OmegaConf.select(config, "tracking.lock_wait_s"))
         store.check(self.uri, None, lock_wait_s)
@@ -252,6 +252,7 @@ class MlflowSweep(Callback):
                     "git_commit": runs.git_commit(config.paths.root_dir),
                     "sweep_overrides": overrides,
                     "jobs": str(len(jobs)) if jobs is not None else "unknown",
+                    results.MAX_F1_DROP_TAG: f"{self.max_f1_drop:g}",  # the report command's default for it
                 },
             )
         _unfinished.append((self, sweep_dir))

@@ -32,7 +32,7 @@ from qa_compress.sweep.plots import plot
 from qa_compress.sweep.recommend import DEFAULT_MAX_F1_DROP, change_intervals, recommend
 from qa_compress.sweep.tables import advice, document, rows, write_csv
 from qa_compress.tracking import store
-from qa_compress.tracking.results import Job, baseline_of, latest_sweep, sweep_jobs
+from qa_compress.tracking.results import MAX_F1_DROP_TAG, Job, baseline_of, latest_sweep, sweep_jobs
 
 
 @dataclass(frozen=True)
@@ -106,8 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--max-f1-drop",
         type=float,
-        default=DEFAULT_MAX_F1_DROP,
-        help=f"F1 a recommended job may lose (default: {DEFAULT_MAX_F1_DROP:g})",
+        help=f"F1 a recommended job may lose (default: the sweep's report.max_f1_drop, else {DEFAULT_MAX_F1_DROP:g})",
     )
     opts = parser.parse_args(argv)
     try:
@@ -122,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report(opts: argparse.Namespace) -> tuple[Report, str, Path]:
-    if not (opts.max_f1_drop >= 0 and math.isfinite(opts.max_f1_drop)):
+    if opts.max_f1_drop is not None and not (opts.max_f1_drop >= 0 and math.isfinite(opts.max_f1_drop)):
         raise UserError(f"--max-f1-drop={opts.max_f1_drop}: give a number of F1 points, 0 or more")
     uri = store.existing(opts.tracking_uri)
     client = MlflowClient(uri)
@@ -141,7 +140,10 @@ def _report(opts: argparse.Namespace) -> tuple[Report, str, Path]:
             )
         out_dir = opts.out_dir or Path(run.data.tags["sweep_dir"])
         checks.writable(str(out_dir), "--out-dir" if opts.out_dir else "the sweep's directory")
-        built = build(client, parent, out_dir, opts.max_f1_drop)
+        allowed = opts.max_f1_drop
+        if allowed is None:
+            allowed = float(run.data.tags.get(MAX_F1_DROP_TAG, DEFAULT_MAX_F1_DROP))
+        built = build(client, parent, out_dir, allowed)
     except MlflowException as err:
         raise UserError(f"the MLflow store {uri} could not be read ({str(err).splitlines()[0][:200]})") from None
     return built, parent, out_dir

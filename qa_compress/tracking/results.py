@@ -46,6 +46,7 @@ class Job:
         return self.status == "FINISHED" and "f1" in self.metrics
 
 
+MAX_F1_DROP_TAG = "max_f1_drop"  # on a sweep's parent run: the F1 loss its recommendation allows
 SPEEDUP_OF_THE_REFERENCE = {"speedup": 1.0, "speedup_q1": 1.0, "speedup_q3": 1.0}
 
 

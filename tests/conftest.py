@@ -71,13 +71,16 @@ METRICS = [
     "latency_bs1_ms",
     "latency_bs1_p90_ms",
     "samples_per_s",
-    "speedup",
-    "speedup_q1",
-    "speedup_q3",
-    "speedup_iqr",
-    "paired_latency_ms",
-    "reference_latency_ms",
 ]
+# Timed against the uncompressed model in the job's own process: every job but the uncompressed one, which is that
+# model (its speed-up is 1 by definition).
+PAIRED_METRICS = ["speedup", "speedup_q1", "speedup_q3", "speedup_iqr", "paired_latency_ms", "reference_latency_ms"]
+
+
+def expected_metrics(run: Run) -> set[str]:
+    """The metrics a finished, benchmarked job logs."""
+    paired = [] if run.data.tags.get("uncompressed") == "true" else PAIRED_METRICS
+    return {*METRICS, *paired}
 
 
 # Models and data -------------------------------------------------------------------------------
@@ -463,7 +466,8 @@ def tiny_sweep(tmp_path_factory, tiny_distilbert_dir, squad_files) -> Path:
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under xdist's `--dist loadgroup` (pyproject.toml), the SLURM cluster test, which spends most of its two
-    minutes waiting on the cluster, runs on a worker of its own; every other test runs in order on the other."""
+    minutes waiting on the cluster, runs on a worker of its own, with the tests marked `beside_slurm` (long, and
+    with no timing to disturb); every other test runs in order on the other."""
     for item in items:
-        alone = "slurm" in getattr(item, "fixturenames", ())
-        item.add_marker(pytest.mark.xdist_group("slurm" if alone else "main"))
+        beside = "slurm" in getattr(item, "fixturenames", ()) or item.get_closest_marker("beside_slurm")
+        item.add_marker(pytest.mark.xdist_group("slurm" if beside else "main"))

@@ -86,7 +86,7 @@ def test_export_refuses_in_one_line_and_registers_nothing(tiny_sweep, capsys):
     bare = client.create_run(elsewhere, run_name="bare", tags={"overrides": '["quantization=none"]'})
     client.set_terminated(bare.info.run_id, "FINISHED")
     cases.append(
-        (["--run-id", bare.info.run_id], "run it again to keep one: python run.py quantization=none save_model=true")
+        (["--run-id", bare.info.run_id], "keeping and registering it: python run.py quantization=none export=true")
     )
     for argv, message in cases:
         code, _, err = _export_command(capsys, *argv, "--tracking-uri", store)

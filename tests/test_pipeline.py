@@ -20,10 +20,10 @@ from qa_compress.serve import export
 from qa_compress.tracking import cache
 
 from .conftest import (
-    METRICS,
     children,
     compose_config,
     compressed,
+    expected_metrics,
     logged_runs,
     parents,
     run_in_process,
@@ -52,7 +52,7 @@ def test_sweep_trains_once_and_logs_every_job_under_one_parent(tiny_sweep):
     names = {c.info.run_name for c in jobs}
     assert "0.5 | dynamic_int8 | l1_unstructured | tiny" in names
     for job in jobs:
-        assert set(METRICS) <= set(job.data.metrics), set(METRICS) - set(job.data.metrics)
+        assert expected_metrics(job) <= set(job.data.metrics), expected_metrics(job) - set(job.data.metrics)
         assert job.data.params["pruning.amount"] in {"0.0", "0.5"}
         assert job.data.params["dataset.max_seq_length"] == "64"
         for tag in (

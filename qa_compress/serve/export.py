@@ -242,8 +242,10 @@ def export(client: MlflowClient, run_id: str, name: str, workdir: Path) -> tuple
     if not client.list_artifacts(run_id, MODEL_ARTIFACT):
         from qa_compress.tracking import results
 
-        again = results.reproduce_command(results.job_of(run)) or "python run.py <its overrides> save_model=true"
-        raise ExportError(f"--run-id={run_id}: the job kept no model; run it again to keep one: {again}")
+        again = results.reproduce_command(results.job_of(run)) or "python run.py <its overrides> export=true"
+        raise ExportError(
+            f"--run-id={run_id}: the job kept no model; this runs it again, keeping and registering it: {again}"
+        )
     directory = Path(client.download_artifacts(run_id, MODEL_ARTIFACT, str(workdir)))
     serving = Serving.of_run(run)
     mlflow.set_tracking_uri(client.tracking_uri)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -112,12 +113,28 @@ COMPLETE_TAG = "complete"  # the last write of a job that logged everything it p
 SQLITE_BUSY_TIMEOUT_S = 30.0  # the longest one SQLite statement waits for another writer's lock before it fails
 
 
+def _busy_timeout_pragma() -> str:
+    return f"PRAGMA busy_timeout = {int(min(SQLITE_BUSY_TIMEOUT_S, _lock_wait_s) * 1000)}"
+
+
 @sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "connect")
 def _wait_for_sqlite_locks(connection: Any, record: Any) -> None:
     """Every SQLite connection (MLflow's store, the search's study) waits for a lock instead of failing at once,
     never longer than a write may wait in all."""
     if isinstance(connection, sqlite3.Connection):
-        connection.execute(f"PRAGMA busy_timeout = {int(min(SQLITE_BUSY_TIMEOUT_S, _lock_wait_s) * 1000)}")
+        connection.execute(_busy_timeout_pragma())
+
+
+MLFLOW_BUSY_TIMEOUT = re.compile(r"^\s*PRAGMA busy_timeout\s*=\s*\d+\s*;?\s*$", re.IGNORECASE)
+
+
+@sqlalchemy.event.listens_for(sqlalchemy.engine.Engine, "before_cursor_execute", retval=True)
+def _keep_the_configured_wait(connection: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool):
+    """MLflow sets a 20 s busy timeout at the start of each of its sessions, over the one set on connecting: keep
+    the configured one, so a locked store is given up after tracking.lock_wait_s, not 20 s later."""
+    if MLFLOW_BUSY_TIMEOUT.match(statement):
+        statement = _busy_timeout_pragma()
+    return statement, parameters
 
 
 class StoreError(UserError):

@@ -326,6 +326,14 @@ def local_server(command: list[str], ready_url: str, log: Path, env: dict | None
         server.wait(timeout=30)
 
 
+NOISE = re.compile(r"\d+%\|| it/s\]|s/it\]|━|Warning:|warnings\.warn|warn\(|FutureWarning|DeprecationWarning")
+
+
+def noisy_lines(output: str) -> list[str]:
+    """The lines of a log that are progress bars or library warnings."""
+    return [line for line in output.splitlines() if NOISE.search(line)]
+
+
 def help_line(option: str, description: str) -> re.Pattern:
     """A `run.py --help` line listing `option` with its description, at least two spaces between them."""
     return re.compile(rf"^  {re.escape(option)} {{2,}}{re.escape(description)}$", re.MULTILINE)
@@ -466,8 +474,8 @@ def tiny_sweep(tmp_path_factory, tiny_distilbert_dir, squad_files) -> Path:
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under xdist's `--dist loadgroup` (pyproject.toml), the SLURM cluster test, which spends most of its two
-    minutes waiting on the cluster, runs on a worker of its own, with the tests marked `beside_slurm` (long, and
-    with no timing to disturb); every other test runs in order on the other."""
+    minutes waiting on the cluster, runs on a worker of its own, with the tests marked `beside_slurm` (light on
+    the CPU, and with no timing to disturb); every other test runs in order on the other."""
     for item in items:
         beside = "slurm" in getattr(item, "fixturenames", ()) or item.get_closest_marker("beside_slurm")
         item.add_marker(pytest.mark.xdist_group("slurm" if beside else "main"))

@@ -8,7 +8,6 @@ from .conftest import expected_metrics, logged_runs, run_in_process
 
 
 @pytest.mark.slow
-@pytest.mark.beside_slurm  # 80 s of training and evaluation, and nothing timed against anything
 def test_quickstart_learns_the_task_and_shows_what_compression_costs(tmp_path):
     result = run_in_process(["-m", "experiment=quickstart"], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

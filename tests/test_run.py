@@ -14,7 +14,7 @@ from transformers import BertModel
 from qa_compress import prune, quantize
 from qa_compress.job.resolvers import HELP_GROUPS
 
-from .conftest import ROOT, assert_refused, help_line, run_cli, tiny_bert_config, tiny_job_args, write_json
+from .conftest import ROOT, assert_refused, help_line, noisy_lines, run_cli, tiny_bert_config, tiny_job_args, write_json
 
 
 @pytest.mark.slow
@@ -99,6 +99,7 @@ def test_library_noise_stays_out_of_the_output_unless_hydra_verbose_asks(tmp_pat
     assert quiet.returncode == 0, quiet.stderr[-2000:]
     loud = run_cli([*args, "hydra.verbose=[transformers,onnxruntime]"], tmp_path / "loud")
     assert loud.returncode == 0, loud.stderr[-2000:]
+    assert noisy_lines(quiet.stdout + quiet.stderr) == []  # fine-tuning, off a terminal: no bars, no warnings
     for marker in ("LOAD REPORT", "qa_outputs.weight", "Optimized operators"):
         assert marker not in quiet.stdout + quiet.stderr
         assert marker in loud.stdout + loud.stderr, marker

@@ -315,13 +315,18 @@ def test_a_parallel_sweep_logs_to_a_tracking_server_and_the_report_is_rebuilt_fr
 
 
 @pytest.mark.slow
-def test_a_sweep_composes_each_job_once_after_checking_them_all(
+def test_an_uncompressed_job_however_spelled_is_the_reference_and_is_not_evaluated_again(
     tmp_path, tiny_distilbert_dir, squad_files, monkeypatch
 ):
-    """Hydra's basic sweeper composes every job before launching any, then again to run it; the default sweeper
-    leaves the first composition to the sweep's checks, which are faster (BENCHMARKS.md: refusal times)."""
+    """`l1_unstructured` at amount 0 is the uncompressed model: a later sweep without one reuses it as its reference,
+    and the report calls it uncompressed. Each job is composed once to run it: Hydra's basic sweeper composes
+    every job a second time before launching any, which the sweep's own checks make needless."""
     from hydra._internal.config_loader_impl import ConfigLoaderImpl
 
+    first = ["-m", *tiny_job_args(tiny_distilbert_dir, squad_files, "pruning=l1_unstructured", "pruning.amount=0.0")]
+    assert run_in_process(first, tmp_path).returncode == 0
+    (amount_zero,) = children(tmp_path)
+    assert amount_zero.data.tags["uncompressed"] == "true" and "speedup" not in amount_zero.data.metrics  # not timed
     composed = []
     compose = ConfigLoaderImpl.load_sweep_config
 
@@ -330,26 +335,9 @@ def test_a_sweep_composes_each_job_once_after_checking_them_all(
         return compose(self, master_config, sweep_overrides)
 
     monkeypatch.setattr(ConfigLoaderImpl, "load_sweep_config", counted)
-    grid = ("pruning=l1_unstructured", "pruning.amount=0.0,0.2,0.4", "benchmark.enabled=false")
-    result = run_in_process(["-m", *tiny_job_args(tiny_distilbert_dir, squad_files, *grid, fine_tune=False)], tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    amounts = sorted(o for job in composed for o in job if o.startswith("pruning.amount="))
-    assert amounts == ["pruning.amount=0.0", "pruning.amount=0.2", "pruning.amount=0.4"]  # once each, to run it
-    assert len(children(tmp_path)) == 3
-
-
-@pytest.mark.slow
-def test_an_uncompressed_job_however_spelled_is_the_reference_and_is_not_evaluated_again(
-    tmp_path, tiny_distilbert_dir, squad_files
-):
-    """`l1_unstructured` at amount 0 is the uncompressed model: a later sweep without one reuses it as its reference,
-    and the report calls it uncompressed."""
-    first = ["-m", *tiny_job_args(tiny_distilbert_dir, squad_files, "pruning=l1_unstructured", "pruning.amount=0.0")]
-    assert run_in_process(first, tmp_path).returncode == 0
-    (amount_zero,) = children(tmp_path)
-    assert amount_zero.data.tags["uncompressed"] == "true" and "speedup" not in amount_zero.data.metrics  # not timed
     later = [*first[:-1], "pruning.amount=0.5"]  # no uncompressed job of its own
     result = run_in_process(later, tmp_path)
+    assert len(composed) == 1  # the one job, composed to run it
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"as the reference, reused finished run {amount_zero.info.run_id}" in result.stdout
     assert len(children(tmp_path)) == 2  # the amount-0.5 job; the reference was not evaluated again

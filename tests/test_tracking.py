@@ -327,6 +327,7 @@ def test_sigterm_while_the_sweep_evaluates_its_reference_ends_every_run_without_
 
 
 @pytest.mark.slow
+@pytest.mark.beside_slurm  # mostly waits on the lock
 @pytest.mark.parametrize(
     ("lock", "expected"),
     [
@@ -390,6 +391,7 @@ def small_bert_checkpoint(tmp_path_factory, tokenizer) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.beside_slurm  # small jobs on a tiny model, nothing timed
 @pytest.mark.parametrize("full", ["run directory and store", "cache"])
 def test_a_full_disk_fails_the_job_in_one_line_naming_the_place_and_leaves_nothing_half_written(
     full, tmp_path, small_bert_checkpoint, squad_files

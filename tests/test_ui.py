@@ -10,7 +10,7 @@ import pytest
 
 from .conftest import ROOT, children, free_port, local_server, run_in_process, store_uri, tiny_job_args, unavailable
 
-pytestmark = pytest.mark.slow  # a sweep, a server and a browser
+pytestmark = [pytest.mark.slow, pytest.mark.beside_slurm]  # a sweep, a server and a browser; nothing timed
 
 BROWSER = "/usr/bin/chromium-headless-shell"  # Debian's chromium-headless-shell (README: Tests)
 

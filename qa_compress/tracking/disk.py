@@ -83,7 +83,5 @@ def full_message(place: Path, needed: int, freed: int) -> str:
     short = max(needed - free, 0)
     advice = f"free at least {megabytes(short)} more and rerun" if short else "free space there and rerun"
     removed = f"its partial files ({megabytes(freed)}) were removed" if freed else "it left no partial file"
-    return (
-        f"{place}: no space left on device ({megabytes(free)} free now; this job writes about {megabytes(needed)} "
-        f"there): {advice}; {removed}"
-    )
+    writes = f"; this job writes about {megabytes(needed)} there" if needed > 0 else ""
+    return f"{place}: no space left on device ({megabytes(free)} free now{writes}): {advice}; {removed}"

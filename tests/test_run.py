@@ -87,7 +87,6 @@ def test_bad_files_and_weights_are_refused_before_torch_loads(tmp_path, tiny_ber
 
 
 @pytest.mark.slow
-@pytest.mark.beside_slurm  # two small runs in their own processes, nothing timed
 def test_library_noise_stays_out_of_the_output_unless_hydra_verbose_asks(tmp_path, tokenizer, squad_files):
     """transformers' load report (a checkpoint without a QA head) and ONNX Runtime's fusion log, quiet by default."""
     base = tmp_path / "encoder"

@@ -48,6 +48,21 @@ def _corpus(rows: list[dict]) -> list[str]:
     return [text for row in rows for text in (row["question"], row["context"])]
 
 
+def _with_roberta_tokens(tokenizer: Tokenizer) -> PreTrainedTokenizerFast:
+    """A trained `tokenizers` tokenizer as transformers takes it, with RoBERTa's special tokens and no token types."""
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        model_input_names=["input_ids", "attention_mask"],
+    )
+
+
 def _byte_level_bpe(texts: list[str]) -> PreTrainedTokenizerFast:
     """RoBERTa's kind: byte-level BPE, <s> A </s></s> B </s>, no token types."""
     tokenizer = Tokenizer(models.BPE())
@@ -61,17 +76,7 @@ def _byte_level_bpe(texts: list[str]) -> PreTrainedTokenizerFast:
     tokenizer.post_processor = processors.RobertaProcessing(
         ("</s>", ids["</s>"]), ("<s>", ids["<s>"]), trim_offsets=True, add_prefix_space=True
     )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token="<s>",
-        eos_token="</s>",
-        sep_token="</s>",
-        cls_token="<s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        mask_token="<mask>",
-        model_input_names=["input_ids", "attention_mask"],
-    )
+    return _with_roberta_tokens(tokenizer)
 
 
 def _unigram(texts: list[str]) -> PreTrainedTokenizerFast:
@@ -85,17 +90,7 @@ def _unigram(texts: list[str]) -> PreTrainedTokenizerFast:
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=list(ids.items())
     )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token="<s>",
-        eos_token="</s>",
-        sep_token="</s>",
-        cls_token="<s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        mask_token="<mask>",
-        model_input_names=["input_ids", "attention_mask"],
-    )
+    return _with_roberta_tokens(tokenizer)
 
 
 def _gold_tokens(offsets: list, context: str, first: int, last: int) -> tuple[int, int] | None:

@@ -33,8 +33,16 @@ def stopped(err: KeyboardInterrupt) -> int:
     return interrupts.exit_code()
 
 
+def end_open_sweeps() -> None:
+    """End a sweep a failed job left open while the interpreter still runs (its report downloads on threads)."""
+    if "qa_compress.sweep.callback" in sys.modules:  # a sweep ran: nothing to import for --help or --cfg
+        sys.modules["qa_compress.sweep.callback"].finish_unfinished()
+
+
 if __name__ == "__main__":
     try:
         main()
     except KeyboardInterrupt as err:
         sys.exit(stopped(err))
+    finally:
+        end_open_sweeps()

@@ -26,6 +26,7 @@ from .conftest import (
     expected_metrics,
     logged_runs,
     parents,
+    run_cli,
     run_in_process,
     save_tiny,
     store_uri,
@@ -135,7 +136,7 @@ def test_a_failing_job_does_not_lose_the_others(tmp_path, tiny_distilbert_dir, t
     args = [
         a for a in tiny_job_args(tiny_distilbert_dir, squad_files, "benchmark.enabled=false") if "name_or_path" not in a
     ]
-    result = run_in_process(["-m", *args, f"model.name_or_path={tiny_distilbert_dir},{broken}"], tmp_path)
+    result = run_cli(["-m", *args, f"model.name_or_path={tiny_distilbert_dir},{broken}"], tmp_path)
     assert result.returncode != 0
     statuses = {c.data.params["model.name_or_path"]: c.info.status for c in children(tmp_path)}
     assert statuses == {str(tiny_distilbert_dir): "FINISHED", str(broken): "FAILED"}
@@ -144,7 +145,8 @@ def test_a_failing_job_does_not_lose_the_others(tmp_path, tiny_distilbert_dir, t
     assert failed.data.tags["error"] and f"{failed.info.run_name}: FAILED" in result.stderr
     (parent,) = parents(tmp_path)
     assert parent.info.status == "FAILED"
-    assert (tmp_path / "sweep" / "report.csv").is_file()  # the report is written all the same
+    assert (tmp_path / "sweep" / "report.csv").is_file()  # the report is written all the same, as the process ends
+    assert "Sweep report failed" not in result.stderr
 
 
 class _Exploit:

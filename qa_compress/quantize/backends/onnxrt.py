@@ -221,15 +221,20 @@ def _calibrated_products(
 ) -> None:
     """The matrix products of `source` quantized in QDQ format (U8S8, outputs left FP32), ranges calibrated on
     `items`; the calibrators' printed bin counts kept out of the output."""
+    import onnx
     from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType
     from onnxruntime.quantization import quantize_static as ort_quantize_static
+
+    # The exporter drops an input the model ignores (DeBERTa-v3 with no token types): feed the graph's own.
+    taken = {i.name for i in onnx.load(str(source), load_external_data=False).graph.input}
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
             self.items = iter(items)
 
         def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.items, None)
+            item = next(self.items, None)
+            return None if item is None else {name: array for name, array in item.items() if name in taken}
 
     methods = {
         "minmax": CalibrationMethod.MinMax,

@@ -3,7 +3,15 @@
 import pytest
 import torch
 from torch import nn
-from transformers import AutoModelForQuestionAnswering
+from transformers import (
+    AlbertConfig,
+    AutoModelForQuestionAnswering,
+    BertConfig,
+    DebertaV2Config,
+    DistilBertConfig,
+    ElectraConfig,
+    RobertaConfig,
+)
 
 from qa_compress import prune
 from qa_compress.model import families, models, train
@@ -118,14 +126,87 @@ def test_recovery_fine_tuning_keeps_pruned_weights_at_zero(tiny_bert_dir, tokeni
     assert prune_layers.sparsity(prune_layers.layer_sparsity(layers, original)) == sparsity_before
 
 
-@pytest.mark.parametrize("architecture", ["bert", "distilbert"])
-def test_structured_pruning_shrinks_shapes_and_loads_back(architecture, tiny_distilbert_dir, tmp_path):
-    if architecture == "bert":
-        model, width_key = small_bert(), "intermediate_size"
-        inputs = small_inputs()
-    else:
-        model, width_key = AutoModelForQuestionAnswering.from_pretrained(str(tiny_distilbert_dir)).eval(), "hidden_dim"
-        inputs = small_inputs()
+def _small(architecture: str) -> nn.Module:
+    """A seeded 2-layer QA model of `architecture` (4 heads of 8, feed-forward 64, 120-token vocabulary)."""
+    shape = {"vocab_size": 120, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4}
+    configs = {
+        "bert": lambda: BertConfig(**shape, intermediate_size=64),
+        "distilbert": lambda: DistilBertConfig(vocab_size=120, dim=32, n_layers=2, n_heads=4, hidden_dim=64),
+        "roberta": lambda: RobertaConfig(**shape, intermediate_size=64, type_vocab_size=1),
+        "electra": lambda: ElectraConfig(**shape, intermediate_size=64, embedding_size=16),
+        # DeBERTa-v3: relative attention through the shared query and key projections
+        "deberta-v3": lambda: DebertaV2Config(
+            **shape,
+            intermediate_size=64,
+            relative_attention=True,
+            share_att_key=True,
+            pos_att_type=["p2c", "c2p"],
+            position_buckets=16,
+            position_biased_input=False,
+            type_vocab_size=0,
+            norm_rel_ebd="layer_norm",
+        ),
+        # DeBERTa-v2 without shared keys: position projections of their own, one slice per head
+        "deberta-v2": lambda: DebertaV2Config(
+            **shape,
+            intermediate_size=64,
+            relative_attention=True,
+            share_att_key=False,
+            pos_att_type=["p2c", "c2p"],
+            max_relative_positions=24,
+        ),
+        "albert": lambda: AlbertConfig(**shape, intermediate_size=64, embedding_size=16, num_hidden_groups=1),
+    }
+    torch.manual_seed(0)
+    return AutoModelForQuestionAnswering.from_config(configs[architecture]()).eval()
+
+
+ARCHITECTURES = ["bert", "distilbert", "roberta", "electra", "deberta-v3", "deberta-v2", "albert"]
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_removing_heads_and_neurons_computes_what_zeroing_their_outputs_does(architecture):
+    # A head reaches the layer's output only through its columns of the attention output, a neuron through its
+    # column of the second feed-forward layer: zeroing those in the original is what removing them must compute.
+    model = _small(architecture)
+    zeroed = _small(architecture)
+    family = families.of_model(model)
+    heads, neurons = [1, 3], torch.tensor([i for i in range(64) if i % 4])
+    with torch.no_grad():
+        for block in family.blocks(zeroed):
+            for head in heads:
+                block.attention_out.weight[:, head * block.head_size : (head + 1) * block.head_size] = 0
+            block.ffn_out.weight[:, [i for i in range(64) if i % 4 == 0]] = 0
+    for block in family.blocks(model):
+        families.remove_heads(block, heads)
+        families.keep_neurons(block, neurons)
+        assert block.heads == 2 and all(layer.out_features == 16 for layer in block.per_head)
+    inputs = small_inputs()
+    with torch.no_grad():
+        assert torch.allclose(model(**inputs).start_logits, zeroed(**inputs).start_logits, atol=1e-5)
+
+
+def test_deberta_v2_position_projections_lose_the_removed_heads_too():
+    model = _small("deberta-v2")
+    (block, _) = families.of_model(model).blocks(model)
+    assert len(block.position_projections) == 2  # c2p and p2c without shared keys
+    families.remove_heads(block, [0])
+    assert [layer.out_features for layer in block.per_head] == [24] * 5
+
+
+def test_albert_prunes_its_shared_layer_once_for_every_layer():
+    model = _small("albert")
+    assert len(families.of_model(model).blocks(model)) == 1  # two layers, one set of weights
+    method = prune.get("structured")
+    method.apply(model, {}, method.settings(name="structured", heads_amount=0.5, ffn_amount=0.5), CONTEXT)
+    assert model.config.pruned_heads.keys() == {"0"} and model.config.intermediate_size == 32
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_structured_pruning_shrinks_shapes_and_loads_back(architecture, tmp_path):
+    model = _small(architecture)
+    inputs = small_inputs()
+    width_key = "hidden_dim" if architecture == "distilbert" else "intermediate_size"
     assert families.of(model.config.model_type).ffn_width_key == width_key
     blocks = families.of_model(model).blocks(model)
     heads, head_size = blocks[0].heads, blocks[0].head_size
@@ -140,7 +221,8 @@ def test_structured_pruning_shrinks_shapes_and_loads_back(architecture, tiny_dis
         assert block.ffn_in.weight.shape[0] == block.ffn_out.weight.shape[1] == 48
         assert block.query.bias.shape[0] == kept_heads * head_size and block.ffn_in.bias.shape[0] == 48
     assert getattr(model.config, width_key) == 48
-    assert result == {"heads_removed": 2 * (heads - kept_heads), "ffn_neurons_removed": 2 * 16}
+    layers = len(families.of_model(model).blocks(model))  # ALBERT's one shared layer
+    assert result == {"heads_removed": layers * (heads - kept_heads), "ffn_neurons_removed": layers * 16}
     assert sum(p.numel() for p in model.parameters()) < params_before
     with torch.no_grad():
         logits = model(**inputs).start_logits

@@ -31,10 +31,16 @@ class Block:
     ffn_in: nn.Linear
     ffn_out: nn.Linear
     head_size: int
+    position_projections: tuple[nn.Linear, ...] = ()  # DeBERTa's own per-head projections of relative positions
 
     @property
     def heads(self) -> int:
         return self.query.out_features // self.head_size
+
+    @property
+    def per_head(self) -> tuple[nn.Linear, ...]:
+        """Every layer whose output rows come in one slice per head."""
+        return (self.query, self.key, self.value, *self.position_projections)
 
 
 @dataclass(frozen=True)
@@ -48,8 +54,10 @@ class Family:
     ffn_width_key: str  # the config key holding the feed-forward width
     onnx_model_type: str  # ONNX Runtime transformer optimizer's model_type
     find_blocks: Callable[[nn.Module], list[Block]]
+    shared_layers: bool = False  # one layer's weights serve every layer (ALBERT): pruning it prunes them all
 
     def blocks(self, model: nn.Module) -> list[Block]:
+        """The layers as weights: a layer whose weights several layers share appears once."""
         return self.find_blocks(model)
 
 
@@ -94,6 +102,49 @@ def _distilbert_blocks(model: nn.Module) -> list[Block]:
     return found
 
 
+def _deberta_v2_blocks(model: nn.Module) -> list[Block]:
+    found = []
+    for module in model.modules():
+        attention = getattr(module, "attention", None)
+        own = getattr(attention, "self", None)
+        if own is not None and hasattr(own, "query_proj") and hasattr(module, "intermediate"):
+            positions = tuple(getattr(own, name) for name in ("pos_key_proj", "pos_query_proj") if hasattr(own, name))
+            found.append(
+                Block(
+                    own,
+                    own.query_proj,
+                    own.key_proj,
+                    own.value_proj,
+                    attention.output.dense,
+                    module.intermediate.dense,
+                    module.output.dense,
+                    own.attention_head_size,
+                    positions,
+                )
+            )
+    return found
+
+
+def _albert_blocks(model: nn.Module) -> list[Block]:
+    found = []
+    for module in model.modules():
+        attention = getattr(module, "attention", None)
+        if attention is not None and hasattr(module, "ffn") and hasattr(module, "ffn_output"):
+            found.append(
+                Block(
+                    attention,
+                    attention.query,
+                    attention.key,
+                    attention.value,
+                    attention.dense,
+                    module.ffn,
+                    module.ffn_output,
+                    attention.attention_head_size,
+                )
+            )
+    return found
+
+
 registry: Registry[Family] = Registry("model family", "model.name_or_path")
 
 BERT = registry.register(
@@ -116,6 +167,31 @@ DISTILBERT = registry.register(
         ffn_width_key="hidden_dim",
         onnx_model_type="bert",  # the BERT fusions match DistilBERT's graph too
         find_blocks=_distilbert_blocks,
+    )
+)
+
+
+DEBERTA_V2 = registry.register(
+    Family(
+        name="deberta-v2",
+        description="DeBERTa-v2 and DeBERTa-v3 (disentangled relative attention)",
+        model_types=("deberta-v2",),
+        layer_patterns=(r"\.(query_proj|key_proj|value_proj|pos_key_proj|pos_query_proj|dense)$",),
+        ffn_width_key="intermediate_size",
+        onnx_model_type="bert",  # no fusion knows disentangled attention; layer norms and GELU still fuse
+        find_blocks=_deberta_v2_blocks,
+    )
+)
+ALBERT = registry.register(
+    Family(
+        name="albert",
+        description="ALBERT (one layer's weights shared by every layer of a group)",
+        model_types=("albert",),
+        layer_patterns=(r"\.attention\.(query|key|value|dense)$", r"\.ffn(_output)?$"),
+        ffn_width_key="intermediate_size",
+        onnx_model_type="bert",
+        find_blocks=_albert_blocks,
+        shared_layers=True,
     )
 )
 
@@ -165,7 +241,7 @@ def remove_heads(block: Block, heads: Sequence[int]) -> None:
     if not keep:
         raise ValueError("cannot remove every attention head of a layer")
     rows = _head_rows(keep, block.head_size)
-    for layer in (block.query, block.key, block.value):
+    for layer in block.per_head:
         _keep_rows(layer, rows)
     _keep_columns(block.attention_out, rows)
     for attribute in ("num_attention_heads", "n_heads"):

@@ -8,6 +8,7 @@ first-order Taylor score on training batches. The feed-forward width goes into t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, ClassVar, Literal
 
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from torch import nn
     from transformers import PreTrainedModel
 
+log = logging.getLogger(__name__)
+
 Scores = list[tuple["torch.Tensor", "torch.Tensor"]]  # per layer: head scores, neuron scores
 
 
@@ -35,7 +38,7 @@ class StructuredSettings(PruningSettings):
 def _group_scores(block: Block, per_weight: Callable[[nn.Linear], torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Sums of `per_weight` over each head's and each feed-forward neuron's weights."""
     d = block.head_size
-    rows = sum(per_weight(layer).sum(dim=1) for layer in (block.query, block.key, block.value))
+    rows = sum(per_weight(layer).sum(dim=1) for layer in block.per_head)
     cols = per_weight(block.attention_out).sum(dim=0)
     heads = (rows + cols).reshape(-1, d).sum(dim=1)
     neurons = per_weight(block.ffn_in).sum(dim=1) + per_weight(block.ffn_out).sum(dim=0)
@@ -138,7 +141,14 @@ class Structured(PruningMethod):
     def apply(self, model, layers, settings, context) -> dict[str, float]:
         from qa_compress.model import train
 
-        blocks = families.of_model(model).blocks(model)
+        family = families.of_model(model)
+        blocks = family.blocks(model)
+        if family.shared_layers:
+            log.info(
+                "%s shares one layer's weights among its %d layers: the heads and neurons removed leave every one",
+                family.description.split(" ")[0],
+                model.config.num_hidden_layers,
+            )
         if settings.importance == "gradient":
             batches = train.batches(
                 context.train_features, settings.finetune_batch_size, settings.importance_batches, context.seed

@@ -80,6 +80,22 @@ def test_an_unknown_layout_is_refused_for_structured_pruning_and_default_layers(
     _check([*base, "pruning=l1_unstructured", "pruning.layer_patterns=[c_attn]"])  # named layers: accepted
 
 
+def test_a_preset_given_a_checkpoint_of_another_family_refuses_it(tiny_bert_dir, squad_files):
+    with pytest.raises(UserError) as refusal:
+        _check(
+            [
+                "model=roberta_base_squad2",
+                f"model.name_or_path={tiny_bert_dir}",
+                "dataset=squad_json",
+                f"dataset.validation_file={squad_files[1]}",
+            ]
+        )
+    assert str(refusal.value) == (
+        f"model.model_type=roberta: model.name_or_path={tiny_bert_dir} is a model_type='bert' checkpoint; "
+        "set model.model_type=null or pick the matching model preset"
+    )
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 is refused only without a GPU: run on a CPU-only machine")
 def test_fp16_without_a_gpu_is_refused(tiny_distilbert_dir, squad_files):
     with pytest.raises(UserError, match="quantization=fp16: fp16 inference needs a CUDA GPU and none is visible"):

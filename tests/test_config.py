@@ -1,13 +1,19 @@
 """The composed config as typed, range-checked settings: defaults, and bad values refused by name."""
 
+import re
+
 import pytest
 
 from qa_compress import prune
 from qa_compress.errors import UserError
 from qa_compress.job import bookkeeping
 from qa_compress.job.config import from_hydra
+from qa_compress.model import families
 
-from .conftest import MINILM_DIR, compose_config
+from .conftest import MINILM_DIR, ROOT, compose_config
+
+# conf/model/ entries for fine-tuned SQuAD 2.0 checkpoints on the Hub (the other two are models to fine-tune)
+PRESETS = sorted(p.stem for p in (ROOT / "conf" / "model").glob("*.yaml") if p.stem not in {"distilbert", "minilm_l6"})
 
 
 def test_default_config_is_distilbert_on_squad_v2_without_compression():
@@ -26,6 +32,20 @@ def test_minilm_l6_resolves_to_the_installed_package():
     job = from_hydra(compose_config(["model=minilm_l6"]))
     assert job.model.name_or_path == str(MINILM_DIR)
     assert (MINILM_DIR / "config.json").is_file()
+
+
+def test_there_is_a_preset_for_each_popular_squad2_family():
+    kinds = {from_hydra(compose_config([f"model={preset}"])).model.model_type for preset in PRESETS}
+    assert kinds == {"bert", "roberta", "xlm-roberta", "electra", "deberta-v2", "albert", "distilbert"}
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_each_checkpoint_preset_evaluates_a_hub_model_of_a_known_family_as_it_is(preset):
+    job = from_hydra(compose_config([f"model={preset}"]))
+    assert re.fullmatch(r"[\w.-]+/[\w.-]+", job.model.name_or_path)  # a Hub id: owner/name
+    assert families.of(job.model.model_type) is not None
+    assert (job.model.name, job.training.name, job.model.trust_remote_code) == (preset, "none", False)
+    assert from_hydra(compose_config([f"model={preset}", "training=finetune"])).training.name == "finetune"
 
 
 def test_runs_are_named_after_the_checkpoint_when_name_or_path_overrides_the_groups(tmp_path):
@@ -63,6 +83,7 @@ def test_each_method_gets_its_own_settings_and_they_reach_the_dump():
         (["pruning=l1_unstructured", "pruning.amount=-0.1"], "pruning.amount=-0.1"),
         (["dataset.doc_stride=400"], "dataset.doc_stride=400 must be smaller than dataset.max_seq_length=384"),
         (["training.learning_rate=0"], "training.learning_rate=0: Input should be greater than 0"),
+        (["model.model_type=gpt2"], "model.model_type='gpt2': not a model_type any family describes"),
         (["benchmark.repeats=0"], "benchmark.repeats=0"),
         (["seed=99999999999999999999999"], "seed=99999999999999999999999: Input should be less than 4294967296"),
         (["predict.null_score_diff_threshold=nan"], "predict.null_score_diff_threshold=nan: Input should be a finite"),

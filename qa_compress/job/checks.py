@@ -100,6 +100,16 @@ def model_config(job: JobConfig) -> Any:
         raise UserError(f"model.name_or_path={name}: its config could not be read ({err})") from None
 
 
+def _model_type(job: JobConfig, config: Any) -> None:
+    """A preset names its checkpoint's family: another checkpoint put in its place is refused, not compressed."""
+    expected = job.model.model_type
+    if expected is not None and config.model_type != expected:
+        raise UserError(
+            f"model.model_type={expected}: model.name_or_path={job.model.name_or_path} is a "
+            f"model_type={config.model_type!r} checkpoint; set model.model_type=null or pick the matching model preset"
+        )
+
+
 def _positions(job: JobConfig, config: Any) -> None:
     positions = getattr(config, "max_position_embeddings", None)
     if positions is not None and job.dataset.max_seq_length > positions:
@@ -393,6 +403,7 @@ def inputs(job: JobConfig) -> None:
 def late(job: JobConfig, shapes: dict[str, tuple[int, ...]]) -> None:
     """The checks that need the checkpoint's config or tokenizer, after `early` (which gave `shapes`)."""
     config = model_config(job)
+    _model_type(job, config)
     _positions(job, config)
     _methods(job, config)
     _layer_patterns(job, config)

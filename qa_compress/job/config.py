@@ -17,6 +17,7 @@ from pydantic import Field, SerializeAsAny, ValidationError, model_validator
 
 from qa_compress import prune, quantize
 from qa_compress.errors import UserError
+from qa_compress.model import families
 from qa_compress.prune import PruningSettings
 from qa_compress.quantize import QuantizationSettings
 from qa_compress.registry import Registry
@@ -38,7 +39,17 @@ def default(key: str) -> Any:
 class ModelConfig(Section):
     name: str
     name_or_path: str = Field(min_length=1)
+    model_type: str | None = None  # a preset's family: a checkpoint of another model_type is refused; null: any
     trust_remote_code: bool
+
+    @model_validator(mode="after")
+    def _known_type(self) -> ModelConfig:
+        if self.model_type is not None and families.of(self.model_type) is None:
+            raise ValueError(
+                f"model.model_type={self.model_type!r}: not a model_type any family describes "
+                f"({', '.join(families.known_model_types())}); null accepts any checkpoint"
+            )
+        return self
 
 
 class DatasetConfig(Section):

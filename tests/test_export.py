@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
+from qa_compress import export as export_command
 from qa_compress.data import squad
 from qa_compress.serve import export
 
@@ -35,7 +36,7 @@ pytestmark = pytest.mark.slow  # every test here runs jobs or serves a model
 
 def _export_command(capsys, *args) -> tuple[int, str, str]:
     capsys.readouterr()
-    code = export.main(list(args))
+    code = export_command.main(list(args))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
 
@@ -183,3 +184,50 @@ def test_the_readmes_three_commands_take_a_sweeps_pick_to_an_answer_over_http(tm
         assert "stack_trace" not in body and "Traceback" not in json.dumps(body), name
     (answered,) = plain["predictions"]
     assert answered["id"] == "0" and isinstance(answered["answer"], str) and 0 <= answered["no_answer_probability"] <= 1
+
+
+def _serve_answers(model_uri: str, store: str, questions: pd.DataFrame, log: Path) -> dict[str, str]:
+    """`mlflow models serve -m MODEL_URI`'s answer to each question, over HTTP."""
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local"]
+    command += ["-h", "127.0.0.1", "-p", str(port)]
+    with local_server(command, f"http://127.0.0.1:{port}/ping", log, {**os.environ, "MLFLOW_TRACKING_URI": store}):
+        reply = _post(f"http://127.0.0.1:{port}/invocations", {"dataframe_records": questions.to_dict("records")})
+    return {row["id"]: row["answer"] for row in reply["predictions"]}
+
+
+def test_a_sweep_that_exports_aliases_its_picks_and_serves_the_recommended_one(tmp_path, tiny_bert_dir, squad_files):
+    grid = ("quantization=none,dynamic_int8,onnx_int8", "report.max_f1_drop=100", "export=true")
+    result = run_in_process(["-m", *tiny_job_args(tiny_bert_dir, squad_files, *grid, fine_tune=False)], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Serve the pick: mlflow models serve -m models:/qa-compress@recommended" in result.stdout
+    client = MlflowClient(store_uri(tmp_path))
+    jobs = {job.info.run_id: job for job in children(tmp_path)}
+    for alias, pick in [("recommended", "fastest"), ("fastest", "fastest"), ("smallest", "smallest")]:
+        version = client.get_model_version_by_alias("qa-compress", alias)
+        assert pick in jobs[version.run_id].data.tags["recommended"].split(","), alias  # the report's pick
+
+    picked = client.get_model_version_by_alias("qa-compress", "recommended").run_id
+    served = _serve_answers(
+        "models:/qa-compress@recommended", store_uri(tmp_path), _questions(squad_files[1]), tmp_path / "serve.log"
+    )
+    assert served == _logged_predictions(client, picked, tmp_path)
+
+
+def test_export_recommended_registers_a_sweeps_picks_under_their_aliases(tiny_sweep, squad_files, tmp_path, capsys):
+    store = store_uri(tiny_sweep)
+    client = MlflowClient(store)
+    code, out, err = _export_command(capsys, "--recommended", "--name", "tiny-pick", "--tracking-uri", store)
+    assert code == 0, err
+    assert "Aliases: models:/tiny-pick@recommended, models:/tiny-pick@fastest, models:/tiny-pick@smallest" in out
+    jobs = {job.info.run_id: job for job in children(tiny_sweep)}
+    recommended = client.get_model_version_by_alias("tiny-pick", "recommended")
+    assert "fastest" in jobs[recommended.run_id].data.tags["recommended"].split(",")
+    mlflow.set_tracking_uri(store)
+    answers = mlflow.pyfunc.load_model("models:/tiny-pick@recommended").predict(_questions(squad_files[1]))
+    assert dict(zip(answers["id"], answers["answer"], strict=True)) == _logged_predictions(
+        client, recommended.run_id, tmp_path
+    )
+    versions = len(client.search_model_versions("name='tiny-pick'"))
+    assert _export_command(capsys, "--recommended", "--name", "tiny-pick", "--tracking-uri", store)[0] == 0
+    assert len(client.search_model_versions("name='tiny-pick'")) == versions  # registered picks are not doubled

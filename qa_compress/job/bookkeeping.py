@@ -16,7 +16,7 @@ from qa_compress import prune, quantize
 from qa_compress.evaluate import timing
 from qa_compress.job.config import JobConfig
 from qa_compress.model import models
-from qa_compress.tracking import cache, runs
+from qa_compress.tracking import cache, results, runs
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def reuse_finished(
         same = "the same uncompressed model finished already as run"
     if previous is None:
         return None
-    registered = previous.data.tags.get("registered_model")
+    registered = previous.data.tags.get(results.REGISTERED_TAG)
     kept = f", registered as models:/{registered}" if registered else ""
     log.info("Skipping %s: %s %s%s (force=true reruns it)", name, same, previous.info.run_id, kept)
     runs.mark_reused(previous.info.run_id, parent)

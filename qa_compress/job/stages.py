@@ -353,9 +353,7 @@ def register(ctx: Context, metrics: dict[str, float], directory: Path) -> str:
     """Log the saved model as a pyfunc model of this run and register it under `export_name`; returns NAME/VERSION."""
     job = ctx.job
     info = export.log_model(directory, export.Serving.of_job(job, metrics), job.quantization.name, job.export_name)
-    version = f"{job.export_name}/{info.registered_model_version}"
-    runs.set_tags({"registered_model": version})
-    return version
+    return f"{job.export_name}/{info.registered_model_version}"
 
 
 # The job -------------------------------------------------------------------------------------

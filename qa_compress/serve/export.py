@@ -1,8 +1,6 @@
 """Serve a job's compressed model: an MLflow pyfunc model that answers questions, registered by name.
 
-    python -m qa_compress.export --run-id ID --name squad-minilm-int8
-    MLFLOW_TRACKING_URI=sqlite:///mlruns/mlflow.db mlflow models serve -m models:/squad-minilm-int8/1 \
-        --env-manager local -h 127.0.0.1 -p 5001
+The command is `python -m qa_compress.export` (qa_compress/export.py).
 
 The model takes rows of `question` and `context` (and optionally `id`) and returns, per row, `id`,
 `answer` ("" for no answer) and `no_answer_probability`. It cuts the same windows, decodes with the
@@ -14,13 +12,9 @@ the job's saved files (safetensors, ONNX or OpenVINO IR).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import os
 import re
-import sys
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -32,6 +26,8 @@ import pandas as pd
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+
+from qa_compress.tracking import results, runs
 
 SERVING_FILE = "serving.json"  # beside the weights: what decides the answers besides them
 MODEL_ARTIFACT = "model"  # where a job with save_model=true keeps its model in its run
@@ -207,12 +203,13 @@ def signature():
 
 
 def log_model(directory: Path, serving: Serving, quantization: str, registered_name: str | None):
-    """Log the saved model in `directory` as a pyfunc model of the active run, registered under `registered_name`."""
+    """Log the saved model in `directory` as a pyfunc model of the active run, registered under `registered_name`
+    (the run is tagged with the version, `registered_model`: NAME/VERSION)."""
     (directory / SERVING_FILE).write_text(json.dumps(asdict(serving), indent=2))
     package = Path(__file__).resolve().parents[1]  # the whole qa_compress package travels with the model
     with warnings.catch_warnings():  # the signature is given: no type hints or example needed to infer one
         warnings.filterwarnings("ignore", message=".*(type hints|input example was not provided).*")
-        return mlflow.pyfunc.log_model(
+        info = mlflow.pyfunc.log_model(
             name=LOGGED_MODEL_NAME,
             python_model=str(package / "serve" / "serving_model.py"),  # logged from code: nothing pickled
             artifacts={MODEL_ARTIFACT: str(directory)},
@@ -221,11 +218,27 @@ def log_model(directory: Path, serving: Serving, quantization: str, registered_n
             pip_requirements=_requirements(quantization),
             registered_model_name=registered_name,
         )
+    if registered_name is not None:
+        runs.set_tags({results.REGISTERED_TAG: f"{registered_name}/{info.registered_model_version}"})
+    return info
 
 
 def check_name(name: str) -> None:
     if not NAME_PATTERN.fullmatch(name):
         raise ExportError(f"--name={name!r}: use letters, digits, '.', '_' and '-' (a Model Registry name)")
+
+
+def kept_model(client: MlflowClient, run_id: str) -> bool:
+    """Whether the job's run holds its model (save_model=true)."""
+    return bool(client.list_artifacts(run_id, MODEL_ARTIFACT))
+
+
+def no_model(run: Run) -> ExportError:
+    """The refusal of a job that kept no model, with the command that reruns it keeping and registering it."""
+    again = results.reproduce_command(results.job_of(run)) or "python run.py <its overrides> export=true"
+    return ExportError(
+        f"--run-id={run.info.run_id}: the job kept no model; this runs it again, keeping and registering it: {again}"
+    )
 
 
 def export(client: MlflowClient, run_id: str, name: str, workdir: Path) -> tuple[str, str]:
@@ -239,13 +252,8 @@ def export(client: MlflowClient, run_id: str, name: str, workdir: Path) -> tuple
         raise ExportError(f"--run-id={run_id}: run {run.info.run_name!r} ended {run.info.status}, not FINISHED")
     if "sweep_dir" in run.data.tags:
         raise ExportError(f"--run-id={run_id}: a sweep's parent run; give one of its jobs (the report names them)")
-    if not client.list_artifacts(run_id, MODEL_ARTIFACT):
-        from qa_compress.tracking import results
-
-        again = results.reproduce_command(results.job_of(run)) or "python run.py <its overrides> export=true"
-        raise ExportError(
-            f"--run-id={run_id}: the job kept no model; this runs it again, keeping and registering it: {again}"
-        )
+    if not kept_model(client, run_id):
+        raise no_model(run)
     directory = Path(client.download_artifacts(run_id, MODEL_ARTIFACT, str(workdir)))
     serving = Serving.of_run(run)
     mlflow.set_tracking_uri(client.tracking_uri)
@@ -254,33 +262,12 @@ def export(client: MlflowClient, run_id: str, name: str, workdir: Path) -> tuple
     return info.model_uri, str(info.registered_model_version)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m qa_compress.export", description=__doc__.splitlines()[0])
-    parser.add_argument("--run-id", required=True, help="the job's run (its model kept with save_model=true)")
-    name_help = f"Model Registry name (default: {DEFAULT_REGISTERED_NAME}); each export adds a version"
-    parser.add_argument("--name", default=DEFAULT_REGISTERED_NAME, help=name_help)
-    parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlruns)")
-    opts = parser.parse_args(argv)
-    from qa_compress.errors import UserError
-    from qa_compress.tracking import store
-
-    if not sys.stderr.isatty():  # progress bars only on a terminal, as in a job
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-    try:
-        uri = store.existing(opts.tracking_uri)
-        with tempfile.TemporaryDirectory() as workdir:
-            model_uri, version = export(MlflowClient(uri), opts.run_id, opts.name, Path(workdir))
-    except (ExportError, UserError) as err:
-        sys.stderr.write(f"{err}\n")
-        return 1
-    print(f"Logged {model_uri} and registered it as models:/{opts.name}/{version}. Serve it with:")
-    print(
-        f"  MLFLOW_TRACKING_URI={uri} mlflow models serve -m models:/{opts.name}/{version} "
-        "--env-manager local -h 127.0.0.1 -p 5001"
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def point_aliases(client: MlflowClient, versions: dict[str, str]) -> list[str]:
+    """Move each alias to its registered version ("NAME/VERSION"), so `models:/NAME@alias` serves it; returns
+    those URIs. An alias names one version of a name at a time: the latest decision wins."""
+    uris = []
+    for alias, registered in versions.items():
+        name, version = registered.rsplit("/", 1)
+        client.set_registered_model_alias(name, alias, version)
+        uris.append(f"models:/{name}@{alias}")
+    return uris

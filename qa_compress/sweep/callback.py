@@ -88,13 +88,15 @@ def check_jobs(config: DictConfig, config_name: str, jobs: list[list[str]]) -> l
 
 
 COMPRESSION_GROUPS = ("pruning", "quantization")
-JOB_ONLY_KEYS = ("force", "save_model", "export", "export_name")  # what the reference need not repeat
+# What the reference need not repeat. It keeps and registers its model as the sweep's jobs do (save_model,
+# export): the sweep's pick may be the uncompressed model, and its `recommended` alias then names it.
+JOB_ONLY_KEYS = ("force",)
 
 
 def reference_overrides(overrides: Sequence[str]) -> list[str]:
     """A job's overrides with its compression choices replaced: the uncompressed model it started from.
 
-    What only concerns the job itself (rerunning, keeping or exporting its model) is left out.
+    Rerunning (`force`) is left out; keeping and exporting the model stay, as the sweep's jobs asked.
     """
 
     def key(override: str) -> str:

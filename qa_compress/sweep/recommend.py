@@ -118,3 +118,10 @@ def recommend(jobs: Sequence[Job], max_f1_drop: float = DEFAULT_MAX_F1_DROP) -> 
     smallest = best("size_mb", lambda job: job.metrics["size_mb"])
     losers = [job for job in jobs if job.done and f1_drop(job, reference) > max_f1_drop + 1e-9]
     return Recommendation(reference, max_f1_drop, fastest, smallest, losers)
+
+
+def picks(rec: Recommendation) -> dict[str, Job]:
+    """The jobs a sweep's registered models are aliased by: `recommended` is the fastest within the allowed loss
+    (the smallest when the sweep timed nothing), `fastest` and `smallest` each pick."""
+    chosen = {"recommended": rec.fastest or rec.smallest, "fastest": rec.fastest, "smallest": rec.smallest}
+    return {alias: job for alias, job in chosen.items() if job is not None}

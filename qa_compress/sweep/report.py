@@ -22,14 +22,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from qa_compress.errors import UserError
 from qa_compress.job import checks
+from qa_compress.serve import export
 from qa_compress.sweep import search_report
 from qa_compress.sweep.plots import plot
-from qa_compress.sweep.recommend import DEFAULT_MAX_F1_DROP, change_intervals, recommend
+from qa_compress.sweep.recommend import DEFAULT_MAX_F1_DROP, Recommendation, change_intervals, picks, recommend
 from qa_compress.sweep.tables import advice, document, rows, write_csv
 from qa_compress.tracking import store
 from qa_compress.tracking.results import MAX_F1_DROP_TAG, Job, baseline_of, latest_sweep, sweep_jobs
@@ -94,7 +96,26 @@ def build(
         client.log_table(parent_run_id, {k: [row[k] for row in table] for k in table[0]}, "report/table.json")
     _tag_runs(client, jobs, table, max_f1_drop)
     models = len({j.model for j in jobs})
-    return Report(files, text, advice(recommend(jobs, max_f1_drop), models, intervals))
+    rec = recommend(jobs, max_f1_drop)
+    return Report(files, text, advice(rec, models, intervals) + _aliased(client, jobs, rec))
+
+
+def _aliased(client: MlflowClient, jobs: Sequence[Job], rec: Recommendation) -> list[str]:
+    """When the sweep registered its models (export=true): its picks' versions take the aliases `recommended`,
+    `fastest` and `smallest`; the lines that say so, or which pick has no registered model."""
+    if not any(job.registered for job in jobs):
+        return []
+    chosen = picks(rec)
+    uris = export.point_aliases(client, {alias: job.registered for alias, job in chosen.items() if job.registered})
+    lines = [f"Serve the pick: mlflow models serve -m {uri}" for uri in uris if uri.endswith("@recommended")]
+    if uris:
+        lines.append(f"Aliases: {', '.join(uris)}")
+    lines += [
+        f"The {alias} job (run {job.run_id}) registered no model: its command above registers it"
+        for alias, job in chosen.items()
+        if not job.registered
+    ]
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,27 +147,36 @@ def _report(opts: argparse.Namespace) -> tuple[Report, str, Path]:
     uri = store.existing(opts.tracking_uri)
     client = MlflowClient(uri)
     try:
-        parent = opts.parent_run_id or latest_sweep(client, opts.experiment)
-        if parent is None:
-            raise UserError(f"no sweep found in experiment {opts.experiment!r} of {uri}")
-        try:
-            run = client.get_run(parent)
-        except MlflowException:
-            raise UserError(f"--parent-run-id={parent}: no such run in {uri}") from None
-        if "sweep_dir" not in run.data.tags:
-            raise UserError(
-                f"--parent-run-id={parent}: run {run.info.run_name!r} is not a sweep's parent run "
-                "(a job of a sweep, or a single job); give the parent's id, or none for the latest sweep"
-            )
+        run = sweep_parent(client, opts.parent_run_id, opts.experiment)
         out_dir = opts.out_dir or Path(run.data.tags["sweep_dir"])
         checks.writable(str(out_dir), "--out-dir" if opts.out_dir else "the sweep's directory")
-        allowed = opts.max_f1_drop
-        if allowed is None:
-            allowed = float(run.data.tags.get(MAX_F1_DROP_TAG, DEFAULT_MAX_F1_DROP))
-        built = build(client, parent, out_dir, allowed)
+        allowed = opts.max_f1_drop if opts.max_f1_drop is not None else allowed_drop(run)
+        built = build(client, run.info.run_id, out_dir, allowed)
     except MlflowException as err:
         raise UserError(f"the MLflow store {uri} could not be read ({str(err).splitlines()[0][:200]})") from None
-    return built, parent, out_dir
+    return built, run.info.run_id, out_dir
+
+
+def sweep_parent(client: MlflowClient, parent_run_id: str | None, experiment: str) -> Run:
+    """The parent run of the given sweep, or of the experiment's latest; UserError for anything else."""
+    parent = parent_run_id or latest_sweep(client, experiment)
+    if parent is None:
+        raise UserError(f"no sweep found in experiment {experiment!r} of {client.tracking_uri}")
+    try:
+        run = client.get_run(parent)
+    except MlflowException:
+        raise UserError(f"--parent-run-id={parent}: no such run in {client.tracking_uri}") from None
+    if "sweep_dir" not in run.data.tags:
+        raise UserError(
+            f"--parent-run-id={parent}: run {run.info.run_name!r} is not a sweep's parent run "
+            "(a job of a sweep, or a single job); give the parent's id, or none for the latest sweep"
+        )
+    return run
+
+
+def allowed_drop(parent: Run) -> float:
+    """The F1 loss the sweep's recommendation allowed (its report.max_f1_drop)."""
+    return float(parent.data.tags.get(MAX_F1_DROP_TAG, DEFAULT_MAX_F1_DROP))
 
 
 if __name__ == "__main__":

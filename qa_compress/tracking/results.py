@@ -40,12 +40,14 @@ class Job:
     overrides: tuple[str, ...] | None = None  # the job's command-line overrides; None when not recorded
     cpu: str = ""
     quantization_label: str = ""  # the method's own label of the choice ("QAT"); "" when it has one way
+    registered: str = ""  # the Model Registry version its model was registered as ("NAME/VERSION"), if any
 
     @property
     def done(self) -> bool:
         return self.status == "FINISHED" and "f1" in self.metrics
 
 
+REGISTERED_TAG = "registered_model"  # on a job's run: the version its model was registered as, "NAME/VERSION"
 MAX_F1_DROP_TAG = "max_f1_drop"  # on a sweep's parent run: the F1 loss its recommendation allows
 SPEEDUP_OF_THE_REFERENCE = {"speedup": 1.0, "speedup_q1": 1.0, "speedup_q3": 1.0}
 
@@ -77,6 +79,7 @@ def job_of(run: Run) -> Job:
         overrides=overrides,
         cpu=f"{tags['cpu']}, {tags.get('cpu_count', '?')} cores" if "cpu" in tags else "",
         quantization_label=tags.get("quantization_label", ""),
+        registered=tags.get(REGISTERED_TAG, ""),
     )
 
 

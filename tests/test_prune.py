@@ -264,3 +264,40 @@ def test_labels_say_what_was_pruned():
     assert prune.describe(s) == "structured heads 0.25 ffn 0.5 +200 steps"
     assert prune.describe(prune.get("random").settings(name="random", amount=0.3)) == "random 0.3"
     assert prune.describe(prune.get("none").settings(name="none")) == "none"
+
+
+@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def test_depth_pruning_leaves_a_shallower_real_model_that_loads_back(architecture, tmp_path):
+    model = _small(architecture)
+    families.keep_layers(model, [1])  # of 2: the first goes
+    assert families.depth(model) == 1 and model.config.kept_layers == [1]
+    method = prune.get("structured")
+    method.apply(model, {}, method.settings(name="structured", heads_amount=0.5, ffn_amount=0.5), CONTEXT)
+    inputs = small_inputs()
+    with torch.no_grad():
+        logits = model(**inputs).start_logits
+    model.save_pretrained(str(tmp_path), safe_serialization=True)
+    loaded = models.load_weights(tmp_path)
+    assert families.depth(loaded) == 1 and loaded.config.kept_layers == [1]
+    with torch.no_grad():
+        assert torch.allclose(loaded(**inputs).start_logits, logits, atol=1e-5)
+
+
+def test_the_layer_that_changes_its_input_least_goes_first_and_the_last_always_stays():
+    torch.manual_seed(0)
+    model = AutoModelForQuestionAnswering.from_config(
+        BertConfig(vocab_size=120, hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=64)
+    ).eval()
+    with torch.no_grad():  # layer 2 adds nothing to the residual stream: its output is its (normalised) input
+        for block in (families.of_model(model).blocks(model)[2],):
+            for layer in (block.attention_out, block.ffn_out):
+                layer.weight.zero_()
+                layer.bias.zero_()
+    batch = {**small_inputs(), "start_positions": torch.tensor([1, 2, 3]), "end_positions": torch.tensor([2, 3, 4])}
+    influence = structured.block_influence(model, [batch])
+    assert influence.shape == (4,) and int(torch.argmin(influence)) == 2
+    assert structured.layers_to_keep(4, 1, influence) == [0, 1, 3]
+    assert structured.layers_to_keep(4, 2, None) == [0, 3]  # by position: those below the last
+    assert structured.layers_to_keep(4, 9, influence) == [3]  # at least the last one stays
+    assert structured.remove_layers(model, 0.25, influence) == {"layers_removed": 1}
+    assert model.config.kept_layers == [0, 1, 3] and model.config.num_hidden_layers == 3

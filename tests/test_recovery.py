@@ -160,6 +160,38 @@ def test_distillation_pulls_the_student_to_the_teacher_and_masks_hold(tokenizer,
         assert torch.equal(module.weight == 0, zeros[name])  # masks held through distillation
 
 
+def _hidden_distance(student, teacher, windows) -> float:
+    """The layer-wise distillation term between a student and its teacher on the windows."""
+    inputs = {k: torch.tensor(windows[k]) for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        mine = student.eval()(**inputs, output_hidden_states=True).hidden_states
+        theirs = teacher.eval()(**inputs, output_hidden_states=True).hidden_states
+    mapping = distill.layer_map(student, len(mine))
+    return float(distill.hidden_loss(mine, theirs, mapping, inputs["attention_mask"]))
+
+
+def test_layer_wise_distillation_pulls_each_kept_layer_toward_the_teachers_layer_it_came_from(tokenizer, tiny_bert_dir):
+    windows = answer_windows(tokenizer)
+    teacher_model = _tiny(tiny_bert_dir).eval()
+    with torch.no_grad():  # the teacher's own logits: the student learns its answers either way
+        out = teacher_model(**{k: torch.tensor(windows[k]) for k in ("input_ids", "attention_mask", "token_type_ids")})
+    distances = {}
+    for hidden_weight in (0.0, 10.0):
+        student = _tiny(tiny_bert_dir)
+        families.keep_layers(student, [1])  # a one-layer student, its layer the teacher's second
+        assert distill.layer_map(student, 2) == [0, 2]
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):  # far from the teacher's layer to begin with
+            torch.manual_seed(1)
+            for parameter in families.of_model(student).blocks(student)[0].attention_out.parameters():
+                parameter.normal_(0, 1)
+        before = _hidden_distance(student, teacher_model, windows)
+        teacher = distill.Teacher(out.start_logits, out.end_logits, 1.0, 1.0, teacher_model, hidden_weight)
+        settings = {**TRAINING, "max_steps": 20, "learning_rate": 3e-3}
+        train.fine_tune(student, tokenizer, windows, settings, seed=0, callbacks=[], teacher=teacher)
+        distances[hidden_weight] = _hidden_distance(student, teacher_model, windows) / before
+    assert distances[10.0] < 0.5 and distances[10.0] < 0.5 * distances[0.0], distances  # logits alone do not
+
+
 # Gradual pruning -----------------------------------------------------------------------------
 
 
@@ -283,11 +315,13 @@ def test_calibration_needs_training_data_left_to_train_on(tmp_path, tiny_bert_di
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("depth", [False, True], ids=["width", "depth_and_width_distilled_layer_wise"])
 def test_staged_structured_pruning_with_distillation_saves_a_model_that_answers_as_logged(
-    tmp_path, tiny_bert_dir, squad_files, tokenizer
+    depth, tmp_path, tiny_bert_dir, squad_files, tokenizer
 ):
     from .test_pipeline import _answers_of_saved_model
 
+    compound = ["pruning.layers_amount=0.5", "pruning.distill_hidden_weight=1.0"] if depth else []
     args = tiny_job_args(
         tiny_bert_dir,
         squad_files,
@@ -298,6 +332,7 @@ def test_staged_structured_pruning_with_distillation_saves_a_model_that_answers_
         "pruning.finetune_steps=6",
         "pruning.finetune_batch_size=4",
         "pruning.distill=true",
+        *compound,
         "save_model=true",
         fine_tune=False,
     )
@@ -305,12 +340,15 @@ def test_staged_structured_pruning_with_distillation_saves_a_model_that_answers_
     assert result.returncode == 0, result.stderr[-3000:]
     (job,) = logged_runs(tmp_path)[1]
     m = job.data.metrics
+    layers = 1 if depth else 2  # of the tiny model's 2
     assert m["gradual_stages_applied"] == 3 and m["recovery_train_steps"] == 6
-    assert m["heads_removed"] == 2 and m["ffn_neurons_removed"] == 2 * 32  # 1 of 2 heads, 32 of 64 neurons per layer
+    assert m.get("layers_removed", 0) == 2 - layers
+    assert m["heads_removed"] == layers and m["ffn_neurons_removed"] == layers * 32  # 1 of 2 heads, 32 of 64 neurons
     assert "f1_before_recovery" in m and job.data.tags["teacher_cache"] == "miss"
     saved = tmp_path / "run" / "model"
     config = json.loads((saved / "config.json").read_text())
-    assert {k: len(v) for k, v in config["pruned_heads"].items()} == {"0": 1, "1": 1}
+    assert config["num_hidden_layers"] == layers and len(config.get("kept_layers") or [0, 1]) == layers
+    assert {k: len(v) for k, v in config["pruned_heads"].items()} == {str(i): 1 for i in range(layers)}
     logged = json.loads((tmp_path / "run" / "predictions.json").read_text())
     assert _answers_of_saved_model(saved, squad_files[1], tokenizer, tmp_path / "cache") == logged
 

@@ -141,9 +141,16 @@ def prepare_windows(ctx: Context, model: Any) -> None:
 
 
 def teacher(
-    ctx: Context, model: Any, device: torch.device, temperature: float, weight: float, tag: str = "teacher_cache"
+    ctx: Context,
+    model: Any,
+    device: torch.device,
+    temperature: float,
+    weight: float,
+    tag: str = "teacher_cache",
+    hidden_weight: float = 0.0,
 ) -> distill.Teacher:
-    """`model`'s logits on every training window (cached), for distillation during recovery or QAT."""
+    """`model`'s logits on every training window (cached), for distillation during recovery or QAT; with a
+    `hidden_weight`, a frozen copy of `model` too, whose hidden states layer-wise distillation reads."""
     job = ctx.job
     start, end, origin = distill.teacher_logits(
         model,
@@ -155,13 +162,20 @@ def teacher(
         job.cache_lock_timeout_s,
     )
     runs.set_tags({tag: origin})
-    return distill.Teacher(start, end, temperature, weight)
+    if not hidden_weight:
+        return distill.Teacher(start, end, temperature, weight)
+    frozen = copy.deepcopy(model).to(device).eval().requires_grad_(False)
+    return distill.Teacher(start, end, temperature, weight, frozen, hidden_weight)
 
 
 def pruned(ctx: Context, model: Any) -> tuple[list[dict], dict[str, float]]:
     """Prune `model` in place (recovering when the settings ask); the per-layer sparsity rows and the metrics."""
     job, p = ctx.job, ctx.job.pruning
-    distilled = teacher(ctx, model, ctx.train_device, p.distill_temperature, p.distill_weight) if p.distill else None
+    distilled = None
+    if p.distill:
+        distilled = teacher(
+            ctx, model, ctx.train_device, p.distill_temperature, p.distill_weight, hidden_weight=p.distill_hidden_weight
+        )
     settings = recovery.Recovery(
         ctx.tokenizer, ctx.train_windows, job.training.model_dump(), job.seed, ctx.train_device, distilled
     )

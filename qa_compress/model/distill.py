@@ -35,12 +35,35 @@ MASKED = -1e4  # logit for padding positions: softmax weight ~0, finite so the K
 
 @dataclass(frozen=True)
 class Teacher:
-    """The uncompressed model's logits per training window (rows in window order) and how to weigh them."""
+    """The uncompressed model's logits per training window (rows in window order) and how to weigh them; for
+    layer-wise distillation, the uncompressed model itself, run beside the student (its hidden states for one
+    recovery run would take gigabytes to cache: 16 windows of 256 tokens per step, per layer)."""
 
     start_logits: torch.Tensor
     end_logits: torch.Tensor
     temperature: float
     weight: float
+    model: torch.nn.Module | None = None
+    hidden_weight: float = 0.0
+
+
+def layer_map(student: torch.nn.Module, states: int) -> list[int]:
+    """For each of the student's `states` hidden states (embeddings, then each layer's output), the teacher's it is
+    pulled toward: that of the layer it was kept from (config `kept_layers`, written by depth pruning), else its own."""
+    kept = getattr(student.config, "kept_layers", None)
+    return [0, *(k + 1 for k in kept)] if kept else list(range(states))
+
+
+def hidden_loss(
+    student: tuple[torch.Tensor, ...],
+    teacher: tuple[torch.Tensor, ...],
+    mapping: list[int],
+    attention_mask: torch.Tensor,
+) -> torch.Tensor:
+    """Mean squared distance between each student hidden state and the teacher's it maps to, over real tokens."""
+    real = attention_mask.bool()
+    distances = [F.mse_loss(student[i][real], teacher[j][real].to(student[i].dtype)) for i, j in enumerate(mapping)]
+    return torch.stack(distances).mean()
 
 
 def model_digest(model: torch.nn.Module) -> str:
@@ -120,7 +143,8 @@ class DistillationTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         rows = inputs.pop(WINDOW_INDEX).cpu()
-        outputs = model(**inputs)
+        layer_wise = self.teacher.model is not None and self.teacher.hidden_weight > 0
+        outputs = model(**inputs, output_hidden_states=layer_wise)
         length = outputs.start_logits.shape[1]  # batches are trimmed of padding none of their windows needs
         device = outputs.start_logits.device
         teacher = tuple(t[rows, :length].to(device) for t in (self.teacher.start_logits, self.teacher.end_logits))
@@ -132,4 +156,12 @@ class DistillationTrainer(Trainer):
             self.teacher.temperature,
             self.teacher.weight,
         )
+        if layer_wise:
+            plain = {k: v for k, v in inputs.items() if k not in ("start_positions", "end_positions")}
+            with torch.no_grad():
+                states = self.teacher.model(**plain, output_hidden_states=True).hidden_states
+            mapping = layer_map(model, len(outputs.hidden_states))
+            value = value + self.teacher.hidden_weight * hidden_loss(
+                outputs.hidden_states, states, mapping, inputs["attention_mask"]
+            )
         return (value, outputs) if return_outputs else value

@@ -55,6 +55,8 @@ class Family:
     onnx_model_type: str  # ONNX Runtime transformer optimizer's model_type
     find_blocks: Callable[[nn.Module], list[Block]]
     shared_layers: bool = False  # one layer's weights serve every layer (ALBERT): pruning it prunes them all
+    depth_key: str = "num_hidden_layers"  # the config key holding the number of layers
+    layer_list: str | None = "encoder.layer"  # the layers' ModuleList under the base model; None: shared (ALBERT)
 
     def blocks(self, model: nn.Module) -> list[Block]:
         """The layers as weights: a layer whose weights several layers share appears once."""
@@ -167,6 +169,8 @@ DISTILBERT = registry.register(
         ffn_width_key="hidden_dim",
         onnx_model_type="bert",  # the BERT fusions match DistilBERT's graph too
         find_blocks=_distilbert_blocks,
+        depth_key="n_layers",
+        layer_list="transformer.layer",
     )
 )
 
@@ -192,6 +196,7 @@ ALBERT = registry.register(
         onnx_model_type="bert",
         find_blocks=_albert_blocks,
         shared_layers=True,
+        layer_list=None,  # the shared layer runs num_hidden_layers times: fewer layers is fewer runs
     )
 )
 
@@ -257,6 +262,42 @@ def keep_neurons(block: Block, neurons: torch.Tensor) -> None:
     _keep_columns(block.ffn_out, neurons)
 
 
+def depth(model: nn.Module) -> int:
+    """How many layers the model runs."""
+    return getattr(model.config, of_model(model).depth_key)
+
+
+def keep_layers(model: nn.Module, keep: Sequence[int]) -> None:
+    """Keep only the layers `keep` (indices among the present ones, in order): the model really gets shallower.
+
+    The config says the new depth; `kept_layers` says which of the original layers remain (across several
+    calls), which layer-wise distillation maps the teacher's layers by; `pruned_heads` follows the layers.
+    """
+    from torch import nn
+
+    family = of_model(model)
+    present = depth(model)
+    keep = sorted(set(keep))
+    if not keep or keep[0] < 0 or keep[-1] >= present:
+        raise ValueError(f"cannot keep layers {keep} of {present}")
+    origins = list(getattr(model.config, "kept_layers", None) or range(present))
+    if family.layer_list is not None:
+        parent_path, _, name = family.layer_list.rpartition(".")
+        parent = model.base_model.get_submodule(parent_path)
+        kept = [getattr(parent, name)[i] for i in keep]
+        setattr(parent, name, nn.ModuleList(kept))
+        for index, layer in enumerate(kept):
+            for module in layer.modules():
+                if hasattr(module, "layer_idx"):
+                    module.layer_idx = index  # the position a decoder cache would use
+        if hasattr(parent, family.depth_key):
+            setattr(parent, family.depth_key, len(keep))  # DistilBERT's Transformer keeps its own count
+        pruned = getattr(model.config, "pruned_heads", None) or {}
+        model.config.pruned_heads = {str(new): pruned[str(old)] for new, old in enumerate(keep) if str(old) in pruned}
+    setattr(model.config, family.depth_key, len(keep))
+    model.config.kept_layers = [origins[i] for i in keep]
+
+
 def from_config(config: Any, trust_remote_code: bool = False) -> PreTrainedModel:
     """A QA model with the shapes `config` describes, removed heads (`pruned_heads`) included; weights arbitrary.
 
@@ -277,4 +318,4 @@ def from_config(config: Any, trust_remote_code: bool = False) -> PreTrainedModel
 
 
 def is_structurally_pruned(config: Any) -> bool:
-    return bool(getattr(config, "pruned_heads", None))
+    return bool(getattr(config, "pruned_heads", None)) or bool(getattr(config, "kept_layers", None))

@@ -35,6 +35,7 @@ class PruningSettings(Section):
     distill: bool = False
     distill_temperature: float = Field(default=2.0, gt=0, le=100)
     distill_weight: float = Field(default=0.5, ge=0, le=1)
+    distill_hidden_weight: float = Field(default=0.0, ge=0, le=1000)
     schedule: Literal["oneshot", "gradual"] = "oneshot"
     gradual_stages: int = Field(default=8, ge=1)
     gradual_end: float = Field(default=0.75, gt=0, le=1)
@@ -45,6 +46,11 @@ class PruningSettings(Section):
             raise ValueError("pruning.layer_patterns=[]: give at least one pattern, or null for the model family's")
         if self.distill and not self.finetune_steps:
             raise ValueError("pruning.distill=true: distillation happens during recovery; set pruning.finetune_steps")
+        if self.distill_hidden_weight and not self.distill:
+            raise ValueError(
+                f"pruning.distill_hidden_weight={self.distill_hidden_weight:g}: layer-wise distillation is part of "
+                "distillation; set pruning.distill=true"
+            )
         if self.schedule == "gradual":
             if self.name == "none":
                 raise ValueError("pruning.schedule=gradual: pruning=none has nothing to prune gradually")
@@ -125,7 +131,7 @@ def details(settings: PruningSettings) -> str:
     if settings.finetune_steps:
         parts.append(f"+{settings.finetune_steps} steps")
     if settings.distill:
-        parts.append("distilled")
+        parts.append("distilled layer-wise" if settings.distill_hidden_weight else "distilled")
     return " ".join(part for part in parts if part)
 
 

@@ -1,6 +1,7 @@
-"""Structured pruning: whole attention heads and feed-forward neurons removed, so the matrices really shrink.
+"""Structured pruning: whole layers, attention heads and feed-forward neurons removed, so the model really shrinks.
 
-The same number of heads and neurons leaves every layer, ranked by weight norm or by a
+Layers go first (`layers_amount`, ranked by how little they change their input, or by position);
+then the same number of heads and neurons leaves every remaining layer, ranked by weight norm or by a
 first-order Taylor score on training batches. The feed-forward width goes into the config
 (the family's `ffn_width_key`); removed heads go into `pruned_heads`, which loading reads
 (`families.from_config`) to rebuild the shapes before the safetensors weights are loaded.
@@ -31,7 +32,9 @@ Scores = list[tuple["torch.Tensor", "torch.Tensor"]]  # per layer: head scores, 
 class StructuredSettings(PruningSettings):
     heads_amount: float = Field(default=0.25, ge=0, lt=1)
     ffn_amount: float = Field(default=0.5, ge=0, lt=1)
+    layers_amount: float = Field(default=0.0, ge=0, lt=1)
     importance: Literal["weight_norm", "gradient"] = "weight_norm"
+    layers_importance: Literal["block_influence", "position"] = "block_influence"
     importance_batches: int = Field(default=8, gt=0)
 
 
@@ -82,6 +85,57 @@ def gradient_importance(model: nn.Module, blocks: list[Block], batches: Iterable
     return totals
 
 
+def block_influence(model: nn.Module, batches: Iterable[dict[str, torch.Tensor]]) -> torch.Tensor:
+    """Per layer: how much it changes what flows through it, 1 - cos(input, output) averaged over the real tokens
+    of the batches (Men et al., 2024): a layer whose output is nearly its input is the cheapest to remove."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    totals, tokens = None, 0
+    with torch.no_grad():
+        for batch in batches:
+            inputs = {k: v.to(device) for k, v in batch.items() if k not in ("start_positions", "end_positions")}
+            states = model.base_model(**inputs, output_hidden_states=True).hidden_states
+            real = inputs["attention_mask"].bool()
+            change = torch.stack(
+                [
+                    1 - torch.cosine_similarity(a, b, dim=-1)[real].sum()
+                    for a, b in zip(states[:-1], states[1:], strict=True)
+                ]
+            )
+            totals = change if totals is None else totals + change
+            tokens += int(real.sum())
+    model.train(was_training)
+    if totals is None:
+        raise ValueError("block influence needs at least one batch of training data")
+    return totals / tokens
+
+
+def layers_to_keep(count: int, drop: int, influence: torch.Tensor | None) -> list[int]:
+    """Which of `count` layers stay when `drop` go: the least influential (`influence` per layer), or, by position,
+    the ones just below the last (the QA head was trained on the last layer's output, so it always stays)."""
+    import torch
+
+    drop = min(drop, count - 1)
+    candidates = list(range(count - 1))  # never the last layer
+    if influence is None:
+        gone = candidates[len(candidates) - drop :] if drop else []
+    else:
+        gone = torch.argsort(influence[: count - 1])[:drop].tolist()
+    return [i for i in range(count) if i not in set(gone)]
+
+
+def remove_layers(model: PreTrainedModel, amount: float, influence: torch.Tensor | None) -> dict[str, int]:
+    """Remove `amount` of the present layers (rounded; the last always stays); returns how many went."""
+    count = families.depth(model)
+    keep = layers_to_keep(count, round(amount * count), influence)
+    if len(keep) < count:
+        families.keep_layers(model, keep)
+    return {"layers_removed": count - len(keep)}
+
+
 def shrink(model: PreTrainedModel, heads_amount: float, ffn_amount: float, importance: Scores) -> dict[str, int]:
     """Remove the least important `heads_amount` of heads and `ffn_amount` of FFN neurons from every layer.
 
@@ -124,11 +178,14 @@ def shrink(model: PreTrainedModel, heads_amount: float, ffn_amount: float, impor
 
 class Structured(PruningMethod):
     name = "structured"
-    description = "Remove whole attention heads and feed-forward neurons from every layer; the matrices really shrink."
+    description = (
+        "Remove whole layers, and attention heads and feed-forward neurons from every layer; the model really shrinks."
+    )
     settings: ClassVar[type[PruningSettings]] = StructuredSettings
 
     def needs_training_data(self, settings: PruningSettings) -> bool:
-        return settings.finetune_steps > 0 or settings.importance == "gradient"
+        measures_layers = settings.layers_amount > 0 and settings.layers_importance == "block_influence"
+        return settings.finetune_steps > 0 or settings.importance == "gradient" or measures_layers
 
     def check(self, settings, model_config) -> str | None:
         if families.of(model_config.model_type) is None:
@@ -142,6 +199,15 @@ class Structured(PruningMethod):
         from qa_compress.model import train
 
         family = families.of_model(model)
+        removed = {}
+        if settings.layers_amount > 0:
+            influence = None
+            if settings.layers_importance == "block_influence":
+                batches = train.batches(
+                    context.train_features, settings.finetune_batch_size, settings.importance_batches, context.seed
+                )
+                influence = block_influence(model.to(context.device), batches)
+            removed = remove_layers(model, settings.layers_amount, influence)
         blocks = family.blocks(model)
         if family.shared_layers:
             log.info(
@@ -156,7 +222,7 @@ class Structured(PruningMethod):
             importance = gradient_importance(model.to(context.device), blocks, batches)
         else:
             importance = weight_norm_importance(blocks)
-        return shrink(model, settings.heads_amount, settings.ffn_amount, importance)
+        return {**removed, **shrink(model, settings.heads_amount, settings.ffn_amount, importance)}
 
     staged = True
 
@@ -164,27 +230,53 @@ class Structured(PruningMethod):
         """Each stage removes from every layer the heads and neurons that take the counts removed so far to its
         share of those one-shot pruning would remove; amounts are of what is present (`shrink` rounds back)."""
         block = families.of_model(model).blocks(model)[0]
-        heads, width = block.heads, block.ffn_in.out_features
+        heads, width, depth = block.heads, block.ffn_in.out_features, families.depth(model)
         final = (
             min(round(settings.heads_amount * heads), heads - 1),
             min(round(settings.ffn_amount * width), width - 1),
+            min(round(settings.layers_amount * depth), depth - 1),
         )
-        removed = (0, 0)
+        removed = (0, 0, 0)
         for fraction in fractions:
-            target = (round(fraction * final[0]), round(fraction * final[1]))
+            target = tuple(round(fraction * total) for total in final)
             block = families.of_model(model).blocks(model)[0]
             amounts = {
                 "heads_amount": (target[0] - removed[0]) / block.heads,
                 "ffn_amount": (target[1] - removed[1]) / block.ffn_in.out_features,
+                "layers_amount": (target[2] - removed[2]) / families.depth(model),
             }
             removed = target
             yield settings.model_copy(update=amounts)
 
     def label(self, settings: PruningSettings) -> str:
-        return f"heads {settings.heads_amount:g} ffn {settings.ffn_amount:g}"
+        depth = f"layers {settings.layers_amount:g} " if settings.layers_amount else ""
+        return f"{depth}heads {settings.heads_amount:g} ffn {settings.ffn_amount:g}"
 
     def is_identity(self, settings: PruningSettings) -> bool:
-        return settings.heads_amount == 0 and settings.ffn_amount == 0 and not settings.finetune_steps
+        untouched = settings.heads_amount == 0 and settings.ffn_amount == 0 and settings.layers_amount == 0
+        return untouched and not settings.finetune_steps
 
 
 METHOD = register(Structured())
+
+
+class LayersSettings(StructuredSettings):
+    heads_amount: float = Field(default=0.0, ge=0, lt=1)
+    ffn_amount: float = Field(default=0.0, ge=0, lt=1)
+    layers_amount: float = Field(default=0.5, ge=0, lt=1)
+
+
+class Layers(Structured):
+    """Depth pruning: structured pruning that removes whole layers and, unless asked, leaves the rest whole."""
+
+    name = "layers"
+    description = "Remove whole layers (the least influential, or those below the last); the model gets shallower."
+    settings: ClassVar[type[PruningSettings]] = LayersSettings
+
+    def label(self, settings: PruningSettings) -> str:
+        if settings.heads_amount or settings.ffn_amount:
+            return super().label(settings)
+        return f"{settings.layers_amount:g}"
+
+
+LAYERS = register(Layers())

@@ -474,8 +474,8 @@ def tiny_sweep(tmp_path_factory, tiny_distilbert_dir, squad_files) -> Path:
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Under xdist's `--dist loadgroup` (pyproject.toml), the SLURM cluster test, which spends most of its two
-    minutes waiting on the cluster, runs on a worker of its own, with the tests marked `beside_slurm` (light on
-    the CPU, and with no timing to disturb); every other test runs in order on the other."""
+    minutes waiting on the cluster, runs on a worker of its own, with the tests marked `beside_slurm` (which time
+    nothing, so the other worker's load cannot fail them); every other test runs in order on the other."""
     for item in items:
         beside = "slurm" in getattr(item, "fixturenames", ()) or item.get_closest_marker("beside_slurm")
         item.add_marker(pytest.mark.xdist_group("slurm" if beside else "main"))

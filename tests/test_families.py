@@ -45,6 +45,7 @@ def _questions(validation: Path) -> pd.DataFrame:
     return pd.DataFrame({"id": examples["id"], "question": examples["question"], "context": examples["context"]})
 
 
+@pytest.mark.beside_slurm  # times nothing: it runs beside the SLURM test, which mostly waits on its cluster
 @pytest.mark.parametrize("family", tiny_families.FAMILIES, ids=lambda f: f.model_type)
 def test_every_method_runs_saves_and_answers_as_logged_for_each_family(family, texts, squad_files, tmp_path):
     model_dir = tiny_families.build(family, texts, tmp_path / family.model_type)

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import open_dict
 
 from qa_compress.job.config import from_hydra
-from qa_compress.sweep import report
+from qa_compress.sweep import report, search_space
 from qa_compress.sweep.callback import BasicSweeper, reference_job, sweep_jobs
 from qa_compress.tracking import runs
 
@@ -24,6 +24,7 @@ from .conftest import (
     ROOT,
     assert_refused,
     children,
+    compose_config,
     free_port,
     local_server,
     parents,
@@ -44,6 +45,33 @@ def test_quickstart_sweeps_six_jobs():
     jobs = sweep_jobs(_sweep_config(["experiment=quickstart"]))
     assert len(jobs) == 6
     assert ["pruning.amount=0.0", "quantization=none", "experiment=quickstart"] in jobs
+
+
+def test_the_compound_recipe_stacks_every_step_and_its_search_asks_for_the_fastest_within_one_f1():
+    config = _sweep_config(["experiment=compound"])
+    jobs = sweep_jobs(config)
+    assert sorted(job[0] for job in jobs) == ["quantization=onnx_static_int8", "quantization=openvino_int8"]
+    job = from_hydra(compose_config(["experiment=compound", "quantization=openvino_int8"]))
+    p = job.pruning
+    assert (p.name, p.layers_amount, p.heads_amount, p.ffn_amount, p.schedule) == (
+        "structured",
+        0.34,
+        0.25,
+        0.5,
+        "gradual",
+    )
+    assert p.distill and p.distill_hidden_weight > 0 and p.finetune_steps > 0
+    assert job.predict.null_threshold == "calibrate" and job.benchmark.enabled and job.benchmark.reference
+
+    search = _sweep_config(["experiment=compound_search"]).hydra.sweeper
+    assert search._target_.endswith("ParetoSweeper") and search.max_f1_drop == 1.0 and search.n_trials == 12
+    space = search_space.parse([], search.params, ["pruning", "quantization"])
+    assert {param.key for param in space.params} == {
+        "pruning.layers_amount",
+        "pruning.heads_amount",
+        "pruning.ffn_amount",
+        "quantization",
+    }
 
 
 def test_the_benchmark_sweeps_are_experiments_with_their_grids():

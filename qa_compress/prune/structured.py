@@ -209,10 +209,10 @@ class Structured(PruningMethod):
                 influence = block_influence(model.to(context.device), batches)
             removed = remove_layers(model, settings.layers_amount, influence)
         blocks = family.blocks(model)
-        if family.shared_layers:
+        if family.shared_layers and (settings.heads_amount or settings.ffn_amount):
             log.info(
                 "%s shares one layer's weights among its %d layers: the heads and neurons removed leave every one",
-                family.description.split(" ")[0],
+                model.config.model_type,
                 model.config.num_hidden_layers,
             )
         if settings.importance == "gradient":

@@ -29,7 +29,7 @@ def markers(name: str) -> tuple[str, str]:
 
 # Sections other scripts write (and `options`, `install`, kept by hand): tradeoffs.py keeps them when it rewrites.
 KEPT_SECTIONS = [
-    markers(name) for name in ("recovery", "paired-timing", "refusal-time", "search", "options", "install")
+    markers(name) for name in ("recovery", "compound", "paired-timing", "refusal-time", "search", "options", "install")
 ]
 UNSTRUCTURED = tuple(m.name for m in prune.registry if isinstance(m, prune.UnstructuredMethod))
 

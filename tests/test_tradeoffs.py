@@ -5,7 +5,10 @@ import json
 
 import pytest
 
-from .conftest import ROOT, load_benchmark
+from qa_compress.job import bookkeeping
+from qa_compress.job.config import from_hydra
+
+from .conftest import ROOT, compose_config, load_benchmark
 
 
 @pytest.fixture(scope="module")
@@ -167,3 +170,43 @@ def test_a_missed_speed_target_says_whether_the_rounds_could_tell(tradeoffs):
     assert (
         tradeoffs._speed_missed(1.47, 2.0, (1.40, 1.55)) == "speed short by 0.53× (its whole 95% interval is below it)"
     )
+
+
+@pytest.fixture(scope="module")
+def compound(tradeoffs):
+    return load_benchmark("compound")
+
+
+def test_each_step_of_the_compound_recipe_is_the_job_it_is_named_for(compound):
+    jobs = {step: from_hydra(compose_config(["experiment=compound", *o])) for step, o in compound.STEPS.items()}
+    assert bookkeeping.is_uncompressed(jobs[compound.UNCOMPRESSED])
+    stack = jobs["depth + width, recovered + static INT8, OpenVINO"]
+    assert stack.pruning.layers_amount > 0 and stack.pruning.heads_amount > 0 and stack.pruning.distill_hidden_weight
+    assert stack.quantization.name == "openvino_int8" and stack.predict.null_threshold == "calibrate"
+    depth = jobs["depth, recovered"].pruning
+    assert depth.layers_amount > 0 and depth.heads_amount == depth.ffn_amount == 0 and depth.finetune_steps
+    width = jobs["width, recovered"].pruning
+    assert width.layers_amount == 0 and width.heads_amount > 0 and width.finetune_steps
+    assert not bookkeeping.is_uncompressed(jobs["static INT8, OpenVINO"])
+
+
+def test_a_compound_target_is_met_by_the_fastest_step_within_its_loss(compound):
+    args = argparse.Namespace(batch_size=16)
+    speedups = {
+        "uncompressed": {16: [1.0] * 3, 1: [1.0] * 3},
+        "fast but wrong": {16: [20.0] * 3, 1: [20.0] * 3},
+        "close": {16: [11.0, 12.0, 10.5], 1: [4.0] * 3},
+        "closest": {16: [7.0] * 3, 1: [6.0] * 3},
+    }
+    changes = {
+        "uncompressed": (0.0, None),
+        "fast but wrong": (-3.0, None),
+        "close": (-0.8, None),
+        "closest": (0.2, None),
+    }
+    lines = compound.target_lines(args, speedups, changes)
+    assert lines[0].startswith("- ≥ 10× within 1 F1 at batch 16: met, close: 11.00×")
+    assert lines[1].startswith("- ≥ 6× within 0.5 F1 at batch 16: met, closest: 7.00×")
+    assert lines[2].startswith("- ≥ 5× within 1 F1 at batch 1: met, closest: 6.00×")
+    changes["closest"] = (-0.6, None)
+    assert compound.target_lines(args, speedups, changes)[1].endswith("missed, no step stays within 0.5 F1")

@@ -31,7 +31,7 @@ from qa_compress.serve.export import (
     point_aliases,
 )
 from qa_compress.sweep.recommend import picks, recommend
-from qa_compress.sweep.report import allowed_drop, sweep_parent
+from qa_compress.sweep.report import EXPERIMENT, allowed_drop, sweep_parent
 from qa_compress.tracking import store
 from qa_compress.tracking.results import sweep_jobs
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         help="a sweep's picks: @recommended (the fastest within its allowed F1 loss), @fastest and @smallest",
     )
     parser.add_argument("--parent-run-id", help="with --recommended: the sweep (default: the latest sweep)")
-    parser.add_argument("--experiment", default="qa-compress", help="with --recommended: where the latest sweep is")
+    parser.add_argument("--experiment", default=EXPERIMENT, help="with --recommended: where the latest sweep is")
     name_help = f"Model Registry name (default: {DEFAULT_REGISTERED_NAME}); each export adds a version"
     parser.add_argument("--name", default=DEFAULT_REGISTERED_NAME, help=name_help)
     parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlruns)")

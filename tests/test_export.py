@@ -200,7 +200,8 @@ def test_a_sweep_that_exports_aliases_its_picks_and_serves_the_recommended_one(t
     grid = ("quantization=none,dynamic_int8,onnx_int8", "report.max_f1_drop=100", "export=true")
     result = run_in_process(["-m", *tiny_job_args(tiny_bert_dir, squad_files, *grid, fine_tune=False)], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Serve the pick: mlflow models serve -m models:/qa-compress@recommended" in result.stdout
+    serve = f"MLFLOW_TRACKING_URI={store_uri(tmp_path)} mlflow models serve -m models:/qa-compress@recommended"
+    assert f"Serve the pick: {serve}" in result.stdout
     client = MlflowClient(store_uri(tmp_path))
     jobs = {job.info.run_id: job for job in children(tmp_path)}
     for alias, pick in [("recommended", "fastest"), ("fastest", "fastest"), ("smallest", "smallest")]:

@@ -2,8 +2,8 @@
 
 Each family is a tiny model built from its own config class, with a tokenizer of the kind its checkpoints ship
 trained here on SQuAD text (tests/tiny_families.py). Structured pruning goes through every quantization method
-that runs on a CPU (the shrunk shapes are what each backend must carry), each unstructured method through
-ONNX Runtime; every job registers its model, which must load back through MLflow and give the answers the job
+that runs on a CPU (the shrunk shapes are what each backend must carry), each unstructured method and depth
+pruning through ONNX Runtime; every job registers its model, which must load back through MLflow and give the answers the job
 logged, each a stripped piece of its context.
 """
 
@@ -24,14 +24,14 @@ from qa_compress.data import squad
 from . import tiny_families
 from .conftest import ROOT, SQUAD_DIR, children, run_in_process, store_uri, tiny_job_args
 
-pytestmark = pytest.mark.slow  # 88 jobs
+pytestmark = pytest.mark.slow  # 13 jobs a family
 
 # What this machine runs: fp16 needs a GPU, bf16 a CPU with AVX512-BF16 or AMX (each refused otherwise).
 NEEDS_BF16 = {"bf16", "openvino_bf16"}
 CPU_QUANTIZATION = [
     name for name in quantize.registry.names() if name != "fp16" and (quantize.cpu_has_bf16() or name not in NEEDS_BF16)
 ]
-UNSTRUCTURED = ["l1_unstructured", "global_magnitude", "random"]
+ONNX_PRUNING = ["l1_unstructured", "global_magnitude", "random", "layers"]  # each through ONNX Runtime
 
 
 @pytest.fixture(scope="module")
@@ -52,14 +52,14 @@ def test_every_method_runs_saves_and_answers_as_logged_for_each_family(family, t
     common = [*tiny_job_args(model_dir, squad_files, "benchmark.enabled=false", fine_tune=False), "export=true"]
     sweeps = [
         ["pruning=structured", f"quantization={','.join(CPU_QUANTIZATION)}"],
-        [f"pruning={','.join(UNSTRUCTURED)}", "quantization=onnx_int8"],
+        [f"pruning={','.join(ONNX_PRUNING)}", "quantization=onnx_int8"],
     ]
     for sweep in sweeps:
         result = run_in_process(["-m", *common, *sweep], tmp_path)
         assert result.returncode == 0, result.stderr[-3000:]
     jobs = children(tmp_path)
     ran = {(job.data.params["pruning.name"], job.data.params["quantization.name"]) for job in jobs}
-    expected = {("structured", q) for q in CPU_QUANTIZATION} | {(p, "onnx_int8") for p in UNSTRUCTURED}
+    expected = {("structured", q) for q in CPU_QUANTIZATION} | {(p, "onnx_int8") for p in ONNX_PRUNING}
     assert ran == {*expected, ("none", "none")}  # and the uncompressed reference each sweep adds
     assert all(job.info.status == "FINISHED" for job in jobs)
 

@@ -28,6 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from qa_compress.errors import UserError
 from qa_compress.job import checks
+from qa_compress.job.config import default
 from qa_compress.serve import export
 from qa_compress.sweep import search_report
 from qa_compress.sweep.plots import plot
@@ -35,6 +36,8 @@ from qa_compress.sweep.recommend import DEFAULT_MAX_F1_DROP, Recommendation, cha
 from qa_compress.sweep.tables import advice, document, rows, write_csv
 from qa_compress.tracking import store
 from qa_compress.tracking.results import MAX_F1_DROP_TAG, Job, baseline_of, latest_sweep, sweep_jobs
+
+EXPERIMENT = str(default("tracking.experiment_name"))
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,8 @@ def _aliased(client: MlflowClient, jobs: Sequence[Job], rec: Recommendation) -> 
         return []
     chosen = picks(rec)
     uris = export.point_aliases(client, {alias: job.registered for alias, job in chosen.items() if job.registered})
-    lines = [f"Serve the pick: mlflow models serve -m {uri}" for uri in uris if uri.endswith("@recommended")]
+    serve = f"MLFLOW_TRACKING_URI={client.tracking_uri} mlflow models serve -m"
+    lines = [f"Serve the pick: {serve} {uri}" for uri in uris if uri.endswith("@recommended")]
     if uris:
         lines.append(f"Aliases: {', '.join(uris)}")
     lines += [
@@ -121,7 +125,7 @@ def _aliased(client: MlflowClient, jobs: Sequence[Job], rec: Recommendation) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m qa_compress.report", description=__doc__.splitlines()[0])
     parser.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI, else ./mlruns)")
-    parser.add_argument("--experiment", default="qa-compress", help="experiment name (default: qa-compress)")
+    parser.add_argument("--experiment", default=EXPERIMENT, help=f"experiment name (default: {EXPERIMENT})")
     parser.add_argument("--parent-run-id", help="the sweep's parent run (default: the latest sweep)")
     parser.add_argument("--out-dir", type=Path, help="where to write (default: the sweep's output directory)")
     parser.add_argument(

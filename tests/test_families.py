@@ -49,7 +49,9 @@ def _questions(validation: Path) -> pd.DataFrame:
 @pytest.mark.parametrize("family", tiny_families.FAMILIES, ids=lambda f: f.model_type)
 def test_every_method_runs_saves_and_answers_as_logged_for_each_family(family, texts, squad_files, tmp_path):
     model_dir = tiny_families.build(family, texts, tmp_path / family.model_type)
-    common = [*tiny_job_args(model_dir, squad_files, "benchmark.enabled=false", fine_tune=False), "export=true"]
+    # One thread: a tiny model gains nothing from two, and the other worker keeps its core.
+    quiet = ["benchmark.enabled=false", "benchmark.num_threads=1"]
+    common = [*tiny_job_args(model_dir, squad_files, *quiet, fine_tune=False), "export=true"]
     sweeps = [
         ["pruning=structured", f"quantization={','.join(CPU_QUANTIZATION)}"],
         [f"pruning={','.join(ONNX_PRUNING)}", "quantization=onnx_int8"],

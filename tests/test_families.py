@@ -3,8 +3,8 @@
 Each family is a tiny model built from its own config class, with a tokenizer of the kind its checkpoints ship
 trained here on SQuAD text (tests/tiny_families.py). Structured pruning goes through every quantization method
 that runs on a CPU (the shrunk shapes are what each backend must carry), each unstructured method and depth
-pruning through ONNX Runtime; every job registers its model, which must load back through MLflow and give the answers the job
-logged, each a stripped piece of its context.
+pruning through ONNX Runtime; every job registers its model, which must load back through MLflow and give the
+answers the job logged, each a stripped piece of its context.
 """
 
 from __future__ import annotations

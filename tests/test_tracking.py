@@ -357,7 +357,9 @@ def test_a_store_locked_when_a_job_starts_is_waited_on_then_refused_in_one_line(
     lines = [line for line in result.stderr.splitlines() if " INFO " not in line]
     assert len(lines) == 1 and expected in lines[0], result.stderr[-3000:]
     assert "(tracking.lock_wait_s" in lines[0]
-    assert waited < 15  # the stated 2 s and the job's start-up, not MLflow's own 20 s per statement
+    # The stated 2 s and the job's start-up (longer on a busy machine); MLflow's own 20 s per statement would come on
+    # top of that start-up, which is never under 5 s.
+    assert waited < 25
     assert logged_runs(tmp_path)[1] == []  # no run was created, so none is left RUNNING
 
 

@@ -330,15 +330,16 @@ def test_sigterm_while_the_sweep_evaluates_its_reference_ends_every_run_without_
 @pytest.mark.slow
 @pytest.mark.beside_slurm  # mostly waits on the lock
 @pytest.mark.parametrize(
-    ("lock", "expected"),
-    [
-        ("EXCLUSIVE", "locked by another process for 2 s (tracking.lock_wait_s); try again when it is done"),
-        ("IMMEDIATE", "the MLflow store stayed locked by another process for"),
+    ("lock", "expected", "within_s"),
+    [  # the stated 2 s and the start-up before the wait (longer on a busy machine); MLflow's own 20 s per statement
+        # would come on top: before torch loads (the store check), or after it and the checks (the run's start)
+        ("EXCLUSIVE", "locked by another process for 2 s (tracking.lock_wait_s); try again when it is done", 15),
+        ("IMMEDIATE", "the MLflow store stayed locked by another process for", 25),
     ],
     ids=["no-reader-either", "writers-only"],
 )
 def test_a_store_locked_when_a_job_starts_is_waited_on_then_refused_in_one_line(
-    lock, expected, tmp_path, tiny_distilbert_dir, squad_files
+    lock, expected, within_s, tmp_path, tiny_distilbert_dir, squad_files
 ):
     """A neighbour holds the store: readers too (the job's check waits), or writers only (its run's start waits)."""
     uri = store_uri(tmp_path)
@@ -357,9 +358,7 @@ def test_a_store_locked_when_a_job_starts_is_waited_on_then_refused_in_one_line(
     lines = [line for line in result.stderr.splitlines() if " INFO " not in line]
     assert len(lines) == 1 and expected in lines[0], result.stderr[-3000:]
     assert "(tracking.lock_wait_s" in lines[0]
-    # The stated 2 s and the job's start-up (longer on a busy machine); MLflow's own 20 s per statement would come on
-    # top of that start-up, which is never under 5 s.
-    assert waited < 25
+    assert waited < within_s
     assert logged_runs(tmp_path)[1] == []  # no run was created, so none is left RUNNING
 
 

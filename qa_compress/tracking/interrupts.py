@@ -15,6 +15,17 @@ from collections.abc import Iterator
 from typing import Any
 
 
+def in_finalizer(frame: Any) -> bool:
+    """Whether a signal came while a finalizer or weak-reference callback runs: Python would drop an exception
+    raised there and print its traceback, so the interrupt waits for the next knock."""
+    while frame is not None:
+        code = frame.f_code
+        if code.co_name == "__del__" or code.co_filename.endswith(("weakref.py", "_weakrefset.py")):
+            return True
+        frame = frame.f_back
+    return False
+
+
 class _Interrupts:
     """SIGTERM and Ctrl-C as a KeyboardInterrupt, raised where raising is safe, for a sweep and its jobs.
 
@@ -42,7 +53,7 @@ class _Interrupts:
         knock = threading.Timer(self.RETRY_S, self._knock, (signum,))
         knock.daemon = True
         knock.start()
-        if self.depth == 0:
+        if self.depth == 0 and not in_finalizer(frame):
             self._raise()
 
     def _knock(self, signum: int) -> None:

@@ -284,7 +284,14 @@ def test_a_gradual_distilled_sweep_calibrates_its_threshold_and_reports_each_ste
     client, _ = logged_runs(tmp_path)
     jobs = [j for j in children(tmp_path) if j.data.tags["uncompressed"] == "false"]
     assert len(jobs) == 2 and all(j.info.status == "FINISHED" for j in jobs)
-    assert sorted(j.data.tags["teacher_cache"] for j in jobs) == ["hit", "miss"]  # computed once
+    # one recovery, shared: the second runtime's job quantizes the model the first one recovered
+    assert sorted(j.data.tags["recovery_cache"] for j in jobs) == ["hit", "miss"]
+    (trained,) = [j for j in jobs if j.data.tags["recovery_cache"] == "miss"]
+    (reused,) = [j for j in jobs if j.data.tags["recovery_cache"] == "hit"]
+    assert trained.data.tags["teacher_cache"] == "miss" and "teacher_cache" not in reused.data.tags
+    assert reused.data.tags["recovered_by_run"] == trained.info.run_id
+    for key in ("recovery_train_loss", "f1_before_recovery", "sparsity", "gradual_stages_applied"):
+        assert reused.data.metrics[key] == trained.data.metrics[key]
     assert "evaluated it as run" in result.stdout  # the sweep had no uncompressed job: it evaluated one
     train_file, validation = squad_files
     evaluation_ids = set(squad.gold_answers(squad.load_squad_json(validation, "k").dataset))
@@ -305,6 +312,29 @@ def test_a_gradual_distilled_sweep_calibrates_its_threshold_and_reports_each_ste
     table = Path(client.download_artifacts(parent.info.run_id, "report/report.md", str(tmp_path / "dl"))).read_text()
     for column in ("F1 before recovery", "F1 before threshold calibration", "best_f1 (oracle)"):
         assert column in table
+
+
+def test_a_rerun_answers_as_its_recovery_did_and_a_changed_recovery_setting_recovers_anew(
+    tmp_path, tiny_bert_dir, squad_files
+):
+    args = tiny_job_args(
+        tiny_bert_dir,
+        squad_files,
+        "pruning=global_magnitude",
+        "pruning.amount=0.5",
+        "pruning.finetune_steps=3",
+        "pruning.finetune_batch_size=4",
+        fine_tune=False,
+    )
+    for extra in ([], ["force=true"], ["pruning.finetune_learning_rate=0.001"]):
+        result = run_in_process([*args, *extra], tmp_path)
+        assert result.returncode == 0, result.stderr[-3000:]
+    first, again, changed = sorted(logged_runs(tmp_path)[1], key=lambda r: r.info.start_time)
+    assert [r.data.tags["recovery_cache"] for r in (first, again, changed)] == ["miss", "hit", "miss"]
+    assert again.data.tags["recovery_key"] == first.data.tags["recovery_key"] != changed.data.tags["recovery_key"]
+    for key in ("f1", "exact", "HasAns_f1", "NoAns_f1", "sparsity", "recovery_train_loss"):
+        assert again.data.metrics[key] == first.data.metrics[key]
+    assert changed.data.metrics["recovery_train_loss"] != first.data.metrics["recovery_train_loss"]
 
 
 def test_calibration_needs_training_data_left_to_train_on(tmp_path, tiny_bert_dir, squad_files):

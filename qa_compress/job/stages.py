@@ -27,7 +27,7 @@ from qa_compress.evaluate import bootstrap, predict, score, threshold, timing
 from qa_compress.job import bookkeeping, inputs
 from qa_compress.job.config import JobConfig
 from qa_compress.model import distill, models, train
-from qa_compress.prune import recovery
+from qa_compress.prune import recovered_cache, recovery
 from qa_compress.serve import export
 from qa_compress.tracking import cache, results, runs
 
@@ -60,6 +60,7 @@ class Context:
     model_inputs: Dataset | None = None  # the evaluation windows as the model takes them
     train_windows: Dataset | None = None
     train_device: torch.device = CPU
+    baseline_id: str = ""  # what identifies the baseline in cache keys: its own key, or the checkpoint's digest
 
     def input_names(self, model: Any) -> list[str]:
         return models.input_names(self.tokenizer, model)
@@ -90,6 +91,7 @@ def baseline(ctx: Context) -> tuple[Any, str]:
     if job.training.name == "none":
         transformers.set_seed(job.seed)  # a fresh QA head is drawn from the seeded generator
         model, ctx.tokenizer = models.load(job.model.name_or_path, job.model.trust_remote_code)
+        ctx.baseline_id = f"{models.fingerprint(job.model.name_or_path)}:seed{job.seed}"
         return model, "none"
     key = train.baseline_key(
         models.fingerprint(job.model.name_or_path),
@@ -100,6 +102,7 @@ def baseline(ctx: Context) -> tuple[Any, str]:
         job.seed,
     )
     entry = Path(job.paths.cache_dir) / "baselines" / key
+    ctx.baseline_id = key
     with cache.locked(entry, job.cache_lock_timeout_s):  # parallel jobs: one trains, the others wait
         hit = cache.usable(entry, required=train.BASELINE_FILES)
         runs.set_tags({"baseline_key": key, "baseline_cache": "hit" if hit else "miss"})
@@ -168,7 +171,39 @@ def teacher(
     return distill.Teacher(start, end, temperature, weight, frozen, hidden_weight)
 
 
-def pruned(ctx: Context, model: Any) -> tuple[list[dict], dict[str, float]]:
+def pruned(ctx: Context, model: Any) -> tuple[Any, list[dict], dict[str, float]]:
+    """The pruned model, its per-layer sparsity rows and the metrics; a recovery that trains is cached, so jobs
+    that differ only after pruning (quantization, runtime, threshold) share it."""
+    job = ctx.job
+    if not job.pruning.finetune_steps:
+        return model, *prune(ctx, model)
+    entry = recovered_cache.entry(
+        Path(job.paths.cache_dir),
+        {
+            "baseline": ctx.baseline_id,
+            "train_data": ctx.train.digest,
+            "eval_data": ctx.evaluation.digest,  # the scores before recovery are on the evaluation questions
+            "dataset": job.dataset.model_dump(),
+            "pruning": job.pruning.model_dump(),
+            "training": job.training.key_fields(),
+            "predict": job.predict.model_dump(),
+            "seed": job.seed,
+            "device": ctx.train_device.type,
+        },
+    )
+    with cache.locked(entry, job.cache_lock_timeout_s, "another job is still recovering this pruned model"):
+        if cache.usable(entry, required=recovered_cache.FILES):
+            model, rows, metrics, made_by = recovered_cache.load(entry, job.model.trust_remote_code)
+            runs.set_tags({"recovery_key": entry.name, "recovery_cache": "hit", "recovered_by_run": made_by})
+            log.info("Pruned and recovered model from cache %s (recovered by run %s)", entry, made_by)
+            return model, rows, metrics
+        rows, metrics = prune(ctx, model)
+        recovered_cache.save(model, ctx.tokenizer, entry, rows, metrics, runs.active_run_id())
+    runs.set_tags({"recovery_key": entry.name, "recovery_cache": "miss"})
+    return model, rows, metrics
+
+
+def prune(ctx: Context, model: Any) -> tuple[list[dict], dict[str, float]]:
     """Prune `model` in place (recovering when the settings ask); the per-layer sparsity rows and the metrics."""
     job, p = ctx.job, ctx.job.pruning
     distilled = None
@@ -392,7 +427,7 @@ def execute(job: JobConfig, output_dir: Path) -> Outcome:
     # (An uncompressed job is that model: its speed-up is 1 by definition, not timed against itself.)
     timed_against = job.benchmark.enabled and job.benchmark.reference and not bookkeeping.is_uncompressed(job)
     reference = copy.deepcopy(model).cpu() if timed_against else None
-    rows, metrics = pruned(ctx, model)
+    model, rows, metrics = pruned(ctx, model)
 
     device = quantize.get(job.quantization.name).device()
     model = quantized(ctx, model, device)

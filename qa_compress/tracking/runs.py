@@ -292,6 +292,11 @@ def log_table(columns: Mapping[str, list], artifact_file: str) -> None:
         write(mlflow.log_table, data=dict(columns), artifact_file=artifact_file)
 
 
+def active_run_id() -> str:
+    """The id of the job's run, to name it in what the job leaves for others (a cache entry)."""
+    return mlflow.active_run().info.run_id
+
+
 def set_tags(tags: Mapping[str, str]) -> None:
     write(mlflow.set_tags, dict(tags))
 

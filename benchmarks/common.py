@@ -34,6 +34,33 @@ KEPT_SECTIONS = [
 UNSTRUCTURED = tuple(m.name for m in prune.registry if isinstance(m, prune.UnstructuredMethod))
 
 
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """The options of a script that runs jobs on the real data: inputs, where to write, overrides, threads."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", type=Path, default=SHARED / "models" / "minilm-l6-squad2")
+    parser.add_argument("--eval", type=Path, default=SHARED / "data" / "squad_v2" / "validation.json")
+    parser.add_argument("--train", type=Path, help="SQuAD 2.0 JSON for recovery (default: train.json beside --eval)")
+    parser.add_argument("--root", type=Path, default=ROOT / "outputs" / "tradeoffs")
+    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="more run.py overrides")
+    parser.add_argument("--max-eval-samples", type=int, help="evaluate on the first N questions only (a trial run)")
+    parser.add_argument("--threads", type=int, default=2)
+    return parser
+
+
+def checked(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The parsed options of a `base_parser`, the training file defaulted and every input and count checked."""
+    args = parser.parse_args(argv)
+    args.train = args.train or args.eval.with_name("train.json")
+    for key in ("model", "eval", "train"):
+        if not getattr(args, key).exists():
+            parser.error(f"--{key} {getattr(args, key)}: no such file or directory")
+    for key in ("threads", "rounds", "batch_size"):
+        if getattr(args, key, 1) < 1:
+            parser.error(f"--{key.replace('_', '-')} {getattr(args, key)}: must be positive")
+    return args
+
+
 def user_overrides(args: argparse.Namespace, experiment: str) -> list[str]:
     """The --set values for `experiment`: `key=value` for every sweep, `experiment:key=value` for one."""
     chosen = []

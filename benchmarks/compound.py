@@ -112,7 +112,13 @@ def spread(ratios: list[float]) -> str:
     return f"{median:.2f} ({q1:.2f}-{q3:.2f})"
 
 
-def rows(args, jobs, speedups, changes) -> list[dict[str, object]]:
+def rows(
+    args: argparse.Namespace,
+    jobs: dict[str, results.Job],
+    speedups: dict[str, dict[int, list[float]]],
+    changes: dict[str, tuple[float, tuple[float, float] | None]],
+) -> list[dict[str, object]]:
+    """One row per step: its scores, size and speed-ups with their spread, and its run."""
     return [
         {
             "step": step,
@@ -128,7 +134,11 @@ def rows(args, jobs, speedups, changes) -> list[dict[str, object]]:
     ]
 
 
-def target_lines(args, speedups, changes) -> list[str]:
+def target_lines(
+    args: argparse.Namespace,
+    speedups: dict[str, dict[int, list[float]]],
+    changes: dict[str, tuple[float, tuple[float, float] | None]],
+) -> list[str]:
     """Each target: the fastest step within its F1 loss, and whether it reaches the speed-up."""
     lines = []
     for batch, loss, wanted in TARGETS:
@@ -149,7 +159,14 @@ def target_lines(args, speedups, changes) -> list[str]:
     return lines
 
 
-def section(args, jobs, speedups, changes, command: str) -> str:
+def section(
+    args: argparse.Namespace,
+    jobs: dict[str, results.Job],
+    speedups: dict[str, dict[int, list[float]]],
+    changes: dict[str, tuple[float, tuple[float, float] | None]],
+    command: str,
+) -> str:
+    """The compound section of BENCHMARKS.md: how it was measured, the table, each target met or missed."""
     vnni = "avx512_vnni" in cpu_description() or "amx_int8" in cpu_description()
     lines = [
         BEGIN,
@@ -173,27 +190,12 @@ def section(args, jobs, speedups, changes, command: str) -> str:
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=common.SHARED / "models" / "minilm-l6-squad2")
-    parser.add_argument("--eval", type=Path, default=common.SHARED / "data" / "squad_v2" / "validation.json")
-    parser.add_argument("--train", type=Path, help="SQuAD 2.0 JSON for recovery (default: train.json beside --eval)")
-    parser.add_argument("--root", type=Path, default=common.ROOT / "outputs" / "tradeoffs")
-    parser.add_argument("--out", type=Path, default=common.ROOT / "BENCHMARKS.md")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="more run.py overrides")
-    parser.add_argument("--max-eval-samples", type=int, help="evaluate on the first N questions only (a trial run)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser = common.base_parser(__doc__)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds timing every step")
     parser.add_argument("--skip-jobs", action="store_true", help="time and write from the finished jobs")
-    args = parser.parse_args(argv)
-    args.train = args.train or args.eval.with_name("train.json")
-    for key in ("model", "eval", "train"):
-        if not getattr(args, key).exists():
-            parser.error(f"--{key} {getattr(args, key)}: no such file or directory")
-    if min(args.threads, args.rounds, args.batch_size) < 1:
-        parser.error("--threads, --rounds and --batch-size must be positive")
-    return args
+    return common.checked(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,7 +17,6 @@ import argparse
 import math
 import subprocess
 import sys
-from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
@@ -195,25 +194,10 @@ def section(args: argparse.Namespace, jobs: list[results.Job], command: str) -> 
 
 
 def parse(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, default=common.SHARED / "models" / "minilm-l6-squad2")
-    parser.add_argument("--eval", type=Path, default=common.SHARED / "data" / "squad_v2" / "validation.json")
-    parser.add_argument("--train", type=Path, help="SQuAD 2.0 JSON for recovery (default: train.json beside --eval)")
-    parser.add_argument("--root", type=Path, default=common.ROOT / "outputs" / "tradeoffs")
-    parser.add_argument("--out", type=Path, default=common.ROOT / "BENCHMARKS.md")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="more run.py overrides")
-    parser.add_argument("--max-eval-samples", type=int, help="evaluate on the first N questions only (a trial run)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser = common.base_parser(__doc__)
     parser.add_argument("--skip-sweeps", action="store_true", help="write the section from the finished sweeps")
     parser.add_argument("--partial", action="store_true", help="write what finished, naming what did not")
-    args = parser.parse_args(argv)
-    args.train = args.train or args.eval.with_name("train.json")
-    for key in ("model", "eval", "train"):
-        if not getattr(args, key).exists():
-            parser.error(f"--{key} {getattr(args, key)}: no such file or directory")
-    if args.threads < 1:
-        parser.error(f"--threads {args.threads}: must be positive")
-    return args
+    return common.checked(parser, argv)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,7 +7,7 @@ Nothing here imports torch at module level, so config checks stay fast.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,41 @@ class Block:
 
 
 @dataclass(frozen=True)
+class Layout:
+    """Where one transformer layer keeps its prunable parts: dotted attribute paths from the layer module.
+
+    A module whose every path resolves is a layer (an optional projection may be absent)."""
+
+    attention: str  # the module holding the head count and `attention_head_size`
+    query: str
+    key: str
+    value: str
+    attention_out: str
+    ffn_in: str
+    ffn_out: str
+    position_projections: tuple[str, ...] = ()  # optional: DeBERTa's per-head projections of relative positions
+
+    def block(self, layer: nn.Module) -> Block | None:
+        """The layer's prunable parts, or None if `layer` is not a layer of this layout."""
+        required = (self.attention, self.query, self.key, self.value, self.attention_out, self.ffn_in, self.ffn_out)
+        found = [_attribute(layer, path) for path in required]
+        if any(part is None for part in found):
+            return None
+        positions = tuple(p for p in (_attribute(layer, path) for path in self.position_projections) if p is not None)
+        attention, *linears = found
+        return Block(attention, *linears, attention.attention_head_size, positions)
+
+
+def _attribute(module: Any, path: str) -> Any:
+    """The submodule at a dotted path, or None where the path does not exist."""
+    for name in path.split("."):
+        module = getattr(module, name, None)
+        if module is None:
+            return None
+    return module
+
+
+@dataclass(frozen=True)
 class Family:
     """One architecture family's layout, as pruning, export and loading need it."""
 
@@ -53,98 +88,14 @@ class Family:
     layer_patterns: tuple[str, ...]  # regular expressions over Linear module names: what unstructured pruning touches
     ffn_width_key: str  # the config key holding the feed-forward width
     onnx_model_type: str  # ONNX Runtime transformer optimizer's model_type
-    find_blocks: Callable[[nn.Module], list[Block]]
+    layout: Layout
     shared_layers: bool = False  # one layer's weights serve every layer (ALBERT): pruning it prunes them all
     depth_key: str = "num_hidden_layers"  # the config key holding the number of layers
     layer_list: str | None = "encoder.layer"  # the layers' ModuleList under the base model; None: shared (ALBERT)
 
     def blocks(self, model: nn.Module) -> list[Block]:
-        """The layers as weights: a layer whose weights several layers share appears once."""
-        return self.find_blocks(model)
-
-
-def _bert_blocks(model: nn.Module) -> list[Block]:
-    found = []
-    for module in model.modules():
-        attention = getattr(module, "attention", None)
-        if attention is not None and hasattr(attention, "self") and hasattr(module, "intermediate"):
-            own = attention.self
-            found.append(
-                Block(
-                    own,
-                    own.query,
-                    own.key,
-                    own.value,
-                    attention.output.dense,
-                    module.intermediate.dense,
-                    module.output.dense,
-                    own.attention_head_size,
-                )
-            )
-    return found
-
-
-def _distilbert_blocks(model: nn.Module) -> list[Block]:
-    found = []
-    for module in model.modules():
-        attention = getattr(module, "attention", None)
-        if attention is not None and hasattr(attention, "q_lin") and hasattr(module, "ffn"):
-            found.append(
-                Block(
-                    attention,
-                    attention.q_lin,
-                    attention.k_lin,
-                    attention.v_lin,
-                    attention.out_lin,
-                    module.ffn.lin1,
-                    module.ffn.lin2,
-                    attention.attention_head_size,
-                )
-            )
-    return found
-
-
-def _deberta_v2_blocks(model: nn.Module) -> list[Block]:
-    found = []
-    for module in model.modules():
-        attention = getattr(module, "attention", None)
-        own = getattr(attention, "self", None)
-        if own is not None and hasattr(own, "query_proj") and hasattr(module, "intermediate"):
-            positions = tuple(getattr(own, name) for name in ("pos_key_proj", "pos_query_proj") if hasattr(own, name))
-            found.append(
-                Block(
-                    own,
-                    own.query_proj,
-                    own.key_proj,
-                    own.value_proj,
-                    attention.output.dense,
-                    module.intermediate.dense,
-                    module.output.dense,
-                    own.attention_head_size,
-                    positions,
-                )
-            )
-    return found
-
-
-def _albert_blocks(model: nn.Module) -> list[Block]:
-    found = []
-    for module in model.modules():
-        attention = getattr(module, "attention", None)
-        if attention is not None and hasattr(module, "ffn") and hasattr(module, "ffn_output"):
-            found.append(
-                Block(
-                    attention,
-                    attention.query,
-                    attention.key,
-                    attention.value,
-                    attention.dense,
-                    module.ffn,
-                    module.ffn_output,
-                    attention.attention_head_size,
-                )
-            )
-    return found
+        """The layers as weights, in order: a layer whose weights several layers share appears once."""
+        return [block for block in map(self.layout.block, model.modules()) if block is not None]
 
 
 registry: Registry[Family] = Registry("model family", "model.name_or_path")
@@ -157,7 +108,15 @@ BERT = registry.register(
         layer_patterns=(r"\.(query|key|value|dense)$",),
         ffn_width_key="intermediate_size",
         onnx_model_type="bert",
-        find_blocks=_bert_blocks,
+        layout=Layout(
+            "attention.self",
+            "attention.self.query",
+            "attention.self.key",
+            "attention.self.value",
+            "attention.output.dense",
+            "intermediate.dense",
+            "output.dense",
+        ),
     )
 )
 DISTILBERT = registry.register(
@@ -168,7 +127,15 @@ DISTILBERT = registry.register(
         layer_patterns=(r"\.(q_lin|k_lin|v_lin|out_lin)$", r"\.ffn\.lin[12]$"),
         ffn_width_key="hidden_dim",
         onnx_model_type="bert",  # the BERT fusions match DistilBERT's graph too
-        find_blocks=_distilbert_blocks,
+        layout=Layout(
+            "attention",
+            "attention.q_lin",
+            "attention.k_lin",
+            "attention.v_lin",
+            "attention.out_lin",
+            "ffn.lin1",
+            "ffn.lin2",
+        ),
         depth_key="n_layers",
         layer_list="transformer.layer",
     )
@@ -183,7 +150,16 @@ DEBERTA_V2 = registry.register(
         layer_patterns=(r"\.(query_proj|key_proj|value_proj|pos_key_proj|pos_query_proj|dense)$",),
         ffn_width_key="intermediate_size",
         onnx_model_type="bert",  # no fusion knows disentangled attention; layer norms and GELU still fuse
-        find_blocks=_deberta_v2_blocks,
+        layout=Layout(
+            "attention.self",
+            "attention.self.query_proj",
+            "attention.self.key_proj",
+            "attention.self.value_proj",
+            "attention.output.dense",
+            "intermediate.dense",
+            "output.dense",
+            ("attention.self.pos_key_proj", "attention.self.pos_query_proj"),
+        ),
     )
 )
 ALBERT = registry.register(
@@ -194,7 +170,9 @@ ALBERT = registry.register(
         layer_patterns=(r"\.attention\.(query|key|value|dense)$", r"\.ffn(_output)?$"),
         ffn_width_key="intermediate_size",
         onnx_model_type="bert",
-        find_blocks=_albert_blocks,
+        layout=Layout(
+            "attention", "attention.query", "attention.key", "attention.value", "attention.dense", "ffn", "ffn_output"
+        ),
         shared_layers=True,
         layer_list=None,  # the shared layer runs num_hidden_layers times: fewer layers is fewer runs
     )

@@ -161,6 +161,11 @@ def _small(architecture: str) -> nn.Module:
     return AutoModelForQuestionAnswering.from_config(configs[architecture]()).eval()
 
 
+def _labelled_inputs() -> dict[str, torch.Tensor]:
+    """`small_inputs` with answer positions: what importance scores back-propagate from."""
+    return {**small_inputs(), "start_positions": torch.tensor([1, 2, 3]), "end_positions": torch.tensor([2, 3, 4])}
+
+
 ARCHITECTURES = ["bert", "distilbert", "roberta", "electra", "deberta-v3", "deberta-v2", "albert"]
 
 
@@ -253,7 +258,7 @@ def test_structured_importance_removes_the_weakest_head_and_neurons():
     assert block.ffn_in.out_features == 48 and block.ffn_in.weight.abs().sum(1).min() > weak  # 0-15 went
 
     fresh = small_bert()
-    batch = {**small_inputs(), "start_positions": torch.tensor([1, 2, 3]), "end_positions": torch.tensor([2, 3, 4])}
+    batch = _labelled_inputs()
     gradient = structured.gradient_importance(fresh, families.of_model(fresh).blocks(fresh), [batch])
     assert [tuple(h.shape) + tuple(n.shape) for h, n in gradient] == [(4, 64), (4, 64)]
     assert all((h >= 0).all() and (n >= 0).all() and h.sum() > 0 for h, n in gradient)
@@ -293,7 +298,7 @@ def test_the_layer_that_changes_its_input_least_goes_first_and_the_last_always_s
             for layer in (block.attention_out, block.ffn_out):
                 layer.weight.zero_()
                 layer.bias.zero_()
-    batch = {**small_inputs(), "start_positions": torch.tensor([1, 2, 3]), "end_positions": torch.tensor([2, 3, 4])}
+    batch = _labelled_inputs()
     influence = structured.block_influence(model, [batch])
     assert influence.shape == (4,) and int(torch.argmin(influence)) == 2
     assert structured.layers_to_keep(4, 1, influence) == [0, 1, 3]

@@ -29,7 +29,7 @@ from qa_compress.data import sources
 from qa_compress.job import bookkeeping, checks
 from qa_compress.job.config import JobConfig, job_section
 from qa_compress.job.stages import Outcome, execute
-from qa_compress.tracking import cache, disk, results, runs, store
+from qa_compress.tracking import cache, disk, locks, results, runs, store
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,7 @@ def run(cfg: DictConfig, checked: JobConfig | None = None) -> dict[str, float | 
     _quiet_library_logs()
     job = checked if checked is not None else checks.job(cfg)
     torch.set_num_threads(job.benchmark.num_threads or torch.get_num_threads())
-    runs.wait_for_locks(job.tracking.lock_wait_s)
+    locks.wait_for_locks(job.tracking.lock_wait_s)
     parent, output_dir = _hydra_context()
     uri = store.tracking_uri(job.tracking.uri, job.paths.mlruns_dir)
     experiment = runs.experiment_id(uri, job.tracking.experiment_name)

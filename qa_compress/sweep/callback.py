@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from qa_compress.errors import UserError
 from qa_compress.job.config import compose_jobs, default
-from qa_compress.tracking import interrupts
+from qa_compress.tracking import interrupts, locks
 
 # MLflow, the checks and the report (torch, transformers) are imported where a sweep needs them:
 # Hydra builds this callback for single runs too, which must refuse a bad value without them.
@@ -230,7 +230,7 @@ class MlflowSweep(Callback):
 
         lock_wait_s = float(OmegaConf.select(config, "tracking.lock_wait_s"))
         store.check(self.uri, None, lock_wait_s)
-        runs.wait_for_locks(lock_wait_s)
+        locks.wait_for_locks(lock_wait_s)
         experiment = runs.experiment_id(self.uri, config.tracking.experiment_name)
         runs.reap_dead_runs(self.uri, experiment)
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -282,8 +282,8 @@ class MlflowSweep(Callback):
         client = MlflowClient(self.uri)
         for job in results.sweep_jobs(client, self.parent_run_id):  # the sweep is over: nothing of it still runs
             if job.status == "RUNNING":
-                runs.write(client.set_terminated, job.run_id, "KILLED")
-                runs.write(
+                locks.write(client.set_terminated, job.run_id, "KILLED")
+                locks.write(
                     client.set_tag, job.run_id, "error", "killed with its worker before it recorded an end state"
                 )
         reference_note = ""

@@ -1,5 +1,6 @@
 """What the benchmark scripts share: where they write, the store and overrides of their sweeps, the labels of
-their jobs, real evaluation windows, side-by-side timing, and the sections of BENCHMARKS.md each one owns.
+their jobs, real evaluation windows, side-by-side timing, operator profiles, and the sections of BENCHMARKS.md
+each one owns.
 
 The scripts import this module and never each other.
 """
@@ -7,6 +8,9 @@ The scripts import this module and never each other.
 from __future__ import annotations
 
 import argparse
+import json
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -15,6 +19,7 @@ from transformers import AutoTokenizer
 from qa_compress import prune
 from qa_compress.data import features, squad
 from qa_compress.evaluate import predict, timing
+from qa_compress.quantize.backends import onnxrt, openvino_runtime
 from qa_compress.tracking import results
 from qa_compress.tracking import store as stores
 
@@ -159,3 +164,73 @@ def keep_sections(document: str, previous: str) -> str:
         if begin in previous and end in previous.split(begin, 1)[1]:
             kept.append(begin + previous.split(begin, 1)[1].split(end, 1)[0] + end)
     return "\n\n".join([document.rstrip("\n"), *kept]) + "\n"
+
+
+# Profiles ------------------------------------------------------------------------------------
+
+
+@torch.inference_mode()
+def profile(model, batch: dict[str, torch.Tensor], passes: int, top: int | None = 6) -> list[tuple[str, float, float]]:
+    """Where a forward pass spends its time: (operator, ms per pass, share), largest first (`top` of them, or all).
+
+    PyTorch models through torch.profiler (self CPU time per operator); ONNX Runtime sessions
+    through the session's own profiler (time per graph node type); OpenVINO through its
+    performance counters (time per operator type and the kernel, with its precision, that ran it).
+    """
+    if isinstance(model, openvino_runtime.OvModel):
+        profiled = openvino_runtime.OvModel(model.model, torch.get_num_threads(), profile=True)
+        profiled(**batch)
+        totals = {}
+        for _ in range(passes):
+            profiled(**batch)
+            for op in profiled.profile():
+                key = f"{op['type']} ({op['exec_type']})"
+                totals[key] = totals.get(key, 0.0) + op["ms"]
+    elif isinstance(model, onnxrt.OrtModel):
+        with tempfile.TemporaryDirectory() as scratch:
+            session = onnxrt.OrtModel(model.path, torch.get_num_threads(), profile_prefix=str(Path(scratch) / "ort"))
+            for _ in range(passes + 1):  # the first is warm-up, dropped below
+                session(**batch)
+            events = json.loads(session.end_profiling().read_text())
+        runs = [e for e in events if e.get("name") == "model_run"]
+        start = runs[-passes]["ts"] if len(runs) >= passes else 0
+        totals: dict[str, float] = {}
+        for event in events:
+            if event.get("cat") == "Node" and event["name"].endswith("_kernel_time") and event["ts"] >= start:
+                totals[event["args"]["op_name"]] = totals.get(event["args"]["op_name"], 0.0) + event["dur"] / 1e3
+    else:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        model(**batch)
+        with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(passes):
+                model(**batch)
+        totals = {e.key: e.self_cpu_time_total / 1e3 for e in prof.key_averages()}
+    overall = sum(totals.values()) or 1.0
+    ranked = sorted(totals.items(), key=lambda item: item[1], reverse=True)[:top]
+    return [(op, ms / passes, ms / overall) for op, ms in ranked]
+
+
+def summed(ops: list, keep: Callable[[str], bool]) -> tuple[float, list[str]]:
+    """Milliseconds per pass of a profile's operators that `keep` accepts, and their names."""
+    chosen = [(op, ms) for op, ms, _ in ops if keep(op)]
+    return sum(ms for _, ms in chosen), sorted({op for op, _ in chosen})
+
+
+def kind(op: str) -> str:
+    """An operator's type without its kernel: `Subgraph (jit_avx512_i8)` is a `Subgraph`."""
+    return op.split(" (", 1)[0]
+
+
+def pass_ms(ops: list) -> float:
+    """A profile's whole pass in ms, from its first row's time and share (0 when it has none)."""
+    return ops[0][1] / ops[0][2] if ops and ops[0][2] else 0.0
+
+
+def by_kind(ops: list) -> dict[str, float]:
+    """Milliseconds per pass of each operator type in a profile, kernels merged."""
+    kinds: dict[str, float] = {}
+    for op, ms, _ in ops:
+        kinds[kind(op)] = kinds.get(kind(op), 0.0) + ms
+    return kinds

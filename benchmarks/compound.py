@@ -8,7 +8,8 @@
    no-answer threshold on held-out training paragraphs, the uncompressed one too, and saves its model.
 2. Speed: every saved model is loaded into this one process and timed in interleaved rounds at --batch-size
    and at batch 1 on real evaluation windows, threads fixed, after warm-up; each round gives each variant a
-   paired ratio against the uncompressed model (PyTorch FP32), so drift common to a round cancels.
+   paired ratio against the uncompressed model (PyTorch FP32), so drift common to a round cancels. Then each
+   is profiled: a missed speed target says what its profile caps the speed-up at.
 3. The table, each target met or missed, and the CPU with its instruction-set flags go between the compound
    markers of --out.
 """
@@ -58,9 +59,15 @@ def step_overrides(args: argparse.Namespace, step: str) -> list[str]:
     return [f"experiment={EXPERIMENT}", *common.overrides(args, EXPERIMENT), *STEPS[step], *timed_here]
 
 
+def run_order() -> list[str]:
+    """The steps in the order their jobs run: the stack's first (its quantized steps reuse its recovery from the
+    cache), so a run cut short has the targets' rows; the single techniques after."""
+    return sorted(STEPS, key=lambda step: step != UNCOMPRESSED and "depth + width" not in step)
+
+
 def run_jobs(args: argparse.Namespace) -> None:
     """One job per step; a step that finished before is skipped by run.py itself (its configuration hash)."""
-    for step in STEPS:
+    for step in run_order():
         command = [sys.executable, str(common.ROOT / "run.py"), *step_overrides(args, step)]
         command.append(f"hydra.run.dir={args.root.resolve() / 'compound' / step.replace(' ', '_').replace(',', '')}")
         print("$", " ".join(command), flush=True)
@@ -79,13 +86,19 @@ def collect(args: argparse.Namespace) -> dict[str, results.Job]:
             if job.overrides is not None and set(job.overrides) == set(step_overrides(args, step)):
                 jobs[step] = job  # the latest wins
     missing = [step for step in STEPS if step not in jobs]
-    if missing:
+    if UNCOMPRESSED in missing or (missing and not args.partial):
         raise SystemExit(f"no finished job for: {', '.join(missing)}; run without --skip-jobs")
     return jobs
 
 
-def time_steps(args: argparse.Namespace, jobs: dict[str, results.Job]) -> dict[str, dict[int, list[float]]]:
-    """Per step and batch size, its speed-up over the uncompressed model in each interleaved round."""
+Speedups = dict[str, dict[int, list[float]]]  # step -> batch size -> its paired ratio in each round
+Profiles = dict[str, dict[int, list[tuple[str, float, float]]]]  # step -> batch size -> operators
+Changes = dict[str, tuple[float, tuple[float, float] | None]]  # step -> ΔF1 and its interval
+
+
+def time_steps(args: argparse.Namespace, jobs: dict[str, results.Job]) -> tuple[Speedups, Profiles]:
+    """Per step and batch size, its speed-up over the uncompressed model in each interleaved round, and where
+    its forward pass spends its time (profiled after the timing, so the profilers' overhead touches no round)."""
     client = MlflowClient(common.store(args))
     with tempfile.TemporaryDirectory() as scratch:
         variants = {}
@@ -94,10 +107,53 @@ def time_steps(args: argparse.Namespace, jobs: dict[str, results.Job]) -> dict[s
             variants[step] = quantize.load(local, torch.get_num_threads())
         batches = common.eval_batches(args, args.model, sorted({1, args.batch_size}))
         times = common.time_side_by_side(variants, batches, args.warmup, args.rounds, order_seed=0)
-    return {
+        profiles = {
+            step: {size: common.profile(model, batch, passes=3, top=None) for size, batch in batches.items()}
+            for step, model in variants.items()
+        }
+    speedups = {
         step: {size: common.paired({s: t[size] for s, t in times.items()}, UNCOMPRESSED)[step] for size in batches}
         for step in times
     }
+    return speedups, profiles
+
+
+# Operator types that are matrix products, in PyTorch, ONNX Runtime and OpenVINO profiles
+MATRIX_PRODUCTS = {
+    "aten::addmm",
+    "aten::mm",
+    "aten::bmm",
+    "aten::linear",
+    "MatMul",
+    "FusedMatMul",
+    "Gemm",
+    "MatMulInteger",
+    "QLinearMatMul",
+    "DynamicQuantizeMatMul",
+    "FullyConnected",
+}
+
+
+def amdahl(step: str, size: int, profiles: Profiles) -> str:
+    """What caps `step`'s speed-up at batch `size`, from the profiles: its pass split into matrix products and
+    the rest, and the speed-up it could reach over the uncompressed pass if its matrix products cost nothing."""
+    ops, reference = profiles[step][size], profiles[UNCOMPRESSED][size]
+    total, products = common.pass_ms(ops), common.summed(ops, lambda op: common.kind(op) in MATRIX_PRODUCTS)[0]
+    rest = total - products
+    if not total or rest <= 0:
+        return ""
+    others = sorted(
+        common.by_kind([op for op in ops if common.kind(op[0]) not in MATRIX_PRODUCTS]).items(),
+        key=lambda item: item[1],
+        reverse=True,
+    )[:3]
+    listed = ", ".join(f"`{name}` {ms:.1f} ms" for name, ms in others)
+    uncompressed = common.pass_ms(reference)
+    return (
+        f"profiled at batch {size}, {step} spends {total:.1f} ms per pass, {products:.1f} ms ({products / total:.0%}) "
+        f"in matrix products; the rest ({listed}, ...) alone would cap it at "
+        f"{uncompressed / rest:.1f}× over the uncompressed pass ({uncompressed:.1f} ms profiled)"
+    )
 
 
 def change(client: MlflowClient, job: results.Job, reference: results.Job) -> tuple[float, tuple[float, float] | None]:
@@ -115,8 +171,8 @@ def spread(ratios: list[float]) -> str:
 def rows(
     args: argparse.Namespace,
     jobs: dict[str, results.Job],
-    speedups: dict[str, dict[int, list[float]]],
-    changes: dict[str, tuple[float, tuple[float, float] | None]],
+    speedups: Speedups,
+    changes: Changes,
 ) -> list[dict[str, object]]:
     """One row per step: its scores, size and speed-ups with their spread, and its run."""
     return [
@@ -134,36 +190,58 @@ def rows(
     ]
 
 
-def target_lines(
-    args: argparse.Namespace,
-    speedups: dict[str, dict[int, list[float]]],
-    changes: dict[str, tuple[float, tuple[float, float] | None]],
-) -> list[str]:
-    """Each target: the fastest step within its F1 loss, and whether it reaches the speed-up."""
+def target_lines(args: argparse.Namespace, speedups: Speedups, changes: Changes, profiles: Profiles) -> list[str]:
+    """Each target: the fastest step within its F1 loss and whether it reaches the speed-up; a miss says what
+    the profile of the step that came closest shows."""
     lines = []
     for batch, loss, wanted in TARGETS:
         size = args.batch_size if batch == "batch" else 1
-        within = [s for s in speedups if s != UNCOMPRESSED and changes[s][0] >= -loss]
+        compressed = [s for s in speedups if s != UNCOMPRESSED]
+        within = [s for s in compressed if changes[s][0] >= -loss]
         best = max(within, key=lambda s: float(np.median(speedups[s][size])), default=None)
+        head = f"- ≥ {wanted:g}× within {loss:g} F1 at batch {size}: "
         if best is None:
+            fastest = max(compressed, key=lambda s: float(np.median(speedups[s][size])))
             lines.append(
-                f"- ≥ {wanted:g}× within {loss:g} F1 at batch {size}: missed, no step stays within {loss:g} F1"
+                f"{head}missed, no step stays within {loss:g} F1 (the fastest, {fastest}, "
+                f"{float(np.median(speedups[fastest][size])):.2f}× at ΔF1 {tables.f1_change(*changes[fastest])})"
             )
             continue
         got = float(np.median(speedups[best][size]))
         verdict = "met" if got >= wanted else "missed"
-        lines.append(
-            f"- ≥ {wanted:g}× within {loss:g} F1 at batch {size}: {verdict}, {best}: {got:.2f}×, "
-            f"ΔF1 {tables.f1_change(*changes[best])}"
-        )
+        line = f"{head}{verdict}, {best}: {got:.2f}×, ΔF1 {tables.f1_change(*changes[best])}"
+        why = amdahl(best, size, profiles) if verdict == "missed" and profiles else ""
+        lines.append(f"{line}; {why}" if why else line)
+    return lines
+
+
+def profile_tables(args: argparse.Namespace, speedups: Speedups, profiles: Profiles) -> list[str]:
+    """The largest operators of the uncompressed model and of the fastest step, at each batch size."""
+    lines = []
+    for size in (args.batch_size, 1):
+        fastest = max((s for s in speedups if s != UNCOMPRESSED), key=lambda s: float(np.median(speedups[s][size])))
+        for step in (UNCOMPRESSED, fastest):
+            ops = profiles[step][size][:6]
+            lines += [
+                f"**{step}, batch {size}** ({common.pass_ms(profiles[step][size]):.1f} ms per profiled pass)",
+                "",
+                tables.markdown(
+                    [
+                        {"operator": f"`{op}`", "ms per pass": f"{ms:.1f}", "share": f"{share:.0%}"}
+                        for op, ms, share in ops
+                    ]
+                ),
+                "",
+            ]
     return lines
 
 
 def section(
     args: argparse.Namespace,
     jobs: dict[str, results.Job],
-    speedups: dict[str, dict[int, list[float]]],
-    changes: dict[str, tuple[float, tuple[float, float] | None]],
+    speedups: Speedups,
+    changes: Changes,
+    profiles: Profiles,
     command: str,
 ) -> str:
     """The compound section of BENCHMARKS.md: how it was measured, the table, each target met or missed."""
@@ -180,10 +258,23 @@ def section(
         "",
         tables.markdown(rows(args, jobs, speedups, changes)),
         "",
+        *(
+            [f"Not run to the end: {', '.join(s for s in STEPS if s not in jobs)}.", ""]
+            if len(jobs) < len(STEPS)
+            else []
+        ),
         "Targets (for CPUs with AVX512-VNNI"
         + ("" if vnni else "; this CPU has none, so they do not apply here")
         + "):",
-        *target_lines(args, speedups, changes),
+        *target_lines(args, speedups, changes, profiles),
+        "",
+        "### Where the time goes",
+        "",
+        "Self time per operator over 3 profiled passes, after the timing (torch.profiler for PyTorch, the "
+        "session profiler for ONNX Runtime, performance counters for OpenVINO; profiling adds overhead, so "
+        "read the shares).",
+        "",
+        *profile_tables(args, speedups, profiles),
         END,
     ]
     return "\n".join(lines) + "\n"
@@ -195,6 +286,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--rounds", type=int, default=15, help="interleaved rounds timing every step")
     parser.add_argument("--skip-jobs", action="store_true", help="time and write from the finished jobs")
+    parser.add_argument("--partial", action="store_true", help="write what finished, naming the steps that did not")
     return common.checked(parser, argv)
 
 
@@ -209,10 +301,10 @@ def main(argv: list[str] | None = None) -> None:
     jobs = collect(args)
     settings = jobs[UNCOMPRESSED].params
     args.max_seq_length, args.doc_stride = int(settings["dataset.max_seq_length"]), int(settings["dataset.doc_stride"])
-    speedups = time_steps(args, jobs)
+    speedups, profiles = time_steps(args, jobs)
     client = MlflowClient(common.store(args))
     changes = {step: change(client, job, jobs[UNCOMPRESSED]) for step, job in jobs.items()}
-    common.write_section(args.out, BEGIN, END, section(args, jobs, speedups, changes, command.strip()))
+    common.write_section(args.out, BEGIN, END, section(args, jobs, speedups, changes, profiles, command.strip()))
 
 
 if __name__ == "__main__":

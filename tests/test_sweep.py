@@ -55,7 +55,7 @@ def test_the_compound_recipe_stacks_every_step_and_its_search_asks_for_the_faste
     p = job.pruning
     assert (p.name, p.layers_amount, p.heads_amount, p.ffn_amount, p.schedule) == (
         "structured",
-        0.34,
+        0.17,
         0.25,
         0.5,
         "gradual",

@@ -204,9 +204,33 @@ def test_a_compound_target_is_met_by_the_fastest_step_within_its_loss(compound):
         "close": (-0.8, None),
         "closest": (0.2, None),
     }
-    lines = compound.target_lines(args, speedups, changes)
+    lines = compound.target_lines(args, speedups, changes, {})
     assert lines[0].startswith("- ≥ 10× within 1 F1 at batch 16: met, close: 11.00×")
     assert lines[1].startswith("- ≥ 6× within 0.5 F1 at batch 16: met, closest: 7.00×")
     assert lines[2].startswith("- ≥ 5× within 1 F1 at batch 1: met, closest: 6.00×")
     changes["closest"] = (-0.6, None)
-    assert compound.target_lines(args, speedups, changes)[1].endswith("missed, no step stays within 0.5 F1")
+    assert compound.target_lines(args, speedups, changes, {})[1].endswith(
+        "missed, no step stays within 0.5 F1 (the fastest, fast but wrong, 20.00× at ΔF1 -3.00)"
+    )
+
+
+def test_a_missed_compound_speed_target_names_what_caps_it_in_the_profile(compound):
+    args = argparse.Namespace(batch_size=16)
+    speedups = {"uncompressed": {16: [1.0], 1: [1.0]}, "stack": {16: [4.0], 1: [2.0]}}
+    changes = {"uncompressed": (0.0, None), "stack": (-0.2, None)}
+    # (operator, ms per pass, share of the pass): 100 ms uncompressed; the stack 25 ms, 15 of them outside products
+    profiles = {
+        "uncompressed": {16: [("aten::addmm", 80.0, 0.8), ("aten::gelu", 20.0, 0.2)], 1: [("aten::addmm", 10.0, 1.0)]},
+        "stack": {
+            16: [
+                ("FullyConnected (jit_avx512_amx_I8)", 10.0, 0.4),
+                ("Subgraph (jit)", 9.0, 0.36),
+                ("Softmax (jit)", 6.0, 0.24),
+            ],
+            1: [("FullyConnected (jit)", 5.0, 1.0)],
+        },
+    }
+    line = compound.target_lines(args, speedups, changes, profiles)[0]
+    assert line.startswith("- ≥ 10× within 1 F1 at batch 16: missed, stack: 4.00×")
+    assert "25.0 ms per pass, 10.0 ms (40%) in matrix products" in line
+    assert "`Subgraph` 9.0 ms, `Softmax` 6.0 ms" in line and "cap it at 6.7× over the uncompressed pass" in line

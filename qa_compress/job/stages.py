@@ -2,7 +2,7 @@
 
 Every check that can fail on a user's input ran before (`checks`); the stages run inside the
 job's MLflow run (`run`). The methods themselves live in `prune` and `quantize`; the data the
-job reads comes from `inputs`. The stages share one `Context`.
+job reads comes from `inputs`; evaluating and timing are `measure`'s. The stages share one `Context`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -18,52 +17,21 @@ from typing import Any
 
 import torch
 import transformers
-from datasets import Dataset
 
 from qa_compress import quantize
 from qa_compress.data import squad
 from qa_compress.errors import UserError
-from qa_compress.evaluate import bootstrap, predict, score, threshold, timing
+from qa_compress.evaluate import bootstrap, predict
 from qa_compress.job import bookkeeping, inputs
 from qa_compress.job.config import JobConfig
+from qa_compress.job.context import CPU, Context, Evaluation
+from qa_compress.job.measure import against_reference, calibrate_threshold, evaluate, measured, scores
 from qa_compress.model import distill, models, train
 from qa_compress.prune import recovered_cache, recovery
 from qa_compress.serve import export
 from qa_compress.tracking import cache, results, runs
 
 log = logging.getLogger(__name__)
-
-CPU = torch.device("cpu")
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    """A model's answers on the evaluation set, their SQuAD 2.0 scores, and the seconds prediction took."""
-
-    predictions: predict.Predictions
-    scores: dict[str, float]
-    seconds: float
-
-
-@dataclass
-class Context:
-    """What the stages of one job share: its settings and output directory, the data it reads, the
-    tokenizer, the evaluation windows and their model inputs, and the device training runs on."""
-
-    job: JobConfig
-    output_dir: Path
-    evaluation: squad.Examples | None = None
-    train: squad.Examples | None = None
-    threshold: squad.Examples | None = None  # questions the null threshold is calibrated on
-    tokenizer: Any = None
-    eval_windows: Dataset | None = None
-    model_inputs: Dataset | None = None  # the evaluation windows as the model takes them
-    train_windows: Dataset | None = None
-    train_device: torch.device = CPU
-    baseline_id: str = ""  # what identifies the baseline in cache keys: its own key, or the checkpoint's digest
-
-    def input_names(self, model: Any) -> list[str]:
-        return models.input_names(self.tokenizer, model)
 
 
 # Stages --------------------------------------------------------------------------------------
@@ -255,114 +223,6 @@ def quantization_record(ctx: Context, model: Any) -> dict[str, float]:
         path.write_text(json.dumps(record, indent=2, default=str))
         runs.log_artifacts([path])
     return {k: float(v) for k, v in record.items() if isinstance(v, int | float) and not isinstance(v, bool)}
-
-
-def evaluate(ctx: Context, model: Any, device: torch.device) -> Evaluation:
-    """Predictions and SQuAD 2.0 scores of `model` on the evaluation set."""
-    p = ctx.job.predict
-    started = time.perf_counter()
-    start_logits, end_logits = predict.logits(model, ctx.model_inputs, p.batch_size, device)
-    predictions = predict.decode(
-        ctx.evaluation.dataset,
-        ctx.eval_windows,
-        start_logits,
-        end_logits,
-        p.n_best_size,
-        p.max_answer_length,
-        p.null_score_diff_threshold,
-    )
-    seconds = time.perf_counter() - started
-    gold = squad.gold_answers(ctx.evaluation.dataset)
-    scores, _ = score.evaluate(gold, predictions.answers, predictions.na_probs)
-    return Evaluation(predictions, scores, seconds)
-
-
-def calibrate_threshold(
-    ctx: Context, model: Any, evaluation: Evaluation, device: torch.device
-) -> tuple[Evaluation, dict]:
-    """The evaluation redone at the null threshold that maximises F1 on the questions set aside for it.
-
-    Also returns what to log: the threshold, the F1 it reached on those questions, and the
-    evaluation scores at the configured (uncalibrated) threshold.
-    """
-    questions, p = ctx.threshold, ctx.job.predict
-    windows = inputs.windows(ctx.job, questions, ctx.tokenizer, "eval")
-    starts, ends = predict.logits(model, predict.forward_inputs(windows, ctx.input_names(model)), p.batch_size, device)
-    on_split = predict.decode(
-        questions.dataset, windows, starts, ends, p.n_best_size, p.max_answer_length, p.null_score_diff_threshold
-    )
-    chosen, split_f1 = threshold.best(on_split, squad.gold_answers(questions.dataset))
-    predictions = predict.rethreshold(evaluation.predictions, chosen)
-    gold = squad.gold_answers(ctx.evaluation.dataset)
-    scores, _ = score.evaluate(gold, predictions.answers, predictions.na_probs)
-    uncalibrated = {
-        f"{k}_uncalibrated": evaluation.scores[k]
-        for k in ("exact", "f1", "HasAns_f1", "NoAns_f1")
-        if k in evaluation.scores
-    }
-    record = {
-        "null_threshold": chosen,
-        "threshold_questions": len(questions.dataset),
-        "threshold_split_f1": split_f1,
-        **uncalibrated,
-    }
-    log.info(
-        "Null threshold %.3f (F1 %.2f on the set-aside questions): evaluation F1 %.2f -> %.2f",
-        chosen,
-        split_f1,
-        evaluation.scores["f1"],
-        scores["f1"],
-    )
-    return Evaluation(predictions, scores, evaluation.seconds), record
-
-
-def scores(ctx: Context, evaluation: Evaluation) -> dict[str, float]:
-    """The official scores, the always-no-answer floor on the same questions, and how long prediction took."""
-    floor = score.always_no_answer(squad.gold_answers(ctx.evaluation.dataset))
-    return {
-        **evaluation.scores,
-        "predict_s": evaluation.seconds,
-        "eval_features": len(ctx.eval_windows),
-        "always_no_answer_exact": floor["exact"],
-        "always_no_answer_f1": floor["f1"],
-    }
-
-
-def measured(ctx: Context, model: Any, device: torch.device) -> dict[str, float]:
-    """Size as stored and, unless turned off, latency and throughput."""
-    metrics = timing.sizes(model, quantize.get(ctx.job.quantization.name))
-    b = ctx.job.benchmark
-    if b.enabled:
-        per_window = len(ctx.evaluation.dataset) / len(ctx.model_inputs)
-        metrics.update(
-            timing.run(
-                model, ctx.model_inputs, b.batch_size, b.warmup, b.repeats, device, questions_per_feature=per_window
-            )
-        )
-    return metrics
-
-
-def against_reference(ctx: Context, model: Any, reference: Any, device: torch.device) -> dict[str, float]:
-    """Speed-up over the uncompressed model, timed in interleaved rounds in this job (see timing.paired)."""
-    b = ctx.job.benchmark
-    reference_device = quantize.get("none").device()
-    timed = timing.paired(
-        model,
-        reference.to(reference_device),
-        timing.batch_of(ctx.model_inputs, b.batch_size),
-        b.warmup,
-        b.repeats,
-        device,
-        reference_device,
-    )
-    log.info(
-        "%.2fx the uncompressed model's speed (interquartile range %.2f-%.2f over %d paired rounds)",
-        timed["speedup"],
-        timed["speedup_q1"],
-        timed["speedup_q3"],
-        b.repeats,
-    )
-    return timed
 
 
 def log_layer_table(rows: list[dict], output_dir: Path) -> Path:

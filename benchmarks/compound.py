@@ -222,7 +222,7 @@ def profile_tables(args: argparse.Namespace, speedups: Speedups, profiles: Profi
                         {"operator": f"`{op}`", "ms per pass": f"{ms:.1f}", "share": f"{share:.0%}"}
                         for op, ms, share in ops
                     ]
-                ),
+                ).rstrip("\n"),
                 "",
             ]
     return lines
@@ -248,7 +248,11 @@ def section(
         f"{args.rounds} interleaved rounds in this one process against the uncompressed model in PyTorch FP32, "
         "with the interquartile range.",
         "",
-        tables.markdown(rows(args, jobs, speedups, changes)),
+        tables.markdown(rows(args, jobs, speedups, changes)).rstrip("\n"),
+        "",
+        f"Answering no to every question scores F1 {jobs[UNCOMPRESSED].metrics['always_no_answer_f1']:.2f} on these "
+        f"questions and the checkpoint only {jobs[UNCOMPRESSED].metrics['f1']:.2f}: a compressed model can hold its "
+        "F1 by answering less, so read HasAns F1 (the answerable questions) beside it.",
         "",
         *(
             [f"Not run to the end: {', '.join(s for s in STEPS if s not in jobs)}.", ""]

@@ -133,7 +133,7 @@ def time_steps(args: argparse.Namespace, jobs: dict[str, results.Job]) -> tuple[
     return speedups, profiles
 
 
-def amdahl(step: str, size: int, wanted: float, profiles: Profiles) -> str:
+def shortfall(step: str, size: int, wanted: float, profiles: Profiles) -> str:
     """Where `step` misses a speed target at batch `size`, from the profiles: its pass against the pass the
     target allows (the uncompressed pass over `wanted`), and the operators that take the most of it."""
     ops, uncompressed = profiles[step][size], common.pass_ms(profiles[UNCOMPRESSED][size])
@@ -202,7 +202,7 @@ def target_lines(args: argparse.Namespace, speedups: Speedups, changes: Changes,
         got = float(np.median(speedups[best][size]))
         verdict = "met" if got >= wanted else "missed"
         line = f"{head}{verdict}, {best}: {got:.2f}×, ΔF1 {tables.f1_change(*changes[best])}"
-        why = amdahl(best, size, wanted, profiles) if verdict == "missed" and profiles else ""
+        why = shortfall(best, size, wanted, profiles) if verdict == "missed" and profiles else ""
         lines.append(f"{line}; {why}" if why else line)
     return lines
 

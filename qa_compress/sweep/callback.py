@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from qa_compress.errors import UserError
 from qa_compress.job.config import compose_jobs, default
-from qa_compress.tracking import interrupts, locks
+from qa_compress.tracking import interrupts
 
 # MLflow, the checks and the report (torch, transformers) are imported where a sweep needs them:
 # Hydra builds this callback for single runs too, which must refuse a bad value without them.
@@ -226,7 +226,7 @@ class MlflowSweep(Callback):
             if self.search_plan.settings.max_f1_drop is not None:
                 self.max_f1_drop = self.search_plan.settings.max_f1_drop
         self.stage = f"creating its MLflow parent run in {self.uri}"
-        from qa_compress.tracking import results, runs  # MLflow: once every job's values are known to be good
+        from qa_compress.tracking import locks, results, runs  # MLflow: once every job's values are known to be good
 
         lock_wait_s = float(OmegaConf.select(config, "tracking.lock_wait_s"))
         store.check(self.uri, None, lock_wait_s)
@@ -273,7 +273,7 @@ class MlflowSweep(Callback):
 
         from qa_compress.job.bookkeeping import SKIPPED_FILE
         from qa_compress.sweep import report
-        from qa_compress.tracking import results, runs
+        from qa_compress.tracking import locks, results, runs
 
         self._finished = True
         if (self, sweep_dir) in _unfinished:

@@ -48,6 +48,11 @@ STEPS = {  # each step of the recipe: run.py overrides on top of experiment=comp
     "width, recovered": ["pruning.layers_amount=0", "quantization=none"],
     "width, recovered + static INT8, OpenVINO": ["pruning.layers_amount=0", "quantization=openvino_int8"],
     "width, recovered + static INT8, ONNX Runtime": ["pruning.layers_amount=0", "quantization=onnx_static_int8"],
+    "half the heads, recovered + static INT8, OpenVINO": [
+        "pruning.layers_amount=0",
+        "pruning.heads_amount=0.5",
+        "quantization=openvino_int8",
+    ],
     "depth + width, recovered": ["quantization=none"],
     "depth + width, recovered + static INT8, OpenVINO": ["quantization=openvino_int8"],
     "depth + width, recovered + static INT8, ONNX Runtime": ["quantization=onnx_static_int8"],

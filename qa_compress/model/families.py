@@ -69,13 +69,12 @@ class Layout:
         return Block(attention, *linears, attention.attention_head_size, positions)
 
 
-def _attribute(module: Any, path: str) -> Any:
+def _attribute(layer: nn.Module, path: str) -> nn.Module | None:
     """The submodule at a dotted path, or None where the path does not exist."""
-    for name in path.split("."):
-        module = getattr(module, name, None)
-        if module is None:
-            return None
-    return module
+    try:
+        return layer.get_submodule(path)
+    except AttributeError:
+        return None
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,11 @@ BASELINE_FORMAT = 2  # 2: batches trimmed of unneeded padding
 BASELINE_FILES = ("config.json", "model.safetensors", "baseline.json")  # weights as safetensors, never pickles
 
 
+def weight_libraries() -> dict[str, str]:
+    """The versions of the libraries that shape trained weights: part of every cache key of a trained model."""
+    return {"torch": torch.__version__, "transformers": transformers.__version__, "datasets": datasets.__version__}
+
+
 def baseline_key(
     model_fingerprint: str, train_digest: str, max_seq_length: int, doc_stride: int, training: dict[str, Any], seed: int
 ) -> str:
@@ -52,9 +57,7 @@ def baseline_key(
             "doc_stride": doc_stride,
             "training": training,
             "seed": seed,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "datasets": datasets.__version__,
+            **weight_libraries(),
         }
     )
 

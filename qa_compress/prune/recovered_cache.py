@@ -13,11 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import datasets
-import torch
-import transformers
-
-from qa_compress.model import models
+from qa_compress.model import models, train
 from qa_compress.tracking import cache
 
 FORMAT = 1
@@ -28,8 +24,7 @@ DIRECTORY = "recovered"
 
 def entry(cache_dir: Path, parts: dict[str, Any]) -> Path:
     """The cache directory of a recovered model described by `parts`."""
-    versions = {"torch": torch.__version__, "transformers": transformers.__version__, "datasets": datasets.__version__}
-    return cache_dir / DIRECTORY / cache.key({"format": FORMAT, **parts, **versions})
+    return cache_dir / DIRECTORY / cache.key({"format": FORMAT, **parts, **train.weight_libraries()})
 
 
 def save(model: Any, tokenizer: Any, entry: Path, rows: list[dict], metrics: dict[str, float], made_by: str) -> None:

@@ -146,7 +146,7 @@ def _end_run(status: str, error: str | None = None) -> None:
     can end a failed run FINISHED later. A status that cannot be written leaves the run RUNNING in the store,
     never reused, until a later job marks it KILLED (`reap_dead_runs`).
     """
-    run_id = mlflow.active_run().info.run_id
+    run_id = active_run_id()
     try:
         with held():
             mlflow.end_run(status)  # leaves the stack of active runs first, then writes the status

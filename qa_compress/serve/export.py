@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import uuid
 import warnings
 from dataclasses import asdict, dataclass
 from importlib import metadata
@@ -145,6 +146,8 @@ class QuestionAnswerer:
             batched=True,
             remove_columns=examples.column_names,
             fn_kwargs={"tokenizer": self.tokenizer, "max_seq_length": s.max_seq_length, "doc_stride": s.doc_stride},
+            keep_in_memory=True,
+            new_fingerprint=uuid.uuid4().hex,  # nothing is cached; hashing the tokenizer cost each request ~80 ms
         )
         inputs = predict.forward_inputs(windows, self.input_names)
         start, end = predict.logits(self.model, inputs, s.batch_size, torch.device("cpu"))

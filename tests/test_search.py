@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -200,7 +201,7 @@ def test_nsga2_evolves_after_its_random_start_within_a_short_search():
 
 
 def _study(tmp_path, name: str | None = None):
-    storage = f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"
+    storage = study_storage.opened(f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}")  # as the search opens it
     summaries = optuna.get_all_study_summaries(storage)
     assert len(summaries) == 1
     return optuna.load_study(study_name=summaries[0].study_name, storage=storage)
@@ -267,10 +268,30 @@ def test_a_six_trial_constrained_search_runs_as_one_sweep_and_names_the_fastest_
     assert (tmp_path / "sweep" / "search_front_growth.png").is_file()
 
 
+@pytest.mark.slow
+def test_processes_opening_one_fresh_study_storage_at_once_all_open_it(tmp_path):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    start = time.time() + 5  # every process imported and waiting, then all open at once
+    code = (
+        "import sys, time\n"
+        "from qa_compress.sweep import study_storage\n"
+        "time.sleep(max(0.0, float(sys.argv[2]) - time.time()))\n"
+        "study_storage.probe_storage(sys.argv[1])\n"
+    )
+    workers = [
+        subprocess.Popen([sys.executable, "-c", code, url, str(start)], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    errors = [worker.communicate(timeout=120)[1] for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers), [err[-1000:] for err in errors]
+    assert optuna.get_all_study_summaries(url) == []  # one schema, whole, and no study yet
+
+
 def _trials_finished(path) -> int:
     return path.read_text().count("] - Trial ") if path.is_file() else 0
 
 
+@pytest.mark.beside_slurm  # times nothing
 @pytest.mark.slow
 def test_a_search_stopped_by_sigterm_continues_to_n_trials_with_no_trial_twice(
     tmp_path, tiny_distilbert_dir, squad_files
@@ -287,8 +308,9 @@ def test_a_search_stopped_by_sigterm_continues_to_n_trials_with_no_trial_twice(
     process = start_cli([*args, *parallel], tmp_path, start_new_session=True)
     try:
         deadline = time.time() + 240
-        while time.time() < deadline and not _completed(tmp_path):  # a batch has finished and is recorded
-            time.sleep(0.3)
+        while time.time() < deadline and process.poll() is None and not _completed(tmp_path):
+            time.sleep(0.3)  # until a batch has finished and is recorded
+        assert process.poll() is None, (tmp_path / "cli.log").read_text()[-3000:]  # stopped of itself
         os.killpg(process.pid, signal.SIGTERM)  # what a cluster sends at a time limit
         process.wait(timeout=120)
     except subprocess.TimeoutExpired:
@@ -367,6 +389,7 @@ def test_a_study_another_live_process_searches_is_refused(tmp_path):
     assert first.study.user_attrs["searcher"]["pid"] == os.getpid()
 
 
+@pytest.mark.beside_slurm  # times nothing
 @pytest.mark.slow
 def test_a_search_launches_its_batches_through_submitit(tmp_path, tiny_distilbert_dir, squad_files):
     """The basic launcher runs the searches above, joblib the stopped one; submitit here (SLURM's is the same call),

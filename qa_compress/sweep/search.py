@@ -179,7 +179,10 @@ class Search:
         directions = [plan.settings.objectives[n] for n in self.names]
         try:
             self.study = optuna.create_study(
-                storage=plan.storage, study_name=plan.study, directions=directions, load_if_exists=True
+                storage=study_storage.opened(plan.storage),
+                study_name=plan.study,
+                directions=directions,
+                load_if_exists=True,
             )
         except ValueError as err:  # a study of this name with other objectives
             raise UserError(f"hydra.sweeper.study_name={plan.study}: {err}") from None

@@ -7,7 +7,11 @@ schema `optuna`, on a MySQL server the database `<name>_optuna`, created on firs
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
 
 from qa_compress.errors import UserError
 from qa_compress.tracking import store
@@ -95,16 +99,28 @@ def check_storage(url: str, key: str) -> None:
         checks.writable(str(Path(url.split(":///", 1)[-1]).parent), key)
 
 
+def opened(url: str) -> Any:
+    """Optuna's storage at `url`, its schema (and home) created on first use.
+
+    Processes opening one fresh SQLite file at once each try to create the tables, and all but one fail
+    ("table studies already exists"), so on SQLite they queue on a lock beside the file, as MLflow stores do.
+    """
+    import optuna
+
+    _create_home(url)
+    database = store.sqlite_path(url)
+    creation = FileLock(f"{database}.lock") if database is not None else contextlib.nullcontext()
+    with creation:
+        return optuna.storages.RDBStorage(url)
+
+
 def probe_storage(url: str) -> None:
     """Connect to the storage (creating Optuna's tables on first use); UserError if it does not answer.
 
     The last check before a search's parent run opens, so a refused search leaves no database behind.
     """
-    import optuna
-
     try:
-        _create_home(url)
-        optuna.storages.RDBStorage(url)
+        opened(url)
     except Exception as err:
         raise unreachable(url, err) from None
 

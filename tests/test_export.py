@@ -137,6 +137,7 @@ def _readme_request() -> dict:
     return json.loads(body.group(1))
 
 
+@pytest.mark.beside_slurm  # times nothing
 def test_the_readmes_three_commands_take_a_sweeps_pick_to_an_answer_over_http(tmp_path, tiny_bert_dir, squad_files):
     """Sweep, then the command its recommendation prints (it keeps and registers the model, its last line names
     it), then `mlflow models serve`: the README's request is answered, and every question as the job answered.

@@ -86,6 +86,7 @@ def test_bad_files_and_weights_are_refused_before_torch_loads(tmp_path, tiny_ber
         assert not _imported([*base, *args], tmp_path) & HEAVY
 
 
+@pytest.mark.beside_slurm  # times nothing
 @pytest.mark.slow
 def test_library_noise_stays_out_of_the_output_unless_hydra_verbose_asks(tmp_path, tokenizer, squad_files):
     """transformers' load report (a checkpoint without a QA head) and ONNX Runtime's fusion log, quiet by default."""

@@ -129,6 +129,7 @@ def test_a_bad_value_in_any_job_stops_the_sweep_before_the_first(tmp_path, tiny_
     assert not (tmp_path / "cache" / "baselines").exists()  # nothing was trained
 
 
+@pytest.mark.beside_slurm  # times nothing
 @pytest.mark.slow
 def test_submitit_launcher_fine_tunes_once_and_groups_runs_under_the_sweep(tmp_path, tiny_distilbert_dir, squad_files):
     """joblib, the other launcher, runs in the interrupted-sweep test below."""
@@ -307,6 +308,7 @@ def tracking_server(tmp_path):
         yield uri
 
 
+@pytest.mark.beside_slurm  # times nothing
 @pytest.mark.slow
 def test_a_parallel_sweep_logs_to_a_tracking_server_and_the_report_is_rebuilt_from_it(
     tmp_path, tiny_distilbert_dir, squad_files, tracking_server, capsys

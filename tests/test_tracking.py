@@ -265,6 +265,7 @@ while time.time() < until:
 """
 
 
+@pytest.mark.beside_slurm  # times nothing
 @pytest.mark.slow
 def test_a_parallel_sweep_on_a_busy_sqlite_store_records_every_job_once_and_complete(
     tmp_path, tiny_distilbert_dir, squad_files

@@ -477,20 +477,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     minutes waiting on the cluster, runs on a worker of its own, with the tests marked `beside_slurm` (which time
     nothing, so the other worker's load cannot fail them); every other test runs in order on the other."""
     for item in items:
-        item.add_marker(pytest.mark.xdist_group("slurm" if _beside_slurm(item) else "main"))
-
-
-def _beside_slurm(item: pytest.Item) -> bool:
-    return "slurm" in getattr(item, "fixturenames", ()) or item.get_closest_marker("beside_slurm") is not None
+        beside = "slurm" in getattr(item, "fixturenames", ()) or item.get_closest_marker("beside_slurm")
+        item.add_marker(pytest.mark.xdist_group("slurm" if beside else "main"))
 
 
 @pytest.fixture(autouse=True)
-def _one_thread_beside_slurm(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Tests beside the SLURM test time nothing: one thread each, in this process and the ones it starts, leaves
-    the other worker's timed tests a core instead of two workers' threads spinning over two cores."""
-    if not _beside_slurm(request.node):
-        yield
-        return
+def _one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Two workers share two cores: one thread per test, in this process and the ones it starts, since two
+    workers' torch threads spinning over two cores took the quick start from 110 s alone to 314 s."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -268,6 +268,7 @@ def test_a_six_trial_constrained_search_runs_as_one_sweep_and_names_the_fastest_
     assert (tmp_path / "sweep" / "search_front_growth.png").is_file()
 
 
+@pytest.mark.beside_slurm  # times nothing
 @pytest.mark.slow
 def test_processes_opening_one_fresh_study_storage_at_once_all_open_it(tmp_path):
     url = f"sqlite:///{tmp_path / 'optuna.db'}"

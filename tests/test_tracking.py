@@ -220,6 +220,7 @@ def test_runs_whose_process_died_are_marked_killed_by_the_next_job_and_live_ones
     assert job.data.tags["host"] == host and job.data.tags["pid"] == str(os.getpid())
 
 
+@pytest.mark.beside_slurm  # times nothing
 @pytest.mark.slow
 def test_processes_opening_one_fresh_store_at_once_all_get_the_same_experiment(tmp_path):
     uri = store_uri(tmp_path)

@@ -121,6 +121,21 @@ def test_the_reference_of_an_experiment_that_sets_its_method_keys_composes_witho
     assert (reference.pruning.name, reference.quantization.name) == ("none", "none")
 
 
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml")))
+def test_every_experiments_reference_is_a_job_run_py_accepts(experiment, tmp_path):
+    """The compound recipe recovers (400 steps, distillation, a gradual schedule), which pruning=none refuses:
+    its uncompressed reference takes none's defaults for them."""
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        job_cfg, overrides = reference_job("config", [f"experiment={experiment}"])
+    with open_dict(job_cfg):
+        job_cfg.hydra.runtime.output_dir = str(tmp_path)
+    HydraConfig.instance().set_config(job_cfg)
+    reference = from_hydra(job_cfg)
+    p = reference.pruning
+    assert (p.name, reference.quantization.name) == ("none", "none"), overrides
+    assert (p.finetune_steps, p.distill, p.distill_hidden_weight, p.schedule) == (0, False, 0.0, "oneshot")
+
+
 def test_a_bad_value_in_any_job_stops_the_sweep_before_the_first(tmp_path, tiny_distilbert_dir, squad_files):
     args = tiny_job_args(tiny_distilbert_dir, squad_files, "pruning=l1_unstructured", "pruning.amount=0.2,1.5")
     assert_refused(run_in_process(["-m", *args], tmp_path), tmp_path, "pruning.amount=1.5")

@@ -30,6 +30,7 @@ class NoPruning(PruningMethod):
             "distill",
             "distill_temperature",
             "distill_weight",
+            "distill_hidden_weight",
             "schedule",
             "gradual_stages",
             "gradual_end",

@@ -110,21 +110,30 @@ def reference_job(config_name: str, overrides: Sequence[str]) -> tuple[DictConfi
     """The reference job's composed config and the overrides that reproduce it.
 
     An experiment may set keys of its compression method (`quantization.qat_steps`); the `none`
-    methods do not have them, so they are deleted (`~quantization.qat_steps`).
+    methods do not have them, so they are deleted (`~quantization.qat_steps`). Keys `none` has but
+    that mean nothing to it (recovery and its schedule: `inert_keys`) go back to its defaults, since
+    `pruning=none` refuses recovery it has nothing to recover from.
     """
     from qa_compress import prune, quantize
 
     wanted = reference_overrides(overrides)
     job_cfg = compose(config_name=config_name, overrides=wanted, return_hydra_config=True)
-    known = {
-        "pruning": prune.get("none").settings.model_fields,
-        "quantization": quantize.get("none").settings.model_fields,
-    }
+    unpruned = prune.get("none")
+    known = {"pruning": unpruned.settings.model_fields, "quantization": quantize.get("none").settings.model_fields}
     extra = [f"~{group}.{key}" for group, fields in known.items() for key in job_cfg[group] if key not in fields]
+    for key in sorted(unpruned.inert_keys & set(job_cfg.pruning)):
+        default = known["pruning"][key].default
+        if job_cfg.pruning[key] != default:
+            extra.append(f"pruning.{key}={_override_value(default)}")
     if extra:
         wanted += extra
         job_cfg = compose(config_name=config_name, overrides=wanted, return_hydra_config=True)
     return job_cfg, wanted
+
+
+def _override_value(value: object) -> str:
+    """A default as Hydra's override grammar reads it back (true, 5e-05, oneshot)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _previous_sweep(uri: str, experiment: str, jobs: list) -> str | None:

@@ -484,7 +484,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(autouse=True)
 def _one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Two workers share two cores: one thread per test, in this process and the ones it starts, since two
-    workers' torch threads spinning over two cores took the quick start from 110 s alone to 314 s."""
+    workers' torch threads spinning over two cores slowed both workers' tests far beyond twice."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -147,7 +147,7 @@ class QuestionAnswerer:
             remove_columns=examples.column_names,
             fn_kwargs={"tokenizer": self.tokenizer, "max_seq_length": s.max_seq_length, "doc_stride": s.doc_stride},
             keep_in_memory=True,
-            new_fingerprint=uuid.uuid4().hex,  # nothing is cached; hashing the tokenizer cost each request ~80 ms
+            new_fingerprint=uuid.uuid4().hex,  # nothing is cached: no hash of the tokenizer per request
         )
         inputs = predict.forward_inputs(windows, self.input_names)
         start, end = predict.logits(self.model, inputs, s.batch_size, torch.device("cpu"))

@@ -132,7 +132,9 @@ def reference_job(config_name: str, overrides: Sequence[str]) -> tuple[DictConfi
 
 
 def _override_value(value: object) -> str:
-    """A default as Hydra's override grammar reads it back (true, 5e-05, oneshot)."""
+    """A default as Hydra's override grammar reads it back (true, null, 5e-05, oneshot)."""
+    if value is None:
+        return "null"
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 

@@ -268,6 +268,32 @@ def test_a_six_trial_constrained_search_runs_as_one_sweep_and_names_the_fastest_
     assert (tmp_path / "sweep" / "search_front_growth.png").is_file()
 
 
+@pytest.mark.slow
+def test_a_search_for_speed_holds_its_trials_to_a_reference_whose_speedup_is_one(
+    tmp_path, tiny_distilbert_dir, squad_files
+):
+    """The uncompressed job is not timed against itself; as in the report, its speed-up is 1 by definition."""
+    args = tiny_job_args(
+        tiny_distilbert_dir, squad_files, *PARETO, "quantization=choice(none,dynamic_int8)", fine_tune=False
+    )
+    options = [
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.max_f1_drop=1",
+        "hydra.sweeper.objectives=[f1,speedup]",
+        "benchmark.repeats=3",
+        "benchmark.warmup=1",
+    ]
+    result = run_in_process(["-m", *args, *options], tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ran = _ran(_study(tmp_path))
+    assert [t.state for t in ran] == [optuna.trial.TrialState.COMPLETE] * 2
+    reference, quantized = ran
+    assert reference.user_attrs.get("reference") and reference.values[1] == 1.0
+    logged = {j.info.run_id: j.data.metrics for j in children(tmp_path)}
+    assert "speedup" not in logged[reference.user_attrs["run_id"]]  # nothing typed into the record
+    assert quantized.values[1] == logged[quantized.user_attrs["run_id"]]["speedup"]  # measured in its job
+
+
 @pytest.mark.beside_slurm  # times nothing
 @pytest.mark.slow
 def test_processes_opening_one_fresh_study_storage_at_once_all_open_it(tmp_path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +52,13 @@ MAX_F1_DROP_TAG = "max_f1_drop"  # on a sweep's parent run: the F1 loss its reco
 SPEEDUP_OF_THE_REFERENCE = {"speedup": 1.0, "speedup_q1": 1.0, "speedup_q3": 1.0}
 
 
+def reference_metrics(metrics: Mapping[str, float]) -> dict[str, float]:
+    """An uncompressed job's metrics with its speed-up: a timed one is not timed against itself, so 1 by definition."""
+    if "latency_ms" in metrics and "speedup" not in metrics:
+        return {**metrics, **SPEEDUP_OF_THE_REFERENCE}
+    return dict(metrics)
+
+
 def job_of(run: Run) -> Job:
     """A job's run, as the report reads it."""
     params, tags = run.data.params, run.data.tags
@@ -59,10 +66,8 @@ def job_of(run: Run) -> Job:
         overrides = tuple(json.loads(tags["overrides"])) if "overrides" in tags else None
     except (ValueError, TypeError):
         overrides = None
-    metrics = dict(run.data.metrics)
     uncompressed = tags.get("uncompressed") == "true"
-    if uncompressed and "latency_ms" in metrics and "speedup" not in metrics:
-        metrics.update(SPEEDUP_OF_THE_REFERENCE)  # not timed against itself: 1 by definition
+    metrics = reference_metrics(run.data.metrics) if uncompressed else dict(run.data.metrics)
     return Job(
         run_id=run.info.run_id,
         name=run.info.run_name,

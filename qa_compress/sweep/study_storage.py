@@ -7,11 +7,8 @@ schema `optuna`, on a MySQL server the database `<name>_optuna`, created on firs
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any
-
-from filelock import FileLock
 
 from qa_compress.errors import UserError
 from qa_compress.tracking import store
@@ -103,14 +100,12 @@ def opened(url: str) -> Any:
     """Optuna's storage at `url`, its schema (and home) created on first use.
 
     Processes opening one fresh SQLite file at once each try to create the tables, and all but one fail
-    ("table studies already exists"), so on SQLite they queue on a lock beside the file, as MLflow stores do.
+    ("table studies already exists"), so they queue on the store's creation lock, as MLflow stores do.
     """
     import optuna
 
     _create_home(url)
-    database = store.sqlite_path(url)
-    creation = FileLock(f"{database}.lock") if database is not None else contextlib.nullcontext()
-    with creation:
+    with store.creation_lock(url):
         return optuna.storages.RDBStorage(url)
 
 

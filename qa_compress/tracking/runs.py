@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from filelock import FileLock
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import Run
@@ -47,14 +46,12 @@ EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 def experiment_id(uri: str, name: str) -> str:
     """Select (creating if needed) the experiment; a SQLite store keeps artifacts beside its database file."""
     mlflow.set_tracking_uri(uri)
-    artifacts, creation = None, contextlib.nullcontext()
+    artifacts = None
     database = store.sqlite_path(uri)
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
         artifacts = (database.resolve().parent / "artifacts").as_uri()
-        # The first client to open a store creates its schema; two at once can break it, so they queue.
-        creation = FileLock(f"{database}.lock")
-    with held(), creation:
+    with held(), store.creation_lock(uri):
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is None:
             try:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
+
+from filelock import FileLock
 
 from qa_compress.errors import UserError
 
@@ -26,6 +29,12 @@ def sqlite_uri(database: Path) -> str:
 def sqlite_path(uri: str) -> Path | None:
     """The database file of a `sqlite:///` URI; None for any other store."""
     return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def creation_lock(uri: str) -> contextlib.AbstractContextManager:
+    """Held by whoever opens a SQLite database: the first opener creates its schema, and two at once break it."""
+    database = sqlite_path(uri)
+    return FileLock(f"{database}.lock") if database is not None else contextlib.nullcontext()
 
 
 SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")

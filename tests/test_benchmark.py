@@ -79,7 +79,8 @@ def test_this_machines_description_names_exactly_the_listed_flags_it_has():
 
 
 class _Sleeper(torch.nn.Module):
-    """A model whose forward pass takes `ms` milliseconds (sleeping frees the CPU: no contention between the two)."""
+    """A model whose forward pass takes `ms` milliseconds (sleeping frees the CPU: no contention between the two);
+    tens of milliseconds, so that a busy machine's late wake-ups (a few ms) do not move the ratio."""
 
     def __init__(self, ms: float) -> None:
         super().__init__()
@@ -92,11 +93,11 @@ class _Sleeper(torch.nn.Module):
 def test_paired_timing_gives_the_ratio_of_the_two_models_times_and_its_spread():
     batch = {"input_ids": torch.zeros(2, 8, dtype=torch.long)}
     cpu = torch.device("cpu")
-    timed = timing.paired(_Sleeper(4), _Sleeper(12), batch, warmup=1, rounds=9, device=cpu, reference_device=cpu)
+    timed = timing.paired(_Sleeper(20), _Sleeper(60), batch, warmup=1, rounds=9, device=cpu, reference_device=cpu)
     assert timed["speedup"] == pytest.approx(3.0, rel=0.25)
     assert timed["speedup_q1"] <= timed["speedup"] <= timed["speedup_q3"]
     assert timed["speedup_iqr"] == pytest.approx(timed["speedup_q3"] - timed["speedup_q1"])
-    assert timed["paired_latency_ms"] == pytest.approx(4, rel=0.5)
-    assert timed["reference_latency_ms"] == pytest.approx(12, rel=0.5)
-    same = timing.paired(_Sleeper(5), _Sleeper(5), batch, warmup=1, rounds=9, device=cpu, reference_device=cpu)
+    assert timed["paired_latency_ms"] == pytest.approx(20, rel=0.5)
+    assert timed["reference_latency_ms"] == pytest.approx(60, rel=0.5)
+    same = timing.paired(_Sleeper(25), _Sleeper(25), batch, warmup=1, rounds=9, device=cpu, reference_device=cpu)
     assert same["speedup"] == pytest.approx(1.0, rel=0.25)

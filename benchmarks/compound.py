@@ -53,6 +53,12 @@ STEPS = {  # each step of the recipe: run.py overrides on top of experiment=comp
         "pruning.heads_amount=0.5",
         "quantization=openvino_int8",
     ],
+    "half the heads and three quarters of the FFN, recovered + static INT8, OpenVINO": [  # the search's pick
+        "pruning.layers_amount=0",
+        "pruning.heads_amount=0.5",
+        "pruning.ffn_amount=0.75",
+        "quantization=openvino_int8",
+    ],
     "depth + width, recovered": ["quantization=none"],
     "depth + width, recovered + static INT8, OpenVINO": ["quantization=openvino_int8"],
     "depth + width, recovered + static INT8, ONNX Runtime": ["quantization=onnx_static_int8"],
